@@ -1,0 +1,5 @@
+import sys
+
+from dmd.cli import main
+
+sys.exit(main())

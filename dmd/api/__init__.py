@@ -1,0 +1,12 @@
+"""The JSON API under /api/v1."""
+
+from dmd.api.registry import Api
+
+
+def build_api() -> Api:
+    from dmd.api import audit, auth, meta, tokens, users
+
+    api = Api()
+    for mod in (meta, auth, users, tokens, audit):
+        api.include(mod.api)
+    return api

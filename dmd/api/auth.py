@@ -1,0 +1,56 @@
+"""Log in and out, who am I, password change, first-run setup."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dmd.api.registry import Api, Ctx, json_response
+from dmd.api.schemas import LoginIn, LoginOut, MeOut, PasswordChangeIn, SetupIn, UserOut
+from dmd.auth import flows
+
+api = Api()
+
+
+@api.post("/auth/login", summary="Log in with email and password (sets the session cookie)",
+          tag="auth", auth="optional", body=LoginIn, response=LoginOut, errors=(401, 403, 429))
+async def login(ctx: Ctx) -> Any:
+    body: LoginIn = ctx.body
+    user = await flows.login(ctx.request, body.email, body.password)
+    resp = json_response({})
+    token = await flows.start_session(ctx.request, resp, user)
+    resp.text = LoginOut(user=UserOut.of(user), csrf_token=token).model_dump_json()
+    return resp
+
+
+@api.post("/auth/logout", summary="End this session", tag="auth", auth="optional", status=204)
+async def logout(ctx: Ctx) -> Any:
+    from aiohttp import web
+
+    resp = web.Response(status=204)
+    await flows.logout(ctx.request, resp, ctx.identity)
+    return resp
+
+
+@api.get("/me", summary="The calling user", tag="auth", response=MeOut, errors=(401,))
+async def me(ctx: Ctx) -> Any:
+    ident = ctx.user_identity
+    return MeOut(**UserOut.of(ident.user).model_dump(), auth=ident.via)
+
+
+@api.post("/me/password", summary="Change your password (ends your other sessions)", tag="auth",
+          body=PasswordChangeIn, status=204, errors=(401, 403, 422))
+async def change_password(ctx: Ctx) -> Any:
+    body: PasswordChangeIn = ctx.body
+    await flows.change_password(ctx.request, ctx.user_identity, body.current_password, body.new_password)
+    return None
+
+
+@api.post("/setup", summary="Create the first administrator with the one-time setup token",
+          tag="auth", auth="none", body=SetupIn, response=LoginOut, status=201, errors=(403, 409))
+async def setup(ctx: Ctx) -> Any:
+    body: SetupIn = ctx.body
+    user = await flows.complete_setup(ctx.request, body.token, body.email, body.password, body.username)
+    resp = json_response({}, status=201)
+    token = await flows.start_session(ctx.request, resp, user)
+    resp.text = LoginOut(user=UserOut.of(user), csrf_token=token).model_dump_json()
+    return resp

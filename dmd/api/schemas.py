@@ -1,0 +1,205 @@
+"""Request and response schemas of the JSON API (pydantic). They validate requests and
+generate the OpenAPI document."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from dmd.auth.passwords import MAX_LENGTH as PW_MAX
+from dmd.auth.passwords import MIN_LENGTH as PW_MIN
+from dmd.models import ApiToken, User
+
+
+def _printable(v: str) -> str:
+    if any(ord(c) < 32 or ord(c) == 127 for c in v):
+        raise ValueError("must not contain control characters or line breaks")
+    return v
+
+
+class In(BaseModel):
+    """Every request body: unknown fields are an error, types are not coerced."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class QueryIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+Email = Annotated[str, StringConstraints(min_length=3, max_length=254), AfterValidator(_printable)]
+Password = Annotated[str, StringConstraints(min_length=PW_MIN, max_length=PW_MAX)]
+Name = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), AfterValidator(_printable)
+]
+Username = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_printable)]
+Quota = Annotated[int, Field(ge=0, le=1_000_000)]
+Role = Literal["admin", "user"]
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = Field(
+        description="Pass as ?cursor= to get the next page; null on the last page."
+    )
+
+
+class PageQuery(QueryIn):
+    limit: int = Field(50, ge=1, le=200)
+    cursor: Annotated[str, StringConstraints(pattern=r"^\d{1,18}$")] | None = None
+
+    @property
+    def cursor_id(self) -> int | None:
+        return int(self.cursor) if self.cursor else None
+
+
+def page_of(items: list[Any], query: PageQuery, key: str = "id") -> dict[str, Any]:
+    """Items fetched with limit+1: the extra one only says whether there is a next page."""
+    more = len(items) > query.limit
+    items = items[: query.limit]
+    last = items[-1] if items else None
+    nxt = None
+    if more and last is not None:
+        nxt = str(last[key] if isinstance(last, dict) else getattr(last, key))
+    return {"items": items, "next_cursor": nxt}
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorOut(BaseModel):
+    error: ErrorBody
+
+
+# --- auth ---------------------------------------------------------------------------
+
+class LoginIn(In):
+    email: Email
+    password: Annotated[str, StringConstraints(min_length=1, max_length=PW_MAX)]
+
+
+class SetupIn(In):
+    token: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    email: Email
+    password: Password
+    username: Username | None = None
+
+
+class PasswordChangeIn(In):
+    current_password: Annotated[str, StringConstraints(min_length=1, max_length=PW_MAX)]
+    new_password: Password
+
+
+class UserOut(Out):
+    id: int
+    email: str
+    username: str
+    role: Role
+    disabled: bool
+    instance_limit: int | None = Field(description="null: no limit")
+    node_limit: int | None = Field(description="null: no limit")
+    gpu_limit: int | None = Field(description="null: no limit")
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    last_login_at: dt.datetime | None
+
+    @classmethod
+    def of(cls, u: User) -> UserOut:
+        return cls.model_validate(u)
+
+
+class LoginOut(BaseModel):
+    user: UserOut
+    csrf_token: str = Field(description="Send as X-CSRF-Token on cookie-authenticated writes")
+
+
+class MeOut(UserOut):
+    auth: Literal["session", "token"]
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+    version: str
+    database: str
+    sessions: str
+
+
+# --- users --------------------------------------------------------------------------
+
+class UserCreateIn(In):
+    email: Email
+    password: Password
+    role: Role = "user"
+    username: Username | None = None
+    instance_limit: Quota | None = None
+    node_limit: Quota | None = None
+    gpu_limit: Quota | None = None
+
+
+class UserPatchIn(In):
+    """Only the fields sent are changed; a quota set to null means no limit."""
+
+    email: Email | None = None
+    username: Username | None = None
+    role: Role | None = None
+    disabled: bool | None = None
+    password: Password | None = Field(None, description="Set a new password (ends their sessions)")
+    instance_limit: Quota | None = None
+    node_limit: Quota | None = None
+    gpu_limit: Quota | None = None
+
+
+# --- tokens -------------------------------------------------------------------------
+
+class TokenCreateIn(In):
+    name: Name
+    expires_in_days: Annotated[int, Field(ge=1, le=3650)] | None = None
+
+
+class TokenOut(Out):
+    id: int
+    name: str
+    prefix: str = Field(description="The first characters, to tell tokens apart")
+    created_at: dt.datetime
+    expires_at: dt.datetime | None
+    last_used_at: dt.datetime | None
+
+    @classmethod
+    def of(cls, t: ApiToken) -> TokenOut:
+        return cls.model_validate(t)
+
+
+class TokenCreatedOut(TokenOut):
+    token: str = Field(description="The secret itself. It is shown only this once.")
+
+
+# --- audit --------------------------------------------------------------------------
+
+class AuditOut(BaseModel):
+    id: int
+    at: dt.datetime
+    actor_id: int | None
+    actor: str
+    action: str
+    target_type: str | None
+    target_id: str | None
+    ip: str | None
+    detail: dict[str, Any]
+
+
+class AuditQuery(PageQuery):
+    action: Annotated[str, StringConstraints(max_length=64, pattern=r"^[a-z_.]+$")] | None = None
+    actor_id: int | None = Field(None, ge=1)
+    target_type: Annotated[str, StringConstraints(max_length=32, pattern=r"^[a-z_]+$")] | None = None
+    target_id: Annotated[str, StringConstraints(max_length=64)] | None = None

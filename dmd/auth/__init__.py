@@ -1,0 +1,1 @@
+"""Authentication: passwords, API tokens, sessions' identity, CSRF, login throttling."""

@@ -1,0 +1,48 @@
+"""CSRF protection for cookie-authenticated writes.
+
+A logged-in session holds a random token; the same value is sent to the browser in the
+readable `dm_csrf` cookie. Forms echo it in a hidden `csrf_token` field and scripts in an
+`X-CSRF-Token` header. A cross-site page can make the browser send the session cookie, but
+it cannot read `dm_csrf`, so it cannot echo the token. Anonymous forms (login, setup) use
+the same cookie as a double-submit token. Bearer-token calls carry no cookie and need none.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from aiohttp import web
+
+from dmd.auth.tokens import same
+from dmd.net import is_https
+
+CSRF_COOKIE = "dm_csrf"
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_FIELD = "csrf_token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def set_cookie(request: web.Request, response: web.StreamResponse, token: str) -> None:
+    response.set_cookie(
+        CSRF_COOKIE, token, httponly=False, samesite="Lax", path="/", secure=is_https(request) or None
+    )
+
+
+async def submitted_token(request: web.Request) -> str | None:
+    header = request.headers.get(CSRF_HEADER)
+    if header:
+        return header
+    if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        form = await request.post()
+        value = form.get(CSRF_FIELD)
+        return value if isinstance(value, str) else None
+    return None
+
+
+async def check(request: web.Request, expected: str | None) -> bool:
+    got = await submitted_token(request)
+    return bool(expected) and got is not None and same(got, expected or "")

@@ -1,0 +1,49 @@
+"""argon2id password hashing, always off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+_hasher = PasswordHasher()  # argon2id, RFC 9106 low-memory profile (64 MiB, t=3, p=4)
+# Each hash holds 64 MiB for ~50 ms: bound how many run at once so a login flood
+# cannot exhaust memory or every executor thread.
+_slots = asyncio.Semaphore(2)
+
+MIN_LENGTH = 8
+MAX_LENGTH = 1024
+
+# Verified against when the account does not exist, so that an unknown email and a
+# wrong password take the same time.
+_DUMMY_HASH = _hasher.hash("dm-timing-equaliser")
+
+
+async def _run(fn: functools.partial[object]) -> object:
+    async with _slots:
+        return await asyncio.get_running_loop().run_in_executor(None, fn)
+
+
+async def hash_password(password: str) -> str:
+    result = await _run(functools.partial(_hasher.hash, password))
+    assert isinstance(result, str)
+    return result
+
+
+def _verify(stored: str, password: str) -> bool:
+    try:
+        return _hasher.verify(stored, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+async def verify_password(stored: str | None, password: str) -> bool:
+    """True when `password` matches `stored`; with stored=None it spends the same time and fails."""
+    ok = await _run(functools.partial(_verify, stored or _DUMMY_HASH, password))
+    return bool(ok) and stored is not None
+
+
+def needs_rehash(stored: str) -> bool:
+    return _hasher.check_needs_rehash(stored)

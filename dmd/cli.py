@@ -1,0 +1,178 @@
+"""The `dmd` command: serve, migrate, user create."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import signal
+import sys
+from typing import Any
+
+from dmd import __version__
+from dmd.config import Config, ConfigError, load
+
+log = logging.getLogger("dmd")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="PATH", help="JSON config file (default /etc/dmd/config.json, "
+                   "overridden by ~/.config/dmd/config.json)")
+    p.add_argument("--data-dir", dest="data_dir", metavar="DIR", help="where dmd keeps its state [DMD_DATA_DIR]")
+    p.add_argument("--database", metavar="URL",
+                   help="sqlite:///PATH (default), postgresql://USER@HOST/DB or mysql://USER@HOST/DB [DMD_DATABASE]")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dmd", description="DM control-plane daemon")
+    p.add_argument("--version", action="version", version=f"dmd {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the daemon")
+    _common(s)
+    s.add_argument("--listen", metavar="HOST:PORT", help="address to listen on (default 0.0.0.0:3150) [DMD_LISTEN]")
+    s.add_argument("--sessions", metavar="URL",
+                   help="memory (default), redis://HOST:PORT/DB or memcached://HOST:PORT [DMD_SESSIONS]")
+    s.add_argument("--public-url", dest="public_url", metavar="URL",
+                   help="how browsers and agents reach dmd, e.g. https://dm.example.org [DMD_PUBLIC_URL]")
+    s.add_argument("--log-level", dest="log_level", choices=["debug", "info", "warning", "error"])
+    s.add_argument("--local-node", dest="local_node", action="store_const", const=True, default=None,
+                   help="also run a node agent in this process against the local Docker socket [DMD_LOCAL_NODE]")
+
+    m = sub.add_parser("migrate", help="apply database migrations and exit")
+    _common(m)
+
+    u = sub.add_parser("user", help="manage users")
+    usub = u.add_subparsers(dest="user_command", required=True)
+    uc = usub.add_parser("create", help="create a user (an admin with --admin)")
+    _common(uc)
+    uc.add_argument("--email", required=True)
+    uc.add_argument("--username")
+    uc.add_argument("--admin", action="store_true")
+    uc.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    return p
+
+
+def _cli_settings(args: argparse.Namespace) -> dict[str, Any]:
+    names = ("listen", "data_dir", "database", "sessions", "public_url", "log_level", "local_node")
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), stream=sys.stderr,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    if level.lower() != "debug":
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+async def _serve(cfg: Config) -> int:
+    from aiohttp import web
+
+    from dmd.app import SETUP_LINK_KEY, create_app
+
+    app = await create_app(cfg)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10)
+    await runner.setup()
+    site = web.TCPSite(runner, cfg.host, cfg.port, reuse_address=True)
+    await site.start()
+    log.info("dmd %s listening on %s:%d (database %s, sessions %s)", __version__, cfg.host, cfg.port,
+             app[_db_key()].describe(), cfg.sessions.split("://")[0])
+    link = app[SETUP_LINK_KEY]
+    if link:
+        log.warning("no users yet: open this one-time link to create the first admin: %s", link)
+        print(f"\n  Set up DM: {link}\n", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await runner.cleanup()
+    log.info("stopped")
+    return 0
+
+
+def _db_key() -> Any:
+    from dmd.state import DB
+
+    return DB
+
+
+async def _migrate(cfg: Config) -> int:
+    from dmd.db import Database
+    from dmd.db.migrate import upgrade
+
+    db = Database(cfg.database)
+    try:
+        before, after = await upgrade(db)
+    finally:
+        await db.close()
+    print(f"database at revision {after}" + ("" if before == after else f" (was {before or 'empty'})"))
+    return 0
+
+
+async def _user_create(cfg: Config, args: argparse.Namespace) -> int:
+    from dmd.auth.passwords import MAX_LENGTH, MIN_LENGTH, hash_password
+    from dmd.db import Database
+    from dmd.db.migrate import upgrade
+    from dmd.errors import ApiError
+    from dmd.services import audit, settings, setup, users
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+    else:
+        print("dmd: give --password-stdin to read the password from standard input", file=sys.stderr)
+        return 2
+    if not MIN_LENGTH <= len(password) <= MAX_LENGTH:
+        print(f"dmd: the password must be {MIN_LENGTH} to {MAX_LENGTH} characters", file=sys.stderr)
+        return 2
+    db = Database(cfg.database)
+    try:
+        await upgrade(db)
+        pw = await hash_password(password)
+        async with db.begin() as conn:
+            user = await users.create(conn, email=args.email, password_hash=pw,
+                                      role="admin" if args.admin else "user", username=args.username)
+            await settings.delete(conn, setup.KEY)  # a user exists: the setup link is void
+            await audit.record(conn, audit.Actor(None, None, "cli"), "user.create", "user", user.id,
+                               email=user.email, role=user.role)
+    except ApiError as e:
+        print(f"dmd: {e.message}", file=sys.stderr)
+        return 1
+    finally:
+        await db.close()
+    print(f"created {user.role} {user.username} <{user.email}> (id {user.id})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        cfg = load(args.config, _cli_settings(args))
+    except ConfigError as e:
+        print(f"dmd: invalid configuration: {e}", file=sys.stderr)
+        return 2
+    setup_logging(cfg.log_level)
+    try:
+        if args.command == "serve":
+            return asyncio.run(_serve(cfg))
+        if args.command == "migrate":
+            return asyncio.run(_migrate(cfg))
+        if args.command == "user" and args.user_command == "create":
+            return asyncio.run(_user_create(cfg, args))
+    except KeyboardInterrupt:
+        return 130
+    except OSError as e:
+        print(f"dmd: {e}", file=sys.stderr)
+        return 1
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""The middleware stack, outermost first (see build_middlewares):
+
+1. errors    - turns every failure into a clean reply (JSON under /api, a page elsewhere);
+               a traceback is logged, never sent.
+2. headers   - security headers, and Secure on every cookie when the request came over HTTPS.
+3. sessions  - aiohttp-session (loads lazily, saves when changed).
+4. identity  - who is calling: a bearer token, else the session; CSRF for cookie writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from aiohttp_session import AbstractStorage, get_session, session_middleware
+
+from dmd.api.registry import error_response
+from dmd.auth import csrf
+from dmd.auth.tokens import hash_secret, looks_like_api_token
+from dmd.db.types import utcnow
+from dmd.errors import ApiError, Forbidden, TooLarge, Unauthorized
+from dmd.net import is_https
+from dmd.services import tokens as token_svc
+from dmd.services import users as user_svc
+from dmd.sessions import SESSION_COOKIE
+from dmd.state import DB, IDENTITY_KEY, TOKEN_CACHE, Identity
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+API_PREFIX = "/api/"
+# Render HTML error pages without importing the pages package here (set by app.py).
+HTML_ERROR_KEY: web.AppKey[Callable[[web.Request, int, str], Awaitable[web.StreamResponse]]] = (
+    web.AppKey("dm_html_error")
+)
+LAST_USED_EVERY = 300.0  # seconds between writes of a token's last_used_at
+
+
+def _is_api(request: web.Request) -> bool:
+    return request.path.startswith(API_PREFIX) or request.path == "/api"
+
+
+_HTTP_CODES = {
+    404: ("not_found", "no such route: {method} {path}"),
+    405: ("method_not_allowed", "{method} is not allowed on {path}"),
+    413: ("too_large", "the request body is too large"),
+}
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as e:
+        err = e
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        code, msg = _HTTP_CODES.get(e.status, ("http_error", e.reason))
+        msg = msg.format(method=request.method, path=request.path[:200])
+        err = TooLarge(msg) if e.status == 413 else ApiError(msg, status=e.status, code=code)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        err = ApiError("internal error; the details are in dmd's log", status=500, code="internal")
+    if _is_api(request) or HTML_ERROR_KEY not in request.app:
+        return error_response(err)
+    return await request.app[HTML_ERROR_KEY](request, err.status, err.message)
+
+
+@web.middleware
+async def headers_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    resp = await handler(request)
+    h = resp.headers
+    h.setdefault("X-Content-Type-Options", "nosniff")
+    h.setdefault("Referrer-Policy", "same-origin")
+    if not _is_api(request):
+        h.setdefault("X-Frame-Options", "DENY")
+        h.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+            "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        )
+    if is_https(request):
+        for morsel in resp.cookies.values():
+            morsel["secure"] = True
+    return resp
+
+
+async def _token_identity(request: web.Request, value: str) -> Identity:
+    if not looks_like_api_token(value):
+        raise Unauthorized("invalid API token")
+    th = hash_secret(value)
+    cache = request.app[TOKEN_CACHE]
+    hit = cache.get(th)
+    if hit is not None:
+        return Identity(hit[0], "token", hit[1])
+    db = request.app[DB]
+    async with db.read() as conn:
+        found = await token_svc.lookup(conn, th)
+    if found is None:
+        raise Unauthorized("invalid, expired or revoked API token")
+    user, tok = found
+    cache.put(th, user, tok.id, tok.expires_at.timestamp() if tok.expires_at else None)
+    now = utcnow()
+    if tok.last_used_at is None or (now - tok.last_used_at).total_seconds() > LAST_USED_EVERY:
+        async with db.begin() as conn:
+            await token_svc.mark_used(conn, [tok.id], now)
+    return Identity(user, "token", tok.id)
+
+
+async def _session_identity(request: web.Request) -> Identity | None:
+    if SESSION_COOKIE not in request.cookies:
+        return None
+    session = await get_session(request)
+    uid = session.get("uid")
+    if not isinstance(uid, int):
+        return None
+    async with request.app[DB].read() as conn:
+        user = await user_svc.find(conn, uid)
+    if user is None or user.disabled or session.get("av") != user.auth_version:
+        # Password changed, disabled or deleted since this session began.
+        session.invalidate()
+        return None
+    return Identity(user, "session")
+
+
+@web.middleware
+async def identity_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.monotonic()
+    auth = request.headers.get("Authorization")
+    ident: Identity | None
+    if auth is not None:
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise Unauthorized("the Authorization header must be 'Bearer <token>'")
+        ident = await _token_identity(request, value.strip())
+    else:
+        ident = await _session_identity(request)
+        if ident is not None and request.method not in csrf.SAFE_METHODS:
+            session = await get_session(request)
+            if not await csrf.check(request, session.get("csrf")):
+                raise Forbidden(
+                    "missing or wrong CSRF token: send the dm_csrf cookie's value in the "
+                    "X-CSRF-Token header (or the csrf_token form field)",
+                    code="csrf",
+                )
+    if ident is not None:
+        request[IDENTITY_KEY] = ident
+    resp = await handler(request)
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("%s %s -> %s in %.1f ms", request.method, request.path, resp.status,
+                  (time.monotonic() - started) * 1000)
+    return resp
+
+
+def build_middlewares(storage: AbstractStorage) -> list[Handler]:
+    return [errors_middleware, headers_middleware, session_middleware(storage), identity_middleware]  # type: ignore[list-item]

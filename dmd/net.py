@@ -1,0 +1,27 @@
+"""What a request says about where it came from, honouring a trusted reverse proxy."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from dmd.state import CONFIG
+
+
+def client_ip(request: web.Request) -> str:
+    if request.app[CONFIG].trust_proxy:
+        fwd = request.headers.get("X-Forwarded-For")
+        if fwd:
+            # The proxy appends the address it saw: the right-most entry is the one we trust.
+            return fwd.split(",")[-1].strip()[:64]
+        real = request.headers.get("X-Real-IP")
+        if real:
+            return real.strip()[:64]
+    return (request.remote or "unknown")[:64]
+
+
+def is_https(request: web.Request) -> bool:
+    if request.secure:
+        return True
+    return request.app[CONFIG].trust_proxy and (
+        request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower() == "https"
+    )

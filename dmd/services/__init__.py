@@ -1,0 +1,1 @@
+"""Domain operations over the database. Each takes a connection inside a transaction."""

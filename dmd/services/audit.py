@@ -1,0 +1,89 @@
+"""The audit trail: who did what to which object, when, from where."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from dmd.db.schema import audit_log
+from dmd.db.types import utcnow
+from dmd.models import User
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who acts: a user, or the system itself (CLI, start-up) when user is None."""
+
+    user: User | None
+    ip: str | None = None
+    label: str | None = None
+
+    @property
+    def name(self) -> str:
+        if self.user is not None:
+            return self.user.username
+        return self.label or "system"
+
+
+SYSTEM = Actor(None, None, "system")
+
+
+async def record(
+    conn: AsyncConnection,
+    actor: Actor,
+    action: str,
+    target_type: str | None = None,
+    target_id: int | str | None = None,
+    **detail: Any,
+) -> None:
+    await conn.execute(
+        audit_log.insert().values(
+            at=utcnow(),
+            actor_id=actor.user.id if actor.user else None,
+            actor=actor.name[:64],
+            action=action,
+            target_type=target_type,
+            target_id=None if target_id is None else str(target_id)[:64],
+            ip=(actor.ip or None) and actor.ip[:64],  # type: ignore[index]
+            detail=json.dumps(detail, default=str, ensure_ascii=False) if detail else None,
+        )
+    )
+
+
+async def list_entries(
+    conn: AsyncConnection,
+    *,
+    limit: int,
+    before_id: int | None = None,
+    action: str | None = None,
+    actor_id: int | None = None,
+    target_type: str | None = None,
+    target_id: str | None = None,
+) -> list[dict[str, Any]]:
+    q = sa.select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)
+    if before_id is not None:
+        q = q.where(audit_log.c.id < before_id)
+    if action:
+        # "user." matches every user action; "user.create" only that one.
+        q = q.where(
+            audit_log.c.action.startswith(action, autoescape=True)
+            if action.endswith(".")
+            else audit_log.c.action == action
+        )
+    if actor_id is not None:
+        q = q.where(audit_log.c.actor_id == actor_id)
+    if target_type:
+        q = q.where(audit_log.c.target_type == target_type)
+    if target_id:
+        q = q.where(audit_log.c.target_id == target_id)
+    rows = (await conn.execute(q)).all()
+    out = []
+    for r in rows:
+        d = dict(r._mapping)
+        d["detail"] = json.loads(d["detail"]) if d["detail"] else {}
+        out.append(d)
+    return out

@@ -1,0 +1,32 @@
+"""Locating the real GPU tool outputs in the repository's sibling folder ../shared."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+# The repository's sibling folder ../shared holds real tool outputs (see its README.md).
+FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "gpu"
+
+
+def fixture_dir() -> Path:
+    """The GPU fixture folder; fails (never skips) when it is missing."""
+    if not FIXTURES.is_dir():
+        pytest.fail(
+            f"GPU fixture folder not found at {FIXTURES.resolve()}; the agent parser tests "
+            "need the repository's sibling folder ../shared/fixtures/gpu",
+            pytrace=False,
+        )
+    return FIXTURES
+
+
+def fixture_path(name: str) -> Path:
+    path = fixture_dir() / name
+    if not path.is_file():
+        pytest.fail(f"GPU fixture {name} missing from {FIXTURES.resolve()}", pytrace=False)
+    return path
+
+
+def fixture_text(name: str) -> str:
+    return fixture_path(name).read_text(encoding="utf-8")

@@ -1,0 +1,152 @@
+"""Shared fixtures: a dmd application on each real database, logged-in clients, users."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from dmd.app import SETUP_LINK_KEY, create_app
+from dmd.auth import passwords
+from dmd.config import Config
+from dmd.db import Database
+from dmd.services import users
+
+REPO = Path(__file__).resolve().parents[1]
+PG_ADMIN_URL = os.environ.get("DM_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+MYSQL_ADMIN_URL = os.environ.get("DM_TEST_MYSQL", "mysql://root@127.0.0.1:3306/test")
+REDIS_URL = os.environ.get("DM_TEST_REDIS", "redis://127.0.0.1:6379/0")
+MEMCACHED_URL = os.environ.get("DM_TEST_MEMCACHED", "memcached://127.0.0.1:11211")
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture(autouse=True)
+def _fast_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests hash many passwords: use cheap argon2id parameters (same algorithm and code path)."""
+    from argon2 import PasswordHasher
+
+    cheap = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    monkeypatch.setattr(passwords, "_hasher", cheap)
+    monkeypatch.setattr(passwords, "_DUMMY_HASH", cheap.hash("dm-timing-equaliser"))
+
+
+async def _create_database(admin_url: str) -> tuple[str, Callable[[], Awaitable[None]]]:
+    """A fresh, uniquely named database on a real server, dropped afterwards."""
+    import sqlalchemy as sa
+
+    name = f"dm_test_{uuid.uuid4().hex[:12]}"
+    admin = Database(admin_url)
+    opts = {"isolation_level": "AUTOCOMMIT"}
+    async with admin.engine.connect() as conn:
+        conn = await conn.execution_options(**opts)
+        await conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    url = admin.url.set(database=name)
+    plain = url.set(drivername=url.drivername.split("+")[0]).render_as_string(hide_password=False)
+
+    async def drop() -> None:
+        async with admin.engine.connect() as conn:
+            conn = await conn.execution_options(**opts)
+            if admin.dialect == "postgresql":
+                await conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            else:
+                await conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+        await admin.close()
+
+    return plain, drop
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
+async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A URL of an empty database on each of the three real servers."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/dmd.sqlite3"
+        return
+    url, drop = await _create_database(PG_ADMIN_URL if request.param == "postgresql" else MYSQL_ADMIN_URL)
+    try:
+        yield url
+    finally:
+        await drop()
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[Database]:
+    from dmd.db.migrate import upgrade
+
+    database = Database(db_url)
+    await upgrade(database)
+    yield database
+    await database.close()
+
+
+def make_config(tmp_path: Path, **overrides: Any) -> Config:
+    values: dict[str, Any] = {"data_dir": str(tmp_path / "data"), "listen": "127.0.0.1:3150"}
+    values.update(overrides)
+    return Config(**values).validate()
+
+
+AppFactory = Callable[..., Awaitable[TestClient]]  # type: ignore[type-arg]
+
+
+@pytest.fixture
+async def make_client(aiohttp_client: Any, tmp_path: Path) -> AppFactory:
+    """make_client(**config overrides) -> a test client on a fresh dmd (SQLite by default)."""
+
+    async def factory(**overrides: Any) -> TestClient:  # type: ignore[type-arg]
+        app = await create_app(make_config(tmp_path, **overrides))
+        return await aiohttp_client(app)  # type: ignore[no-any-return]
+
+    return factory
+
+
+@pytest.fixture
+async def client(make_client: AppFactory) -> TestClient:  # type: ignore[type-arg]
+    return await make_client()
+
+
+async def add_user(client: TestClient, email: str, *, role: str = "user", password: str = PASSWORD,  # type: ignore[type-arg]
+                   **kw: Any) -> int:
+    from dmd.state import DB
+
+    db: Database = client.app[DB]
+    pw = await passwords.hash_password(password)
+    async with db.begin() as conn:
+        u = await users.create(conn, email=email, password_hash=pw, role=role, **kw)
+    return u.id
+
+
+async def login(client: TestClient, email: str, password: str = PASSWORD) -> dict[str, str]:  # type: ignore[type-arg]
+    """Log in through the API; returns the headers a cookie-authenticated write needs."""
+    r = await client.post("/api/v1/auth/login", json={"email": email, "password": password})
+    assert r.status == 200, await r.text()
+    return {"X-CSRF-Token": (await r.json())["csrf_token"]}
+
+
+async def make_token(client: TestClient, email: str, password: str = PASSWORD) -> dict[str, str]:  # type: ignore[type-arg]
+    """A bearer token for the user, through a separate cookie-less login."""
+    from aiohttp import ClientSession, CookieJar
+
+    async with ClientSession(base_url=str(client.make_url("")), cookie_jar=CookieJar(unsafe=True)) as s:
+        r = await s.post("/api/v1/auth/login", json={"email": email, "password": password})
+        assert r.status == 200, await r.text()
+        csrf = (await r.json())["csrf_token"]
+        r = await s.post("/api/v1/tokens", json={"name": f"t-{secrets.token_hex(3)}"},
+                         headers={"X-CSRF-Token": csrf})
+        assert r.status == 201, await r.text()
+        return {"Authorization": f"Bearer {(await r.json())['token']}"}
+
+
+@pytest.fixture
+async def admin(client: TestClient) -> dict[str, str]:  # type: ignore[type-arg]
+    """An admin exists; returns bearer headers for them."""
+    await add_user(client, "admin@example.org", role="admin")
+    return await make_token(client, "admin@example.org")
+
+
+def setup_link(client: TestClient) -> str | None:  # type: ignore[type-arg]
+    return client.app[SETUP_LINK_KEY]
