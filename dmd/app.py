@@ -17,6 +17,7 @@ from dmd.auth.throttle import LoginThrottle
 from dmd.config import Config
 from dmd.db import Database
 from dmd.db.migrate import upgrade
+from dmd.errors import StartupError
 from dmd.middleware import build_middlewares
 from dmd.services import setup as setup_svc
 from dmd.sessions import make_storage
@@ -57,7 +58,11 @@ async def create_app(cfg: Config, *, db: Database | None = None, migrate: bool =
     secret = load_session_secret(cfg)
     db = db or Database(cfg.database)
     if migrate:
-        await upgrade(db)
+        try:
+            await upgrade(db)
+        except Exception as e:
+            await db.close()
+            raise StartupError(f"database {db.describe()}: {str(e).splitlines()[0]}") from e
     storage, close_storage = await make_storage(cfg.sessions, secret, cfg.session_max_age)
 
     app = web.Application(middlewares=build_middlewares(storage), client_max_size=cfg.max_body_bytes)

@@ -12,6 +12,7 @@ from typing import Any
 
 from dmd import __version__
 from dmd.config import Config, ConfigError, load
+from dmd.errors import StartupError
 
 log = logging.getLogger("dmd")
 
@@ -168,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_user_create(cfg, args))
     except KeyboardInterrupt:
         return 130
-    except OSError as e:
-        print(f"dmd: {e}", file=sys.stderr)
+    except (OSError, StartupError) as e:
+        print(f"dmd: cannot start: {e}", file=sys.stderr)
         return 1
     return 2
 

@@ -70,7 +70,7 @@ class Config:
             raise ConfigError(
                 "database",
                 "expected sqlite:///PATH, postgresql://USER@HOST/DB or mysql://USER@HOST/DB, "
-                f"got {_redact(self.database)!r}",
+                f"got {redact(self.database)!r}",
             )
         if not (
             self.sessions == "memory"
@@ -79,7 +79,7 @@ class Config:
         ):
             raise ConfigError(
                 "sessions",
-                f"expected memory, redis://HOST:PORT/DB or memcached://HOST:PORT, got {_redact(self.sessions)!r}",
+                f"expected memory, redis://HOST:PORT/DB or memcached://HOST:PORT, got {redact(self.sessions)!r}",
             )
         if self.session_secret and len(self.session_secret) < 32:
             raise ConfigError("session_secret", "must be at least 32 characters")
@@ -108,7 +108,7 @@ class Config:
         return f"http://{host}:{self.port}"
 
 
-def _redact(url: str) -> str:
+def redact(url: str) -> str:
     """Hide a password in a URL before it goes into an error message."""
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 
+class StartupError(Exception):
+    """dmd cannot start: a dependency (database, session store) is unreachable or broken."""
+
+
 class ApiError(Exception):
     status = 400
     code = "bad_request"

@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from aiohttp_session import AbstractStorage, get_session, session_middleware
 
 from dmd.api.registry import error_response
@@ -138,7 +139,8 @@ async def identity_middleware(request: web.Request, handler: Handler) -> web.Str
         ident = await _token_identity(request, value.strip())
     else:
         ident = await _session_identity(request)
-        if ident is not None and request.method not in csrf.SAFE_METHODS:
+        exempt = getattr(request.match_info.handler, "csrf_exempt", False)
+        if ident is not None and request.method not in csrf.SAFE_METHODS and not exempt:
             session = await get_session(request)
             if not await csrf.check(request, session.get("csrf")):
                 raise Forbidden(
@@ -155,5 +157,5 @@ async def identity_middleware(request: web.Request, handler: Handler) -> web.Str
     return resp
 
 
-def build_middlewares(storage: AbstractStorage) -> list[Handler]:
-    return [errors_middleware, headers_middleware, session_middleware(storage), identity_middleware]  # type: ignore[list-item]
+def build_middlewares(storage: AbstractStorage) -> list[Middleware]:
+    return [errors_middleware, headers_middleware, session_middleware(storage), identity_middleware]

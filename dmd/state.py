@@ -15,8 +15,6 @@ if TYPE_CHECKING:
     from dmd.config import Config
     from dmd.db import Database
 
-# request["dm_identity"]: who is calling (set by the auth middleware), or absent.
-IDENTITY_KEY = "dm_identity"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +27,9 @@ class Identity:
     def is_admin(self) -> bool:
         return self.user.is_admin
 
+
+# Who is calling (set by the identity middleware); absent for anonymous requests.
+IDENTITY_KEY: web.RequestKey[Identity] = web.RequestKey("dm_identity", Identity)
 
 CONFIG: web.AppKey[Config] = web.AppKey("dm_config")
 DB: web.AppKey[Database] = web.AppKey("dm_db")

@@ -12,7 +12,8 @@ api = Api()
 
 
 @api.post("/auth/login", summary="Log in with email and password (sets the session cookie)",
-          tag="auth", auth="optional", body=LoginIn, response=LoginOut, errors=(401, 403, 429))
+          tag="auth", auth="optional", body=LoginIn, response=LoginOut, errors=(401, 403, 429),
+          csrf_exempt=True)
 async def login(ctx: Ctx) -> Any:
     body: LoginIn = ctx.body
     user = await flows.login(ctx.request, body.email, body.password)

@@ -38,9 +38,10 @@ def _default(o: Any) -> Any:
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
-    if isinstance(data, pydantic.BaseModel):
-        data = data.model_dump(mode="json")
-    return web.Response(text=dumps(data), status=status, content_type="application/json")
+    # A model is written by pydantic-core in one pass: the same compact UTF-8 JSON as dumps()
+    # (same keys, order and values), at a fraction of the cost of model_dump() + json.dumps.
+    text = data.model_dump_json() if isinstance(data, pydantic.BaseModel) else dumps(data)
+    return web.Response(text=text, status=status, content_type="application/json")
 
 
 def error_response(err: ApiError) -> web.Response:
@@ -105,6 +106,8 @@ class Route:
     response: Any = None
     status: int = 200
     errors: tuple[int, ...] = ()
+    # Only for routes whose JSON-only body a cross-site form cannot send (login).
+    csrf_exempt: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -126,11 +129,12 @@ class Api:
         response: Any = None,
         status: int = 200,
         errors: tuple[int, ...] = (),
+        csrf_exempt: bool = False,
     ) -> Callable[[Handler], Handler]:
         def deco(fn: Handler) -> Handler:
             self.routes.append(
                 Route(method.upper(), self.prefix + path, fn, summary, tag, auth, body, query,
-                      response, status, errors)
+                      response, status, errors, csrf_exempt)
             )
             return fn
 
@@ -179,6 +183,7 @@ def _wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]
             return web.Response(status=204)
         return json_response(result, status=route.status)
 
+    handler.csrf_exempt = route.csrf_exempt  # type: ignore[attr-defined]
     return handler
 
 

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from dmd.api.registry import Api, Ctx
 from dmd.api.schemas import Page, PageQuery, TokenCreatedOut, TokenCreateIn, TokenOut, page_of
 from dmd.auth.flows import actor_of
-from dmd.db.types import utcnow
-from dmd.errors import Conflict
-from dmd.services import audit
+from dmd.services import accounts
 from dmd.services import tokens as svc
 from dmd.state import DB, TOKEN_CACHE
 
@@ -30,21 +27,14 @@ async def list_tokens(ctx: Ctx) -> Any:
           body=TokenCreateIn, response=TokenCreatedOut, status=201, errors=(409, 422))
 async def create_token(ctx: Ctx) -> Any:
     b: TokenCreateIn = ctx.body
-    uid = ctx.user_identity.user.id
-    expires = utcnow() + dt.timedelta(days=b.expires_in_days) if b.expires_in_days else None
-    async with ctx.app[DB].begin() as conn:
-        if await svc.count_for(conn, uid) >= svc.MAX_TOKENS_PER_USER:
-            raise Conflict(f"you have {svc.MAX_TOKENS_PER_USER} tokens; revoke one first", code="too_many_tokens")
-        tok, secret = await svc.create(conn, uid, b.name, expires)
-        await audit.record(conn, actor_of(ctx.request, ctx.identity), "token.create", "token", tok.id, name=tok.name)
+    tok, secret = await accounts.create_token(
+        ctx.app[DB], actor_of(ctx.request, ctx.identity), ctx.user_identity.user.id, b.name, b.expires_in_days
+    )
     return TokenCreatedOut(**TokenOut.of(tok).model_dump(), token=secret)
 
 
 @api.delete("/tokens/{id}", summary="Revoke one of your API tokens", tag="tokens", status=204, errors=(404,))
 async def revoke_token(ctx: Ctx) -> Any:
-    token_id = ctx.path_int("id")
-    async with ctx.app[DB].begin() as conn:
-        tok = await svc.revoke(conn, ctx.user_identity.user.id, token_id)
-        await audit.record(conn, actor_of(ctx.request, ctx.identity), "token.revoke", "token", tok.id, name=tok.name)
-    ctx.app[TOKEN_CACHE].forget_token(token_id)
+    await accounts.revoke_token(ctx.app[DB], ctx.app[TOKEN_CACHE], actor_of(ctx.request, ctx.identity),
+                                ctx.user_identity.user.id, ctx.path_int("id"))
     return None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Callable
+from typing import TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -21,15 +23,16 @@ MAX_LENGTH = 1024
 _DUMMY_HASH = _hasher.hash("dm-timing-equaliser")
 
 
-async def _run(fn: functools.partial[object]) -> object:
+T = TypeVar("T")
+
+
+async def _run(fn: Callable[[], T]) -> T:
     async with _slots:
         return await asyncio.get_running_loop().run_in_executor(None, fn)
 
 
 async def hash_password(password: str) -> str:
-    result = await _run(functools.partial(_hasher.hash, password))
-    assert isinstance(result, str)
-    return result
+    return await _run(functools.partial(_hasher.hash, password))
 
 
 def _verify(stored: str, password: str) -> bool:
@@ -42,7 +45,7 @@ def _verify(stored: str, password: str) -> bool:
 async def verify_password(stored: str | None, password: str) -> bool:
     """True when `password` matches `stored`; with stored=None it spends the same time and fails."""
     ok = await _run(functools.partial(_verify, stored or _DUMMY_HASH, password))
-    return bool(ok) and stored is not None
+    return ok and stored is not None
 
 
 def needs_rehash(stored: str) -> bool:

@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import secrets
 
-API_TOKEN_PREFIX = "dm_"
+API_TOKEN_PREFIX = "dm_"  # noqa: S105 (a prefix, not a secret)
 
 
 def new_secret(prefix: str = "", nbytes: int = 32) -> str:

@@ -1,9 +1,23 @@
-"""Server-rendered pages (aiohttp-jinja2). Placeholder until the pages land."""
+"""Server-rendered pages (aiohttp-jinja2): plain HTML forms that work without JavaScript.
+
+Every form posts, then redirects (303) to a page that shows the outcome; a rejected form
+is shown again with the message and a 4xx status. Templates and static files live in
+web/ (shipped as `dmd.web`); the English and Japanese texts in dmd.i18n.
+"""
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from dmd.middleware import HTML_ERROR_KEY
+from dmd.pages import account, admin, auth_pages, placeholders
+from dmd.pages.render import html_error, setup_jinja, web_dir
+
 
 def setup_pages(app: web.Application) -> None:
-    return None
+    setup_jinja(app)
+    app.router.add_static("/static/", web_dir() / "static", name="static", append_version=True)
+    for mod in (auth_pages, account, admin):
+        app.router.add_routes(mod.routes)
+    placeholders.register(app)
+    app[HTML_ERROR_KEY] = html_error

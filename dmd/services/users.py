@@ -174,7 +174,7 @@ async def update(conn: AsyncConnection, user_id: int, changes: dict[str, Any]) -
     )
     if loses_admin and await _other_active_admins(conn, user_id) == 0:
         raise Conflict("this is the last enabled administrator; make another admin first", code="last_admin")
-    if values.get("disabled") and not before.disabled or values.get("role", before.role) != before.role:
+    if (values.get("disabled") and not before.disabled) or values.get("role", before.role) != before.role:
         values["auth_version"] = before.auth_version + 1
     if not values:
         return before, before

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -12,6 +13,8 @@ from aiohttp_session.memcached_storage import MemcachedStorage
 from aiohttp_session.redis_storage import RedisStorage
 from redis import asyncio as aioredis
 
+from dmd.config import redact
+from dmd.errors import StartupError
 from dmd.sessions.memory import MemoryStorage
 from dmd.sessions.signed import SignedCookieMixin, cookie_params
 
@@ -39,13 +42,22 @@ async def make_storage(
         async def _noop() -> None:
             return None
         return MemoryStorage(secret, **params), _noop
+    # Reach the store now, so a wrong URL fails at start and not on the first login.
     if url.startswith(("redis://", "rediss://")):
-        redis = aioredis.from_url(url)
-        await redis.ping()  # fail at start, not on the first login
+        redis = aioredis.from_url(url, socket_connect_timeout=5)
+        try:
+            await redis.ping()
+        except Exception as e:
+            await redis.aclose()
+            raise StartupError(f"sessions: cannot reach {redact(url)}: {e}") from None
         return SignedRedisStorage(redis, secret, **params), redis.aclose
     if url.startswith("memcached://"):
         parts = urlsplit(url)
         mc = aiomcache.Client(parts.hostname or "127.0.0.1", parts.port or 11211)
-        await mc.version()
+        try:
+            await asyncio.wait_for(mc.version(), 5)
+        except Exception as e:
+            await mc.close()
+            raise StartupError(f"sessions: cannot reach {url}: {e or type(e).__name__}") from None
         return SignedMemcachedStorage(mc, secret, **params), mc.close
     raise ValueError(f"unsupported sessions URL {url!r}")

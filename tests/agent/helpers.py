@@ -30,3 +30,8 @@ def fixture_path(name: str) -> Path:
 
 def fixture_text(name: str) -> str:
     return fixture_path(name).read_text(encoding="utf-8")
+
+
+def fixture_names() -> list[str]:
+    """Every fixture file (README.md aside)."""
+    return sorted(p.name for p in fixture_dir().iterdir() if p.is_file() and p.suffix != ".md")

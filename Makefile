@@ -1,0 +1,38 @@
+# DM: the two set-up commands are `make run` and `make test` (see README.md).
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DATA ?= .run/data
+LISTEN ?= 0.0.0.0:3150
+
+.PHONY: run test lint unit services bench clean agent-binary
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test,agent-binary]'
+	@touch $(STAMP)
+
+## make run: dmd on its embedded defaults (SQLite, in-memory sessions) at http://localhost:3150
+run: $(STAMP)
+	@mkdir -p $(DATA)
+	$(BIN)/dmd serve --data-dir $(DATA) --listen $(LISTEN) $(RUN_FLAGS)
+
+## make test: every test, against real PostgreSQL, MariaDB, Redis, Memcached and Chromium
+test: $(STAMP) services lint
+	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check dmd agent tests bench
+	$(BIN)/mypy dmd agent
+
+services:
+	@scripts/ensure-services.sh
+
+bench: $(STAMP) services
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) .run build dist *.egg-info
