@@ -36,3 +36,7 @@ bench: $(STAMP) services
 
 clean:
 	rm -rf $(VENV) .run build dist *.egg-info
+
+## make agent-binary: dist/dmc, the agent as one file (PyInstaller)
+agent-binary: $(STAMP)
+	scripts/build-agent.sh
