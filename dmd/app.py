@@ -9,6 +9,9 @@ from pathlib import Path
 
 from aiohttp import web
 
+from agent.protocol import AGENT_WS_PATH
+from dmd.agents import HUB, Hub
+from dmd.agents.endpoint import agent_ws
 from dmd.api import build_api
 from dmd.api.meta import OPENAPI_KEY
 from dmd.api.openapi import build as build_openapi
@@ -72,6 +75,10 @@ async def create_app(cfg: Config, *, db: Database | None = None, migrate: bool =
     app[TOKEN_CACHE] = TokenCache()
     app[THROTTLE] = LoginThrottle()
 
+    hub = Hub(db, cfg.agent_heartbeat_s)
+    app[HUB] = hub
+    app.router.add_get(AGENT_WS_PATH, agent_ws)
+
     api = build_api()
     api.register(app)
     app[OPENAPI_KEY] = build_openapi(api.routes)
@@ -84,9 +91,18 @@ async def create_app(cfg: Config, *, db: Database | None = None, migrate: bool =
         token = await setup_svc.issue_if_needed(conn)
     app[SETUP_LINK_KEY] = f"{cfg.base_url}/setup?token={token}" if token else None
 
+    async def _start(_: web.Application) -> None:
+        await hub.start()
+
+    async def _stop_agents(_: web.Application) -> None:
+        # Before the server waits for open connections to finish: close the agents' links.
+        await hub.stop()
+
     async def _close(_: web.Application) -> None:
         await close_storage()
         await db.close()
 
+    app.on_startup.append(_start)
+    app.on_shutdown.append(_stop_agents)
     app.on_cleanup.append(_close)
     return app

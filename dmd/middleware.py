@@ -17,6 +17,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from aiohttp_session import AbstractStorage, get_session, session_middleware
 
+from agent.protocol import AGENT_WS_PATH
 from dmd.api.registry import error_response
 from dmd.auth import csrf
 from dmd.auth.tokens import hash_secret, looks_like_api_token
@@ -129,6 +130,8 @@ async def _session_identity(request: web.Request) -> Identity | None:
 
 @web.middleware
 async def identity_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path == AGENT_WS_PATH:
+        return await handler(request)  # agents authenticate with their node credential there
     started = time.monotonic()
     auth = request.headers.get("Authorization")
     ident: Identity | None

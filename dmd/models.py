@@ -46,3 +46,39 @@ class ApiToken:
     def from_row(cls, row: Any) -> ApiToken:
         m = row._mapping
         return cls(**{k: m[k] for k in cls.__slots__})  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    id: int
+    name: str
+    owner_id: int | None
+    status: str
+    cordoned: bool
+    local: bool
+    join_expires_at: dt.datetime | None
+    facts: dict[str, Any] | None
+    agent_version: str | None
+    protocol_version: int | None
+    connected_at: dt.datetime | None
+    last_seen: dt.datetime | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+    @property
+    def joined(self) -> bool:
+        return self.status != "pending"
+
+    @property
+    def gpus(self) -> list[dict[str, Any]]:
+        gpus = (self.facts or {}).get("gpus") or []
+        return [g for g in gpus if isinstance(g, dict)]
+
+    @classmethod
+    def from_row(cls, row: Any) -> Node:
+        import json
+
+        m = row._mapping
+        values = {k: m[k] for k in cls.__slots__ if k != "facts"}  # type: ignore[attr-defined]
+        facts = m["facts"]
+        return cls(facts=json.loads(facts) if facts else None, **values)

@@ -4,9 +4,9 @@ from dmd.api.registry import Api
 
 
 def build_api() -> Api:
-    from dmd.api import audit, auth, meta, tokens, users
+    from dmd.api import audit, auth, meta, nodes, tokens, users
 
     api = Api()
-    for mod in (meta, auth, users, tokens, audit):
+    for mod in (meta, auth, users, tokens, audit, nodes):
         api.include(mod.api)
     return api

@@ -65,9 +65,17 @@ def build(routes: list[Route]) -> dict[str, Any]:
                 "content": {"application/json": {"schema": ref[r.body]}},
             }
         if r.response is not None:
+            if r.response in ref:
+                schema = ref[r.response]
+            else:  # a plain type such as list[Model]
+                schema = pydantic.TypeAdapter(r.response).json_schema(
+                    ref_template="#/components/schemas/{model}", mode="serialization"
+                )
+                for name, d in schema.pop("$defs", {}).items():
+                    defs.setdefault("$defs", {}).setdefault(name, d)
             op["responses"][str(r.status)] = {
                 "description": "OK",
-                "content": {"application/json": {"schema": ref[r.response]}},
+                "content": {"application/json": {"schema": schema}},
             }
         else:
             op["responses"][str(r.status)] = {"description": "Done"}

@@ -73,3 +73,34 @@ settings = sa.Table(
     sa.Column("value", sa.Text, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
 )
+
+nodes = sa.Table(
+    "nodes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    # NULL owner: a node of the installation itself (the local node, or its owner was deleted).
+    sa.Column("owner_id", sa.Integer, sa.ForeignKey("users.id", ondelete="SET NULL"), nullable=True, index=True),
+    sa.Column("status", sa.String(16), nullable=False),  # pending | online | offline
+    sa.Column("cordoned", sa.Boolean, nullable=False, default=False),
+    sa.Column("local", sa.Boolean, nullable=False, default=False),
+    sa.Column("credential_hash", sa.String(64), nullable=True, unique=True),
+    sa.Column("join_token_hash", sa.String(64), nullable=True, unique=True),
+    sa.Column("join_expires_at", UtcDateTime, nullable=True),
+    sa.Column("facts", sa.Text, nullable=True),  # JSON, as the agent last reported
+    sa.Column("agent_version", sa.String(64), nullable=True),
+    sa.Column("protocol_version", sa.Integer, nullable=True),
+    sa.Column("connected_at", UtcDateTime, nullable=True),
+    sa.Column("last_seen", UtcDateTime, nullable=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# Users other than the owner who may place instances on a node.
+node_shares = sa.Table(
+    "node_shares",
+    metadata,
+    sa.Column("node_id", sa.Integer, sa.ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+)

@@ -20,6 +20,7 @@ from dmd.pages.render import (
     path_id,
     redirect,
     render,
+    url_with,
 )
 from dmd.services import accounts
 from dmd.services import audit as audit_svc
@@ -260,9 +261,11 @@ async def audit(request: web.Request) -> web.StreamResponse:
         action += "."  # a bare family name means every action in it
     ctx: dict[str, Any] = {"nav_active": "audit", "action": action, "families": AUDIT_FAMILIES,
                            "entries": [], "next_cursor": None, "error": None}
+    cursor = request.query.get("cursor") or None
+    if cursor is not None and _page_query(request, AUDIT_PER_PAGE) is None:
+        return redirect(url_with("/audit", action=action))  # a mangled cursor: start over
     try:
-        q = AuditQuery(limit=AUDIT_PER_PAGE, cursor=request.query.get("cursor") or None,
-                       action=action or None)
+        q = AuditQuery(limit=AUDIT_PER_PAGE, cursor=cursor, action=action or None)
     except ValueError:
         ctx["error"] = forms.FormError(422, "err.field.action", "action").view(lang_of(request))
         return await render(request, "audit.html", {**ctx, "first_page": True}, status=422)

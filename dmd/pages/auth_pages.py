@@ -107,12 +107,13 @@ _STATE_STATUS = {"form": 200, "need_link": 200, "done": 200, "bad_link": 403}
 @routes.get("/setup")
 async def setup_form(request: web.Request) -> web.StreamResponse:
     # The form has no action: it posts back to this same address, token included, so the
-    # token never appears in the page itself.
+    # token never appears in the page itself (the language links lead back to plain /setup).
     state = await _setup_state(request, request.query.get("token", ""))
     if state == "done" and identity(request) is not None:
         return redirect("/nodes")
     return await render_anon_form(
-        request, "setup.html", {"state": state, "form": {"email": "", "username": ""}, "error": None},
+        request, "setup.html",
+        {"state": state, "form": {"email": "", "username": ""}, "error": None, "here": "/setup"},
         status=_STATE_STATUS[state],
     )
 
@@ -127,7 +128,7 @@ async def setup_submit(request: web.Request) -> web.StreamResponse:
     if state != "form":
         return await render_anon_form(
             request, "setup.html", {"state": state, "form": {"email": "", "username": ""},
-                                    "error": None},
+                                    "error": None, "here": "/setup"},
             status=409 if state == "done" else 403,
         )
     try:
@@ -151,7 +152,8 @@ async def setup_submit(request: web.Request) -> web.StreamResponse:
             state = "done"
         return await render_anon_form(
             request, "setup.html",
-            {"state": state, "form": forms.kept(data, "email", "username"), "error": fe.view(lang)},
+            {"state": state, "form": forms.kept(data, "email", "username"), "error": fe.view(lang),
+             "here": "/setup"},
             status=fe.status,
         )
     resp = redirect("/nodes")

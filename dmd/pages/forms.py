@@ -3,7 +3,7 @@ problems turned into one translated message for the page."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
 from typing import Any, TypeVar
 
 import pydantic
@@ -14,7 +14,7 @@ from dmd.errors import ApiError
 M = TypeVar("M", bound=pydantic.BaseModel)
 
 
-@dataclass
+@dataclasses.dataclass
 class FormError(Exception):
     """What to tell the user about a rejected form: a catalogue key, its parameters, the
     field to mark, and the HTTP status of the re-rendered page."""
@@ -22,7 +22,7 @@ class FormError(Exception):
     status: int
     key: str
     field: str | None = None
-    params: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def view(self, lang: str) -> dict[str, Any]:
         return {"field": self.field, "text": i18n.gettext(lang, self.key, **self.params)}
@@ -40,10 +40,10 @@ def validate(model: type[M], data: dict[str, Any]) -> M:
 
 def from_api_error(e: ApiError) -> FormError:
     """A service's refusal, as a form message (the English text only when nothing fits)."""
-    if i18n.has(f"err.{e.code}"):
-        return FormError(e.status, f"err.{e.code}", e.field, dict(e.extra))
     if e.field and i18n.has(f"err.field.{e.field}"):
         return FormError(e.status, f"err.field.{e.field}", e.field)
+    if i18n.has(f"err.{e.code}"):
+        return FormError(e.status, f"err.{e.code}", e.field, dict(e.extra))
     return FormError(e.status, "err.other", e.field, {"message": e.message})
 
 

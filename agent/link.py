@@ -1,0 +1,685 @@
+"""The agent's link to dmd: one outgoing WebSocket, kept up for as long as the agent runs.
+
+On every (re)connect the agent authenticates with its node credential (``Authorization:
+Bearer``), sends ``hello`` (protocol range, version, full facts and a snapshot of its
+state) and waits for ``welcome``. Then, concurrently: a ``heartbeat`` every
+``heartbeat_s`` (dmd's value from ``welcome``), ``metrics`` every ``metrics_interval_s``,
+``facts`` when they change (checked every 5 minutes), and requests from dmd, each run in
+its own task under a time limit and answered with a reply (see :mod:`agent.handlers`).
+
+When the link drops the reason is logged and the agent reconnects after a jittered
+exponential backoff (1 s doubling to 60 s, reset once a link stayed up for 60 s). A
+refused credential (HTTP 401/403 or close code 4001) is retried at the longest delay with
+an error each time. ``node.deleted`` (or close code 4010) removes the credential from the
+config file and ends :meth:`AgentLink.run` with status 0.
+
+Public API::
+
+    link = AgentLink(config, handlers=registry, state_provider=snapshot)
+    status = await link.run()      # until stop() or node deletion; 0 on a clean end
+    await link.stop()              # closes the link with code 1000
+
+No globals and no signal handling here: several links may run in one process (dmd runs
+one for its own node) and the CLI owns the signals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+import aiohttp
+
+from agent import __version__, protocol
+from agent.config import AgentConfig, ConfigError, save_config
+from agent.handlers import (
+    BAD_REQUEST,
+    DEFAULT_REQUEST_TIMEOUT_S,
+    HandlerError,
+    HandlerRegistry,
+    dispatch,
+)
+from agent.metrics import MetricsSampler
+
+__all__ = [
+    "AgentLink",
+    "Backoff",
+    "FactsProvider",
+    "LinkTimings",
+    "StateProvider",
+    "stable_facts",
+]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+StateProvider = Callable[[], Awaitable[dict[str, Any]] | dict[str, Any]]
+FactsProvider = Callable[[], Awaitable[dict[str, Any]]]
+
+CLOSE_NAMES = {
+    protocol.CLOSE_NORMAL: "normal",
+    protocol.CLOSE_GOING_AWAY: "going away",
+    1006: "connection lost",
+    1011: "server error",
+    protocol.CLOSE_AUTH: "credential refused",
+    protocol.CLOSE_FORBIDDEN: "forbidden",
+    protocol.CLOSE_HEARTBEAT: "heartbeat missed",
+    protocol.CLOSE_REPLACED: "replaced by a newer link",
+    protocol.CLOSE_DELETED: "node deleted",
+    protocol.CLOSE_PROTOCOL: "protocol error",
+    protocol.CLOSE_TOO_LARGE: "message too large",
+    protocol.CLOSE_SLOW: "agent too slow",
+}
+
+MAX_REQUESTS_IN_FLIGHT = 64
+
+
+# --------------------------------------------------------------------------- backoff
+
+
+class Backoff:
+    """Exponential backoff with jitter: ``initial`` doubling up to ``maximum`` seconds,
+    each delay spread by ±``jitter`` (a fraction) and never above ``maximum``."""
+
+    def __init__(
+        self,
+        initial: float = 1.0,
+        maximum: float = 60.0,
+        *,
+        factor: float = 2.0,
+        jitter: float = 0.2,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        if not 0 < initial <= maximum or factor < 1 or not 0 <= jitter < 1:
+            raise ValueError("need 0 < initial <= maximum, factor >= 1 and 0 <= jitter < 1")
+        self.initial = initial
+        self.maximum = maximum
+        self.factor = factor
+        self.jitter = jitter
+        self._rng = rng
+        self._base = initial
+
+    @property
+    def base(self) -> float:
+        """The un-jittered delay the next call of :meth:`next` spreads."""
+        return self._base
+
+    def _spread(self, base: float) -> float:
+        spread = base * (1.0 + self.jitter * (2.0 * self._rng() - 1.0))
+        return min(self.maximum, max(0.0, spread))
+
+    def next(self) -> float:
+        delay = self._spread(self._base)
+        self._base = min(self.maximum, self._base * self.factor)
+        return delay
+
+    def longest(self) -> float:
+        """A delay at the maximum (jittered), without changing the sequence."""
+        return self._spread(self.maximum)
+
+    def reset(self) -> None:
+        self._base = self.initial
+
+
+@dataclass(frozen=True, slots=True)
+class LinkTimings:
+    """Every timing of the link; tests shrink them."""
+
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 60.0
+    backoff_jitter: float = 0.2
+    stable_after_s: float = 60.0  # a link up this long resets the backoff
+    connect_timeout_s: float = 20.0
+    welcome_timeout_s: float = 20.0
+    close_timeout_s: float = 5.0
+    request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
+    facts_interval_s: float = 300.0
+    gpu_metrics_interval_s: float = 30.0
+
+
+# --------------------------------------------------------------------------- helpers
+
+_VOLATILE_FACTS = frozenset({"memory_available_mb", "disk_free_mb"})
+_VOLATILE_GPU = frozenset({"memory_used_mb", "utilization_pct", "temperature_c"})
+
+
+def stable_facts(facts: dict[str, Any]) -> dict[str, Any]:
+    """``facts`` without the figures that change all the time (they travel as metrics)."""
+    out = {k: v for k, v in facts.items() if k not in _VOLATILE_FACTS}
+    gpus = facts.get("gpus")
+    if isinstance(gpus, list):
+        out["gpus"] = [
+            {k: v for k, v in g.items() if k not in _VOLATILE_GPU} if isinstance(g, dict) else g for g in gpus
+        ]
+    return out
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def close_name(code: int | None) -> str:
+    if code is None:
+        return "no close code"
+    return f"{code} ({CLOSE_NAMES[code]})" if code in CLOSE_NAMES else str(code)
+
+
+OutcomeKind = Literal["dropped", "auth", "refused", "deleted", "stopped"]
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """How one connection ended."""
+
+    kind: OutcomeKind
+    reason: str
+    up_for: float = 0.0  # seconds between welcome and the end (0: never established)
+
+
+class _LinkEnded(Exception):
+    def __init__(self, outcome: _Outcome) -> None:
+        super().__init__(outcome.reason)
+        self.outcome = outcome
+
+
+class _Stopped(Exception):
+    """stop() was called while waiting."""
+
+
+class _Connection:
+    """One established WebSocket: serialised sends and the request tasks running on it."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse[Any]) -> None:
+        self.ws = ws
+        self.lock = asyncio.Lock()
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def send(self, env: protocol.Envelope) -> None:
+        text = env.to_json()
+        async with self.lock:
+            await self.ws.send_str(text)
+
+
+# --------------------------------------------------------------------------- the link
+
+
+class AgentLink:
+    """The agent's side of the dmd link. See the module docstring."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        handlers: HandlerRegistry | None = None,
+        state_provider: StateProvider | None = None,
+        facts_provider: FactsProvider | None = None,
+        timings: LinkTimings | None = None,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.config = config
+        self.timings = timings or LinkTimings()
+        self._handlers = handlers if handlers is not None else HandlerRegistry()
+        self._builtins = HandlerRegistry()
+        self._builtins.register(protocol.PING, self._handle_ping)
+        self._builtins.register(protocol.FACTS_REFRESH, self._handle_facts_refresh)
+        self._builtins.register(protocol.CREDENTIAL_ROTATE, self._handle_credential_rotate)
+        self._state_provider = state_provider
+        self._facts_provider = facts_provider
+        self._rng = rng
+        self._sampler = MetricsSampler()
+        self._stop_event = asyncio.Event()
+        self._done = asyncio.Event()
+        self._stopping = False
+        self._running = False
+        self._conn: _Connection | None = None
+        self._connected = False
+        self._connects = 0
+        self._last_facts: dict[str, Any] = {}
+        self._gpu_sample: list[dict[str, Any]] = []
+        self._gpu_sampled_at: float | None = None
+        self.last_error: str | None = None  # why the previous link ended (for status pages and tests)
+        self.negotiated_protocol: int | None = None
+        self.server_version: str | None = None
+
+    # -- public --------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """True between ``welcome`` and the end of that link."""
+        return self._connected
+
+    @property
+    def connects(self) -> int:
+        """How many links completed the handshake since run() started."""
+        return self._connects
+
+    async def run(self) -> int:
+        """Keep the link up until :meth:`stop` (0) or the node is deleted (0).
+
+        Returns 2 without connecting when the config has no credential."""
+        if self._running:
+            raise RuntimeError("AgentLink.run() is already running")
+        if self.config.credential is None:
+            log.error("no node credential in the config (the node was deleted or never joined); "
+                      "run `dmc join <server-url> <token>`")
+            return 2
+        self._running = True
+        self._done.clear()
+        t = self.timings
+        backoff = Backoff(t.backoff_initial_s, t.backoff_max_s, jitter=t.backoff_jitter, rng=self._rng)
+        try:
+            async with aiohttp.ClientSession(headers={"User-Agent": f"dmc/{__version__}"}) as session:
+                while not self._stopping:
+                    outcome = await self._attempt(session)
+                    self.last_error = None if outcome.kind == "stopped" else outcome.reason
+                    if outcome.kind == "deleted":
+                        log.warning("dmd deleted this node (%s); forgetting the credential and stopping",
+                                    outcome.reason)
+                        await self._forget_credential()
+                        return 0
+                    if outcome.kind == "stopped" or self._stopping:
+                        break
+                    if outcome.up_for >= t.stable_after_s:
+                        backoff.reset()
+                    if outcome.kind in ("auth", "refused"):
+                        delay = backoff.longest()
+                        log.error("link to dmd refused: %s; retrying in %.1f s", outcome.reason, delay)
+                    else:
+                        delay = backoff.next()
+                        log.warning("link to dmd down: %s; reconnecting in %.1f s", outcome.reason, delay)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(delay):
+                            await self._stop_event.wait()
+            log.info("agent link stopped")
+            return 0
+        finally:
+            self._connected = False
+            self._conn = None
+            self._running = False
+            self._done.set()
+
+    async def stop(self) -> None:
+        """End run(): the link is closed with code 1000. Waits (bounded) for run() to end."""
+        self._stopping = True
+        self._stop_event.set()
+        if self._running:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.timings.close_timeout_s + 5):
+                    await self._done.wait()
+
+    async def send_event(self, kind: str, data: dict[str, Any] | None = None) -> bool:
+        """Send an ``event`` {kind, ...}; False when no link is up (the next hello's
+        snapshot carries the state instead)."""
+        conn = self._conn
+        if conn is None or not self._connected:
+            return False
+        try:
+            await conn.send(protocol.message(protocol.EVENT, {"kind": kind, **(data or {})}))
+        except (ConnectionError, RuntimeError, aiohttp.ClientError):
+            return False
+        return True
+
+    # -- one connection -------------------------------------------------------------
+
+    async def _interruptible(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await ``coro`` unless stop() comes first (then it is cancelled, _Stopped raised)."""
+        task = asyncio.ensure_future(coro)
+        stopper = asyncio.ensure_future(self._stop_event.wait())
+        try:
+            await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        if task.done() and not task.cancelled():
+            return task.result()
+        raise _Stopped
+
+    async def _attempt(self, session: aiohttp.ClientSession) -> _Outcome:
+        try:
+            try:
+                facts = await self._interruptible(self._collect_facts())
+            except _Stopped:
+                raise
+            except Exception as exc:  # connect anyway; facts follow later
+                log.error("collecting host facts failed: %s", _describe(exc), exc_info=exc)
+                facts = {}
+            return await self._connect_and_serve(session, facts)
+        except _Stopped:
+            return _Outcome("stopped", "stopped")
+        except _LinkEnded as ended:
+            return ended.outcome
+
+    async def _connect_and_serve(self, session: aiohttp.ClientSession, facts: dict[str, Any]) -> _Outcome:
+        url = self.config.ws_url
+        credential = self.config.credential or ""
+        try:
+            ws = await self._interruptible(self._ws_connect(session, url, credential))
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status in (401, 403):
+                return _Outcome("auth", f"dmd refused the node credential (HTTP {exc.status})")
+            return _Outcome("dropped", f"WebSocket handshake with {url} failed: HTTP {exc.status} {exc.message}")
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            return _Outcome("dropped", f"cannot connect to {url}: {_describe(exc)}")
+        conn = _Connection(ws)
+        try:
+            return await self._serve(conn, facts)
+        finally:
+            self._connected = False
+            self._conn = None
+            for task in list(conn.tasks):
+                task.cancel()
+            if conn.tasks:
+                await asyncio.gather(*conn.tasks, return_exceptions=True)
+            if not ws.closed:
+                await self._close(ws, protocol.CLOSE_GOING_AWAY, "agent reconnecting")
+
+    async def _ws_connect(
+        self, session: aiohttp.ClientSession, url: str, credential: str
+    ) -> aiohttp.ClientWebSocketResponse[Any]:
+        async with asyncio.timeout(self.timings.connect_timeout_s):
+            return await session.ws_connect(
+                url,
+                headers={"Authorization": f"Bearer {credential}"},
+                heartbeat=self.config.heartbeat_s,
+                max_msg_size=protocol.MAX_MESSAGE_BYTES,
+            )
+
+    async def _close(self, ws: aiohttp.ClientWebSocketResponse[Any], code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self.timings.close_timeout_s):
+                await ws.close(code=code, message=reason.encode()[:120])
+
+    async def _serve(self, conn: _Connection, facts: dict[str, Any]) -> _Outcome:
+        ws = conn.ws
+        t = self.timings
+        # -- handshake
+        try:
+            state = await self._interruptible(self._collect_state())
+        except _Stopped:
+            await self._close(ws, protocol.CLOSE_NORMAL, "agent stopping")
+            raise
+        except Exception as exc:  # a broken provider must not end run()
+            log.error("the state snapshot failed", exc_info=exc)
+            await self._close(ws, 1011, "agent state snapshot failed")
+            return _Outcome("dropped", f"state snapshot failed: {_describe(exc)}")
+        try:
+            hello = protocol.Hello(
+                node_id=self.config.node_id,
+                agent_version=__version__,
+                protocol_min=protocol.MIN_PROTOCOL_VERSION,
+                protocol_max=protocol.PROTOCOL_VERSION,
+                facts=facts,
+                state=state,
+            )
+            await conn.send(protocol.message(protocol.HELLO, hello.to_data()))
+            welcome = await self._interruptible(self._receive_welcome(ws))
+        except _Stopped:
+            await self._close(ws, protocol.CLOSE_NORMAL, "agent stopping")
+            raise
+        except protocol.ProtocolError as exc:
+            await self._close(ws, exc.close_code, str(exc))
+            return _Outcome("dropped", f"handshake failed: {exc}")
+        except TimeoutError:
+            await self._close(ws, protocol.CLOSE_PROTOCOL, "no welcome")
+            return _Outcome("dropped", f"dmd sent no welcome within {t.welcome_timeout_s:g} s")
+        except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
+            return _Outcome("dropped", f"handshake failed: {_describe(exc)}")
+
+        heartbeat_s = welcome.get("heartbeat_s")
+        if isinstance(heartbeat_s, int | float) and not isinstance(heartbeat_s, bool) and 0 < heartbeat_s <= 3600:
+            heartbeat_s = float(heartbeat_s)
+        else:
+            heartbeat_s = self.config.heartbeat_s
+        self.negotiated_protocol = welcome["protocol"]
+        server_version = welcome.get("server_version")
+        self.server_version = server_version if isinstance(server_version, str) else None
+        self._last_facts = facts
+        self._conn = conn
+        self._connected = True
+        self._connects += 1
+        up_since = time.monotonic()
+        log.info("connected to dmd at %s as node %d (protocol %d, dmd %s, heartbeat %g s)",
+                 self.config.server, self.config.node_id, self.negotiated_protocol,
+                 self.server_version or "?", heartbeat_s)
+
+        # -- the established link
+        receiver = asyncio.create_task(self._receive_loop(conn), name="dmc-receive")
+        senders = [
+            asyncio.create_task(self._heartbeat_loop(conn, heartbeat_s), name="dmc-heartbeat"),
+            asyncio.create_task(self._metrics_loop(conn), name="dmc-metrics"),
+            asyncio.create_task(self._facts_loop(conn), name="dmc-facts"),
+        ]
+        stopper = asyncio.create_task(self._stop_event.wait(), name="dmc-stop")
+        everything = {receiver, stopper, *senders}
+        try:
+            done, _ = await asyncio.wait(everything, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in everything:
+                task.cancel()
+            await asyncio.gather(*everything, return_exceptions=True)
+        self._connected = False
+        up_for = time.monotonic() - up_since
+        if stopper in done:
+            await self._close(ws, protocol.CLOSE_NORMAL, "agent stopping")
+            return _Outcome("stopped", "stopped", up_for)
+        if receiver in done and not receiver.cancelled() and receiver.exception() is None:
+            outcome = receiver.result()
+            outcome.up_for = up_for
+            return outcome
+        failed = next((task for task in done if not task.cancelled() and task.exception() is not None), None)
+        error = failed.exception() if failed is not None else None
+        if isinstance(error, protocol.ProtocolError):  # a message of ours was too large
+            log.error("%s", error)
+            await self._close(ws, error.close_code, str(error))
+        elif error is not None and not isinstance(error, ConnectionError | aiohttp.ClientError):
+            log.error("agent link task failed", exc_info=error)
+        reason = f"sending failed: {_describe(error)}" if error is not None else "link task ended"
+        return _Outcome("dropped", reason, up_for)
+
+    async def _receive_welcome(self, ws: aiohttp.ClientWebSocketResponse[Any]) -> dict[str, Any]:
+        async with asyncio.timeout(self.timings.welcome_timeout_s):
+            msg = await ws.receive()
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            if msg.type == aiohttp.WSMsgType.BINARY:
+                raise protocol.ProtocolError("binary frames are not part of the protocol")
+            outcome = self._outcome_of(ws, msg)
+            if outcome.kind == "dropped" and ws.close_code == protocol.CLOSE_PROTOCOL:
+                # dmd does not accept our hello (most likely our protocol version): a retry
+                # soon will not change that.
+                outcome.kind = "refused"
+            raise _LinkEnded(outcome)
+        env = protocol.decode(msg.data)
+        if env.type == protocol.NODE_DELETED:
+            await self._close(ws, protocol.CLOSE_NORMAL, "node deleted")
+            raise _LinkEnded(_Outcome("deleted", "dmd sent node.deleted"))
+        if env.type != protocol.WELCOME:
+            raise protocol.ProtocolError(f"expected welcome, got {env.type}")
+        version = env.data.get("protocol")
+        if not isinstance(version, int) or isinstance(version, bool) or not (
+            protocol.MIN_PROTOCOL_VERSION <= version <= protocol.PROTOCOL_VERSION
+        ):
+            raise protocol.ProtocolError(f"welcome chose protocol {version!r}, which this agent does not speak")
+        node_id = env.data.get("node_id", self.config.node_id)
+        if node_id != self.config.node_id:
+            raise protocol.ProtocolError(f"welcome is for node {node_id!r}, this is node {self.config.node_id}")
+        return env.data
+
+    def _outcome_of(self, ws: aiohttp.ClientWebSocketResponse[Any], msg: aiohttp.WSMessage) -> _Outcome:
+        """The outcome of a CLOSE / CLOSING / CLOSED / ERROR message."""
+        if msg.type == aiohttp.WSMsgType.ERROR:
+            exc = ws.exception() or msg.data
+            return _Outcome("dropped", f"link error: {_describe(exc) if isinstance(exc, BaseException) else exc}")
+        code = ws.close_code
+        if msg.type == aiohttp.WSMsgType.CLOSE and isinstance(msg.data, int):
+            code = msg.data
+        reason = msg.extra if msg.type == aiohttp.WSMsgType.CLOSE and isinstance(msg.extra, str) else ""
+        if code is None or msg.type != aiohttp.WSMsgType.CLOSE:
+            exc = ws.exception()
+            detail = f": {_describe(exc)}" if exc is not None else ""
+            return _Outcome("dropped", f"connection lost without a close frame{detail}")
+        text = f"dmd closed the link with code {close_name(code)}" + (f": {reason}" if reason else "")
+        if code == protocol.CLOSE_DELETED:
+            return _Outcome("deleted", text)
+        if code == protocol.CLOSE_AUTH:
+            return _Outcome("auth", text)
+        return _Outcome("dropped", text)
+
+    # -- loops of an established link -------------------------------------------------
+
+    async def _receive_loop(self, conn: _Connection) -> _Outcome:
+        ws = conn.ws
+        while True:
+            msg = await ws.receive()
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                try:
+                    env = protocol.decode(msg.data)
+                except protocol.ProtocolError as exc:
+                    await self._close(ws, exc.close_code, str(exc))
+                    return _Outcome("dropped", f"dmd sent a bad message ({exc}); closed with {exc.close_code}")
+                if env.is_reply:
+                    log.debug("reply %s from dmd ignored (no request of ours is outstanding)", env.id)
+                elif env.type == protocol.NODE_DELETED:
+                    await self._close(ws, protocol.CLOSE_NORMAL, "node deleted")
+                    return _Outcome("deleted", "dmd sent node.deleted")
+                elif env.id is not None:
+                    self._start_request(conn, env)
+                else:
+                    log.debug("notice %s from dmd ignored", env.type)
+            elif msg.type == aiohttp.WSMsgType.BINARY:
+                await self._close(ws, protocol.CLOSE_PROTOCOL, "binary frames are not part of the protocol")
+                return _Outcome("dropped", "dmd sent a binary frame, which is not part of the protocol")
+            elif msg.type in (
+                aiohttp.WSMsgType.CLOSE,
+                aiohttp.WSMsgType.CLOSING,
+                aiohttp.WSMsgType.CLOSED,
+                aiohttp.WSMsgType.ERROR,
+            ):
+                return self._outcome_of(ws, msg)
+
+    def _start_request(self, conn: _Connection, env: protocol.Envelope) -> None:
+        if len(conn.tasks) >= MAX_REQUESTS_IN_FLIGHT:
+            reply = protocol.reply_error(env.id or "", "busy", f"{MAX_REQUESTS_IN_FLIGHT} requests already running")
+            task = asyncio.create_task(self._send_reply(conn, reply))
+        else:
+            task = asyncio.create_task(self._run_request(conn, env), name=f"dmc-request-{env.id}")
+        conn.tasks.add(task)
+        task.add_done_callback(conn.tasks.discard)
+
+    async def _run_request(self, conn: _Connection, env: protocol.Envelope) -> None:
+        registry = self._handlers if env.type in self._handlers else self._builtins
+        reply = await dispatch(registry, env, default_timeout_s=self.timings.request_timeout_s)
+        await self._send_reply(conn, reply)
+
+    async def _send_reply(self, conn: _Connection, reply: protocol.Envelope) -> None:
+        try:
+            await conn.send(reply)
+        except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
+            log.info("reply %s lost: %s", reply.id, _describe(exc))
+
+    async def _heartbeat_loop(self, conn: _Connection, interval: float) -> None:
+        seq = 0
+        while True:
+            await asyncio.sleep(interval)
+            seq += 1
+            await conn.send(protocol.message(protocol.HEARTBEAT, {"seq": seq}))
+
+    async def _metrics_loop(self, conn: _Connection) -> None:
+        while True:
+            data: dict[str, Any] = {"at": time.time(), **self._sampler.sample()}
+            data["gpus"] = await self._gpu_metrics()
+            await conn.send(protocol.message(protocol.METRICS, data))
+            await asyncio.sleep(self.config.metrics_interval_s)
+
+    async def _gpu_metrics(self) -> list[dict[str, Any]]:
+        """GPU figures, re-read at most every gpu_metrics_interval_s; none without GPUs."""
+        if not self._last_facts.get("gpus"):
+            return []
+        now = time.monotonic()
+        if self._gpu_sampled_at is None or now - self._gpu_sampled_at >= self.timings.gpu_metrics_interval_s:
+            self._gpu_sampled_at = now
+            try:
+                self._gpu_sample = await self._sampler.sample_gpus()
+            except Exception:  # detection never raises, but stay safe
+                log.debug("GPU sampling failed", exc_info=True)
+                self._gpu_sample = []
+        return self._gpu_sample
+
+    async def _facts_loop(self, conn: _Connection) -> None:
+        while True:
+            await asyncio.sleep(self.timings.facts_interval_s)
+            facts = await self._collect_facts()
+            if stable_facts(facts) != stable_facts(self._last_facts):
+                log.info("host facts changed; sending them to dmd")
+                await conn.send(protocol.message(protocol.FACTS, facts))
+            self._last_facts = facts
+
+    # -- providers -------------------------------------------------------------------
+
+    async def _collect_facts(self) -> dict[str, Any]:
+        if self._facts_provider is not None:
+            facts = await self._facts_provider()
+        else:
+            from agent.docker_info import node_facts
+
+            facts = await node_facts(self.config.docker_host, public_address=self.config.public_address)
+        if not isinstance(facts, dict):
+            raise TypeError("the facts provider must return a dict")
+        return facts
+
+    async def _collect_state(self) -> dict[str, Any]:
+        if self._state_provider is None:
+            return {}
+        state = self._state_provider()
+        if inspect.isawaitable(state):
+            state = await state
+        if not isinstance(state, dict):
+            raise TypeError("the state provider must return a dict")
+        return state
+
+    # -- built-in request handlers -------------------------------------------------------
+
+    async def _handle_ping(self, data: dict[str, Any]) -> dict[str, Any]:
+        return {"at": time.time()}
+
+    async def _handle_facts_refresh(self, data: dict[str, Any]) -> dict[str, Any]:
+        facts = await self._collect_facts()
+        self._last_facts = facts
+        return facts
+
+    async def _handle_credential_rotate(self, data: dict[str, Any]) -> dict[str, Any]:
+        credential = data.get("credential")
+        try:
+            new = self.config.replace(credential=credential)
+        except ConfigError as exc:
+            raise HandlerError(BAD_REQUEST, str(exc)) from None
+        if new.credential is None:
+            raise HandlerError(BAD_REQUEST, "credential is required")
+        try:
+            await asyncio.to_thread(save_config, new)  # on disk first: a reply means it is kept
+        except OSError as exc:
+            raise HandlerError("config_write_failed",
+                               f"cannot save the new credential to {new.path}: {exc.strerror or exc}") from None
+        self.config = new
+        log.info("node credential rotated%s", f" and saved to {new.path}" if new.path else "")
+        return {}
+
+    async def _forget_credential(self) -> None:
+        new = self.config.replace(credential=None)
+        try:
+            await asyncio.to_thread(save_config, new)
+        except OSError as exc:
+            log.error("could not remove the credential from %s: %s", new.path, exc.strerror or exc)
+        self.config = new

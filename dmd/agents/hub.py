@@ -1,0 +1,256 @@
+"""The agents' side of dmd: one AgentConn per connected node, and the Hub that holds them.
+
+Each connection has a bounded send queue drained by its own writer task, so a slow or
+stuck agent is disconnected instead of buffering without limit. Requests to an agent
+carry ids and time limits; its replies resolve the waiting futures. Liveness (last
+heartbeat) is kept in memory and written to the database in batches, so thousands of
+heartbeats a minute cost a handful of writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import WSCloseCode, web
+
+from agent import protocol as p
+from dmd.db import Database
+from dmd.errors import ApiError
+from dmd.services import nodes as node_svc
+
+log = logging.getLogger("dmd.agents")
+
+SEND_QUEUE_MAX = 256
+METRICS_KEPT = 90  # samples per node (15 minutes at the default 10 s)
+FLUSH_EVERY_S = 30.0
+
+
+class NodeOffline(ApiError):
+    status, code = 409, "node_offline"
+
+
+class AgentTimeout(ApiError):
+    status, code = 504, "agent_timeout"
+
+
+class AgentFailed(ApiError):
+    status, code = 502, "agent_error"
+
+
+class AgentConn:
+    def __init__(self, hub: Hub, node_id: int, node_name: str, ws: web.WebSocketResponse, remote: str) -> None:
+        self.hub = hub
+        self.node_id = node_id
+        self.node_name = node_name
+        self.ws = ws
+        self.remote = remote
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue(SEND_QUEUE_MAX)
+        self.pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self.ids = p.IdSource("d")
+        self.last_seen = time.time()
+        self.connected_at = self.last_seen
+        self.agent_version = ""
+        self.protocol = 0
+        self.closing = False
+        self.writer: asyncio.Task[None] | None = None
+        self.close_task: asyncio.Task[None] | None = None
+
+    def send(self, env: p.Envelope) -> None:
+        """Queue a message; an agent that cannot keep up is disconnected."""
+        if self.closing:
+            return
+        try:
+            self.queue.put_nowait(env.to_json())
+        except asyncio.QueueFull:
+            log.warning("node %s: send queue full (%d messages); disconnecting the slow agent",
+                        self.node_id, SEND_QUEUE_MAX)
+            self.close_soon(p.CLOSE_SLOW, "send queue overflow: the agent is not reading")
+
+    async def write_loop(self) -> None:
+        while True:
+            text = await self.queue.get()
+            if text is None:
+                return
+            try:
+                await self.ws.send_str(text)
+            except (ConnectionError, RuntimeError) as e:
+                log.info("node %s: send failed: %s", self.node_id, e)
+                return
+
+    async def request(self, type_: str, data: dict[str, Any] | None = None, timeout: float = 30.0) -> dict[str, Any]:
+        req_id = self.ids.next()
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.pending[req_id] = fut
+        try:
+            self.send(p.message(type_, data or {}, req_id))
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise AgentTimeout(f"node {self.node_name} did not answer {type_} within {timeout:g} s") from None
+        finally:
+            self.pending.pop(req_id, None)
+
+    def resolve(self, env: p.Envelope) -> None:
+        assert env.id is not None
+        fut = self.pending.get(env.id)
+        if fut is None or fut.done():
+            log.debug("node %s: reply to unknown or finished request %s", self.node_id, env.id)
+            return
+        if env.ok:
+            fut.set_result(env.data)
+        else:
+            err = env.error or {}
+            fut.set_exception(p.RemoteError(err.get("code", "error"), err.get("message", "")))
+
+    def close_soon(self, code: int, reason: str) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        # The endpoint awaits this task before it returns, so the close handshake completes.
+        self.close_task = asyncio.get_running_loop().create_task(self._close(code, reason))
+
+    async def _close(self, code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.ws.close(code=code, message=reason.encode()[:120])
+
+    def fail_pending(self, why: str) -> None:
+        for fut in self.pending.values():
+            if not fut.done():
+                fut.set_exception(NodeOffline(why))
+        self.pending.clear()
+
+
+class Hub:
+    def __init__(self, db: Database, heartbeat_s: float) -> None:
+        self.db = db
+        self.heartbeat_s = heartbeat_s
+        self.conns: dict[int, AgentConn] = {}
+        self.metrics: dict[int, deque[dict[str, Any]]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[Any]] = set()
+        # Called with (node_id, envelope) for event messages; later features subscribe here.
+        self.event_listeners: list[Callable[[int, p.Envelope], None]] = []
+
+    # --- lifecycle ----------------------------------------------------------------
+    async def start(self) -> None:
+        async with self.db.begin() as conn:
+            await node_svc.reset_online(conn)
+        self._tasks = [asyncio.create_task(self._watchdog()), asyncio.create_task(self._flush_loop())]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for conn in list(self.conns.values()):
+            conn.closing = True
+            await conn._close(WSCloseCode.GOING_AWAY, "dmd is shutting down")
+        await asyncio.gather(*self._tasks, *self._background, return_exceptions=True)
+        await self._flush()
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # --- queries --------------------------------------------------------------------
+    def is_online(self, node_id: int) -> bool:
+        return node_id in self.conns
+
+    def last_seen(self, node_id: int) -> dt.datetime | None:
+        c = self.conns.get(node_id)
+        return dt.datetime.fromtimestamp(c.last_seen, dt.UTC) if c else None
+
+    def recent_metrics(self, node_id: int) -> list[dict[str, Any]]:
+        return list(self.metrics.get(node_id, ()))
+
+    async def call(self, node_id: int, type_: str, data: dict[str, Any] | None = None,
+                   timeout: float = 30.0) -> dict[str, Any]:
+        """Send a request to a node's agent and wait for its reply."""
+        conn = self.conns.get(node_id)
+        if conn is None or conn.closing:
+            raise NodeOffline(f"node {node_id} is offline")
+        try:
+            return await conn.request(type_, data, timeout)
+        except p.RemoteError as e:
+            raise AgentFailed(f"the agent on node {conn.node_name} failed: {e.message}",
+                              extra={"agent_code": e.code}) from None
+
+    async def disconnect(self, node_id: int, code: int, reason: str, notice: p.Envelope | None = None) -> None:
+        conn = self.conns.get(node_id)
+        if conn is None:
+            return
+        if notice is not None:
+            conn.send(notice)
+            with contextlib.suppress(asyncio.QueueFull):
+                conn.queue.put_nowait(None)
+            if conn.writer is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(conn.writer), 2)
+        conn.closing = True
+        await conn._close(code, reason)
+
+    # --- connection bookkeeping ---------------------------------------------------------
+    async def register(self, conn: AgentConn, hello: p.Hello, protocol: int) -> None:
+        old = self.conns.get(conn.node_id)
+        if old is not None:
+            log.info("node %s connected again from %s; closing the older link", conn.node_id, conn.remote)
+            self.conns.pop(conn.node_id, None)
+            old.fail_pending("the agent reconnected")
+            old.close_soon(p.CLOSE_REPLACED, "replaced by a newer connection of the same node")
+        conn.agent_version, conn.protocol = hello.agent_version, protocol
+        async with self.db.begin() as db:
+            await node_svc.mark_online(db, conn.node_id, facts=hello.facts, agent_version=hello.agent_version,
+                                       protocol=protocol)
+        self.conns[conn.node_id] = conn
+        log.info("node %s (%s) online from %s, agent %s, protocol %d", conn.node_id, conn.node_name, conn.remote,
+                 hello.agent_version, protocol)
+
+    async def unregister(self, conn: AgentConn, why: str) -> None:
+        conn.fail_pending(f"node {conn.node_name} went offline")
+        if self.conns.get(conn.node_id) is not conn:
+            return  # replaced by a newer link, or never registered
+        del self.conns[conn.node_id]
+        async with self.db.begin() as db:
+            await node_svc.mark_offline(db, conn.node_id, dt.datetime.fromtimestamp(conn.last_seen, dt.UTC))
+        log.info("node %s (%s) offline: %s", conn.node_id, conn.node_name, why)
+
+    def record_metrics(self, node_id: int, data: dict[str, Any]) -> None:
+        buf = self.metrics.get(node_id)
+        if buf is None:
+            buf = self.metrics[node_id] = deque(maxlen=METRICS_KEPT)
+        buf.append({**data, "received_at": time.time()})
+
+    def forget(self, node_id: int) -> None:
+        self.metrics.pop(node_id, None)
+
+    # --- periodic work --------------------------------------------------------------
+    async def _watchdog(self) -> None:
+        while True:
+            await asyncio.sleep(min(self.heartbeat_s, 5.0))
+            limit = time.time() - 3 * self.heartbeat_s
+            for conn in list(self.conns.values()):
+                if conn.last_seen < limit and not conn.closing:
+                    log.warning("node %s (%s): no heartbeat for %.0f s; closing the link", conn.node_id,
+                                conn.node_name, time.time() - conn.last_seen)
+                    conn.close_soon(p.CLOSE_HEARTBEAT, "no heartbeat for three intervals")
+                    # Mark it offline now; the socket's own close may take a while on a dead peer.
+                    await self.unregister(conn, "missed three heartbeats")
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_EVERY_S)
+            try:
+                await self._flush()
+            except Exception:
+                log.exception("writing last_seen failed")
+
+    async def _flush(self) -> None:
+        seen = {nid: dt.datetime.fromtimestamp(c.last_seen, dt.UTC) for nid, c in self.conns.items()}
+        if seen:
+            async with self.db.begin() as db:
+                await node_svc.touch(db, seen)

@@ -1,0 +1,273 @@
+"""Compute nodes: create (with a join token), join, list, rename, cordon, rotate, share, delete."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiohttp import web
+
+from agent import protocol as p
+from dmd.agents import HUB
+from dmd.api.registry import Api, Ctx
+from dmd.api.schemas import (
+    JoinIn,
+    JoinOut,
+    JoinTokenOut,
+    MetricsOut,
+    NodeCreatedOut,
+    NodeCreateIn,
+    NodeOut,
+    NodePatchIn,
+    Page,
+    PageQuery,
+    PingOut,
+    RotateOut,
+    ShareIn,
+    ShareOut,
+    page_of,
+)
+from dmd.auth.flows import actor_of
+from dmd.auth.tokens import new_secret
+from dmd.errors import Invalid
+from dmd.models import Node, User
+from dmd.net import is_https
+from dmd.services import audit
+from dmd.services import nodes as svc
+from dmd.state import CONFIG, DB
+
+api = Api()
+
+
+def server_url(request: web.Request) -> str:
+    """The address agents should dial: the configured public URL, else what the browser used."""
+    cfg = request.app[CONFIG]
+    if cfg.public_url:
+        return cfg.public_url
+    host = request.headers.get("X-Forwarded-Host") if cfg.trust_proxy else None
+    host = host or request.host
+    return f"{'https' if is_https(request) else 'http'}://{host}"
+
+
+def join_command(request: web.Request, token: str) -> str:
+    return f"dmc join {server_url(request)} {token}"
+
+
+def node_out(request: web.Request, node: Node, user: User, shared_ids: set[int] | None = None) -> NodeOut:
+    hub = request.app[HUB]
+    if node.owner_id == user.id:
+        access = "owner"
+    elif user.is_admin:
+        access = "admin"
+    else:
+        access = "shared"
+    status = node.status
+    if hub.is_online(node.id):
+        status = "online"
+    elif status == "online":
+        status = "offline"  # online in the database, but its link is not on this dmd
+    return NodeOut(
+        id=node.id, name=node.name, owner_id=node.owner_id, access=access, status=status,  # type: ignore[arg-type]
+        cordoned=node.cordoned, local=node.local, last_seen=hub.last_seen(node.id) or node.last_seen,
+        connected_at=node.connected_at, agent_version=node.agent_version, protocol_version=node.protocol_version,
+        facts=node.facts, gpus=node.gpus, join_expires_at=node.join_expires_at, created_at=node.created_at,
+        updated_at=node.updated_at,
+    )
+
+
+@api.get("/nodes", summary="Nodes you own, that are shared with you, or (admins) all", tag="nodes",
+         query=PageQuery, response=Page[NodeOut])
+async def list_nodes(ctx: Ctx) -> Any:
+    q: PageQuery = ctx.query
+    user = ctx.user_identity.user
+    async with ctx.app[DB].read() as conn:
+        rows = await svc.list_visible(conn, user, limit=q.limit + 1, after_id=q.cursor_id)
+    return page_of([node_out(ctx.request, n, user) for n in rows], q)
+
+
+@api.post("/nodes", summary="Create a node; the reply holds its one-time join command", tag="nodes",
+          body=NodeCreateIn, response=NodeCreatedOut, status=201, errors=(403, 409, 422))
+async def create_node(ctx: Ctx) -> Any:
+    b: NodeCreateIn = ctx.body
+    user = ctx.user_identity.user
+    ttl = ctx.app[CONFIG].join_token_ttl_s
+    async with ctx.app[DB].begin() as conn:
+        node, token = await svc.create(conn, name=b.name, owner=user, join_ttl_s=ttl)
+        await audit.record(conn, actor_of(ctx.request, ctx.identity), "node.create", "node", node.id, name=node.name)
+    out = node_out(ctx.request, node, user)
+    return NodeCreatedOut(**out.model_dump(), join_token=token, join_command=join_command(ctx.request, token))
+
+
+@api.post("/nodes/join", summary="Agent: trade a join token for the node's credential", tag="nodes",
+          auth="none", body=JoinIn, response=JoinOut, errors=(403, 410))
+async def join_node(ctx: Ctx) -> Any:
+    b: JoinIn = ctx.body
+    async with ctx.app[DB].begin() as conn:
+        node, credential = await svc.join(conn, b.token.strip())
+        await audit.record(conn, actor_of(ctx.request, None), "node.join", "node", node.id,
+                           hostname=(b.hostname or "")[:255])
+    return JoinOut(node_id=node.id, name=node.name, credential=credential,
+                   heartbeat_s=ctx.app[CONFIG].agent_heartbeat_s)
+
+
+@api.get("/nodes/{id}", summary="One node with its facts and GPUs", tag="nodes", response=NodeOut, errors=(404,))
+async def get_node(ctx: Ctx) -> Any:
+    user = ctx.user_identity.user
+    async with ctx.app[DB].read() as conn:
+        node = await svc.get_visible(conn, user, ctx.path_int("id"))
+    return node_out(ctx.request, node, user)
+
+
+@api.patch("/nodes/{id}", summary="Rename a node", tag="nodes", body=NodePatchIn, response=NodeOut,
+           errors=(403, 404, 409))
+async def rename_node(ctx: Ctx) -> Any:
+    b: NodePatchIn = ctx.body
+    user = ctx.user_identity.user
+    async with ctx.app[DB].begin() as conn:
+        before = await svc.get_manageable(conn, user, ctx.path_int("id"))
+        node = await svc.update(conn, before.id, name=b.name)
+        await audit.record(conn, actor_of(ctx.request, ctx.identity), "node.rename", "node", node.id,
+                           before=before.name, after=node.name)
+    return node_out(ctx.request, node, user)
+
+
+async def _set_cordon(ctx: Ctx, cordoned: bool) -> Any:
+    user = ctx.user_identity.user
+    async with ctx.app[DB].begin() as conn:
+        node = await svc.get_manageable(conn, user, ctx.path_int("id"))
+        node = await svc.update(conn, node.id, cordoned=cordoned)
+        await audit.record(conn, actor_of(ctx.request, ctx.identity), "node.cordon" if cordoned else "node.uncordon",
+                           "node", node.id)
+    return node_out(ctx.request, node, user)
+
+
+@api.post("/nodes/{id}/cordon", summary="Cordon: no new instances are placed on the node", tag="nodes",
+          response=NodeOut, errors=(403, 404))
+async def cordon(ctx: Ctx) -> Any:
+    return await _set_cordon(ctx, True)
+
+
+@api.post("/nodes/{id}/uncordon", summary="Uncordon: the node takes new instances again", tag="nodes",
+          response=NodeOut, errors=(403, 404))
+async def uncordon(ctx: Ctx) -> Any:
+    return await _set_cordon(ctx, False)
+
+
+@api.post("/nodes/{id}/join-token", summary="A new one-time join token (the old one stops working)",
+          tag="nodes", response=JoinTokenOut, status=201, errors=(403, 404))
+async def new_join_token(ctx: Ctx) -> Any:
+    user = ctx.user_identity.user
+    async with ctx.app[DB].begin() as conn:
+        node = await svc.get_manageable(conn, user, ctx.path_int("id"))
+        node, token = await svc.new_join_token(conn, node.id, ctx.app[CONFIG].join_token_ttl_s)
+        await audit.record(conn, actor_of(ctx.request, ctx.identity), "node.join_token", "node", node.id)
+    assert node.join_expires_at is not None
+    return JoinTokenOut(join_token=token, join_command=join_command(ctx.request, token),
+                        join_expires_at=node.join_expires_at)
+
+
+@api.post("/nodes/{id}/rotate-credential",
+          summary="Replace the node's credential: handed to the agent when online, else re-join with a new token",
+          tag="nodes", response=RotateOut, errors=(403, 404, 502, 504))
+async def rotate_credential(ctx: Ctx) -> Any:
+    user = ctx.user_identity.user
+    hub = ctx.app[HUB]
+    db = ctx.app[DB]
+    async with db.read() as conn:
+        node = await svc.get_manageable(conn, user, ctx.path_int("id"))
+    actor = actor_of(ctx.request, ctx.identity)
+    if hub.is_online(node.id):
+        credential = new_secret(svc.CREDENTIAL_PREFIX)
+        # The agent saves the new credential before it answers; only then does dmd switch.
+        await hub.call(node.id, p.CREDENTIAL_ROTATE, {"credential": credential}, timeout=15)
+        async with db.begin() as conn:
+            await svc.set_credential(conn, node.id, credential)
+            await audit.record(conn, actor, "node.rotate_credential", "node", node.id, delivered=True)
+        await hub.disconnect(node.id, p.CLOSE_NORMAL, "credential rotated: reconnect with the new one")
+        return RotateOut(delivered=True)
+    async with db.begin() as conn:
+        await svc.set_credential(conn, node.id, None)
+        node, token = await svc.new_join_token(conn, node.id, ctx.app[CONFIG].join_token_ttl_s)
+        await audit.record(conn, actor, "node.rotate_credential", "node", node.id, delivered=False)
+    return RotateOut(delivered=False, join_token=token, join_command=join_command(ctx.request, token))
+
+
+@api.delete("/nodes/{id}", summary="Delete a node: its agent is told, and its credential stops working",
+            tag="nodes", status=204, errors=(403, 404))
+async def delete_node(ctx: Ctx) -> Any:
+    user = ctx.user_identity.user
+    hub = ctx.app[HUB]
+    async with ctx.app[DB].begin() as conn:
+        node = await svc.get_manageable(conn, user, ctx.path_int("id"))
+        await svc.delete(conn, node.id)
+        await audit.record(conn, actor_of(ctx.request, ctx.identity), "node.delete", "node", node.id, name=node.name)
+    await hub.disconnect(node.id, p.CLOSE_DELETED, "the node was deleted", notice=p.message(p.NODE_DELETED))
+    hub.forget(node.id)
+    return None
+
+
+@api.get("/nodes/{id}/metrics", summary="Recent live metrics pushed by the agent (kept briefly, in memory)",
+         tag="nodes", response=MetricsOut, errors=(404,))
+async def node_metrics(ctx: Ctx) -> Any:
+    async with ctx.app[DB].read() as conn:
+        node = await svc.get_visible(conn, ctx.user_identity.user, ctx.path_int("id"))
+    return MetricsOut(items=ctx.app[HUB].recent_metrics(node.id))
+
+
+@api.post("/nodes/{id}/ping", summary="Round trip to the node's agent over its link", tag="nodes",
+          response=PingOut, errors=(404, 409, 504))
+async def ping_node(ctx: Ctx) -> Any:
+    async with ctx.app[DB].read() as conn:
+        node = await svc.get_visible(conn, ctx.user_identity.user, ctx.path_int("id"))
+    started = time.monotonic()
+    reply = await ctx.app[HUB].call(node.id, p.PING, timeout=10)
+    return PingOut(rtt_ms=round((time.monotonic() - started) * 1000, 2), agent_time=float(reply.get("at", 0)))
+
+
+@api.post("/nodes/{id}/facts/refresh", summary="Ask the agent to collect its facts again now", tag="nodes",
+          response=NodeOut, errors=(403, 404, 409, 504))
+async def refresh_facts(ctx: Ctx) -> Any:
+    user = ctx.user_identity.user
+    async with ctx.app[DB].read() as conn:
+        node = await svc.get_manageable(conn, user, ctx.path_int("id"))
+    facts = await ctx.app[HUB].call(node.id, p.FACTS_REFRESH, timeout=60)
+    async with ctx.app[DB].begin() as conn:
+        await svc.store_facts(conn, node.id, facts)
+        node = await svc.get(conn, node.id)
+    return node_out(ctx.request, node, user)
+
+
+@api.get("/nodes/{id}/shares", summary="Users a node is shared with", tag="nodes", response=list[ShareOut],
+         errors=(403, 404))
+async def list_shares(ctx: Ctx) -> Any:
+    async with ctx.app[DB].read() as conn:
+        node = await svc.get_manageable(conn, ctx.user_identity.user, ctx.path_int("id"))
+        return [ShareOut(**s) for s in await svc.shares(conn, node.id)]
+
+
+@api.post("/nodes/{id}/shares", summary="Share a node with a user (they may then place instances on it)",
+          tag="nodes", body=ShareIn, response=ShareOut, status=201, errors=(403, 404, 409, 422))
+async def add_share(ctx: Ctx) -> Any:
+    b: ShareIn = ctx.body
+    if (b.username is None) == (b.user_id is None):
+        raise Invalid("username: give either username or user_id", field="username")
+    async with ctx.app[DB].begin() as conn:
+        node = await svc.get_manageable(conn, ctx.user_identity.user, ctx.path_int("id"))
+        target = await svc.find_user(conn, b.username, b.user_id)
+        await svc.share(conn, node, target)
+        await audit.record(conn, actor_of(ctx.request, ctx.identity), "node.share", "node", node.id,
+                           user=target.username)
+        created = next(s for s in await svc.shares(conn, node.id) if s["user_id"] == target.id)
+    return ShareOut(**created)
+
+
+@api.delete("/nodes/{id}/shares/{user_id}", summary="Stop sharing a node with a user", tag="nodes", status=204,
+            errors=(403, 404))
+async def remove_share(ctx: Ctx) -> Any:
+    async with ctx.app[DB].begin() as conn:
+        node = await svc.get_manageable(conn, ctx.user_identity.user, ctx.path_int("id"))
+        user_id = ctx.path_int("user_id")
+        await svc.unshare(conn, node.id, user_id)
+        await audit.record(conn, actor_of(ctx.request, ctx.identity), "node.unshare", "node", node.id,
+                           user_id=user_id)
+    return None
