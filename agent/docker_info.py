@@ -36,7 +36,7 @@ def _describe(exc: BaseException) -> str:
 
 async def runtime_facts(
     docker_host: str,
-    timeout: float = 5,  # noqa: ASYNC109 - one budget for connecting and both queries
+    timeout: float = 5,
 ) -> dict[str, Any]:
     """``{"runtime": {...}}`` from the Engine's /version and /info, or
     ``{"runtime": None, "runtime_error": "<why>"}``. Never raises (cancellation aside)."""

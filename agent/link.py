@@ -436,6 +436,12 @@ class AgentLink:
             await self._close(ws, protocol.CLOSE_PROTOCOL, "no welcome")
             return _Outcome("dropped", f"dmd sent no welcome within {t.welcome_timeout_s:g} s")
         except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
+            # dmd may have closed the link already (a refused credential): its close frame says why.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1.0):
+                    msg = await ws.receive()
+                if msg.type == aiohttp.WSMsgType.CLOSE:
+                    return self._outcome_of(ws, msg)
             return _Outcome("dropped", f"handshake failed: {_describe(exc)}")
 
         heartbeat_s = welcome.get("heartbeat_s")

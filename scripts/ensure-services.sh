@@ -56,4 +56,19 @@ wait_port 127.0.0.1 11211 Memcached
 [ -x /usr/bin/chromium ] || apt_install chromium
 /usr/bin/chromium --version >/dev/null 2>&1 || die "chromium does not run"
 
-log "PostgreSQL, MariaDB, Redis, Memcached and Chromium are ready"
+# Docker Engine: Debian's docker.io, dockerd started in the background.
+command -v curl >/dev/null || apt_install curl
+command -v dockerd >/dev/null || apt_install docker.io
+if ! [ -S /var/run/docker.sock ] || ! curl -sf --unix-socket /var/run/docker.sock http://localhost/_ping >/dev/null; then
+  log "starting dockerd"
+  mkdir -p /var/log
+  nohup dockerd >/var/log/dm-dockerd.log 2>&1 &
+  for _ in $(seq 1 100); do
+    curl -sf --unix-socket /var/run/docker.sock http://localhost/_ping >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+fi
+curl -sf --unix-socket /var/run/docker.sock http://localhost/_ping >/dev/null \
+  || die "dockerd is not answering on /var/run/docker.sock (see /var/log/dm-dockerd.log)"
+
+log "PostgreSQL, MariaDB, Redis, Memcached, Docker and Chromium are ready"
