@@ -15,10 +15,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test,agent-binary]'
 	@touch $(STAMP)
 
+# The single-box node runs in-process when this user can reach the local Docker Engine.
+LOCAL_NODE := $(shell test -S /var/run/docker.sock -a -w /var/run/docker.sock && echo --local-node)
+
 ## make run: dmd on its embedded defaults (SQLite, in-memory sessions) at http://localhost:3150
 run: $(STAMP)
 	@mkdir -p $(DATA)
-	$(BIN)/dmd serve --data-dir $(DATA) --listen $(LISTEN) $(RUN_FLAGS)
+	$(BIN)/dmd serve --data-dir $(DATA) --listen $(LISTEN) $(LOCAL_NODE) $(RUN_FLAGS)
 
 ## make test: every test, against real PostgreSQL, MariaDB, Redis, Memcached and Chromium
 test: $(STAMP) services lint

@@ -21,6 +21,7 @@ from dmd.config import Config
 from dmd.db import Database
 from dmd.db.migrate import upgrade
 from dmd.errors import StartupError
+from dmd.local_node import LOCAL_NODE, LocalNode
 from dmd.middleware import build_middlewares
 from dmd.services import setup as setup_svc
 from dmd.sessions import make_storage
@@ -94,8 +95,11 @@ async def create_app(cfg: Config, *, db: Database | None = None, migrate: bool =
     async def _start(_: web.Application) -> None:
         await hub.start()
 
+    app[LOCAL_NODE] = LocalNode()
+
     async def _stop_agents(_: web.Application) -> None:
         # Before the server waits for open connections to finish: close the agents' links.
+        await app[LOCAL_NODE].stop()
         await hub.stop()
 
     async def _close(_: web.Application) -> None:

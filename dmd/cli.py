@@ -82,6 +82,10 @@ async def _serve(cfg: Config) -> int:
     await site.start()
     log.info("dmd %s listening on %s:%d (database %s, sessions %s)", __version__, cfg.host, cfg.port,
              app[_db_key()].describe(), cfg.sessions.split("://")[0])
+    if cfg.local_node:
+        from dmd import local_node
+
+        await local_node.start(app, local_node.loopback_url(cfg.host, cfg.port))
     link = app[SETUP_LINK_KEY]
     if link:
         log.warning("no users yet: open this one-time link to create the first admin: %s", link)

@@ -203,6 +203,9 @@ async def test_newcomer_journey(dmd: Dmd, browser: Any, tmp_path: Path) -> None:
     await page.screenshot(path=str(shots / "08-users-dark.png"), full_page=True)
     await page.emulate_media(color_scheme="light")
     await page.screenshot(path=str(shots / "09-users-light.png"), full_page=True)
+    await page.click("table a:text('alice')")
+    await page.wait_for_url(re.compile(r".*/users/\d+$"))
+    await page.screenshot(path=str(shots / "10-user-edit.png"), full_page=True)
     await page.goto(f"{dmd.base}/audit")
     await page.screenshot(path=str(shots / "10-audit.png"), full_page=True)
 

@@ -1,0 +1,90 @@
+"""The single-box node: an agent running inside dmd's own process and event loop.
+
+It is the same AgentLink a remote node runs, dialling dmd over loopback, so there is one
+code path for every node. It needs no join step: at each start dmd mints a fresh
+credential for it and keeps that only in memory (the database holds the hash).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+
+from aiohttp import web
+
+from agent.config import AgentConfig
+from agent.link import AgentLink
+from dmd.auth.tokens import new_secret
+from dmd.errors import Conflict
+from dmd.services import audit
+from dmd.services import nodes as node_svc
+from dmd.state import CONFIG, DB
+
+log = logging.getLogger("dmd.local_node")
+
+
+
+class LocalNode:
+    """Holder set on the app at creation; filled by start() once dmd is listening."""
+
+    def __init__(self) -> None:
+        self.link: AgentLink | None = None
+        self.task: asyncio.Task[int] | None = None
+        self.node_id: int | None = None
+
+    async def stop(self) -> None:
+        if self.link is not None:
+            await self.link.stop()
+        if self.task is not None:
+            with contextlib.suppress(Exception):
+                await self.task
+
+
+LOCAL_NODE: web.AppKey[LocalNode] = web.AppKey("dm_local_node", LocalNode)
+
+
+def loopback_url(host: str, port: int) -> str:
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+async def _ensure_node(app: web.Application) -> tuple[int, str]:
+    db = app[DB]
+    credential = new_secret(node_svc.CREDENTIAL_PREFIX)
+    async with db.begin() as conn:
+        node = await node_svc.local_node(conn)
+        if node is None:
+            base = node_svc.name_from_hostname(socket.gethostname())
+            for name in (base, f"{base}-local", f"local-{new_secret(nbytes=3).lower()}"):
+                try:
+                    node, _ = await node_svc.create(conn, name=name[:64], owner=None, join_ttl_s=60, local=True)
+                    break
+                except Conflict:
+                    continue
+            assert node is not None
+            await audit.record(conn, audit.SYSTEM, "node.create", "node", node.id, name=node.name, local=True)
+            log.info("created the local node %s (id %d)", node.name, node.id)
+        await node_svc.set_credential(conn, node.id, credential)
+        await node_svc.update(conn, node.id, join_token_hash=None, join_expires_at=None,
+                              status="offline" if node.status == "pending" else node.status)
+    return node.id, credential
+
+
+async def start(app: web.Application, server_url: str, *, docker_host: str | None = None) -> AgentLink:
+    """Create (once) and connect the local node; it is stopped when the app shuts down."""
+    node_id, credential = await _ensure_node(app)
+    config = AgentConfig(
+        server=server_url, node_id=node_id, credential=credential,
+        heartbeat_s=app[CONFIG].agent_heartbeat_s,
+        **({"docker_host": docker_host} if docker_host else {}),
+    )
+    link = AgentLink(config)
+    holder = app[LOCAL_NODE]
+    holder.link, holder.node_id = link, node_id
+    holder.task = asyncio.get_running_loop().create_task(link.run())
+    return link

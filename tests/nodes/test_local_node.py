@@ -1,0 +1,37 @@
+"""--local-node: an agent inside dmd's own process, against the local Docker Engine."""
+
+import asyncio
+
+from dmd import local_node
+from dmd.local_node import LOCAL_NODE
+from tests.nodes.conftest import node
+
+
+async def _wait_online(client, headers, node_id, timeout=20):
+    for _ in range(int(timeout * 10)):
+        n = await node(client, headers, node_id)
+        if n["status"] == "online" and n["facts"]:
+            return n
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"local node not online: {n}")
+
+
+async def test_local_node_comes_online_with_docker_facts(client, admin):
+    base = str(client.make_url("")).rstrip("/")
+    await local_node.start(client.app, base)
+    nid = client.app[LOCAL_NODE].node_id
+    n = await _wait_online(client, admin, nid)
+    assert n["local"] is True and n["owner_id"] is None
+    facts = n["facts"]
+    assert facts["cpu_count"] >= 1 and facts["memory_total_mb"] > 0
+    runtime = facts.get("runtime")
+    assert runtime and runtime["name"] == "docker" and runtime["version"], facts.get("runtime_error")
+    r = await client.post(f"/api/v1/nodes/{nid}/ping", headers=admin)
+    assert r.status == 200
+    # A restart of dmd reuses the same node with a fresh credential.
+    await client.app[LOCAL_NODE].stop()
+    await local_node.start(client.app, base)
+    assert client.app[LOCAL_NODE].node_id == nid
+    await _wait_online(client, admin, nid)
+    nodes = (await (await client.get("/api/v1/nodes", headers=admin)).json())["items"]
+    assert [x["id"] for x in nodes if x["local"]] == [nid]
