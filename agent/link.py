@@ -293,10 +293,10 @@ class AgentLink:
                         backoff.reset()
                     if outcome.kind in ("auth", "refused"):
                         delay = backoff.longest()
-                        log.error("link to dmd refused: %s; retrying in %.1f s", outcome.reason, delay)
+                        log.error("link to dmd refused: %s; retrying in %.2f s", outcome.reason, delay)
                     else:
                         delay = backoff.next()
-                        log.warning("link to dmd down: %s; reconnecting in %.1f s", outcome.reason, delay)
+                        log.warning("link to dmd down: %s; reconnecting in %.2f s", outcome.reason, delay)
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(delay):
                             await self._stop_event.wait()

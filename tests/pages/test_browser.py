@@ -203,6 +203,9 @@ async def test_newcomer_journey(dmd: Dmd, browser: Any, tmp_path: Path) -> None:
     await page.screenshot(path=str(shots / "08-users-dark.png"), full_page=True)
     await page.emulate_media(color_scheme="light")
     await page.screenshot(path=str(shots / "09-users-light.png"), full_page=True)
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await page.screenshot(path=str(shots / "09-users-phone.png"), full_page=True)
+    await page.set_viewport_size({"width": 1280, "height": 860})
     await page.click("table a:text('alice')")
     await page.wait_for_url(re.compile(r".*/users/\d+$"))
     await page.screenshot(path=str(shots / "10-user-edit.png"), full_page=True)
@@ -213,6 +216,13 @@ async def test_newcomer_journey(dmd: Dmd, browser: Any, tmp_path: Path) -> None:
     await _logout(page, dmd)
     assert "You have logged out" in await page.inner_text(".flashes")
     await page.screenshot(path=str(shots / "11-login.png"), full_page=True)
+    await page.fill("#f-email", "alice@example.org")
+    await page.fill("#f-password", "not her password")
+    await page.click("form[action='/login'] button[type=submit]")
+    assert "Wrong email or password" in await page.inner_text(".alert-error")
+    assert await page.input_value("#f-email") == "alice@example.org"
+    assert await page.input_value("#f-password") == ""
+    await page.screenshot(path=str(shots / "11-login-failed.png"), full_page=True)
     await _login(page, dmd, "alice@example.org", "alice's long password")
     nav = await _nav_texts(page)
     assert "Users" not in nav and "Audit" not in nav and "Nodes" in nav
