@@ -78,11 +78,10 @@ async def _ensure_node(app: web.Application) -> tuple[int, str]:
 async def start(app: web.Application, server_url: str, *, docker_host: str | None = None) -> AgentLink:
     """Create (once) and connect the local node; it is stopped when the app shuts down."""
     node_id, credential = await _ensure_node(app)
-    config = AgentConfig(
-        server=server_url, node_id=node_id, credential=credential,
-        heartbeat_s=app[CONFIG].agent_heartbeat_s,
-        **({"docker_host": docker_host} if docker_host else {}),
-    )
+    config = AgentConfig(server=server_url, node_id=node_id, credential=credential,
+                         heartbeat_s=app[CONFIG].agent_heartbeat_s)
+    if docker_host:
+        config = config.replace(docker_host=docker_host)
     link = AgentLink(config)
     holder = app[LOCAL_NODE]
     holder.link, holder.node_id = link, node_id
