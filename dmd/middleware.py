@@ -67,13 +67,14 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         log.exception("unhandled error on %s %s", request.method, request.path)
         err = ApiError("internal error; the details are in dmd's log", status=500, code="internal")
     if _is_api(request) or HTML_ERROR_KEY not in request.app:
-        return error_response(err)
-    return await request.app[HTML_ERROR_KEY](request, err.status, err.message)
+        resp: web.StreamResponse = error_response(err)
+    else:
+        resp = await request.app[HTML_ERROR_KEY](request, err.status, err.message)
+    # An error raised below headers_middleware never passed through it.
+    return secure_headers(request, resp)
 
 
-@web.middleware
-async def headers_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    resp = await handler(request)
+def secure_headers(request: web.Request, resp: web.StreamResponse) -> web.StreamResponse:
     h = resp.headers
     h.setdefault("X-Content-Type-Options", "nosniff")
     h.setdefault("Referrer-Policy", "same-origin")
@@ -88,6 +89,11 @@ async def headers_middleware(request: web.Request, handler: Handler) -> web.Stre
         for morsel in resp.cookies.values():
             morsel["secure"] = True
     return resp
+
+
+@web.middleware
+async def headers_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    return secure_headers(request, await handler(request))
 
 
 async def _token_identity(request: web.Request, value: str) -> Identity:

@@ -50,6 +50,7 @@ async def _page(request: web.Request, *, status: int = 200, **extra: Any) -> web
         "pw_error": None,
         "token_error": None,
         "token_form": {"name": "", "expires_in_days": ""},
+        "here": "/account",
     }
     ctx.update(extra)
     return await render(request, "account.html", ctx, status=status)

@@ -115,6 +115,7 @@ async def user_create(request: web.Request) -> web.StreamResponse:
         return await render(request, "user_new.html", {
             "nav_active": "users", "quotas": QUOTAS, "error": fe.view(lang_of(request)),
             "form": _new_form(forms.kept(data, "email", "username", "role", *QUOTAS)),
+            "here": "/users/new",
         }, status=fe.status)
     await flash(request, "ok", "flash.user_created", name=user.username)
     return redirect("/users")
@@ -125,6 +126,7 @@ async def _edit_page(request: web.Request, user: User, *, status: int = 200, **e
         "nav_active": "users", "user": user, "form": _user_form(user), "quotas": QUOTAS,
         "error": None, "pw_error": None,
         "is_self": user.id == current_identity(request).user.id,
+        "here": f"/users/{user.id}",
     }
     ctx.update(extra)
     return await render(request, "user_edit.html", ctx, status=status)
@@ -226,6 +228,7 @@ async def user_delete(request: web.Request) -> web.StreamResponse:
         fe = forms.from_api_error(e)
         return await render(request, "user_delete.html", {
             "nav_active": "users", "user": user, "error": fe.view(lang_of(request)),
+            "here": f"/users/{user.id}/delete",
         }, status=fe.status)
     await flash(request, "ok", "flash.user_deleted", name=user.username)
     return redirect("/users")

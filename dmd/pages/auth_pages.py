@@ -22,6 +22,7 @@ from dmd.pages.render import (
     redirect,
     render_anon_form,
     safe_next,
+    url_with,
 )
 from dmd.services import settings
 from dmd.services import setup as setup_svc
@@ -71,7 +72,8 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     except forms.FormError as fe:
         return await render_anon_form(
             request, "login.html",
-            {"next": nxt, "form": forms.kept(data, "email"), "error": fe.view(lang_of(request))},
+            {"next": nxt, "form": forms.kept(data, "email"), "error": fe.view(lang_of(request)),
+             "here": url_with("/login", next=nxt)},
             status=fe.status,
         )
     resp = redirect(nxt)

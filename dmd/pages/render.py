@@ -179,7 +179,8 @@ def base_context(request: web.Request) -> dict[str, Any]:
         "me": ident.user if ident else None,
         "is_admin": bool(ident and ident.is_admin),
         "csrf_token": _session_csrf(request),
-        "here": request.path_qs,
+        # Where the language and theme links come back to: a page that answers GET.
+        "here": request.path_qs if request.method in csrf.SAFE_METHODS else "/",
         "static": functools.partial(_static_url, request),
         "url_with": url_with,
         "flashes": [],

@@ -239,8 +239,8 @@ async def test_heartbeats_at_the_welcome_interval(fake: tuple[FakeDmd, str], sta
     beats = [(at, env.data["seq"]) for at, env in dmd.received if env.type == p.HEARTBEAT]
     assert [seq for _, seq in beats[:5]] == [1, 2, 3, 4, 5]
     gaps = [b[0] - a[0] for a, b in zip(beats, beats[1:], strict=False)][:4]
-    assert all(0.15 <= gap <= 0.5 for gap in gaps), gaps
-    assert abs(sum(gaps) / len(gaps) - 0.2) < 0.05, gaps
+    assert all(0.15 <= gap <= 0.6 for gap in gaps), gaps
+    assert 0.18 <= sum(gaps) / len(gaps) <= 0.3, gaps
 
 
 async def test_metrics_are_pushed(fake: tuple[FakeDmd, str], start: LinkFactory) -> None:

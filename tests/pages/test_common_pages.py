@@ -132,6 +132,8 @@ async def test_error_pages_are_friendly_html(client):
     html = await r.text()
     assert r.status == 404 and r.content_type == "text/html"
     assert "Page not found" in html and "Traceback" not in html
+    assert "script-src 'self'" in r.headers["Content-Security-Policy"]  # error pages too
+    assert r.headers["X-Frame-Options"] == "DENY"
     r = await client.put("/login", data={})
     assert r.status == 405 and "Not possible here" in await r.text()
     await add_user(client, "alice@example.org")
@@ -213,3 +215,14 @@ def test_web_dir_has_templates_and_static():
     d = web_dir()
     assert (d / "templates" / "base.html").is_file() and (d / "static" / "dm.css").is_file()
     assert Path(d).name == "web"
+
+
+async def test_switch_links_on_a_rejected_form_lead_to_a_page(admin_client):
+    from tests.pages.conftest import post_form
+
+    r = await post_form(admin_client, "/account/password", {
+        "current_password": "x", "new_password": "short", "new_password2": "short"})
+    assert r.status == 422
+    assert 'href="/prefs?lang=ja&amp;next=%2Faccount"' in await r.text()
+    r = await post_form(admin_client, "/users", {"email": "bad"}, csrf_from="/users/new")
+    assert 'href="/prefs?lang=ja&amp;next=%2Fusers%2Fnew"' in await r.text()
