@@ -172,3 +172,11 @@ async def test_delete_tells_the_agent(client, admin, joined, agents):
     await again.open()
     assert (await again.closed())[0] == p.CLOSE_AUTH
     assert (await client.get(f"/api/v1/nodes/{nid}", headers=admin)).status == 404
+
+
+async def test_node_credential_only_works_on_the_agent_link(client, admin, joined):
+    _, cred = await joined("box")
+    for path in ("/api/v1/me", "/api/v1/nodes"):
+        r = await client.get(path, headers={"Authorization": f"Bearer {cred}"})
+        assert r.status == 401
+    # And an API token is no node credential (see test_agent_link's forged credentials).
