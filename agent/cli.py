@@ -157,7 +157,7 @@ async def join(server: str, token: str, config_path: str, hostname: str | None =
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         _err(f"cannot reach dmd at {server}: {_describe(exc)}")
         return EXIT_FAILED
-    if status != 200:
+    if not 200 <= status < 300:
         _err(f"join refused: {_error_message(body, status)}")
         return EXIT_FAILED
     if not isinstance(body, dict):
@@ -272,14 +272,16 @@ def _facts(args: argparse.Namespace) -> int:
     from agent.docker_info import node_facts
 
     docker_host, public_address = DEFAULT_DOCKER_HOST, None
-    path = args.config or DEFAULT_CONFIG_PATH
     if args.config or os.access(DEFAULT_CONFIG_PATH, os.R_OK):
         try:
-            config = load_config(path)
+            config = load_config(args.config or DEFAULT_CONFIG_PATH)
         except ConfigError as exc:
-            _err(str(exc))
-            return EXIT_USAGE
-        docker_host, public_address = config.docker_host, config.public_address
+            if args.config:
+                _err(str(exc))
+                return EXIT_USAGE
+            _err(f"{exc}; using the defaults")  # the implicit default config: facts still work
+        else:
+            docker_host, public_address = config.docker_host, config.public_address
     if args.docker_host:
         docker_host = args.docker_host
     facts = asyncio.run(node_facts(docker_host, public_address=public_address))

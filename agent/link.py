@@ -260,7 +260,7 @@ class AgentLink:
 
     @property
     def connects(self) -> int:
-        """How many links completed the handshake since run() started."""
+        """How many links completed the handshake (welcome received) so far."""
         return self._connects
 
     async def run(self) -> int:

@@ -102,7 +102,7 @@ class MetricsSampler:
     async def sample_gpus(
         self,
         *,
-        timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - passed on to detect_gpus
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> list[dict[str, Any]]:
         """Per-GPU utilisation, memory and temperature from a fresh detection."""
         gpus = await detect_gpus(timeout=timeout, root=self._root)

@@ -105,9 +105,14 @@ class Envelope:
                 out["error"] = self.error or {"code": "error", "message": "unknown error"}
         else:
             out["data"] = self.data
-        text = json.dumps(out, separators=(",", ":"), ensure_ascii=False)
-        if len(text.encode()) > MAX_MESSAGE_BYTES:
-            raise ProtocolError(f"{self.type} message of {len(text)} bytes exceeds the limit", CLOSE_TOO_LARGE)
+        try:
+            # allow_nan=False: NaN/Infinity are not JSON, and the other end may not parse them.
+            text = json.dumps(out, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        except ValueError as e:
+            raise ProtocolError(f"{self.type} message is not valid JSON: {e}") from None
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if size > MAX_MESSAGE_BYTES:
+            raise ProtocolError(f"{self.type} message of {size} bytes exceeds the limit", CLOSE_TOO_LARGE)
         return text
 
 

@@ -800,6 +800,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=10.0, help=f"GET {NODES_PATH} requests per second (10)")
     ap.add_argument("--connect-concurrency", type=int, default=50, help="agent handshakes in flight (50)")
     ap.add_argument("--quick", action="store_true", help="200 and 2,000 agents, 15 s windows (for make bench)")
+    ap.add_argument("--dmd-log", type=Path, help="keep dmd's log (stdout and stderr) in this file")
     ap.add_argument("--no-docs", action="store_true", help=f"do not rewrite {DOCS.relative_to(ROOT)}")
     args = ap.parse_args(argv)
 
@@ -831,6 +832,8 @@ def main(argv: list[str] | None = None) -> int:
             log(f"dmd pid {dmd.proc.pid} on :{dmd.port} (CPU {dmd_cpu}); load generator on CPU {load_cpu}; "
                 f"RLIMIT_NOFILE {nofile}")
             results, stopped = asyncio.run(ramp(dmd, s, args.connect_concurrency))
+            if args.dmd_log:
+                args.dmd_log.write_text(dmd.log_text())
             warnings = [ln for ln in dmd.log_text().splitlines() if " WARNING " in ln or " ERROR " in ln]
             if warnings:
                 log(f"dmd logged {len(warnings)} warnings/errors; the last few:\n" + "\n".join(warnings[-10:]))

@@ -198,15 +198,213 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "audit.detail": ("Details", "詳細"),
     "audit.none": ("No entries", "記録はありません"),
     "audit.none_text": ("Nothing matches this filter yet.", "この条件に一致する記録はまだありません。"),
+    # --- nodes ------------------------------------------------------------------------------
+    "nodes.title": ("Nodes", "ノード"),
+    "nodes.intro": ("The machines you own or that are shared with you: their hardware, whether they "
+                    "are online, and how busy they are.",
+                    "あなたが所有している、または共有されているマシン。ハードウェア構成、オンライン状態、"
+                    "負荷を確認できます。"),
+    "nodes.intro_admin": ("Every machine registered with DM: their hardware, whether they are online, "
+                          "and how busy they are.",
+                          "DM に登録されたすべてのマシン。ハードウェア構成、オンライン状態、負荷を確認できます。"),
+    "nodes.summary": ("{total} node(s), {online} online", "ノード {total} 台 (オンライン {online} 台)"),
+    "nodes.add": ("Add a node", "ノードを追加"),
+    "nodes.add_intro": ("Give the new machine a name. DM then shows a dmc join command to run on it; "
+                        "the command works once, for {ttl}.",
+                        "新しいマシンの名前を決めてください。そのマシンで実行する dmc join コマンドが"
+                        "表示されます。コマンドは 1 回限り、{ttl}有効です。"),
+    "nodes.add_submit": ("Add node", "ノードを追加"),
+    "nodes.empty.heading": ("No nodes yet", "ノードはまだありません"),
+    "nodes.empty.text": ("A node is a machine that runs instances. Add one below: DM gives you a dmc "
+                         "join command to run on that machine, and it appears here, online, within "
+                         "seconds of dmc run.",
+                         "ノードとはインスタンスを実行するマシンです。下のフォームで追加すると、"
+                         "そのマシンで実行する dmc join コマンドが表示されます。dmc run を実行すると、"
+                         "数秒でオンラインのノードとしてここに表示されます。"),
+    "nodes.empty.local": ("To use the machine dmd runs on as a node, start dmd with",
+                          "dmd が動いているこのマシンをノードとして使うには、次のように dmd を起動します:"),
+    "node.name": ("Name", "名前"),
+    "node.name_hint": ("1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit.",
+                       "英数字・「.」「_」「-」の 1〜64 文字で、先頭は英数字にしてください。"),
+    "node.status": ("Status", "状態"),
+    "node.status.online": ("Online", "オンライン"),
+    "node.status.offline": ("Offline", "オフライン"),
+    "node.status.pending": ("Waiting to join", "参加待ち"),
+    "node.cpu": ("CPU", "プロセッサー"),
+    "node.cpus": ("{n} CPUs", "{n} CPU"),
+    "node.memory": ("Memory", "メモリー"),
+    "node.disk": ("Disk", "ディスク"),
+    "node.disk_free_of": ("{free} free of {total}", "{total} 中 {free} 空き"),
+    "node.gpus": ("GPUs", "GPU"),
+    "node.no_gpus": ("none", "なし"),
+    "node.no_gpus_text": ("No GPUs were found on this node.", "このノードには GPU が見つかりませんでした。"),
+    "node.agent": ("Agent", "エージェント"),
+    "node.protocol": ("protocol {n}", "プロトコル {n}"),
+    "node.access": ("Access", "権限"),
+    "node.access.owner": ("Yours", "所有"),
+    "node.access.shared": ("Shared with you", "共有"),
+    "node.access.admin": ("Administrator", "管理者として"),
+    "node.owned_by": ("owner: {name}", "所有者: {name}"),
+    "node.owned_by_dm": ("runs inside dmd", "dmd 内で動作"),
+    "node.local": ("this machine", "このマシン"),
+    "node.local_hint": ("The agent runs inside dmd itself, on the machine dmd runs on.",
+                        "エージェントは dmd 自身の中で、dmd と同じマシン上で動いています。"),
+    "node.cordoned": ("cordoned", "受付停止中"),
+    "node.cordoned_hint": ("No new instances are placed on this node.",
+                           "このノードには新しいインスタンスが配置されません。"),
+    "node.heartbeat": ("heartbeat {when}", "最終ハートビート {when}"),
+    "node.last_seen": ("last seen {when}", "最終接続 {when}"),
+    "node.never_connected": ("never connected", "まだ接続していません"),
+    "node.join_expires": ("join command valid {when}", "参加コマンドの有効期限 {when}"),
+    "node.connected_since": ("connected since {when}", "{when} から接続中"),
+    "node.created": ("Added {when}.", "{when} に追加されました。"),
+    "node.pending.title": ("Waiting for this node to join", "このノードの参加を待っています"),
+    "node.pending.text": ("Run the dmc join command shown when the node was added on the machine, then "
+                          "dmc run. The node shows as online here within seconds.",
+                          "ノード追加時に表示された dmc join コマンドを対象のマシンで実行し、続けて "
+                          "dmc run を実行してください。数秒でここにオンラインと表示されます。"),
+    "node.pending.lost": ("The command is shown only once. If you no longer have it, or it has "
+                          "expired, create a new one; the old one then stops working.",
+                          "コマンドは 1 回しか表示されません。手元にない場合や期限が切れた場合は、"
+                          "新しいコマンドを作成してください。古いコマンドは使えなくなります。"),
+    "node.joined.title": ("Joined: now start the agent", "参加しました。エージェントを起動してください"),
+    "node.joined.text": ("The machine has joined with its join command but its agent has not connected "
+                         "yet. On the machine, run:",
+                         "マシンは参加コマンドで参加しましたが、エージェントはまだ接続していません。"
+                         "対象のマシンで次を実行してください:"),
+    "node.new_join_token": ("New join command", "新しい参加コマンドを作成"),
+    "node.shared_readonly": ("{name} shares this node with you: you can use it, but only its owner or "
+                             "an administrator can change it.",
+                             "このノードは {name} から共有されています。利用はできますが、"
+                             "変更できるのは所有者と管理者だけです。"),
+    "node.machine": ("Machine", "マシン"),
+    "node.hostname": ("Host name", "ホスト名"),
+    "node.os": ("Operating system", "OS"),
+    "node.kernel": ("Kernel", "カーネル"),
+    "node.runtime": ("Container runtime", "コンテナーランタイム"),
+    "node.runtime_missing": ("Not reachable", "接続できません"),
+    "node.addresses": ("Addresses", "アドレス"),
+    "node.public_address": ("Public address", "公開アドレス"),
+    "node.no_facts": ("Nothing is known about this machine yet: its agent has not connected.",
+                      "このマシンの情報はまだありません。エージェントが接続していません。"),
+    "node.manage": ("Manage", "管理"),
+    "node.rename": ("Rename", "名前の変更"),
+    "node.rename_submit": ("Rename", "名前を変更"),
+    "node.cordon_title": ("Cordon", "受付停止"),
+    "node.cordon_intro": ("Cordoning stops new instances from being placed on this node; those "
+                          "already on it keep running. Use it before maintenance.",
+                          "受付を停止すると、このノードに新しいインスタンスが配置されなくなります。"
+                          "実行中のインスタンスはそのまま動き続けます。メンテナンス前に使ってください。"),
+    "node.cordon": ("Cordon node", "受付を停止"),
+    "node.uncordon_intro": ("This node is cordoned: no new instances are placed on it.",
+                            "このノードは受付停止中です。新しいインスタンスは配置されません。"),
+    "node.uncordon": ("Uncordon node", "受付を再開"),
+    "node.join_token_title": ("Join command", "参加コマンド"),
+    "node.join_token_intro": ("A new one-time dmc join command, valid for {ttl}: to join the node for "
+                              "the first time or to join it again (for example after reinstalling the "
+                              "machine). Any older join command stops working.",
+                              "1 回限りの新しい dmc join コマンドを作成します ({ttl}有効)。初めての参加や、"
+                              "マシンの再インストール後などの再参加に使います。以前の参加コマンドは"
+                              "使えなくなります。"),
+    "node.rotate_title": ("Rotate credential", "認証情報の更新"),
+    "node.rotate_online": ("The agent authenticates with a secret credential. Rotating hands it a new "
+                           "one over its link; it saves it and reconnects within seconds, and the old "
+                           "one stops working. Do this if the agent's config file may have leaked.",
+                           "エージェントは秘密の認証情報で接続しています。更新すると新しい認証情報が"
+                           "接続経由で渡され、エージェントはそれを保存して数秒で再接続します。古い認証情報は"
+                           "使えなくなります。エージェントの設定ファイルが漏れたおそれがあるときに実行してください。"),
+    "node.rotate_offline": ("The agent authenticates with a secret credential. The node is not online, "
+                            "so rotating revokes the old credential at once and gives you a new join "
+                            "command to run on the machine.",
+                            "エージェントは秘密の認証情報で接続しています。ノードがオンラインでないため、"
+                            "更新すると古い認証情報はすぐに無効になり、マシンで実行する新しい参加コマンドが"
+                            "表示されます。"),
+    "node.rotate": ("Rotate credential", "認証情報を更新"),
+    "node.delete_title": ("Delete", "削除"),
+    "node.delete_intro": ("Removes the node from DM and disconnects its agent.",
+                          "ノードを DM から削除し、エージェントを切断します。"),
+    "node.delete": ("Delete node…", "ノードを削除…"),
+    "node.delete_confirm_title": ("Delete {name}?", "{name} を削除しますか?"),
+    "node.delete_confirm": ("You are about to delete the node {name}.",
+                            "ノード {name} を削除しようとしています。"),
+    "node.delete_effect_agent": ("Its agent is told that the node was deleted and disconnects.",
+                                 "エージェントにノードの削除が通知され、接続が切れます。"),
+    "node.delete_effect_credential": ("Its credential and any join command stop working; to add the "
+                                      "machine again, add a new node and join it.",
+                                      "認証情報と参加コマンドは使えなくなります。マシンを再び使うには、"
+                                      "新しいノードを追加して参加させてください。"),
+    "node.delete_effect_shares": ("Its shares and live metrics are removed. This cannot be undone.",
+                                  "共有設定とライブメトリクスも削除されます。この操作は取り消せません。"),
+    "node.delete_effect_local": ("This is dmd's own machine: it is added again the next time dmd starts "
+                                 "with --local-node.",
+                                 "これは dmd 自身のマシンです。次に --local-node 付きで dmd を起動すると"
+                                 "再び追加されます。"),
+    "node.delete_submit": ("Delete for good", "完全に削除"),
+    # --- the join command -----------------------------------------------------------------------
+    "join.created.title": ("Node {name} added: join it now", "ノード {name} を追加しました。参加させてください"),
+    "join.token.title": ("New join command for {name}", "{name} の新しい参加コマンド"),
+    "join.rotated.title": ("Credential of {name} revoked: join it again",
+                           "{name} の認証情報を無効にしました。もう一度参加させてください"),
+    "join.step1": ("On the machine, as root, run:", "対象のマシンで root として実行します:"),
+    "join.once": ("This command is shown only once. It works one time, until {when} ({until}).",
+                  "このコマンドは一度しか表示されません。使えるのは 1 回だけで、期限は {when} ({until}) です。"),
+    "join.step2": ("Then start the agent:", "続けてエージェントを起動します:"),
+    "join.systemd": ("To keep it running across reboots, use the systemd unit instead:",
+                     "再起動後も動かし続けるには、代わりに systemd ユニットを使います:"),
+    "join.after": ("The node shows as online on this page within seconds after dmc run starts.",
+                   "dmc run を開始すると、数秒でこのページにオンラインと表示されます。"),
+    # --- live metrics -------------------------------------------------------------------------
+    "metrics.title": ("Live metrics", "ライブメトリクス"),
+    "metrics.updated": ("Last sample", "最新のサンプル:"),
+    "metrics.stale": ("the node is not online; these are the last figures it sent",
+                      "ノードはオンラインではありません。最後に送られた値です"),
+    "metrics.cpu": ("CPU usage", "CPU 使用率"),
+    "metrics.memory": ("Memory used", "メモリー使用量"),
+    "metrics.load": ("Load (1 min)", "負荷 (1 分)"),
+    "metrics.load_5_15": ("5 min {five} · 15 min {fifteen}", "5 分 {five} · 15 分 {fifteen}"),
+    "metrics.gpu": ("GPU usage", "GPU 使用率"),
+    "metrics.gpu_mem": ("GPU memory", "GPU メモリー"),
+    "metrics.history": ("The last {min} minutes", "直近 {min} 分間"),
+    "metrics.history_hint": ("The lines show the last {min} minutes (0–100 %).",
+                             "グラフは直近 {min} 分間の推移です (0〜100 %)。"),
+    "metrics.waiting": ("The node is online; its first metrics arrive within seconds.",
+                        "ノードはオンラインです。数秒で最初のメトリクスが届きます。"),
+    "metrics.none_offline": ("No metrics: the node is not online.",
+                             "メトリクスはありません。ノードはオンラインではありません。"),
+    "gpu.name": ("Model", "モデル"),
+    "gpu.memory": ("Memory used / total", "メモリー (使用 / 合計)"),
+    "gpu.util": ("Usage", "使用率"),
+    "gpu.temp": ("Temp.", "温度"),
+    "gpu.driver": ("Driver", "ドライバー"),
+    # --- sharing --------------------------------------------------------------------------------
+    "share.title": ("Sharing", "共有"),
+    "share.intro": ("Users you share the node with see it and can place instances on it; they cannot "
+                    "change or delete it.",
+                    "共有したユーザーはこのノードを閲覧し、インスタンスを配置できます。"
+                    "変更や削除はできません。"),
+    "share.none": ("This node is not shared with anyone.", "このノードは誰とも共有されていません。"),
+    "share.since": ("Shared since", "共有開始"),
+    "share.revoke": ("Stop sharing", "共有を解除"),
+    "share.revoke_named": ("Stop sharing with {name}", "{name} との共有を解除"),
+    "share.add": ("Share with a user", "ユーザーと共有"),
+    "share.username_hint": ("Their DM username, e.g. alice.", "相手の DM ユーザー名 (例: alice)。"),
+    "share.submit": ("Share", "共有"),
+    # --- relative times -------------------------------------------------------------------------
+    "ago.now": ("just now", "たった今"),
+    "ago.s": ("{n} s ago", "{n} 秒前"),
+    "ago.m": ("{n} min ago", "{n} 分前"),
+    "ago.h": ("{n} h ago", "{n} 時間前"),
+    "ago.d": ("{n} d ago", "{n} 日前"),
+    "until.expired": ("expired", "期限切れ"),
+    "until.m": ("in {n} min", "あと {n} 分"),
+    "until.h": ("in {n} h", "あと {n} 時間"),
+    "until.d": ("in {n} days", "あと {n} 日"),
+    "dur.m": ("{n} minutes", "{n} 分間"),
+    "dur.h": ("{n} hour(s)", "{n} 時間"),
+    "dur.d": ("{n} day(s)", "{n} 日間"),
     # --- features still to come -------------------------------------------------------------
     "empty.not_yet": ("This part of DM is not available yet. It arrives in a coming version.",
                       "この機能はまだ利用できません。今後のバージョンで提供されます。"),
-    "empty.nodes.intro": ("The machines that run your instances.", "インスタンスを実行するマシン。"),
-    "empty.nodes.heading": ("No nodes yet", "ノードはまだありません"),
-    "empty.nodes.what": ("Compute nodes registered with DM will be listed here with their CPU, "
-                         "memory, disk and GPUs, whether they are online, and what runs on them.",
-                         "DM に登録された計算ノードが、CPU・メモリー・ディスク・GPU、"
-                         "オンライン状態、実行中のものとともにここに表示されます。"),
     "empty.instances.intro": ("Containers you run on the nodes.", "ノード上で動かすコンテナー。"),
     "empty.instances.heading": ("No instances yet", "インスタンスはまだありません"),
     "empty.instances.what": ("Your instances will be listed here with their node, image, CPUs, "
@@ -250,6 +448,15 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "flash.user_disabled": ("{name} has been disabled.", "{name} を無効にしました。"),
     "flash.user_enabled": ("{name} has been enabled.", "{name} を有効にしました。"),
     "flash.user_deleted": ("The user {name} has been deleted.", "ユーザー {name} を削除しました。"),
+    "flash.node_renamed": ("The node is now called {name}.", "ノード名を {name} に変更しました。"),
+    "flash.node_cordoned": ("{name} is cordoned: no new instances are placed on it.",
+                            "{name} の受付を停止しました。新しいインスタンスは配置されません。"),
+    "flash.node_uncordoned": ("{name} takes new instances again.", "{name} の受付を再開しました。"),
+    "flash.credential_delivered": ("{name} received its new credential and is reconnecting with it.",
+                                   "{name} に新しい認証情報を渡しました。新しい認証情報で再接続しています。"),
+    "flash.node_deleted": ("The node {name} has been deleted.", "ノード {name} を削除しました。"),
+    "flash.node_shared": ("The node is now shared with {name}.", "ノードを {name} と共有しました。"),
+    "flash.node_unshared": ("The node is no longer shared with {name}.", "{name} との共有を解除しました。"),
     # --- form errors ------------------------------------------------------------------------
     "err.invalid": ("Some input is not valid; check the fields and try again.",
                     "入力に誤りがあります。内容を確認してもう一度お試しください。"),
@@ -282,6 +489,22 @@ CATALOGUE: dict[str, tuple[str, str]] = {
                          "(lower-case letters, '.' and '_').",
                          "user.create のようなアクション、または user. のような種類で絞り込んでください"
                          " (英小文字・「.」「_」)。"),
+    "err.node_name": ("Node names use 1 to 64 letters, digits, '.', '_' or '-', starting with a "
+                      "letter or digit.",
+                      "ノード名は英数字・「.」「_」「-」の 1〜64 文字で、先頭は英数字にしてください。"),
+    "err.node_name_taken": ("A node with this name already exists.", "この名前のノードはすでに存在します。"),
+    "err.node_quota": ("You have reached your node quota. Delete a node or ask an administrator.",
+                       "ノードのクォータに達しています。ノードを削除するか、管理者に相談してください。"),
+    "err.no_such_user": ("There is no user called {name}.", "ユーザー {name} は存在しません。"),
+    "err.share_is_owner": ("{name} owns this node already.", "{name} はすでにこのノードの所有者です。"),
+    "err.already_shared": ("The node is already shared with {name}.", "このノードはすでに {name} と共有されています。"),
+    "err.node_offline": ("{name} is not online, so its agent cannot be reached. Try again when it is.",
+                         "{name} はオンラインではないため、エージェントに接続できません。"
+                         "オンラインになってからもう一度お試しください。"),
+    "err.agent_timeout": ("The agent on {name} did not answer in time. Try again.",
+                          "{name} のエージェントが時間内に応答しませんでした。もう一度お試しください。"),
+    "err.agent_error": ("The agent on {name} could not do it; its log says why.",
+                        "{name} のエージェントで処理できませんでした。理由はエージェントのログにあります。"),
     "err.bad_credentials": ("Wrong email or password.", "メールアドレスまたはパスワードが違います。"),
     "err.wrong_current_password": ("The current password is wrong.", "現在のパスワードが違います。"),
     "err.account_disabled": ("This account is disabled. Ask an administrator.",

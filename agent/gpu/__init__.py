@@ -239,7 +239,7 @@ def find_tool(name: str, extra_dirs: Iterable[str] = ()) -> str | None:
 async def run_tool(
     argv: Sequence[str],
     *,
-    timeout: float,  # noqa: ASYNC109 - a limit per tool run, with process-group kill
+    timeout: float,
 ) -> ToolResult:
     """Run ``argv`` (no shell) and return its stdout, or why there is none.
 
@@ -299,7 +299,7 @@ class Deadline:
 
 async def detect_gpus(
     *,
-    timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - a budget per vendor tool
+    timeout: float = DEFAULT_TIMEOUT,
     root: str = "/",
 ) -> list[GpuInfo]:
     """Detect NVIDIA, AMD and Jetson GPUs concurrently.

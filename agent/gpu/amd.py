@@ -291,7 +291,7 @@ def _kernel_driver_version(root: str) -> str | None:
 
 async def detect(
     *,
-    timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - budget for the tool runs
+    timeout: float = DEFAULT_TIMEOUT,
     root: str = "/",
     binary: str | None = None,
 ) -> list[GpuInfo]:

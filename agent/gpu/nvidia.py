@@ -268,7 +268,7 @@ def _merge(xml_gpus: list[GpuInfo], csv_gpus: list[GpuInfo], cuda: str | None) -
 
 async def detect(
     *,
-    timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - budget for the tool runs
+    timeout: float = DEFAULT_TIMEOUT,
     binary: str | None = None,
 ) -> list[GpuInfo]:
     """Detect NVIDIA GPUs; [] when nvidia-smi is missing, fails, hangs or talks nonsense."""

@@ -65,6 +65,7 @@ __all__ = [
     "ContainerSpec",
     "ContainerState",
     "DriverError",
+    "DriverTimeoutError",
     "ExecResult",
     "GpuRequest",
     "GpuVendor",
@@ -81,7 +82,6 @@ __all__ = [
     "RuntimeEvent",
     "RuntimeFailedError",
     "TarKind",
-    "DriverTimeoutError",
     "UnavailableError",
     "error_for",
     "labels_for",
@@ -326,7 +326,7 @@ class ContainerSpec:
             problems.append(f"node_id must be a non-negative integer, not {self.node_id!r}")
         if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
             problems.append(f"container name {self.name!r} must match [a-zA-Z0-9][a-zA-Z0-9_.-]*")
-        if not isinstance(self.image, str) or not self.image.strip() or any(c.isspace() for c in self.image):
+        if not isinstance(self.image, str) or len(self.image) > 512 or not _IMAGE_REF_RE.match(self.image):
             problems.append(f"image reference {self.image!r} is not valid")
         if self.command is not None and (
             not isinstance(self.command, list) or not all(isinstance(a, str) for a in self.command)
@@ -639,7 +639,7 @@ class RuntimeDriver(abc.ABC):
         """Every image (with its tags)."""
 
     @abc.abstractmethod
-    async def list(self, *, all: bool = True, managed_only: bool = False) -> builtins.list[ContainerInfo]:  # noqa: A002
+    async def list(self, *, all: bool = True, managed_only: bool = False) -> builtins.list[ContainerInfo]:
         """Containers (``all``: stopped ones too; ``managed_only``: only DM's)."""
 
 
@@ -1052,17 +1052,17 @@ async def prepare_image_tar(source: ImageSource, *, spool_dir: str | None = None
     if isinstance(source, str | os.PathLike):
         path = os.fspath(source)
         try:
-            kind, compression = await asyncio.to_thread(_sniff_file, path)
+            file_kind, compression = await asyncio.to_thread(_sniff_file, path)
         except OSError as exc:
             raise InvalidError(f"cannot read the image archive {path}: {exc.strerror or exc}") from exc
-        return PreparedImageTar(kind, path=path, compression=compression)
+        return PreparedImageTar(file_kind, path=path, compression=compression)
 
     iterator = aiter(source)
     sniffer = ImageTarSniffer()
     head: builtins.list[bytes] = []
     held = 0
     spool: IO[bytes] | None = None
-    kind: TarKind | None = None
+    decided: TarKind | None = None
     try:
         async for raw in iterator:
             if not raw:
@@ -1073,19 +1073,17 @@ async def prepare_image_tar(source: ImageSource, *, spool_dir: str | None = None
                 held += len(chunk)
             else:
                 if spool is None:
-                    spool = await asyncio.to_thread(tempfile.TemporaryFile, dir=spool_dir)
+                    new_spool: IO[bytes] = await asyncio.to_thread(tempfile.TemporaryFile, dir=spool_dir)
+                    spool = new_spool
                     for part in head:
-                        await asyncio.to_thread(spool.write, part)
+                        await asyncio.to_thread(new_spool.write, part)
                     head = []
                 await asyncio.to_thread(spool.write, chunk)
-            kind = sniffer.feed(chunk)
-            if kind is not None:
+            decided = sniffer.feed(chunk)
+            if decided is not None:
                 break
-        if kind is None:
-            kind = sniffer.finish()
-            rest: AsyncIterator[bytes] | None = None
-        else:
-            rest = iterator
+        rest: AsyncIterator[bytes] | None = iterator if decided is not None else None
+        kind: TarKind = decided if decided is not None else sniffer.finish()
     except BaseException:
         if spool is not None:
             spool.close()

@@ -28,11 +28,10 @@ from dmd.api.schemas import (
     page_of,
 )
 from dmd.auth.flows import actor_of
-from dmd.auth.tokens import new_secret
 from dmd.errors import Invalid
 from dmd.models import Node, User
 from dmd.net import is_https
-from dmd.services import audit
+from dmd.services import audit, node_ops
 from dmd.services import nodes as svc
 from dmd.state import CONFIG, DB
 
@@ -50,7 +49,7 @@ def server_url(request: web.Request) -> str:
 
 
 def join_command(request: web.Request, token: str) -> str:
-    return f"dmc join {server_url(request)} {token}"
+    return node_ops.join_command(server_url(request), token)
 
 
 def node_out(request: web.Request, node: Node, user: User, shared_ids: set[int] | None = None) -> NodeOut:
@@ -90,10 +89,8 @@ async def list_nodes(ctx: Ctx) -> Any:
 async def create_node(ctx: Ctx) -> Any:
     b: NodeCreateIn = ctx.body
     user = ctx.user_identity.user
-    ttl = ctx.app[CONFIG].join_token_ttl_s
-    async with ctx.app[DB].begin() as conn:
-        node, token = await svc.create(conn, name=b.name, owner=user, join_ttl_s=ttl)
-        await audit.record(conn, actor_of(ctx.request, ctx.identity), "node.create", "node", node.id, name=node.name)
+    node, token = await node_ops.create(ctx.app[DB], actor_of(ctx.request, ctx.identity), user, b.name,
+                                        ctx.app[CONFIG].join_token_ttl_s)
     out = node_out(ctx.request, node, user)
     return NodeCreatedOut(**out.model_dump(), join_token=token, join_command=join_command(ctx.request, token))
 
@@ -123,21 +120,14 @@ async def get_node(ctx: Ctx) -> Any:
 async def rename_node(ctx: Ctx) -> Any:
     b: NodePatchIn = ctx.body
     user = ctx.user_identity.user
-    async with ctx.app[DB].begin() as conn:
-        before = await svc.get_manageable(conn, user, ctx.path_int("id"))
-        node = await svc.update(conn, before.id, name=b.name)
-        await audit.record(conn, actor_of(ctx.request, ctx.identity), "node.rename", "node", node.id,
-                           before=before.name, after=node.name)
+    node = await node_ops.rename(ctx.app[DB], actor_of(ctx.request, ctx.identity), user, ctx.path_int("id"), b.name)
     return node_out(ctx.request, node, user)
 
 
 async def _set_cordon(ctx: Ctx, cordoned: bool) -> Any:
     user = ctx.user_identity.user
-    async with ctx.app[DB].begin() as conn:
-        node = await svc.get_manageable(conn, user, ctx.path_int("id"))
-        node = await svc.update(conn, node.id, cordoned=cordoned)
-        await audit.record(conn, actor_of(ctx.request, ctx.identity), "node.cordon" if cordoned else "node.uncordon",
-                           "node", node.id)
+    node = await node_ops.set_cordon(ctx.app[DB], actor_of(ctx.request, ctx.identity), user, ctx.path_int("id"),
+                                     cordoned)
     return node_out(ctx.request, node, user)
 
 
@@ -157,10 +147,8 @@ async def uncordon(ctx: Ctx) -> Any:
           tag="nodes", response=JoinTokenOut, status=201, errors=(403, 404))
 async def new_join_token(ctx: Ctx) -> Any:
     user = ctx.user_identity.user
-    async with ctx.app[DB].begin() as conn:
-        node = await svc.get_manageable(conn, user, ctx.path_int("id"))
-        node, token = await svc.new_join_token(conn, node.id, ctx.app[CONFIG].join_token_ttl_s)
-        await audit.record(conn, actor_of(ctx.request, ctx.identity), "node.join_token", "node", node.id)
+    node, token = await node_ops.new_join_token(ctx.app[DB], actor_of(ctx.request, ctx.identity), user,
+                                                ctx.path_int("id"), ctx.app[CONFIG].join_token_ttl_s)
     assert node.join_expires_at is not None
     return JoinTokenOut(join_token=token, join_command=join_command(ctx.request, token),
                         join_expires_at=node.join_expires_at)
@@ -170,39 +158,22 @@ async def new_join_token(ctx: Ctx) -> Any:
           summary="Replace the node's credential: handed to the agent when online, else re-join with a new token",
           tag="nodes", response=RotateOut, errors=(403, 404, 502, 504))
 async def rotate_credential(ctx: Ctx) -> Any:
-    user = ctx.user_identity.user
-    hub = ctx.app[HUB]
-    db = ctx.app[DB]
-    async with db.read() as conn:
-        node = await svc.get_manageable(conn, user, ctx.path_int("id"))
-    actor = actor_of(ctx.request, ctx.identity)
-    if hub.is_online(node.id):
-        credential = new_secret(svc.CREDENTIAL_PREFIX)
-        # The agent saves the new credential before it answers; only then does dmd switch.
-        await hub.call(node.id, p.CREDENTIAL_ROTATE, {"credential": credential}, timeout=15)
-        async with db.begin() as conn:
-            await svc.set_credential(conn, node.id, credential)
-            await audit.record(conn, actor, "node.rotate_credential", "node", node.id, delivered=True)
-        await hub.disconnect(node.id, p.CLOSE_NORMAL, "credential rotated: reconnect with the new one")
+    rotated = await node_ops.rotate_credential(
+        ctx.app[DB], ctx.app[HUB], actor_of(ctx.request, ctx.identity), ctx.user_identity.user, ctx.path_int("id"),
+        ctx.app[CONFIG].join_token_ttl_s,
+    )
+    if rotated.delivered:
         return RotateOut(delivered=True)
-    async with db.begin() as conn:
-        await svc.set_credential(conn, node.id, None)
-        node, token = await svc.new_join_token(conn, node.id, ctx.app[CONFIG].join_token_ttl_s)
-        await audit.record(conn, actor, "node.rotate_credential", "node", node.id, delivered=False)
-    return RotateOut(delivered=False, join_token=token, join_command=join_command(ctx.request, token))
+    assert rotated.join_token is not None
+    return RotateOut(delivered=False, join_token=rotated.join_token,
+                     join_command=join_command(ctx.request, rotated.join_token))
 
 
 @api.delete("/nodes/{id}", summary="Delete a node: its agent is told, and its credential stops working",
             tag="nodes", status=204, errors=(403, 404))
 async def delete_node(ctx: Ctx) -> Any:
-    user = ctx.user_identity.user
-    hub = ctx.app[HUB]
-    async with ctx.app[DB].begin() as conn:
-        node = await svc.get_manageable(conn, user, ctx.path_int("id"))
-        await svc.delete(conn, node.id)
-        await audit.record(conn, actor_of(ctx.request, ctx.identity), "node.delete", "node", node.id, name=node.name)
-    await hub.disconnect(node.id, p.CLOSE_DELETED, "the node was deleted", notice=p.message(p.NODE_DELETED))
-    hub.forget(node.id)
+    await node_ops.delete(ctx.app[DB], ctx.app[HUB], actor_of(ctx.request, ctx.identity), ctx.user_identity.user,
+                          ctx.path_int("id"))
     return None
 
 
@@ -251,23 +222,14 @@ async def add_share(ctx: Ctx) -> Any:
     b: ShareIn = ctx.body
     if (b.username is None) == (b.user_id is None):
         raise Invalid("username: give either username or user_id", field="username")
-    async with ctx.app[DB].begin() as conn:
-        node = await svc.get_manageable(conn, ctx.user_identity.user, ctx.path_int("id"))
-        target = await svc.find_user(conn, b.username, b.user_id)
-        await svc.share(conn, node, target)
-        await audit.record(conn, actor_of(ctx.request, ctx.identity), "node.share", "node", node.id,
-                           user=target.username)
-        created = next(s for s in await svc.shares(conn, node.id) if s["user_id"] == target.id)
+    created = await node_ops.share(ctx.app[DB], actor_of(ctx.request, ctx.identity), ctx.user_identity.user,
+                                   ctx.path_int("id"), username=b.username, user_id=b.user_id)
     return ShareOut(**created)
 
 
 @api.delete("/nodes/{id}/shares/{user_id}", summary="Stop sharing a node with a user", tag="nodes", status=204,
             errors=(403, 404))
 async def remove_share(ctx: Ctx) -> Any:
-    async with ctx.app[DB].begin() as conn:
-        node = await svc.get_manageable(conn, ctx.user_identity.user, ctx.path_int("id"))
-        user_id = ctx.path_int("user_id")
-        await svc.unshare(conn, node.id, user_id)
-        await audit.record(conn, actor_of(ctx.request, ctx.identity), "node.unshare", "node", node.id,
-                           user_id=user_id)
+    await node_ops.unshare(ctx.app[DB], actor_of(ctx.request, ctx.identity), ctx.user_identity.user,
+                           ctx.path_int("id"), ctx.path_int("user_id"))
     return None

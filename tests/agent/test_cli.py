@@ -142,7 +142,7 @@ async def test_join_command_line(join_server: tuple[FakeJoin, str], tmp_path: Pa
     path = tmp_path / "config.json"
     rc, _, err = await _dmc("join", url, "dmj_used", "--config", str(path))
     assert rc == 1 and err == "dmc: join refused: this join token is unknown or was already used\n"
-    rc, out, err = await _dmc("join", url, "dmj_good", "--config", str(path))
+    rc, _, err = await _dmc("join", url, "dmj_good", "--config", str(path))
     assert rc == 0, err
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import time
@@ -10,7 +11,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import WSMsgType, web
 
@@ -234,11 +234,11 @@ async def test_real_facts_in_hello(fake: tuple[FakeDmd, str], config_path: Path)
 async def test_heartbeats_at_the_welcome_interval(fake: tuple[FakeDmd, str], start: LinkFactory) -> None:
     dmd, _ = fake
     dmd.heartbeat_s = 0.2  # the config says 10 s: dmd's value wins
-    link, _ = await start()
+    await start()
     await eventually(lambda: len(dmd.of_type(p.HEARTBEAT)) >= 5, what="five heartbeats")
     beats = [(at, env.data["seq"]) for at, env in dmd.received if env.type == p.HEARTBEAT]
     assert [seq for _, seq in beats[:5]] == [1, 2, 3, 4, 5]
-    gaps = [b[0] - a[0] for a, b in zip(beats, beats[1:], strict=False)][:4]
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(beats)][:4]
     assert all(0.15 <= gap <= 0.6 for gap in gaps), gaps
     assert 0.18 <= sum(gaps) / len(gaps) <= 0.3, gaps
 
@@ -615,7 +615,7 @@ def test_backoff_random_stays_in_range() -> None:
 
 
 @pytest.mark.parametrize("kwargs", [{"initial": 0}, {"initial": 2, "maximum": 1}, {"jitter": 1.0}, {"factor": 0.5}])
-def test_backoff_rejects_bad_settings(kwargs: dict[str, float]) -> None:
+def test_backoff_rejects_bad_settings(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         Backoff(**kwargs)
 
@@ -635,7 +635,7 @@ async def test_in_memory_config_rotation(fake: tuple[FakeDmd, str]) -> None:
 
 
 async def test_two_links_in_one_process(fake: tuple[FakeDmd, str], aiohttp_server: Any) -> None:
-    dmd, url = fake
+    _, url = fake
     other = FakeDmd()
     other_url = str((await aiohttp_server(other.app)).make_url("/prefix"))
     links = [AgentLink(AgentConfig(server=u, node_id=7, credential="dmn_good"), timings=FAST, facts_provider=_facts)

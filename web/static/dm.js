@@ -32,4 +32,131 @@ document.addEventListener("DOMContentLoaded", () => {
     if (ev.key !== "Escape") return;
     for (const d of menus) if (d.open) { d.open = false; d.querySelector("summary").focus(); }
   });
+  // A node's page: refresh the live metrics, and reload when the node's status changes
+  // (for example when a new node comes online after `dmc run`).
+  const live = document.querySelector("[data-metrics-url]");
+  if (live && window.fetch) watchNode(live);
 });
+
+function fmtPct(v) {
+  if (typeof v !== "number") return "—";
+  return (v >= 10 || v === 0 ? v.toFixed(0) : v.toFixed(1)) + " %";
+}
+
+function fmtMib(v) {
+  if (typeof v !== "number") return "—";
+  for (const [unit, size] of [["TiB", 1024 * 1024], ["GiB", 1024]]) {
+    if (Math.abs(v) >= size) {
+      const n = v / size;
+      return (n >= 100 ? n.toFixed(0) : n.toFixed(1)) + " " + unit;
+    }
+  }
+  return v.toFixed(0) + " MiB";
+}
+
+function fmtLoad(v) { return typeof v === "number" ? v.toFixed(2) : "—"; }
+
+const num = (v) => (typeof v === "number" ? v : null);
+
+function gpusOf(s) { return Array.isArray(s.gpus) ? s.gpus.filter((g) => g && typeof g === "object") : []; }
+
+const SERIES = {
+  cpu: (s) => num(s.cpu_pct),
+  mem: (s) => (num(s.memory_used_mb) !== null && s.memory_total_mb ? 100 * s.memory_used_mb / s.memory_total_mb : null),
+  gpu: (s) => {
+    const v = gpusOf(s).map((g) => num(g.utilization_pct)).filter((x) => x !== null);
+    return v.length ? v.reduce((a, b) => a + b, 0) / v.length : null;
+  },
+  gpumem: (s) => {
+    const g = gpusOf(s);
+    if (!g.length || g.some((x) => num(x.memory_used_mb) === null || !x.memory_total_mb)) return null;
+    return 100 * g.reduce((a, x) => a + x.memory_used_mb, 0) / g.reduce((a, x) => a + x.memory_total_mb, 0);
+  },
+};
+
+function sparkPoints(items, key, history, w, h) {
+  const now = Date.now() / 1000;
+  const start = now - history;
+  const pts = [];
+  for (const s of items) {
+    const t = num(s.received_at);
+    const v = SERIES[key](s);
+    if (t === null || v === null || t < start) continue;
+    const x = (Math.min(t, now) - start) / history * w;
+    const y = h - Math.max(0, Math.min(100, v)) / 100 * (h - 2) - 1;
+    pts.push(x.toFixed(1) + "," + y.toFixed(1));
+  }
+  return pts.length >= 2 ? pts.join(" ") : "";
+}
+
+function setText(root, sel, text) {
+  for (const el of root.querySelectorAll(sel)) el.textContent = text;
+}
+
+function busy() {
+  // Never reload under someone typing into a form.
+  const el = document.activeElement;
+  return el && (el.tagName === "INPUT" || el.tagName === "SELECT" || el.tagName === "TEXTAREA");
+}
+
+function watchNode(box) {
+  const status = box.dataset.status;
+  const history = Number(box.dataset.history) || 900;
+  const w = Number(box.dataset.sparkW) || 120;
+  const h = Number(box.dataset.sparkH) || 32;
+  const lang = document.documentElement.lang || undefined;
+  const opts = { credentials: "same-origin", headers: { Accept: "application/json" } };
+
+  async function tick() {
+    try {
+      const nr = await fetch(box.dataset.nodeUrl, opts);
+      if (nr.status === 404) return; // deleted meanwhile: stop
+      if (nr.ok) {
+        const node = await nr.json();
+        if (node.status !== status && !busy()) { window.location.reload(); return; }
+      }
+      if (status === "online") {
+        const mr = await fetch(box.dataset.metricsUrl, opts);
+        if (mr.ok) update(box, (await mr.json()).items || [], history, w, h, lang);
+      }
+    } catch (_) {
+      // dmd restarting or the network gone: try again on the next tick
+    }
+    setTimeout(tick, status === "online" ? 10000 : 4000);
+  }
+  setTimeout(tick, status === "online" ? 10000 : 4000);
+}
+
+function update(box, items, history, w, h, lang) {
+  if (!items.length) return;
+  if (!box.querySelector("[data-metric]")) { if (!busy()) window.location.reload(); return; }
+  const s = items[items.length - 1];
+  setText(box, "[data-metric=cpu_pct]", fmtPct(s.cpu_pct));
+  setText(box, "[data-metric=mem_pct]", fmtPct(SERIES.mem(s)));
+  setText(box, "[data-metric=mem]", fmtMib(s.memory_used_mb) + " / " + fmtMib(s.memory_total_mb));
+  setText(box, "[data-metric=load]", fmtLoad(s.load_1));
+  setText(box, "[data-metric=gpu_util]", fmtPct(SERIES.gpu(s)));
+  setText(box, "[data-metric=gpu_mem_pct]", fmtPct(SERIES.gpumem(s)));
+  const more = box.querySelector("[data-metric=load_more]");
+  if (more) {
+    // "5 min 0.41 · 15 min 0.30": replace the two numbers, keep the translated words.
+    let i = 0;
+    const vals = [fmtLoad(s.load_5), fmtLoad(s.load_15)];
+    more.textContent = more.textContent.replace(/(\d+\.\d+|—)(?=\s*(·|$))/g, (m) => (i < 2 ? vals[i++] : m));
+  }
+  if (typeof s.received_at === "number") {
+    setText(box, "[data-metric=at]", new Date(s.received_at * 1000).toLocaleTimeString(lang));
+  }
+  for (const line of box.querySelectorAll("polyline[data-spark]")) {
+    line.setAttribute("points", sparkPoints(items, line.dataset.spark, history, w, h));
+  }
+  for (const g of gpusOf(s)) {
+    const row = document.querySelector(`tr[data-gpu="${CSS.escape(String(g.uuid || g.index))}"]`);
+    if (!row) continue;
+    setText(row, "[data-gpu-metric=util]", fmtPct(g.utilization_pct));
+    if (typeof g.memory_used_mb === "number") {
+      setText(row, "[data-gpu-metric=mem]", fmtMib(g.memory_used_mb) + " / " + fmtMib(g.memory_total_mb));
+    }
+    if (typeof g.temperature_c === "number") setText(row, "[data-gpu-metric=temp]", g.temperature_c.toFixed(0) + " °C");
+  }
+}

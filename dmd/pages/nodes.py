@@ -1,0 +1,552 @@
+"""Compute nodes: the list, adding a node (its join command, shown once), a node's facts,
+GPUs and live metrics, and what its owner or an administrator can do with it (rename,
+cordon, new join token, rotate the credential, share, delete).
+
+Who sees what is decided by the same service calls the API uses: a node that is neither
+yours nor shared with you is a 404; a node shared with you is read-only (403 on changes).
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+from aiohttp_session import get_session
+
+from dmd.agents import HUB
+from dmd.api.nodes import node_out, server_url
+from dmd.api.schemas import NodeCreateIn, NodeOut, NodePatchIn, PageQuery, ShareIn, page_of
+from dmd.auth.flows import actor_of
+from dmd.errors import ApiError, NotFound
+from dmd.models import Node, User
+from dmd.pages import forms
+from dmd.pages.render import (
+    current_identity,
+    flash,
+    form_data,
+    lang_of,
+    login_required,
+    path_id,
+    redirect,
+    render,
+    translator,
+)
+from dmd.services import node_ops
+from dmd.services import nodes as node_svc
+from dmd.services import users as user_svc
+from dmd.state import CONFIG, DB
+
+routes = web.RouteTableDef()
+
+NODES_PER_PAGE = 50
+# The one-time join command, kept in the session only until the node's page shows it.
+JOIN_KEY = "node_join"
+# The history drawn under each live figure (the hub keeps about this much).
+HISTORY_S = 15 * 60
+SPARK_W, SPARK_H = 120, 32
+
+
+# --- formatting -----------------------------------------------------------------------
+
+def mib(value: Any) -> str:
+    """A size given in MiB, in the largest unit that keeps it readable."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return "—"
+    for unit, size in (("TiB", 1024 * 1024), ("GiB", 1024)):
+        if abs(value) >= size:
+            n = value / size
+            return f"{n:.0f} {unit}" if n >= 100 else f"{n:.1f} {unit}"
+    return f"{value:.0f} MiB"
+
+
+def pct(value: Any) -> str:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return "—"
+    return f"{value:.0f} %" if value >= 10 or value == 0 else f"{value:.1f} %"
+
+
+def ago(_: Callable[..., str], when: dt.datetime | float | None, now: float | None = None) -> str:
+    """"3 min ago" in the page's language."""
+    if when is None:
+        return _("time.never")
+    ts = when.timestamp() if isinstance(when, dt.datetime) else float(when)
+    secs = max(0, int((now if now is not None else time.time()) - ts))
+    if secs < 5:
+        return _("ago.now")
+    if secs < 60:
+        return _("ago.s", n=secs)
+    if secs < 3600:
+        return _("ago.m", n=secs // 60)
+    if secs < 86400:
+        return _("ago.h", n=secs // 3600)
+    return _("ago.d", n=secs // 86400)
+
+
+def until(_: Callable[..., str], when: dt.datetime | None) -> str:
+    """"in 59 min" (or "expired") for a moment still to come."""
+    if when is None:
+        return "—"
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    secs = int(when.timestamp() - time.time())
+    if secs <= 0:
+        return _("until.expired")
+    if secs < 3600:
+        return _("until.m", n=max(1, secs // 60))
+    if secs < 86400:
+        return _("until.h", n=secs // 3600)
+    return _("until.d", n=secs // 86400)
+
+
+def duration(_: Callable[..., str], seconds: int) -> str:
+    if seconds % 86400 == 0:
+        return _("dur.d", n=seconds // 86400)
+    if seconds % 3600 == 0:
+        return _("dur.h", n=seconds // 3600)
+    return _("dur.m", n=max(1, seconds // 60))
+
+
+def gpu_summary(gpus: Sequence[dict[str, Any]]) -> list[str]:
+    """["2 × NVIDIA RTX A5000", ...] in the order the node lists them."""
+    counts = collections.Counter(str(g.get("name") or "GPU") for g in gpus)
+    return [f"{n} × {name}" if n > 1 else name for name, n in counts.items()]
+
+
+def os_name(facts: dict[str, Any]) -> str:
+    os_ = facts.get("os")
+    if isinstance(os_, dict):
+        pretty = os_.get("pretty_name") or " ".join(str(os_.get(k) or "") for k in ("name", "version")).strip()
+        if pretty:
+            return str(pretty)
+    return "—"
+
+
+def addresses(facts: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    addrs = facts.get("addresses")
+    if isinstance(addrs, dict):
+        for fam in ("ipv4", "ipv6"):
+            out += [str(a) for a in addrs.get(fam) or [] if isinstance(a, str)]
+    return out
+
+
+# --- live metrics ------------------------------------------------------------------------
+
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+def _mem_pct(s: dict[str, Any]) -> float | None:
+    used, total = _num(s.get("memory_used_mb")), _num(s.get("memory_total_mb"))
+    return 100.0 * used / total if used is not None and total else None
+
+
+def _gpus_of(s: dict[str, Any]) -> list[dict[str, Any]]:
+    gpus = s.get("gpus")
+    return [g for g in gpus if isinstance(g, dict)] if isinstance(gpus, list) else []
+
+
+def _gpu_util(s: dict[str, Any]) -> float | None:
+    vals = [v for v in (_num(g.get("utilization_pct")) for g in _gpus_of(s)) if v is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def _gpu_mem_pct(s: dict[str, Any]) -> float | None:
+    used = [_num(g.get("memory_used_mb")) for g in _gpus_of(s)]
+    total = [_num(g.get("memory_total_mb")) for g in _gpus_of(s)]
+    if not used or None in used or None in total or not sum(t or 0 for t in total):
+        return None
+    return 100.0 * sum(u or 0 for u in used) / sum(t or 0 for t in total)
+
+
+SERIES: dict[str, Callable[[dict[str, Any]], float | None]] = {
+    "cpu": lambda s: _num(s.get("cpu_pct")),
+    "mem": _mem_pct,
+    "gpu": _gpu_util,
+    "gpumem": _gpu_mem_pct,
+}
+
+
+def spark_points(samples: Sequence[dict[str, Any]], series: str, now: float | None = None) -> str:
+    """An SVG polyline's points for one series (0-100 %) over the last HISTORY_S seconds."""
+    fn = SERIES[series]
+    now = now if now is not None else time.time()
+    start = now - HISTORY_S
+    pts = []
+    for s in samples:
+        t, v = _num(s.get("received_at")), fn(s)
+        if t is None or v is None or t < start:
+            continue
+        x = (min(t, now) - start) / HISTORY_S * SPARK_W
+        y = SPARK_H - max(0.0, min(100.0, v)) / 100.0 * (SPARK_H - 2) - 1
+        pts.append(f"{x:.1f},{y:.1f}")
+    return " ".join(pts) if len(pts) >= 2 else ""
+
+
+def gpu_rows(node: NodeOut, latest: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The node's GPUs (from its facts) with the newest live figures laid over them."""
+    live = _gpus_of(latest or {})
+    by_uuid = {g["uuid"]: g for g in live if g.get("uuid")}
+    by_index = {g.get("index"): g for g in live}
+    rows = []
+    for g in node.gpus:
+        m = by_uuid.get(g.get("uuid")) or by_index.get(g.get("index")) or {}
+        row = dict(g)
+        for k in ("memory_used_mb", "memory_total_mb", "utilization_pct", "temperature_c"):
+            if m.get(k) is not None:
+                row[k] = m[k]
+        row["live"] = bool(m)
+        row["key"] = str(g.get("uuid") or g.get("index"))
+        rows.append(row)
+    return rows
+
+
+# --- views of a node -------------------------------------------------------------------
+
+async def _owner_names(request: web.Request, owner_ids: set[int]) -> dict[int, str]:
+    names: dict[int, str] = {}
+    async with request.app[DB].read() as conn:
+        for uid in owner_ids:
+            u = await user_svc.find(conn, uid)
+            if u is not None:
+                names[uid] = u.username
+    return names
+
+
+def _row(request: web.Request, n: NodeOut, owners: dict[int, str]) -> dict[str, Any]:
+    _ = translator(request)
+    facts = n.facts or {}
+    seen = ago(_, n.last_seen) if n.last_seen else None
+    return {
+        "n": n,
+        "owner": owners.get(n.owner_id) if n.owner_id is not None else None,
+        "seen": seen,
+        "cpu_model": facts.get("cpu_model"),
+        "cpu_count": facts.get("cpu_count"),
+        "mem_total": mib(facts.get("memory_total_mb")) if facts.get("memory_total_mb") else None,
+        "disk_free": mib(facts.get("disk_free_mb")),
+        "disk_total": mib(facts.get("disk_total_mb")) if facts.get("disk_total_mb") else None,
+        "gpus": gpu_summary(n.gpus),
+        "hostname": facts.get("hostname"),
+        "join_until": until(_, n.join_expires_at) if n.status == "pending" else None,
+    }
+
+
+async def _node(request: web.Request) -> tuple[Node, User]:
+    """The node in the path if the user may see it (else 404)."""
+    node_id = path_id(request)
+    if node_id is None:
+        raise NotFound("no such node")
+    user = current_identity(request).user
+    async with request.app[DB].read() as conn:
+        return await node_svc.get_visible(conn, user, node_id), user
+
+
+async def _manageable(request: web.Request) -> tuple[Node, User]:
+    """The node in the path if the user may change it (else 404, or 403 when only shared)."""
+    user = current_identity(request).user
+    async with request.app[DB].read() as conn:
+        return await node_svc.get_manageable(conn, user, _node_id(request)), user
+
+
+def _node_id(request: web.Request) -> int:
+    node_id = path_id(request)
+    if node_id is None:
+        raise NotFound("no such node")
+    return node_id
+
+
+# --- form errors --------------------------------------------------------------------------
+
+_CODE_KEYS = {
+    "name_taken": "err.node_name_taken",
+    "quota_exceeded": "err.node_quota",
+    "is_owner": "err.share_is_owner",
+    "already_shared": "err.already_shared",
+    "node_offline": "err.node_offline",
+    "agent_timeout": "err.agent_timeout",
+    "agent_error": "err.agent_error",
+}
+
+
+def _form_error(e: ApiError | forms.FormError, **params: Any) -> forms.FormError:
+    """A refusal as a form message, in the nodes' own words where the shared ones do not fit."""
+    fe = forms.from_api_error(e) if isinstance(e, ApiError) else e
+    code = e.code if isinstance(e, ApiError) else None
+    if code in _CODE_KEYS:
+        return forms.FormError(fe.status, _CODE_KEYS[code], fe.field, params)
+    if fe.field == "name":
+        return forms.FormError(fe.status, "err.node_name", "name")
+    if isinstance(e, ApiError) and fe.field == "username" and "no such user" in e.message:
+        return forms.FormError(fe.status, "err.no_such_user", "username", params)
+    return fe
+
+
+async def _join_secret(request: web.Request, node: Node, kind: str, token: str) -> None:
+    """Keep the join command for the node's page, which shows it once."""
+    session = await get_session(request)
+    session[JOIN_KEY] = {
+        "node_id": node.id, "kind": kind, "token": token,
+        "command": node_ops.join_command(server_url(request), token),
+        "expires_at": node.join_expires_at.isoformat() if node.join_expires_at else None,
+    }
+
+
+# --- the list -----------------------------------------------------------------------------
+
+async def _list_page(request: web.Request, *, status: int = 200, **extra: Any) -> web.Response:
+    try:
+        q = PageQuery(limit=NODES_PER_PAGE, cursor=request.query.get("cursor") or None)
+    except ValueError:
+        q = PageQuery(limit=NODES_PER_PAGE)
+    user = current_identity(request).user
+    async with request.app[DB].read() as conn:
+        found = await node_svc.list_visible(conn, user, limit=q.limit + 1, after_id=q.cursor_id)
+    page = page_of(found, q)
+    outs = [node_out(request, n, user) for n in page["items"]]
+    owners = await _owner_names(request, {n.owner_id for n in outs if n.owner_id is not None})
+    ctx: dict[str, Any] = {
+        "nav_active": "nodes",
+        "rows": [_row(request, n, owners) for n in outs],
+        "next_cursor": page["next_cursor"], "first_page": q.cursor is None,
+        "error": None, "form": {"name": ""},
+        "online": sum(1 for n in outs if n.status == "online"),
+        "join_ttl": duration(translator(request), request.app[CONFIG].join_token_ttl_s),
+    }
+    ctx.update(extra)
+    return await render(request, "nodes.html", ctx, status=status)
+
+
+@routes.get("/nodes")
+@login_required
+async def nodes_list(request: web.Request) -> web.StreamResponse:
+    return await _list_page(request)
+
+
+@routes.post("/nodes")
+@login_required
+async def node_create(request: web.Request) -> web.StreamResponse:
+    ident = current_identity(request)
+    data = await form_data(request)
+    try:
+        try:
+            body = forms.validate(NodeCreateIn, {"name": data.get("name", "").strip()})
+            node, token = await node_ops.create(request.app[DB], actor_of(request, ident), ident.user, body.name,
+                                                request.app[CONFIG].join_token_ttl_s)
+        except (ApiError, forms.FormError) as e:
+            raise _form_error(e) from None
+    except forms.FormError as fe:
+        return await _list_page(request, status=fe.status, error=fe.view(lang_of(request)),
+                                form=forms.kept(data, "name"), here="/nodes")
+    await _join_secret(request, node, "created", token)
+    return redirect(f"/nodes/{node.id}#join")
+
+
+# --- one node -------------------------------------------------------------------------------
+
+async def _detail(request: web.Request, node: Node, user: User, *, status: int = 200,
+                  **extra: Any) -> web.Response:
+    _ = translator(request)
+    n = node_out(request, node, user)
+    manage = n.access in ("owner", "admin")
+    samples = request.app[HUB].recent_metrics(node.id)
+    latest = samples[-1] if samples else None
+    now = time.time()
+    shares: list[dict[str, Any]] = []
+    owner = None
+    async with request.app[DB].read() as conn:
+        if manage:
+            shares = await node_svc.shares(conn, node.id)
+        if node.owner_id is not None:
+            o = await user_svc.find(conn, node.owner_id)
+            owner = o.username if o else None
+    join = None
+    if status == 200:
+        session = await get_session(request)
+        if JOIN_KEY in session:
+            raw = session.pop(JOIN_KEY)
+            if isinstance(raw, dict) and raw.get("node_id") == node.id and manage:
+                expires = dt.datetime.fromisoformat(raw["expires_at"]) if raw.get("expires_at") else None
+                join = {**raw, "expires_at": expires, "until": until(_, expires)}
+    facts = n.facts or {}
+    runtime = facts.get("runtime") if isinstance(facts.get("runtime"), dict) else None
+    ctx: dict[str, Any] = {
+        "nav_active": "nodes",
+        "node": n,
+        "row": _row(request, n, {node.owner_id: owner} if node.owner_id is not None and owner else {}),
+        "owner": owner,
+        "manage": manage,
+        "facts": facts,
+        "os_name": os_name(facts),
+        "addresses": addresses(facts),
+        "runtime": runtime,
+        "runtime_error": facts.get("runtime_error"),
+        "gpus": gpu_rows(n, latest),
+        "latest": latest,
+        "latest_ago": ago(_, latest.get("received_at"), now) if latest else None,
+        "mem_pct": _mem_pct(latest) if latest else None,
+        "gpu_util": _gpu_util(latest) if latest else None,
+        "gpu_mem_pct": _gpu_mem_pct(latest) if latest else None,
+        "sparks": {k: spark_points(samples, k, now) for k in SERIES},
+        "spark_w": SPARK_W, "spark_h": SPARK_H,
+        "history_min": HISTORY_S // 60,
+        "shares": shares,
+        "join": join,
+        "join_ttl": duration(_, request.app[CONFIG].join_token_ttl_s),
+        "rename_error": None, "rename_form": {"name": n.name},
+        "share_error": None, "share_form": {"username": ""},
+        "action_error": None,
+        "here": f"/nodes/{node.id}",
+    }
+    ctx.update(extra)
+    return await render(request, "node.html", ctx, status=status)
+
+
+@routes.get("/nodes/{id}")
+@login_required
+async def node_detail(request: web.Request) -> web.StreamResponse:
+    node, user = await _node(request)
+    return await _detail(request, node, user)
+
+
+@routes.post("/nodes/{id}/rename")
+@login_required
+async def node_rename(request: web.Request) -> web.StreamResponse:
+    ident = current_identity(request)
+    node, user = await _manageable(request)
+    data = await form_data(request)
+    try:
+        try:
+            body = forms.validate(NodePatchIn, {"name": data.get("name", "").strip()})
+            after = await node_ops.rename(request.app[DB], actor_of(request, ident), user, node.id, body.name)
+        except (ApiError, forms.FormError) as e:
+            if isinstance(e, ApiError) and e.status in (403, 404):
+                raise
+            raise _form_error(e) from None
+    except forms.FormError as fe:
+        return await _detail(request, node, user, status=fe.status, rename_error=fe.view(lang_of(request)),
+                             rename_form=forms.kept(data, "name"))
+    await flash(request, "ok", "flash.node_renamed", name=after.name)
+    return redirect(f"/nodes/{after.id}")
+
+
+async def _cordon(request: web.Request, cordoned: bool) -> web.StreamResponse:
+    ident = current_identity(request)
+    node = await node_ops.set_cordon(request.app[DB], actor_of(request, ident), ident.user, _node_id(request),
+                                     cordoned)
+    await flash(request, "ok", "flash.node_cordoned" if cordoned else "flash.node_uncordoned", name=node.name)
+    return redirect(f"/nodes/{node.id}")
+
+
+@routes.post("/nodes/{id}/cordon")
+@login_required
+async def node_cordon(request: web.Request) -> web.StreamResponse:
+    return await _cordon(request, True)
+
+
+@routes.post("/nodes/{id}/uncordon")
+@login_required
+async def node_uncordon(request: web.Request) -> web.StreamResponse:
+    return await _cordon(request, False)
+
+
+@routes.post("/nodes/{id}/join-token")
+@login_required
+async def node_join_token(request: web.Request) -> web.StreamResponse:
+    ident = current_identity(request)
+    node, token = await node_ops.new_join_token(request.app[DB], actor_of(request, ident), ident.user,
+                                                _node_id(request), request.app[CONFIG].join_token_ttl_s)
+    await _join_secret(request, node, "token", token)
+    return redirect(f"/nodes/{node.id}#join")
+
+
+@routes.post("/nodes/{id}/rotate-credential")
+@login_required
+async def node_rotate(request: web.Request) -> web.StreamResponse:
+    ident = current_identity(request)
+    try:
+        rotated = await node_ops.rotate_credential(
+            request.app[DB], request.app[HUB], actor_of(request, ident), ident.user, _node_id(request),
+            request.app[CONFIG].join_token_ttl_s,
+        )
+    except ApiError as e:
+        if e.status in (403, 404):
+            raise
+        node, user = await _manageable(request)
+        fe = _form_error(e, name=node.name)
+        return await _detail(request, node, user, status=fe.status, action_error=fe.view(lang_of(request)))
+    if rotated.delivered:
+        await flash(request, "ok", "flash.credential_delivered", name=rotated.node.name)
+        return redirect(f"/nodes/{rotated.node.id}")
+    assert rotated.join_token is not None
+    await _join_secret(request, rotated.node, "rotated", rotated.join_token)
+    return redirect(f"/nodes/{rotated.node.id}#join")
+
+
+@routes.get("/nodes/{id}/delete")
+@login_required
+async def node_delete_confirm(request: web.Request) -> web.StreamResponse:
+    node, user = await _manageable(request)
+    n = node_out(request, node, user)
+    return await render(request, "node_delete.html", {"nav_active": "nodes", "node": n})
+
+
+@routes.post("/nodes/{id}/delete")
+@login_required
+async def node_delete(request: web.Request) -> web.StreamResponse:
+    ident = current_identity(request)
+    node = await node_ops.delete(request.app[DB], request.app[HUB], actor_of(request, ident), ident.user,
+                                 _node_id(request))
+    await flash(request, "ok", "flash.node_deleted", name=node.name)
+    return redirect("/nodes")
+
+
+@routes.post("/nodes/{id}/shares")
+@login_required
+async def node_share(request: web.Request) -> web.StreamResponse:
+    ident = current_identity(request)
+    node, user = await _manageable(request)
+    data = await form_data(request)
+    username = data.get("username", "").strip()
+    try:
+        try:
+            body = forms.validate(ShareIn, {"username": username})
+            share = await node_ops.share(request.app[DB], actor_of(request, ident), user, node.id,
+                                         username=body.username)
+        except (ApiError, forms.FormError) as e:
+            if isinstance(e, ApiError) and e.status in (403, 404):
+                raise
+            raise _form_error(e, name=username) from None
+    except forms.FormError as fe:
+        return await _detail(request, node, user, status=fe.status, share_error=fe.view(lang_of(request)),
+                             share_form=forms.kept(data, "username"))
+    await flash(request, "ok", "flash.node_shared", name=share["username"])
+    return redirect(f"/nodes/{node.id}#sharing")
+
+
+@routes.post("/nodes/{id}/shares/{user_id}/revoke")
+@login_required
+async def node_unshare(request: web.Request) -> web.StreamResponse:
+    ident = current_identity(request)
+    node_id = _node_id(request)
+    user_id = path_id(request, "user_id")
+    if user_id is None:
+        raise NotFound("no such share")
+    async with request.app[DB].read() as conn:
+        target = await user_svc.find(conn, user_id)
+    await node_ops.unshare(request.app[DB], actor_of(request, ident), ident.user, node_id, user_id)
+    await flash(request, "ok", "flash.node_unshared", name=target.username if target else str(user_id))
+    return redirect(f"/nodes/{node_id}#sharing")
+
+
+def setup(app: web.Application) -> None:
+    """The node pages' routes and the template helpers they use."""
+    app.router.add_routes(routes)
+    env = aiohttp_jinja2.get_env(app)
+    env.filters["mib"] = mib
+    env.filters["pct"] = pct

@@ -1,0 +1,491 @@
+"""The runtime driver contract: the same tests for the fake driver and for Docker (a real dockerd).
+
+A command given to a container is a real busybox command line; for the fake, the harness
+registers a program that behaves the same (``harness.program``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import gzip
+import io
+import tarfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from agent.runtime import (
+    LABEL_INSTANCE,
+    LABEL_MANAGED,
+    LABEL_NODE,
+    ConflictError,
+    ContainerInfo,
+    DriverTimeoutError,
+    ImageNotFoundError,
+    InvalidError,
+    NotFoundError,
+    PullFailedError,
+    RuntimeEvent,
+)
+from agent.runtime.fake import FakeProcess
+from tests.runtime.conftest import TEST_LABEL, Harness
+
+SLEEPER = ["sleep", "600"]
+FIVE_LINES = ["sh", "-c", "for i in 1 2 3 4 5; do echo line $i; done"]
+OUT_THEN_ERR = ["sh", "-c", "echo out; sleep 0.2; echo err >&2"]
+TICKER = ["sh", "-c", "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.1; done"]
+OUT_ERR_EXIT = ["sh", "-c", "echo out; echo err >&2; exit 3"]
+
+
+async def _five_lines(proc: FakeProcess) -> int:
+    for i in range(1, 6):
+        proc.print(f"line {i}")
+    return 0
+
+
+async def _out_then_err(proc: FakeProcess) -> int:
+    proc.print("out")
+    await asyncio.sleep(0.2)
+    proc.print("err", stream=2)
+    return 0
+
+
+async def _ticker(proc: FakeProcess) -> int:
+    i = 0
+    while True:
+        i += 1
+        proc.print(f"tick {i}")
+        await asyncio.sleep(0.1)
+
+
+async def _out_err_exit(proc: FakeProcess) -> int:
+    proc.print("out")
+    proc.print("err", stream=2)
+    return 3
+
+
+async def wait_for_state(h: Harness, container: str, *states: str, timeout: float = 10) -> ContainerInfo:
+    deadline = time.monotonic() + timeout
+    while True:
+        info = await h.driver.inspect(container)
+        assert info is not None
+        if info.state in states:
+            return info
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{container} is {info.state}, not {states}")
+        await asyncio.sleep(0.05)
+
+
+async def collect(iterator: AsyncIterator[str]) -> list[str]:
+    return [line async for line in iterator]
+
+
+async def chunks_of(data: bytes, size: int = 7000) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+        await asyncio.sleep(0)
+
+
+def rootfs_tar() -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name in ("./", "./etc/", "./bin/"):
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o755
+            tar.addfile(info)
+        payload = b"hello from a root file system\n"
+        info = tarfile.TarInfo("./etc/hello")
+        info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+    return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------- containers
+
+
+async def test_lifecycle(harness: Harness) -> None:
+    d = harness.driver
+    spec = harness.spec("life", command=SLEEPER)
+    created = await d.create(spec)
+    assert created.state == "created"
+    assert created.name == spec.name
+    assert (created.managed, created.instance_id, created.node_id) == (True, spec.instance_id, 7)
+    assert created.labels[LABEL_MANAGED] == "1"
+    assert created.labels[LABEL_INSTANCE] == str(spec.instance_id)
+    assert created.labels[LABEL_NODE] == "7"
+    assert created.labels[TEST_LABEL] == harness.prefix
+    assert created.image == harness.image
+    assert created.exit_code is None and created.started_at is None
+
+    by_name = await d.inspect(spec.name)
+    assert by_name is not None and by_name.id == created.id
+    by_prefix = await d.inspect(created.id[:12])
+    assert by_prefix is not None and by_prefix.id == created.id
+
+    await d.start(created.id)
+    running = await d.inspect(created.id)
+    assert running is not None and running.state == "running"
+    assert running.started_at is not None
+    assert running.ip_address  # DM's port forwarding targets this address
+    await d.start(created.id)  # idempotent
+
+    with pytest.raises(ConflictError) as excinfo:
+        await d.remove(created.id)  # running, no force
+    assert excinfo.value.code == "conflict"
+
+    await d.stop(created.id, timeout=5)
+    stopped = await d.inspect(created.id)
+    assert stopped is not None and stopped.state == "exited"
+    assert stopped.exit_code == 143  # SIGTERM through the init process
+    assert stopped.finished_at is not None
+    assert stopped.ip_address is None
+    await d.stop(created.id)  # idempotent
+
+    await d.start(created.id)
+    assert (await wait_for_state(harness, created.id, "running")).state == "running"
+    await d.restart(created.id, timeout=2)
+    assert (await wait_for_state(harness, created.id, "running")).state == "running"
+    await d.stop(created.id, timeout=2)
+    await d.remove(created.id)
+    assert await d.inspect(created.id) is None
+    assert await d.find_instance(spec.instance_id) is None
+    await d.remove(created.id)  # missing: fine
+
+
+async def test_create_is_idempotent_by_instance_id(harness: Harness) -> None:
+    d = harness.driver
+    spec = harness.spec("idem", command=SLEEPER)
+    first = await d.create(spec)
+    again = await d.create(spec)
+    assert again.id == first.id
+    renamed = await d.create(dataclasses.replace(spec, name=harness.name("idem-other")))
+    assert renamed.id == first.id and renamed.name == spec.name
+    found = await d.find_instance(spec.instance_id)
+    assert found is not None and found.id == first.id
+    mine = [c for c in await d.list(managed_only=True) if c.instance_id == spec.instance_id]
+    assert [c.id for c in mine] == [first.id]
+
+    racing = harness.spec("race", command=SLEEPER)
+    a, b = await asyncio.gather(d.create(racing), d.create(racing))
+    assert a.id == b.id
+    assert len([c for c in await d.list() if c.instance_id == racing.instance_id]) == 1
+
+
+async def test_name_taken_by_another_instance_is_a_conflict(harness: Harness) -> None:
+    d = harness.driver
+    await d.create(harness.spec("taken", command=SLEEPER))
+    with pytest.raises(ConflictError, match="already in use"):
+        await d.create(harness.spec("taken", command=SLEEPER))
+
+
+async def test_missing_containers(harness: Harness) -> None:
+    d = harness.driver
+    missing = harness.name("nothing-here")
+    assert await d.inspect(missing) is None
+    assert await d.inspect("../../version") is None
+    await d.remove(missing)
+    await d.remove(missing, force=True)
+    for call in (d.start(missing), d.stop(missing), d.restart(missing), d.exec(missing, ["true"])):
+        with pytest.raises(NotFoundError) as excinfo:
+            await call
+        assert excinfo.value.code == "not_found"
+    with pytest.raises(NotFoundError):
+        await collect(d.logs(missing))
+
+
+async def test_unknown_image(harness: Harness) -> None:
+    spec = harness.spec("noimage", image=f"dm-test/{harness.prefix}-missing:1")
+    with pytest.raises(ImageNotFoundError) as excinfo:
+        await harness.driver.create(spec)
+    assert excinfo.value.code == "image_not_found"
+    assert harness.prefix in excinfo.value.message
+    assert await harness.driver.find_instance(spec.instance_id) is None
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"name": "bad name!"},
+        {"labels": {LABEL_INSTANCE: "1"}},
+        {"cpus": 0},
+        {"memory_mb": 1},
+        {"image": "../etc"},
+        {"env": {"A=B": "c"}},
+    ],
+)
+async def test_invalid_spec(harness: Harness, change: dict[str, object]) -> None:
+    spec = dataclasses.replace(harness.spec("invalid"), **change)  # type: ignore[arg-type]
+    with pytest.raises(InvalidError) as excinfo:
+        await harness.driver.create(spec)
+    assert excinfo.value.code == "invalid"
+
+
+async def test_list_separates_managed_from_unmanaged(harness: Harness) -> None:
+    d = harness.driver
+    managed = await d.create(harness.spec("managed", command=SLEEPER))
+    running = await d.create(harness.spec("running", command=SLEEPER))
+    await d.start(running.id)
+    foreign = await harness.make_unmanaged("foreign", SLEEPER)
+
+    everything = {c.id: c for c in await d.list(all=True)}
+    assert everything[foreign].managed is False
+    assert everything[foreign].instance_id is None and everything[foreign].node_id is None
+    assert everything[managed.id].managed is True
+
+    managed_only = {c.id for c in await d.list(managed_only=True)}
+    assert {managed.id, running.id} <= managed_only
+    assert foreign not in managed_only
+    assert all(c.managed for c in await d.list(managed_only=True))
+
+    only_running = {c.id for c in await d.list(all=False)}
+    assert running.id in only_running
+    assert managed.id not in only_running and foreign not in only_running
+
+
+async def test_limits_and_host_config(harness: Harness) -> None:
+    d = harness.driver
+    info = await d.create(harness.spec("limits", command=SLEEPER, cpus=0.5, memory_mb=64))
+    assert info.cpus == 0.5
+    assert info.memory_mb == 64
+    host = await harness.host_config(info.id)
+    assert host["NanoCpus"] == 500_000_000
+    assert host["Memory"] == 64 * 1024 * 1024
+    assert host["MemorySwap"] == 64 * 1024 * 1024
+    assert host["Init"] is True
+    assert host["Privileged"] is False
+    assert host["NetworkMode"] == "bridge"
+    assert host["RestartPolicy"]["Name"] == "no"
+    assert not host.get("PortBindings")
+    assert host["PublishAllPorts"] is False
+    unlimited = await d.create(harness.spec("nolimits", command=SLEEPER))
+    assert (unlimited.cpus, unlimited.memory_mb) == (None, None)
+
+
+# --------------------------------------------------------------------------- logs, exec, events
+
+
+async def test_logs_tail_timestamps_and_streams(harness: Harness) -> None:
+    d = harness.driver
+    harness.program(FIVE_LINES, _five_lines)
+    harness.program(OUT_THEN_ERR, _out_then_err)
+    five = await d.create(harness.spec("five", command=FIVE_LINES))
+    both = await d.create(harness.spec("both", command=OUT_THEN_ERR))
+    await d.start(five.id)
+    await d.start(both.id)
+    done = await wait_for_state(harness, five.id, "exited")
+    assert done.exit_code == 0
+    await wait_for_state(harness, both.id, "exited")
+
+    assert await collect(d.logs(five.id)) == [f"line {i}" for i in range(1, 6)]
+    assert await collect(d.logs(five.id, tail=2)) == ["line 4", "line 5"]
+    assert await collect(d.logs(five.id, tail=0)) == []
+    stamped = await collect(d.logs(five.id, tail=1, timestamps=True))
+    assert len(stamped) == 1
+    stamp, _, text = stamped[0].partition(" ")
+    assert text == "line 5"
+    assert stamp.startswith("20") and stamp.endswith("Z")
+    # A follow on a stopped container returns what there is and ends.
+    assert await asyncio.wait_for(collect(d.logs(five.id, follow=True)), 10) == [f"line {i}" for i in range(1, 6)]
+
+    assert await collect(d.logs(both.id)) == ["out", "err"]
+
+
+async def test_logs_follow(harness: Harness) -> None:
+    d = harness.driver
+    harness.program(TICKER, _ticker)
+    info = await d.create(harness.spec("ticker", command=TICKER))
+    await d.start(info.id)
+    seen: list[str] = []
+
+    async def follow() -> None:
+        async for line in d.logs(info.id, follow=True, tail=0):
+            seen.append(line)
+            if len(seen) == 3:
+                await d.stop(info.id, timeout=1)
+
+    await asyncio.wait_for(follow(), 15)  # ends by itself once the container stops
+    assert len(seen) >= 3
+    assert all(line.startswith("tick ") for line in seen)
+    numbers = [int(line.split()[1]) for line in seen]
+    assert numbers == sorted(numbers)
+
+
+async def test_exec(harness: Harness) -> None:
+    d = harness.driver
+    harness.program(OUT_ERR_EXIT, _out_err_exit)
+    info = await d.create(harness.spec("exec", command=SLEEPER, env={"FROM_SPEC": "yes"}))
+    with pytest.raises(ConflictError):
+        await d.exec(info.id, ["true"])  # not running
+    await d.start(info.id)
+
+    hello = await d.exec(info.id, ["echo", "hello", "world"])
+    assert (hello.exit_code, hello.stdout, hello.stderr) == (0, b"hello world\n", b"")
+    failed = await d.exec(info.id, OUT_ERR_EXIT)
+    assert (failed.exit_code, failed.stdout, failed.stderr) == (3, b"out\n", b"err\n")
+    assert (await d.exec(info.id, ["false"])).exit_code == 1
+    echoed = await d.exec(info.id, ["cat"], stdin=b"line one\nline two\n")
+    assert echoed.stdout == b"line one\nline two\n" and echoed.exit_code == 0
+    env = await d.exec(info.id, ["env"], env={"DM_EXEC": "1"})
+    assert "DM_EXEC=1" in env.stdout_text.splitlines()
+    assert "FROM_SPEC=yes" in env.stdout_text.splitlines()
+    assert "NVIDIA_VISIBLE_DEVICES=void" in env.stdout_text.splitlines()
+    missing = await d.exec(info.id, ["/no/such/program"])
+    assert missing.exit_code != 0
+    with pytest.raises(DriverTimeoutError) as excinfo:
+        await d.exec(info.id, ["sleep", "5"], timeout=0.5)
+    assert excinfo.value.code == "timeout"
+    with pytest.raises(InvalidError):
+        await d.exec(info.id, [])
+
+
+async def test_events_start_and_die(harness: Harness) -> None:
+    d = harness.driver
+    since = time.time() - 1
+    spec = harness.spec("events", command=["false"])
+    info = await d.create(spec)
+    await d.start(info.id)
+    await wait_for_state(harness, info.id, "exited")
+    foreign = await harness.make_unmanaged("events-foreign", ["true"])
+    await d.start(foreign)
+
+    seen: list[RuntimeEvent] = []
+
+    async def watch() -> None:
+        async for event in d.events(since=since):
+            assert event.container_id != foreign  # unmanaged containers are not reported
+            if event.container_id == info.id:
+                seen.append(event)
+                if event.action == "die":
+                    return
+
+    await asyncio.wait_for(watch(), 15)
+    actions = [e.action for e in seen]
+    assert actions.index("create") < actions.index("start") < actions.index("die")
+    die = seen[-1]
+    assert (die.exit_code, die.instance_id, die.node_id, die.name) == (1, spec.instance_id, 7, spec.name)
+    assert die.time is not None
+
+
+# --------------------------------------------------------------------------- images
+
+
+async def test_image_not_found_and_pull_failure(harness: Harness) -> None:
+    d = harness.driver
+    assert await d.inspect_image(f"dm-test/{harness.prefix}-none:1") is None
+    await d.remove_image(f"dm-test/{harness.prefix}-none:1")  # missing: fine
+    with pytest.raises(ImageNotFoundError):
+        await collect_bytes(d.export_image(f"dm-test/{harness.prefix}-none:1"))
+    with pytest.raises(InvalidError):
+        await d.inspect_image("../../containers/json")
+    messages: list[dict[str, object]] = []
+    with pytest.raises(PullFailedError) as excinfo:
+        await d.pull(f"127.0.0.1:1/{harness.prefix}/nothing:1", progress=messages.append)
+    assert excinfo.value.code == "pull_failed"
+    assert excinfo.value.message
+
+
+async def collect_bytes(iterator: AsyncIterator[bytes]) -> bytes:
+    return b"".join([chunk async for chunk in iterator])
+
+
+async def test_import_rootfs_from_stream_and_gzip_file(harness: Harness, tmp_path: Path) -> None:
+    d = harness.driver
+    data = rootfs_tar()
+    repo = harness.repository("rootfs")
+    image = await d.import_image(chunks_of(data), repository=repo, tag="v1", changes=['CMD ["/bin/true"]'])
+    assert f"{repo}:v1" in image.repo_tags
+    assert image.id.startswith("sha256:")
+    listed = {i.id: i for i in await d.list_images()}
+    assert f"{repo}:v1" in listed[image.id].repo_tags
+    inspected = await d.inspect_image(f"{repo}:v1")
+    assert inspected is not None and inspected.id == image.id
+
+    packed = tmp_path / "rootfs.tar.gz"
+    packed.write_bytes(gzip.compress(data))
+    from_file = await d.import_image(packed, repository=repo, tag="v2")
+    assert f"{repo}:v2" in from_file.repo_tags
+
+
+async def test_import_save_archive_roundtrip(harness: Harness, tmp_path: Path) -> None:
+    d = harness.driver
+    original = await d.inspect_image(harness.image)
+    assert original is not None
+    repo = harness.repository("saved")
+    # Streamed straight from export into import: nothing is held in memory.
+    loaded = await d.import_image(d.export_image(harness.image), repository=repo, tag="copy")
+    assert loaded.id == original.id
+    assert f"{repo}:copy" in loaded.repo_tags
+    again = await d.inspect_image(harness.image)
+    assert again is not None and again.id == original.id
+
+    archive = tmp_path / "saved.tar"
+    archive.write_bytes(await collect_bytes(d.export_image(f"{repo}:copy")))
+    from_file = await d.import_image(archive, repository=repo, tag="file")
+    assert from_file.id == original.id
+
+
+async def test_import_rejects_what_is_not_an_image(harness: Harness, tmp_path: Path) -> None:
+    d = harness.driver
+    with pytest.raises(InvalidError, match="not a tar"):
+        await d.import_image(chunks_of(b"this is not a tar archive" * 100), repository=harness.repository("junk"))
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo("a" * 64 + "/layer.tar")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"abc"))
+    with pytest.raises(InvalidError, match="neither"):
+        await d.import_image(chunks_of(buffer.getvalue()), repository=harness.repository("half"))
+    empty = tmp_path / "empty.tar"
+    empty.write_bytes(b"")
+    with pytest.raises(InvalidError, match="empty"):
+        await d.import_image(empty)
+    with pytest.raises(InvalidError):
+        await d.import_image(chunks_of(rootfs_tar()), repository="Not/Valid Name")
+
+
+async def test_commit(harness: Harness) -> None:
+    d = harness.driver
+    info = await d.create(harness.spec("commit", command=SLEEPER))
+    await d.start(info.id)
+    repo = harness.repository("committed")
+    image = await d.commit(info.id, repository=repo, tag="snap", message="a snapshot")
+    assert f"{repo}:snap" in image.repo_tags
+    # DM's labels are blanked in the image: its containers are not taken for the original.
+    assert image.labels.get(LABEL_MANAGED) != "1"
+    assert image.labels.get(LABEL_INSTANCE, "") == ""
+    reuse = await d.create(harness.spec("from-commit", image=f"{repo}:snap", command=SLEEPER))
+    assert reuse.managed and reuse.instance_id != info.instance_id
+    foreign = await d.inspect(await harness.make_unmanaged("from-commit-foreign", SLEEPER))
+    assert foreign is not None
+    with pytest.raises(NotFoundError):
+        await d.commit(harness.name("nothing"), repository=repo)
+
+
+async def test_remove_image_in_use_needs_force(harness: Harness) -> None:
+    d = harness.driver
+    repo = harness.repository("inuse")
+    image = await d.import_image(chunks_of(rootfs_tar()), repository=repo, tag="1")
+    user = await d.create(harness.spec("user", image=f"{repo}:1", command=["/bin/true"]))
+    with pytest.raises(ConflictError) as excinfo:
+        await d.remove_image(f"{repo}:1")
+    assert excinfo.value.code == "conflict"
+    assert await d.inspect_image(f"{repo}:1") is not None
+    await d.remove_image(f"{repo}:1", force=True)
+    assert await d.inspect_image(f"{repo}:1") is None
+    await d.remove(user.id)
+    await d.remove_image(image.id)  # now unused and untagged
+    assert await d.inspect_image(image.id) is None
+
+    unused = await d.import_image(chunks_of(rootfs_tar()), repository=repo, tag="2")
+    await d.remove_image(f"{repo}:2")
+    assert await d.inspect_image(unused.id) is None
+
+
+async def test_version(harness: Harness) -> None:
+    version = await harness.driver.version()
+    assert version["name"] == harness.kind
+    assert version["version"]
