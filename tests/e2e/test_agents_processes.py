@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from tests.agent.test_binary import binary  # noqa: F401 (fixture)
 from tests.e2e.procs import Agent, Dmd
 
 pytestmark = pytest.mark.slow
@@ -82,3 +83,19 @@ def test_deleted_node_stops_its_agent(dmd, tmp_path):
     assert agent.proc is not None
     assert agent.proc.wait(timeout=15) == 0
     assert '"credential": null' in agent.config.read_text().replace("'", '"')
+
+
+def test_the_binary_joins_reports_facts_and_goes_offline(dmd, tmp_path, binary):
+    """CI builds dist/dmc and uses it here: join, online, facts, offline."""
+    agent = _join(dmd, tmp_path, "binary-node", [str(binary)])
+    agent.start()
+    try:
+        dmd.wait_status(agent.node_id, "online", timeout=30)
+        n = dmd.node(agent.node_id)
+        facts = n["facts"]
+        assert facts["cpu_count"] >= 1 and facts["memory_total_mb"] > 0 and facts["kernel"]
+        assert n["agent_version"] and n["protocol_version"] == 1
+        assert dmd.request("POST", f"/api/v1/nodes/{agent.node_id}/ping")["rtt_ms"] >= 0
+    finally:
+        assert agent.stop() == 0
+    dmd.wait_status(agent.node_id, "offline", timeout=5)
