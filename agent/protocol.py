@@ -57,6 +57,30 @@ PING = "ping"  # request; reply data: {"at": float}
 FACTS_REFRESH = "facts.refresh"  # request; reply data: the facts dict
 CREDENTIAL_ROTATE = "credential.rotate"  # request: {"credential": str}; the agent saves it, then replies
 NODE_DELETED = "node.deleted"  # notice: forget the credential and stop
+# dmd -> agent: instances and images (requests; replies carry the data named here).
+# Errors come back as reply errors with the runtime driver's code (not_found, image_not_found,
+# conflict, invalid, unavailable, pull_failed, timeout, runtime_error) and its message.
+INSTANCE_ENSURE = "instance.ensure"  # {"spec": ContainerSpec dict, "desired": "running"|"stopped"}
+#   -> {"container": ContainerInfo dict}; creates when missing (idempotent by instance id), then
+#   starts or stops it to match `desired`.
+INSTANCE_REMOVE = "instance.remove"  # {"instance_id"} -> {"removed": bool}; missing is fine
+INSTANCE_RESTART = "instance.restart"  # {"instance_id"} -> {"container": ContainerInfo dict}
+INSTANCE_LOGS = "instance.logs"  # {"instance_id", "tail": int|None, "since": float|None}
+#   -> {"lines": [str], "truncated": bool, "last_ts": float|None}; at most LOGS_MAX_BYTES
+INSTANCE_SYNC = "instance.sync"  # {"keep": [instance ids]} -> {"removed": [instance ids]}
+#   removes this node's managed containers whose instance no longer exists in dmd
+IMAGES_LIST = "images.list"  # {} -> {"images": [ImageInfo dict]}
+IMAGE_PULL = "image.pull"  # {"ref", "auth": {"username", "password", "serveraddress"}|None,
+#   "progress_id": str} -> {"image": ImageInfo dict}; progress as EVENT kind "image.progress"
+IMAGE_IMPORT = "image.import"  # {"url", "repository", "tag"} -> {"image": ImageInfo dict}
+#   the agent GETs the tarball from dmd's blob URL with its node credential
+IMAGE_EXPORT = "image.export"  # {"ref", "url"} -> {"bytes": int}; the agent PUTs `docker save` output
+IMAGE_REMOVE = "image.remove"  # {"ref", "force": bool} -> {}
+IMAGE_COMMIT = "image.commit"  # {"instance_id", "repository", "tag"} -> {"image": ImageInfo dict}
+# The hello's "state": {"containers": [ContainerInfo dict, managed or not], "images": [ImageInfo dict]}.
+# Agent events: {"kind": "container", "instance_id", "container_id", "action", "exit_code", "state"},
+# {"kind": "images.changed"}, {"kind": "image.progress", "progress_id", ...Docker's progress fields}.
+LOGS_MAX_BYTES = 512 * 1024
 # both ways
 REPLY = "reply"
 

@@ -17,12 +17,14 @@ from dmd.api.meta import OPENAPI_KEY
 from dmd.api.openapi import build as build_openapi
 from dmd.auth.cache import TokenCache
 from dmd.auth.throttle import LoginThrottle
+from dmd.blobs import BLOB_PATH, BLOBS, BlobStore
 from dmd.config import Config
 from dmd.db import Database
 from dmd.db.migrate import upgrade
 from dmd.errors import StartupError
 from dmd.local_node import LOCAL_NODE, LocalNode
 from dmd.middleware import build_middlewares
+from dmd.reconciler import RECONCILER, Reconciler
 from dmd.services import setup as setup_svc
 from dmd.sessions import make_storage
 from dmd.state import CONFIG, DB, SESSION_SECRET, THROTTLE, TOKEN_CACHE
@@ -78,7 +80,10 @@ async def create_app(cfg: Config, *, db: Database | None = None, migrate: bool =
 
     hub = Hub(db, cfg.agent_heartbeat_s)
     app[HUB] = hub
+    app[RECONCILER] = reconciler = Reconciler(db, hub)
     app.router.add_get(AGENT_WS_PATH, agent_ws)
+    app[BLOBS] = blobs = BlobStore(Path(cfg.data_dir) / "blobs")
+    app.router.add_route("*", BLOB_PATH, blobs.handle)
 
     api = build_api()
     api.register(app)
@@ -100,6 +105,7 @@ async def create_app(cfg: Config, *, db: Database | None = None, migrate: bool =
     async def _stop_agents(_: web.Application) -> None:
         # Before the server waits for open connections to finish: close the agents' links.
         await app[LOCAL_NODE].stop()
+        await reconciler.stop()
         await hub.stop()
 
     async def _close(_: web.Application) -> None:

@@ -365,8 +365,10 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "metrics.gpu": ("GPU usage", "GPU 使用率"),
     "metrics.gpu_mem": ("GPU memory", "GPU メモリー"),
     "metrics.history": ("The last {min} minutes", "直近 {min} 分間"),
-    "metrics.history_hint": ("The lines show the last {min} minutes (0–100 %).",
-                             "グラフは直近 {min} 分間の推移です (0〜100 %)。"),
+    "metrics.history_hint": ("The lines show the last {min} minutes, or the time since the node "
+                             "connected (0-100 %).",
+                             "グラフは直近 {min} 分間 (接続してからそれより短い場合はその間) の推移です "
+                             "(0〜100 %)。"),
     "metrics.waiting": ("The node is online; its first metrics arrive within seconds.",
                         "ノードはオンラインです。数秒で最初のメトリクスが届きます。"),
     "metrics.none_offline": ("No metrics: the node is not online.",
@@ -400,8 +402,10 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "until.h": ("in {n} h", "あと {n} 時間"),
     "until.d": ("in {n} days", "あと {n} 日"),
     "dur.m": ("{n} minutes", "{n} 分間"),
-    "dur.h": ("{n} hour(s)", "{n} 時間"),
-    "dur.d": ("{n} day(s)", "{n} 日間"),
+    "dur.h": ("{n} hours", "{n} 時間"),
+    "dur.h1": ("1 hour", "1 時間"),
+    "dur.d": ("{n} days", "{n} 日間"),
+    "dur.d1": ("1 day", "1 日間"),
     # --- features still to come -------------------------------------------------------------
     "empty.not_yet": ("This part of DM is not available yet. It arrives in a coming version.",
                       "この機能はまだ利用できません。今後のバージョンで提供されます。"),

@@ -136,7 +136,7 @@ async def _session_identity(request: web.Request) -> Identity | None:
 
 @web.middleware
 async def identity_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path == AGENT_WS_PATH:
+    if request.path == AGENT_WS_PATH or request.path.startswith("/agent/blobs/"):
         return await handler(request)  # agents authenticate with their node credential there
     started = time.monotonic()
     auth = request.headers.get("Authorization")

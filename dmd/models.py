@@ -82,3 +82,33 @@ class Node:
         values = {k: m[k] for k in cls.__slots__ if k != "facts"}  # type: ignore[attr-defined]
         facts = m["facts"]
         return cls(facts=json.loads(facts) if facts else None, **values)
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    id: int
+    name: str
+    owner_id: int
+    node_id: int
+    image: str
+    cpus: float | None
+    memory_mb: int | None
+    env: dict[str, str]
+    command: list[str] | None
+    privileged: bool
+    host_network: bool
+    desired: str
+    status: str
+    status_message: str | None
+    container_id: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+    @classmethod
+    def from_row(cls, row: Any) -> Instance:
+        import json
+
+        m = row._mapping
+        values = {k: m[k] for k in cls.__slots__ if k not in ("env", "command")}  # type: ignore[attr-defined]
+        return cls(env=json.loads(m["env"] or "{}"), command=json.loads(m["command"]) if m["command"] else None,
+                   **values)

@@ -17,6 +17,7 @@ import builtins
 import contextlib
 import json
 import logging
+import math
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -123,6 +124,12 @@ def _errors(what: str, **kwargs: str) -> Iterator[None]:
         raise
     except Exception as exc:  # every engine failure becomes a DriverError with its message
         raise translate_error(exc, what, **kwargs) from exc
+
+
+async def _call(docker: aiodocker.Docker, path: str, method: str, **kwargs: Any) -> None:
+    """A request whose answer body is read (and so its connection returned to the pool)."""
+    async with docker._query(path, method, **kwargs) as response:
+        await response.read()
 
 
 # --------------------------------------------------------------------------- conversions
@@ -256,6 +263,7 @@ class DockerDriver(RuntimeDriver):
         self._docker: aiodocker.Docker | None = None
         self._closed = False
         self._create_locks = KeyedLocks()
+        self._streams: set[aiohttp.ClientResponse] = set()
 
     async def _client(self) -> aiodocker.Docker:
         if self._closed:
@@ -270,8 +278,25 @@ class DockerDriver(RuntimeDriver):
                 raise InvalidError(f"cannot use Docker host {self.url!r}: {exc}") from exc
         return self._docker
 
+    @contextlib.asynccontextmanager
+    async def _stream(
+        self, docker: aiodocker.Docker, path: str, method: str, **kwargs: Any
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A streamed answer; its connection is closed afterwards however far it was read
+        (aiodocker's ``_query`` leaves releasing the response to its caller), and when the
+        driver is closed (which ends follows and event streams)."""
+        async with docker._query(path, method, **kwargs) as response:
+            self._streams.add(response)
+            try:
+                yield response
+            finally:
+                self._streams.discard(response)
+                response.close()
+
     async def close(self) -> None:
         self._closed = True
+        for response in list(self._streams):
+            response.close()
         docker, self._docker = self._docker, None
         if docker is not None:
             with contextlib.suppress(Exception):
@@ -348,8 +373,7 @@ class DockerDriver(RuntimeDriver):
     async def _post(self, path: str, what: str, params: Mapping[str, Any] | None = None) -> None:
         docker = await self._client()
         with _errors(what):
-            async with docker._query(path, "POST", params=dict(params or {}), timeout=_STREAM_TIMEOUT):
-                pass
+            await _call(docker, path, "POST", params=dict(params or {}), timeout=_STREAM_TIMEOUT)
 
     async def start(self, container: str) -> None:
         ref = _container_ref(container)
@@ -357,11 +381,13 @@ class DockerDriver(RuntimeDriver):
 
     async def stop(self, container: str, timeout: float = 10) -> None:
         ref = _container_ref(container)
-        await self._post(f"containers/{ref}/stop", f"stop container {container}", {"t": max(0, round(timeout))})
+        await self._post(f"containers/{ref}/stop", f"stop container {container}", {"t": max(0, math.ceil(timeout))})
 
     async def restart(self, container: str, timeout: float = 10) -> None:
         ref = _container_ref(container)
-        await self._post(f"containers/{ref}/restart", f"restart container {container}", {"t": max(0, round(timeout))})
+        await self._post(
+            f"containers/{ref}/restart", f"restart container {container}", {"t": max(0, math.ceil(timeout))}
+        )
 
     async def remove(self, container: str, *, force: bool = False) -> None:
         if not is_container_ref(container):
@@ -372,8 +398,7 @@ class DockerDriver(RuntimeDriver):
             with _errors(what):
                 # v=1: the container's anonymous volumes go with it.
                 params = {"force": bool(force), "v": True}
-                async with docker._query(f"containers/{container.lstrip('/')}", "DELETE", params=params):
-                    pass
+                await _call(docker, f"containers/{container.lstrip('/')}", "DELETE", params=params)
         except NotFoundError:
             return
         except ConflictError as exc:
@@ -421,9 +446,20 @@ class DockerDriver(RuntimeDriver):
             "timestamps": bool(timestamps),
             "tail": "all" if tail is None else str(max(0, int(tail))),
         }
-        with _errors(f"logs of container {container}"):
-            async with docker._query(
-                f"containers/{data['Id']}/logs", "GET", params=params, timeout=_STREAM_TIMEOUT
+        try:
+            async for line in self._log_lines(docker, data, params, tty):
+                yield line
+        except DriverError:
+            if self._closed:
+                return  # the driver was closed under a follow
+            raise
+
+    async def _log_lines(
+        self, docker: aiodocker.Docker, data: Mapping[str, Any], params: dict[str, Any], tty: bool
+    ) -> AsyncIterator[str]:
+        with _errors(f"logs of container {data.get('Name', data['Id'])}"):
+            async with self._stream(
+                docker, f"containers/{data['Id']}/logs", "GET", params=params, timeout=_STREAM_TIMEOUT
             ) as response:
                 content = response.content
                 if tty:
@@ -534,7 +570,7 @@ class DockerDriver(RuntimeDriver):
             params["since"] = f"{since:.9f}"
         try:
             with _errors("container events"):
-                async with docker._query("events", "GET", params=params, timeout=_STREAM_TIMEOUT) as response:
+                async with self._stream(docker, "events", "GET", params=params, timeout=_STREAM_TIMEOUT) as response:
                     while True:
                         line = await response.content.readline()
                         if not line:
@@ -550,9 +586,9 @@ class DockerDriver(RuntimeDriver):
                         event = _event(data) if isinstance(data, dict) else None
                         if event is not None:
                             yield event
-        except UnavailableError:
+        except DriverError:
             if self._closed:
-                return
+                return  # the driver was closed under the stream: the end, not a failure
             raise
         if self._closed:
             return
@@ -626,7 +662,8 @@ class DockerDriver(RuntimeDriver):
                     params["changes"] = "\n".join(changes)
                 what = "import root file system"
                 with _errors(what, stream_code=InvalidError.CODE):
-                    async with docker._query(
+                    async with self._stream(
+                        docker,
                         "images/create",
                         "POST",
                         params=params,
@@ -644,7 +681,8 @@ class DockerDriver(RuntimeDriver):
                 return await self._image_or_fail(f"{repository}:{tag}" if repository else image_id, what)
             what = "load image archive"
             with _errors(what, stream_code=InvalidError.CODE):
-                async with docker._query(
+                async with self._stream(
+                    docker,
                     "images/load",
                     "POST",
                     params={"quiet": True},
@@ -672,8 +710,7 @@ class DockerDriver(RuntimeDriver):
         if repository is None:
             return await self._image_or_fail(loaded[0], what)
         with _errors(f"tag {loaded[0]} as {repository}:{tag}", not_found=ImageNotFoundError.CODE):
-            async with docker._query(f"images/{loaded[0]}/tag", "POST", params={"repo": repository, "tag": tag}):
-                pass
+            await _call(docker, f"images/{loaded[0]}/tag", "POST", params={"repo": repository, "tag": tag})
         return await self._image_or_fail(f"{repository}:{tag}", what)
 
     @staticmethod
@@ -702,7 +739,7 @@ class DockerDriver(RuntimeDriver):
             raise ImageNotFoundError(f"no such image: {ref}")
         docker = await self._client()
         with _errors(f"export image {ref}", not_found=ImageNotFoundError.CODE):
-            async with docker._query(f"images/{ref}/get", "GET", timeout=_STREAM_TIMEOUT) as response:
+            async with self._stream(docker, f"images/{ref}/get", "GET", timeout=_STREAM_TIMEOUT) as response:
                 async for chunk in response.content.iter_chunked(_EXPORT_CHUNK):
                     yield chunk
 
@@ -711,8 +748,7 @@ class DockerDriver(RuntimeDriver):
         docker = await self._client()
         try:
             with _errors(f"remove image {ref}", not_found=ImageNotFoundError.CODE):
-                async with docker._query(f"images/{ref}", "DELETE", params={"force": bool(force)}):
-                    pass
+                await _call(docker, f"images/{ref}", "DELETE", params={"force": bool(force)})
         except ImageNotFoundError:
             return
 

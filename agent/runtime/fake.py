@@ -505,17 +505,19 @@ class FakeDriver(RuntimeDriver):
         container.notify()
 
     async def _supervise(self, container: _Container, program: FakeProgram, proc: FakeProcess) -> None:
+        failure: Exception | None = None
         try:
             code = await program(proc)
             result = (int(code or 0), False)
         except asyncio.CancelledError:
             result = container.pending_exit or (STOP_EXIT_CODE, False)
         except Exception as exc:  # a failing program is a crashing process
-            proc.print(f"{type(exc).__name__}: {exc}", stream=2)
-            result = (1, False)
+            failure, result = exc, (1, False)
         for stream, buffer in container.partial.items():
             if buffer:
                 proc.write(b"\n", stream)
+        if failure is not None:
+            proc.print(f"{type(failure).__name__}: {failure}", stream=2)
         self._finish(container, asyncio.current_task(), *result)
 
     def _task_done(self, container: _Container, task: asyncio.Task[None]) -> None:

@@ -134,8 +134,10 @@ class Hub:
         self.metrics: dict[int, deque[dict[str, Any]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
-        # Called with (node_id, envelope) for event messages; later features subscribe here.
+        # Called with (node_id, envelope) for event messages, and with (node_id, hello) once a
+        # link is up; the reconciler subscribes to both.
         self.event_listeners: list[Callable[[int, p.Envelope], None]] = []
+        self.connect_listeners: list[Callable[[int, p.Hello], None]] = []
 
     # --- lifecycle ----------------------------------------------------------------
     async def start(self) -> None:
@@ -207,6 +209,8 @@ class Hub:
             await node_svc.mark_online(db, conn.node_id, facts=hello.facts, agent_version=hello.agent_version,
                                        protocol=protocol)
         self.conns[conn.node_id] = conn
+        for listener in self.connect_listeners:
+            listener(conn.node_id, hello)
         log.info("node %s (%s) online from %s, agent %s, protocol %d", conn.node_id, conn.node_name, conn.remote,
                  hello.agent_version, protocol)
 

@@ -285,3 +285,108 @@ class MetricsOut(BaseModel):
 class PingOut(BaseModel):
     rtt_ms: float
     agent_time: float
+
+
+# --- instances ----------------------------------------------------------------------
+
+ImageRef = Annotated[str, StringConstraints(min_length=1, max_length=255,
+                                            pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$")]
+EnvKey = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+Arg = Annotated[str, StringConstraints(max_length=8192), AfterValidator(lambda v: _no_nul(v))]
+GpuId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9:_./-]+$")]
+
+
+def _no_nul(v: str) -> str:
+    if "\x00" in v:
+        raise ValueError("must not contain NUL characters")
+    return v
+
+
+class InstanceCreateIn(In):
+    name: NodeName
+    image: ImageRef
+    node_id: Annotated[int, Field(ge=1)] | None = Field(None, description="Omit to let DM place it")
+    cpus: Annotated[float, Field(gt=0, le=1024)] | None = None
+    memory_mb: Annotated[int, Field(ge=6, le=16 * 1024 * 1024)] | None = None
+    gpus: Annotated[int, Field(ge=0, le=64)] | Annotated[list[GpuId], Field(max_length=64)] = Field(
+        0, description="A number of GPUs, or a list of GPU uuids on the node")
+    env: Annotated[dict[EnvKey, Arg], Field(max_length=200)] = Field(default_factory=dict)
+    command: Annotated[list[Arg], Field(min_length=1, max_length=200)] | None = None
+    privileged: bool = Field(False, description="Administrators only")
+    host_network: bool = Field(False, description="Administrators only")
+
+
+class InstanceOut(BaseModel):
+    id: int
+    name: str
+    owner_id: int
+    node_id: int
+    image: str
+    cpus: float | None
+    memory_mb: int | None
+    gpus: list[str] = Field(description="The node's GPUs this instance holds (uuids; 'index:N' where a node's "
+                            "GPUs report no distinct uuids)")
+    env: dict[str, str]
+    command: list[str] | None
+    privileged: bool
+    host_network: bool
+    desired: Literal["running", "stopped", "deleted"]
+    status: Literal["pending", "creating", "running", "stopped", "error", "deleting"]
+    status_message: str | None
+    container_id: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class InstanceQuery(PageQuery):
+    node_id: int | None = Field(None, ge=1)
+
+
+class LogsQuery(QueryIn):
+    tail: int = Field(200, ge=0, le=100_000)
+    follow: bool = False
+
+
+class CapacityOut(BaseModel):
+    node_id: int
+    name: str
+    status: str
+    cordoned: bool
+    cpus_free: float | None
+    memory_mb_free: int | None
+    gpus_free: list[dict[str, Any]]
+    gpus_total: int
+
+
+class ImageOut(BaseModel):
+    id: int
+    node_id: int
+    ref: str
+    image_id: str
+    size: int | None
+    owner_id: int | None
+    public: bool
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class PullIn(In):
+    ref: ImageRef
+    username: Annotated[str, StringConstraints(max_length=256)] | None = None
+    password: Annotated[str, StringConstraints(max_length=4096)] | None = Field(
+        None, description="Used for this pull only; never stored")
+
+
+class ImagePatchIn(In):
+    public: bool
+
+
+class CopyIn(In):
+    node_id: Annotated[int, Field(ge=1)]
+
+
+class CommitIn(In):
+    repository: Annotated[str, StringConstraints(min_length=1, max_length=200,
+                                                 pattern=r"^[a-z0-9][a-z0-9._/-]*$")]
+    tag: Annotated[str, StringConstraints(min_length=1, max_length=128,
+                                          pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")] = "latest"

@@ -104,3 +104,55 @@ node_shares = sa.Table(
     sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True),
     sa.Column("created_at", UtcDateTime, nullable=False),
 )
+
+instances = sa.Table(
+    "instances",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("owner_id", sa.Integer, sa.ForeignKey("users.id", ondelete="RESTRICT"), nullable=False, index=True),
+    sa.Column("node_id", sa.Integer, sa.ForeignKey("nodes.id", ondelete="RESTRICT"), nullable=False, index=True),
+    sa.Column("image", sa.String(255), nullable=False),
+    sa.Column("cpus", sa.Float, nullable=True),
+    sa.Column("memory_mb", sa.Integer, nullable=True),
+    sa.Column("env", sa.Text, nullable=False),  # JSON object
+    sa.Column("command", sa.Text, nullable=True),  # JSON list
+    sa.Column("privileged", sa.Boolean, nullable=False),
+    sa.Column("host_network", sa.Boolean, nullable=False),
+    # What the user asked for: running | stopped | deleted.
+    sa.Column("desired", sa.String(16), nullable=False),
+    # What DM last learnt from the node: pending | creating | running | stopped | error | deleting.
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("status_message", sa.Text, nullable=True),
+    sa.Column("container_id", sa.String(128), nullable=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.UniqueConstraint("owner_id", "name"),
+)
+
+# The GPU ledger: a row holds one device of a node for one instance, exclusively.
+gpu_allocations = sa.Table(
+    "gpu_allocations",
+    metadata,
+    sa.Column("node_id", sa.Integer, sa.ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("gpu_key", sa.String(128), primary_key=True),  # the uuid, or "index:N" when uuids repeat
+    sa.Column("instance_id", sa.Integer, sa.ForeignKey("instances.id", ondelete="CASCADE"), nullable=False,
+              index=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+)
+
+# DM's image catalogue: what each node holds (as its agent reports) and who may use it.
+images = sa.Table(
+    "images",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("node_id", sa.Integer, sa.ForeignKey("nodes.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("ref", sa.String(255), nullable=False),  # repository:tag
+    sa.Column("image_id", sa.String(128), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=True),
+    sa.Column("owner_id", sa.Integer, sa.ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+    sa.Column("public", sa.Boolean, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.UniqueConstraint("node_id", "ref"),
+)

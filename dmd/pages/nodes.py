@@ -49,6 +49,7 @@ JOIN_KEY = "node_join"
 # The history drawn under each live figure (the hub keeps about this much).
 HISTORY_S = 15 * 60
 SPARK_W, SPARK_H = 120, 32
+TIMES = "\N{MULTIPLICATION SIGN}"
 
 
 # --- formatting -----------------------------------------------------------------------
@@ -105,16 +106,16 @@ def until(_: Callable[..., str], when: dt.datetime | None) -> str:
 
 def duration(_: Callable[..., str], seconds: int) -> str:
     if seconds % 86400 == 0:
-        return _("dur.d", n=seconds // 86400)
+        return _("dur.d1") if seconds == 86400 else _("dur.d", n=seconds // 86400)
     if seconds % 3600 == 0:
-        return _("dur.h", n=seconds // 3600)
+        return _("dur.h1") if seconds == 3600 else _("dur.h", n=seconds // 3600)
     return _("dur.m", n=max(1, seconds // 60))
 
 
 def gpu_summary(gpus: Sequence[dict[str, Any]]) -> list[str]:
-    """["2 × NVIDIA RTX A5000", ...] in the order the node lists them."""
+    """["2 \N{MULTIPLICATION SIGN} NVIDIA RTX A5000", ...] in the order the node lists them."""
     counts = collections.Counter(str(g.get("name") or "GPU") for g in gpus)
-    return [f"{n} × {name}" if n > 1 else name for name, n in counts.items()]
+    return [f"{n} {TIMES} {name}" if n > 1 else name for name, n in counts.items()]
 
 
 def os_name(facts: dict[str, Any]) -> str:
@@ -173,19 +174,24 @@ SERIES: dict[str, Callable[[dict[str, Any]], float | None]] = {
 
 
 def spark_points(samples: Sequence[dict[str, Any]], series: str, now: float | None = None) -> str:
-    """An SVG polyline's points for one series (0-100 %) over the last HISTORY_S seconds."""
+    """An SVG polyline's points for one series (0-100 %): the samples of the last HISTORY_S
+    seconds, spread over the width by time (a node that connected a minute ago fills it too)."""
     fn = SERIES[series]
     now = now if now is not None else time.time()
     start = now - HISTORY_S
-    pts = []
+    seen: list[tuple[float, float]] = []
     for s in samples:
         t, v = _num(s.get("received_at")), fn(s)
-        if t is None or v is None or t < start:
-            continue
-        x = (min(t, now) - start) / HISTORY_S * SPARK_W
-        y = SPARK_H - max(0.0, min(100.0, v)) / 100.0 * (SPARK_H - 2) - 1
-        pts.append(f"{x:.1f},{y:.1f}")
-    return " ".join(pts) if len(pts) >= 2 else ""
+        if t is not None and v is not None and start <= t <= now + 60:
+            seen.append((t, max(0.0, min(100.0, v))))
+    if len(seen) < 2:
+        return ""
+    t0, t1 = seen[0][0], seen[-1][0]
+    if t1 <= t0:
+        return ""
+    return " ".join(
+        f"{(t - t0) / (t1 - t0) * SPARK_W:.1f},{SPARK_H - 1 - v / 100.0 * (SPARK_H - 2):.1f}" for t, v in seen
+    )
 
 
 def gpu_rows(node: NodeOut, latest: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -344,7 +350,7 @@ async def node_create(request: web.Request) -> web.StreamResponse:
         return await _list_page(request, status=fe.status, error=fe.view(lang_of(request)),
                                 form=forms.kept(data, "name"), here="/nodes")
     await _join_secret(request, node, "created", token)
-    return redirect(f"/nodes/{node.id}#join")
+    return redirect(f"/nodes/{node.id}")
 
 
 # --- one node -------------------------------------------------------------------------------
@@ -462,7 +468,7 @@ async def node_join_token(request: web.Request) -> web.StreamResponse:
     node, token = await node_ops.new_join_token(request.app[DB], actor_of(request, ident), ident.user,
                                                 _node_id(request), request.app[CONFIG].join_token_ttl_s)
     await _join_secret(request, node, "token", token)
-    return redirect(f"/nodes/{node.id}#join")
+    return redirect(f"/nodes/{node.id}")
 
 
 @routes.post("/nodes/{id}/rotate-credential")
@@ -485,7 +491,7 @@ async def node_rotate(request: web.Request) -> web.StreamResponse:
         return redirect(f"/nodes/{rotated.node.id}")
     assert rotated.join_token is not None
     await _join_secret(request, rotated.node, "rotated", rotated.join_token)
-    return redirect(f"/nodes/{rotated.node.id}#join")
+    return redirect(f"/nodes/{rotated.node.id}")
 
 
 @routes.get("/nodes/{id}/delete")

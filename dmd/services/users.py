@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from dmd.db.schema import users
+from dmd.db.schema import instances, users
 from dmd.db.types import utcnow
 from dmd.errors import Conflict, Invalid, NotFound
 from dmd.models import User
@@ -206,5 +206,9 @@ async def delete(conn: AsyncConnection, user_id: int) -> User:
     before = await _lock(conn, user_id)
     if before.is_admin and not before.disabled and await _other_active_admins(conn, user_id) == 0:
         raise Conflict("this is the last enabled administrator; make another admin first", code="last_admin")
+    owned = (await conn.execute(sa.select(sa.func.count()).select_from(instances)
+                                .where(instances.c.owner_id == user_id))).scalar_one()
+    if owned:
+        raise Conflict(f"{before.username} still has {owned} instance(s); delete them first", code="has_instances")
     await conn.execute(users.delete().where(users.c.id == user_id))
     return before

@@ -8,7 +8,6 @@ import time
 
 import pytest
 
-from tests.agent.test_binary import binary  # noqa: F401 (fixture)
 from tests.e2e.procs import Agent, Dmd
 
 pytestmark = pytest.mark.slow

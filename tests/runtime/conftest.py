@@ -87,6 +87,11 @@ class Harness:
         kwargs.setdefault("image", self.image)
         return ContainerSpec(instance_id=instance_id, node_id=7, name=self.name(suffix), labels=labels, **kwargs)
 
+    @property
+    def label_change(self) -> str:
+        """A Dockerfile line for imports, so that an image left untagged is still found at cleanup."""
+        return f"LABEL {TEST_LABEL}={self.prefix}"
+
     def program(self, argv: Sequence[str], program: FakeProgram) -> None:
         """What ``argv`` does in the fake; the real engine runs the real command."""
         if self.fake is not None:
@@ -123,10 +128,6 @@ class Harness:
         for container_id in {row["Id"] for row in rows}:
             with contextlib.suppress(aiodocker.DockerError):
                 await docker.containers.container(container_id).delete(force=True, v=True)
-        for instance_id in self.instance_ids:
-            found = await self.driver.find_instance(instance_id)
-            if found is not None:
-                await self.driver.remove(found.id, force=True)
         for image in await docker.images.list():
             for tag in image.get("RepoTags") or []:
                 if tag.startswith(f"dm-test/{self.prefix}"):

@@ -50,10 +50,10 @@ def is_static_elf(path: str) -> bool:
         is64 = ident[4] == 2
         endian = "<" if ident[5] == 1 else ">"
         if is64:
-            phoff, = struct.unpack_from(endian + "Q", ident, 0x20)
+            (phoff,) = struct.unpack_from(endian + "Q", ident, 0x20)
             phentsize, phnum = struct.unpack_from(endian + "HH", ident, 0x36)
         else:
-            phoff, = struct.unpack_from(endian + "I", ident, 0x1C)
+            (phoff,) = struct.unpack_from(endian + "I", ident, 0x1C)
             phentsize, phnum = struct.unpack_from(endian + "HH", ident, 0x2A)
         for i in range(phnum):
             fh.seek(phoff + i * phentsize)

@@ -396,9 +396,12 @@ async def test_import_rootfs_from_stream_and_gzip_file(harness: Harness, tmp_pat
     d = harness.driver
     data = rootfs_tar()
     repo = harness.repository("rootfs")
-    image = await d.import_image(chunks_of(data), repository=repo, tag="v1", changes=['CMD ["/bin/true"]'])
+    image = await d.import_image(
+        chunks_of(data), repository=repo, tag="v1", changes=['CMD ["/bin/true"]', harness.label_change]
+    )
     assert f"{repo}:v1" in image.repo_tags
     assert image.id.startswith("sha256:")
+    assert image.labels[TEST_LABEL] == harness.prefix
     listed = {i.id: i for i in await d.list_images()}
     assert f"{repo}:v1" in listed[image.id].repo_tags
     inspected = await d.inspect_image(f"{repo}:v1")
@@ -406,7 +409,7 @@ async def test_import_rootfs_from_stream_and_gzip_file(harness: Harness, tmp_pat
 
     packed = tmp_path / "rootfs.tar.gz"
     packed.write_bytes(gzip.compress(data))
-    from_file = await d.import_image(packed, repository=repo, tag="v2")
+    from_file = await d.import_image(packed, repository=repo, tag="v2", changes=[harness.label_change])
     assert f"{repo}:v2" in from_file.repo_tags
 
 
@@ -468,7 +471,7 @@ async def test_commit(harness: Harness) -> None:
 async def test_remove_image_in_use_needs_force(harness: Harness) -> None:
     d = harness.driver
     repo = harness.repository("inuse")
-    image = await d.import_image(chunks_of(rootfs_tar()), repository=repo, tag="1")
+    image = await d.import_image(chunks_of(rootfs_tar()), repository=repo, tag="1", changes=[harness.label_change])
     user = await d.create(harness.spec("user", image=f"{repo}:1", command=["/bin/true"]))
     with pytest.raises(ConflictError) as excinfo:
         await d.remove_image(f"{repo}:1")
@@ -480,7 +483,7 @@ async def test_remove_image_in_use_needs_force(harness: Harness) -> None:
     await d.remove_image(image.id)  # now unused and untagged
     assert await d.inspect_image(image.id) is None
 
-    unused = await d.import_image(chunks_of(rootfs_tar()), repository=repo, tag="2")
+    unused = await d.import_image(chunks_of(rootfs_tar()), repository=repo, tag="2", changes=[harness.label_change])
     await d.remove_image(f"{repo}:2")
     assert await d.inspect_image(unused.id) is None
 
@@ -489,3 +492,30 @@ async def test_version(harness: Harness) -> None:
     version = await harness.driver.version()
     assert version["name"] == harness.kind
     assert version["version"]
+
+
+async def test_close_ends_follows_and_event_streams(harness: Harness) -> None:
+    d = harness.driver
+    harness.program(TICKER, _ticker)
+    info = await d.create(harness.spec("closing", command=TICKER))
+    await d.start(info.id)
+    lines: list[str] = []
+    events: list[RuntimeEvent] = []
+    got_line = asyncio.Event()
+
+    async def follow() -> None:
+        async for line in d.logs(info.id, follow=True):
+            lines.append(line)
+            got_line.set()
+
+    async def watch() -> None:
+        async for event in d.events(since=time.time() - 1):
+            events.append(event)
+
+    tasks = [asyncio.create_task(follow()), asyncio.create_task(watch())]
+    await asyncio.wait_for(got_line.wait(), 10)
+    await asyncio.sleep(0.2)
+    await d.close()
+    await asyncio.wait_for(asyncio.gather(*tasks), 10)  # both end, neither raises
+    assert lines and lines[0] == "tick 1"
+    assert any(e.container_id == info.id and e.action == "start" for e in events)

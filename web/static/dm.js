@@ -75,18 +75,20 @@ const SERIES = {
 };
 
 function sparkPoints(items, key, history, w, h) {
+  // As the server draws it: the last `history` seconds, spread over the width by time.
   const now = Date.now() / 1000;
-  const start = now - history;
-  const pts = [];
+  const seen = [];
   for (const s of items) {
     const t = num(s.received_at);
     const v = SERIES[key](s);
-    if (t === null || v === null || t < start) continue;
-    const x = (Math.min(t, now) - start) / history * w;
-    const y = h - Math.max(0, Math.min(100, v)) / 100 * (h - 2) - 1;
-    pts.push(x.toFixed(1) + "," + y.toFixed(1));
+    if (t === null || v === null || t < now - history || t > now + 60) continue;
+    seen.push([t, Math.max(0, Math.min(100, v))]);
   }
-  return pts.length >= 2 ? pts.join(" ") : "";
+  if (seen.length < 2) return "";
+  const t0 = seen[0][0];
+  const t1 = seen[seen.length - 1][0];
+  if (t1 <= t0) return "";
+  return seen.map(([t, v]) => ((t - t0) / (t1 - t0) * w).toFixed(1) + "," + (h - 1 - v / 100 * (h - 2)).toFixed(1)).join(" ");
 }
 
 function setText(root, sel, text) {

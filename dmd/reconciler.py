@@ -1,0 +1,211 @@
+"""Converge each node to the desired state in the database.
+
+One worker per node at a time: a kick while it runs marks the node dirty and the worker
+goes round again, so requests never race on one node. Triggers: a user action, an agent
+(re)connecting (its hello carries a full snapshot), and container events.
+
+Every command is idempotent and keyed by the instance id (a container label), so a lost
+reply, an agent restart in the middle of a create or a dmd restart end in exactly one
+container: the next round's `instance.ensure` finds the container and adopts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from agent import protocol as p
+from dmd.agents.hub import AgentFailed, AgentTimeout, Hub, NodeOffline
+from dmd.db import Database
+from dmd.models import Instance, Node
+from dmd.services import images as image_svc
+from dmd.services import instances as inst_svc
+from dmd.services import nodes as node_svc
+
+log = logging.getLogger("dmd.reconciler")
+
+ENSURE_TIMEOUT_S = 300.0
+
+
+def status_of(container: dict[str, Any]) -> tuple[str, str | None]:
+    state = container.get("state")
+    if state == "running":
+        return "running", None
+    code = container.get("exit_code")
+    if container.get("oom_killed"):
+        return "stopped", "killed: out of memory"
+    if container.get("error"):
+        return "error", str(container["error"])
+    if state in ("exited", "dead") and code not in (None, 0):
+        return "stopped", f"exited with code {code}"
+    return "stopped", None
+
+
+def build_spec(node: Node, inst: Instance, gpu_keys: list[str]) -> dict[str, Any]:
+    by_key = dict(inst_svc.gpu_keys(node))
+    gpus = []
+    for key in gpu_keys:
+        g = by_key.get(key)
+        if g is None:
+            continue
+        gpus.append({"vendor": g.get("vendor", "nvidia"), "uuid": g.get("uuid"), "index": g.get("index"),
+                     "dri_card": g.get("dri_card"), "dri_render": g.get("dri_render")})
+    return {
+        "instance_id": inst.id, "node_id": node.id, "name": inst_svc.container_name(inst.id, inst.name),
+        "image": inst.image, "command": inst.command, "env": inst.env, "cpus": inst.cpus,
+        "memory_mb": inst.memory_mb, "gpus": gpus, "labels": {"dm.owner": str(inst.owner_id)},
+        "privileged": inst.privileged, "host_network": inst.host_network, "hostname": inst.name[:63],
+    }
+
+
+class Reconciler:
+    def __init__(self, db: Database, hub: Hub) -> None:
+        self.db = db
+        self.hub = hub
+        self._dirty: set[int] = set()
+        self._workers: dict[int, asyncio.Task[None]] = {}
+        self.locks: dict[int, asyncio.Lock] = {}
+        hub.connect_listeners.append(self._on_connect)
+        hub.event_listeners.append(self._on_event)
+
+    def lock(self, node_id: int) -> asyncio.Lock:
+        return self.locks.setdefault(node_id, asyncio.Lock())
+
+    def kick(self, node_id: int) -> None:
+        self._dirty.add(node_id)
+        if node_id not in self._workers:
+            task = asyncio.get_running_loop().create_task(self._work(node_id))
+            self._workers[node_id] = task
+
+    async def idle(self) -> None:
+        """Wait until no node has work queued (for tests and shutdown)."""
+        while self._workers:
+            await asyncio.gather(*list(self._workers.values()), return_exceptions=True)
+
+    async def stop(self) -> None:
+        for t in self._workers.values():
+            t.cancel()
+        await asyncio.gather(*self._workers.values(), return_exceptions=True)
+
+    async def _work(self, node_id: int) -> None:
+        try:
+            while node_id in self._dirty:
+                self._dirty.discard(node_id)
+                try:
+                    async with self.lock(node_id):
+                        await self.reconcile(node_id)
+                except Exception:
+                    log.exception("reconciling node %s failed", node_id)
+        finally:
+            self._workers.pop(node_id, None)
+
+    async def reconcile(self, node_id: int) -> None:
+        if not self.hub.is_online(node_id):
+            return
+        async with self.db.read() as conn:
+            try:
+                node = await node_svc.get(conn, node_id)
+            except Exception:
+                return
+            rows = await inst_svc.on_node(conn, node_id)
+            gpus = {i.id: await inst_svc.gpus_of(conn, i) for i in rows}
+        for inst in rows:
+            try:
+                await self._converge(node, inst, gpus[inst.id])
+            except (NodeOffline, AgentTimeout) as e:
+                log.info("node %s: %s; instance %s waits for the node", node_id, e.message, inst.id)
+                return
+        try:
+            reply = await self.hub.call(node_id, p.INSTANCE_SYNC, {"keep": [i.id for i in rows]}, timeout=60)
+        except (NodeOffline, AgentTimeout, AgentFailed) as e:
+            log.info("node %s: orphan sweep skipped: %s", node_id, e.message)
+            return
+        if reply.get("removed"):
+            log.warning("node %s: removed containers of instances dmd no longer has: %s", node_id, reply["removed"])
+
+    async def _converge(self, node: Node, inst: Instance, gpu_keys: list[str]) -> None:
+        if inst.desired == "deleted":
+            await self.hub.call(node.id, p.INSTANCE_REMOVE, {"instance_id": inst.id}, timeout=120)
+            async with self.db.begin() as conn:
+                await inst_svc.forget(conn, inst.id)
+            log.info("instance %s (%s) deleted from node %s", inst.id, inst.name, node.name)
+            return
+        if inst.status == "pending":
+            async with self.db.begin() as conn:
+                await inst_svc.set_status(conn, inst.id, "creating")
+        try:
+            reply = await self.hub.call(
+                node.id, p.INSTANCE_ENSURE, {"spec": build_spec(node, inst, gpu_keys), "desired": inst.desired},
+                timeout=ENSURE_TIMEOUT_S,
+            )
+        except AgentFailed as e:
+            async with self.db.begin() as conn:
+                await inst_svc.set_status(conn, inst.id, "error", e.message)
+            return
+        container = reply.get("container") or {}
+        status, message = status_of(container)
+        async with self.db.begin() as conn:
+            await inst_svc.set_status(conn, inst.id, status, message, str(container.get("id") or "") or None)
+
+    async def restart(self, inst: Instance) -> None:
+        async with self.lock(inst.node_id):
+            reply = await self.hub.call(inst.node_id, p.INSTANCE_RESTART, {"instance_id": inst.id}, timeout=120)
+            status, message = status_of(reply.get("container") or {})
+            async with self.db.begin() as conn:
+                await inst_svc.set_status(conn, inst.id, status, message)
+
+    # --- hub listeners -----------------------------------------------------------------
+    def _on_connect(self, node_id: int, hello: p.Hello) -> None:
+        state_images = hello.state.get("images")
+        if isinstance(state_images, list):
+            self.hub.spawn(self._sync_images(node_id, state_images))
+        self.kick(node_id)
+
+    async def _sync_images(self, node_id: int, reported: list[Any]) -> None:
+        async with self.db.begin() as conn:
+            await image_svc.sync_inventory(conn, node_id, [i for i in reported if isinstance(i, dict)])
+
+    async def refresh_images(self, node_id: int) -> None:
+        reply = await self.hub.call(node_id, p.IMAGES_LIST, timeout=60)
+        await self._sync_images(node_id, list(reply.get("images") or []))
+
+    def _on_event(self, node_id: int, env: p.Envelope) -> None:
+        kind = env.data.get("kind")
+        if kind == "container":
+            self.hub.spawn(self._container_event(node_id, env.data))
+        elif kind == "images.changed":
+            self.hub.spawn(self._refresh_quietly(node_id))
+
+    async def _refresh_quietly(self, node_id: int) -> None:
+        try:
+            await self.refresh_images(node_id)
+        except Exception as e:
+            log.info("node %s: image inventory refresh failed: %s", node_id, e)
+
+    async def _container_event(self, node_id: int, data: dict[str, Any]) -> None:
+        instance_id = data.get("instance_id")
+        action = data.get("action")
+        if not isinstance(instance_id, int) or action not in ("start", "die", "oom", "stop"):
+            return
+        if self.lock(node_id).locked():
+            return  # the worker is converging this node and records the outcome itself
+        async with self.db.begin() as conn:
+            try:
+                inst = await inst_svc.get(conn, instance_id)
+            except Exception:
+                return
+            if inst.node_id != node_id or inst.desired == "deleted":
+                return
+            if action == "start":
+                await inst_svc.set_status(conn, inst.id, "running")
+            else:
+                code = data.get("exit_code")
+                msg = "killed: out of memory" if action == "oom" else (
+                    f"exited with code {code}" if isinstance(code, int) and code != 0 else None)
+                await inst_svc.set_status(conn, inst.id, "stopped", msg)
+
+
+RECONCILER: web.AppKey[Reconciler] = web.AppKey("dm_reconciler", Reconciler)

@@ -1,0 +1,323 @@
+"""Instances: desired state in the database, placement, quotas and the GPU ledger.
+
+Creation is one transaction that locks the owner's row (quotas) and the chosen node's row
+(capacity, GPUs), so parallel requests cannot exceed a quota or take the same device.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from dmd.db.schema import gpu_allocations, images, instances, node_shares, nodes, users
+from dmd.db.types import utcnow
+from dmd.errors import ApiError, Conflict, Invalid, NotFound
+from dmd.models import Instance, Node, User
+from dmd.services.nodes import NAME_RE
+
+LIVE = sa.and_(instances.c.desired != "deleted")
+
+
+class QuotaExceeded(ApiError):
+    status, code = 403, "quota_exceeded"
+
+
+class NoCapacity(ApiError):
+    status, code = 409, "no_capacity"
+
+
+def check_name(name: str) -> str:
+    if not NAME_RE.match(name):
+        raise Invalid("name: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit",
+                      field="name")
+    return name
+
+
+def container_name(instance_id: int, name: str) -> str:
+    return f"dm-{instance_id}-{name}"
+
+
+def gpu_keys(node: Node) -> list[tuple[str, dict[str, Any]]]:
+    """(ledger key, GPU facts) for each GPU of the node. The uuid is the key unless two GPUs
+    report the same one (seen on real machines with masked ids): then the index is."""
+    gpus = node.gpus
+    uuids = [g.get("uuid") for g in gpus]
+    unique = all(u and uuids.count(u) == 1 for u in uuids)
+    return [(str(g["uuid"]) if unique else f"index:{g.get('index', i)}", g) for i, g in enumerate(gpus)]
+
+
+@dataclass
+class Usage:
+    cpus: float
+    memory_mb: int
+    gpus_taken: set[str]
+
+
+async def node_usage(conn: AsyncConnection, node_id: int) -> Usage:
+    row = (
+        await conn.execute(
+            sa.select(sa.func.coalesce(sa.func.sum(instances.c.cpus), 0.0),
+                      sa.func.coalesce(sa.func.sum(instances.c.memory_mb), 0))
+            .where(instances.c.node_id == node_id, LIVE)
+        )
+    ).one()
+    taken = set((await conn.execute(
+        sa.select(gpu_allocations.c.gpu_key).where(gpu_allocations.c.node_id == node_id))).scalars())
+    return Usage(float(row[0]), int(row[1]), taken)
+
+
+@dataclass
+class Free:
+    node: Node
+    cpus: float | None
+    memory_mb: int | None
+    gpus: list[tuple[str, dict[str, Any]]]  # free (key, facts)
+    gpus_total: int
+
+
+async def free_on(conn: AsyncConnection, node: Node) -> Free:
+    usage = await node_usage(conn, node.id)
+    facts = node.facts or {}
+    cpu_total = facts.get("cpu_count")
+    mem_total = facts.get("memory_total_mb")
+    keys = gpu_keys(node)
+    return Free(
+        node=node,
+        cpus=float(cpu_total) - usage.cpus if isinstance(cpu_total, int | float) else None,
+        memory_mb=int(mem_total) - usage.memory_mb if isinstance(mem_total, int | float) else None,
+        gpus=[(k, g) for k, g in keys if k not in usage.gpus_taken],
+        gpus_total=len(keys),
+    )
+
+
+def describe_free(f: Free) -> str:
+    cpu = "?" if f.cpus is None else f"{max(f.cpus, 0):g}"
+    mem = "?" if f.memory_mb is None else f"{max(f.memory_mb, 0)} MB"
+    return f"{f.node.name}: {cpu} CPUs, {mem} memory, {len(f.gpus)} of {f.gpus_total} GPUs free"
+
+
+def _fits(f: Free, cpus: float | None, memory_mb: int | None, gpu_count: int,
+          gpu_uuids: list[str] | None) -> str | None:
+    """None when the request fits on the node, else why not."""
+    if cpus is not None and f.cpus is not None and cpus > f.cpus + 1e-9:
+        return f"only {max(f.cpus, 0):g} CPUs free"
+    if memory_mb is not None and f.memory_mb is not None and memory_mb > f.memory_mb:
+        return f"only {max(f.memory_mb, 0)} MB memory free"
+    if gpu_uuids is not None:
+        free_uuids = {str(g.get("uuid")) for _, g in f.gpus}
+        missing = [u for u in gpu_uuids if u not in free_uuids]
+        if missing:
+            return f"GPU {', '.join(missing)} is not free here"
+    elif gpu_count > len(f.gpus):
+        return f"{len(f.gpus)} of {f.gpus_total} GPUs free"
+    return None
+
+
+def _visible_nodes_clause(user: User) -> sa.ColumnElement[bool]:
+    shared = sa.select(node_shares.c.node_id).where(node_shares.c.user_id == user.id)
+    return sa.or_(nodes.c.owner_id == user.id, nodes.c.id.in_(shared))
+
+
+async def usable_nodes(conn: AsyncConnection, user: User) -> list[Node]:
+    q = sa.select(nodes).order_by(nodes.c.id)
+    if not user.is_admin:
+        q = q.where(_visible_nodes_clause(user))
+    return [Node.from_row(r) for r in (await conn.execute(q)).all()]
+
+
+async def image_usable(conn: AsyncConnection, user: User, node_id: int, ref: str) -> bool:
+    q = sa.select(images.c.id).where(images.c.node_id == node_id, images.c.ref == ref)
+    if not user.is_admin:
+        q = q.where(sa.or_(images.c.public.is_(True), images.c.owner_id == user.id))
+    return (await conn.execute(q.limit(1))).first() is not None
+
+
+@dataclass
+class CreateRequest:
+    name: str
+    image: str
+    node_id: int | None
+    cpus: float | None
+    memory_mb: int | None
+    gpu_count: int
+    gpu_uuids: list[str] | None
+    env: dict[str, str]
+    command: list[str] | None
+    privileged: bool
+    host_network: bool
+
+
+async def _check_quotas(conn: AsyncConnection, owner: User, gpus_wanted: int) -> None:
+    # The row lock makes parallel creations of one user queue here.
+    row = (await conn.execute(
+        sa.select(users.c.instance_limit, users.c.gpu_limit).where(users.c.id == owner.id).with_for_update()
+    )).one()
+    inst_limit, gpu_limit = row
+    if inst_limit is not None:
+        have = (await conn.execute(sa.select(sa.func.count()).select_from(instances)
+                                   .where(instances.c.owner_id == owner.id, LIVE))).scalar_one()
+        if have >= inst_limit:
+            raise QuotaExceeded(f"you may have at most {inst_limit} instance(s); delete one or ask an administrator")
+    if gpu_limit is not None and gpus_wanted:
+        held = (await conn.execute(
+            sa.select(sa.func.count()).select_from(gpu_allocations)
+            .join(instances, instances.c.id == gpu_allocations.c.instance_id)
+            .where(instances.c.owner_id == owner.id)
+        )).scalar_one()
+        if held + gpus_wanted > gpu_limit:
+            raise QuotaExceeded(f"you may hold at most {gpu_limit} GPU(s); you hold {held} and asked for {gpus_wanted}")
+
+
+async def create(conn: AsyncConnection, owner: User, req: CreateRequest, online: set[int]) -> Instance:
+    """Validate, place, reserve and record a new instance (desired: running)."""
+    check_name(req.name)
+    gpus_wanted = len(req.gpu_uuids) if req.gpu_uuids is not None else req.gpu_count
+    await _check_quotas(conn, owner, gpus_wanted)
+    exists = (await conn.execute(sa.select(instances.c.id).where(
+        instances.c.owner_id == owner.id, instances.c.name == req.name))).first()
+    if exists:
+        raise Conflict(f"you already have an instance named {req.name!r}", code="name_taken")
+
+    candidates = await usable_nodes(conn, owner)
+    if req.node_id is not None:
+        candidates = [n for n in candidates if n.id == req.node_id]
+        if not candidates:
+            raise Invalid(f"node_id: no node {req.node_id} that you may use", field="node_id")
+    elif req.gpu_uuids:
+        candidates = [n for n in candidates if set(req.gpu_uuids) <= {str(g.get("uuid")) for g in n.gpus}]
+        if not candidates:
+            raise Invalid("gpus: these GPUs are not on any node you may use", field="gpus")
+    if req.gpu_uuids is not None and req.node_id is not None:
+        node_uuids = {str(g.get("uuid")) for g in candidates[0].gpus}
+        foreign = [u for u in req.gpu_uuids if u not in node_uuids]
+        if foreign:
+            raise Invalid(f"gpus: {', '.join(foreign)} is not a GPU of node {candidates[0].name}; its GPUs are: "
+                          f"{', '.join(sorted(node_uuids)) or 'none'}", field="gpus")
+
+    reasons: list[str] = []
+    chosen: Free | None = None
+    for node in candidates:
+        if node.id not in online:
+            reasons.append(f"{node.name}: offline")
+            continue
+        if node.cordoned:
+            reasons.append(f"{node.name}: cordoned")
+            continue
+        if not await image_usable(conn, owner, node.id, req.image):
+            reasons.append(f"{node.name}: no image {req.image} you may use")
+            continue
+        # Lock the node row: placements on one node queue here, so capacity stays true.
+        await conn.execute(sa.select(nodes.c.id).where(nodes.c.id == node.id).with_for_update())
+        free = await free_on(conn, node)
+        why = _fits(free, req.cpus, req.memory_mb, req.gpu_count, req.gpu_uuids)
+        if why is None:
+            chosen = free
+            break
+        reasons.append(f"{describe_free(free)} ({why})")
+    if chosen is None:
+        if not candidates:
+            raise NoCapacity("there is no node you may use; ask an administrator to share one")
+        raise NoCapacity("no node can take this instance: " + "; ".join(reasons))
+
+    now = utcnow()
+    try:
+        async with conn.begin_nested():
+            res = await conn.execute(instances.insert().values(
+                name=req.name, owner_id=owner.id, node_id=chosen.node.id, image=req.image, cpus=req.cpus,
+                memory_mb=req.memory_mb, env=json.dumps(req.env), command=json.dumps(req.command) if req.command
+                is not None else None, privileged=req.privileged, host_network=req.host_network,
+                desired="running", status="pending", created_at=now, updated_at=now,
+            ))
+    except IntegrityError:
+        raise Conflict(f"you already have an instance named {req.name!r}", code="name_taken") from None
+    pk = res.inserted_primary_key
+    assert pk is not None
+    instance_id = int(pk[0])
+    if req.gpu_uuids is not None:
+        keys = [k for k, g in chosen.gpus if str(g.get("uuid")) in req.gpu_uuids]
+    else:
+        keys = [k for k, _ in chosen.gpus[:req.gpu_count]]
+    for key in keys:
+        await conn.execute(gpu_allocations.insert().values(
+            node_id=chosen.node.id, gpu_key=key, instance_id=instance_id, created_at=now))
+    return await get(conn, instance_id)
+
+
+async def get(conn: AsyncConnection, instance_id: int) -> Instance:
+    row = (await conn.execute(sa.select(instances).where(instances.c.id == instance_id))).first()
+    if row is None:
+        raise NotFound(f"no such instance: {instance_id}")
+    return Instance.from_row(row)
+
+
+async def get_visible(conn: AsyncConnection, user: User, instance_id: int) -> Instance:
+    q = sa.select(instances).where(instances.c.id == instance_id)
+    if not user.is_admin:
+        q = q.where(instances.c.owner_id == user.id)
+    row = (await conn.execute(q)).first()
+    if row is None:
+        raise NotFound(f"no such instance: {instance_id}")
+    return Instance.from_row(row)
+
+
+async def list_visible(conn: AsyncConnection, user: User, *, limit: int, after_id: int | None,
+                       node_id: int | None = None) -> list[Instance]:
+    q = sa.select(instances).order_by(instances.c.id).limit(limit)
+    if not user.is_admin:
+        q = q.where(instances.c.owner_id == user.id)
+    if after_id is not None:
+        q = q.where(instances.c.id > after_id)
+    if node_id is not None:
+        q = q.where(instances.c.node_id == node_id)
+    return [Instance.from_row(r) for r in (await conn.execute(q)).all()]
+
+
+async def on_node(conn: AsyncConnection, node_id: int) -> list[Instance]:
+    rows = (await conn.execute(sa.select(instances).where(instances.c.node_id == node_id)
+                               .order_by(instances.c.id))).all()
+    return [Instance.from_row(r) for r in rows]
+
+
+async def gpus_of(conn: AsyncConnection, instance: Instance) -> list[str]:
+    return list((await conn.execute(sa.select(gpu_allocations.c.gpu_key)
+                                    .where(gpu_allocations.c.instance_id == instance.id)
+                                    .order_by(gpu_allocations.c.gpu_key))).scalars())
+
+
+async def set_desired(conn: AsyncConnection, instance_id: int, desired: str) -> Instance:
+    values: dict[str, Any] = {"desired": desired, "updated_at": utcnow()}
+    if desired == "deleted":
+        values["status"] = "deleting"
+    await conn.execute(instances.update().where(instances.c.id == instance_id).values(**values))
+    return await get(conn, instance_id)
+
+
+async def set_status(conn: AsyncConnection, instance_id: int, status: str, message: str | None = None,
+                     container_id: str | None = None) -> None:
+    values: dict[str, Any] = {"status": status, "status_message": message, "updated_at": utcnow()}
+    if container_id is not None:
+        values["container_id"] = container_id
+    await conn.execute(instances.update().where(instances.c.id == instance_id,
+                                                instances.c.desired != "deleted" if status != "deleting"
+                                                else sa.true()).values(**values))
+
+
+async def forget(conn: AsyncConnection, instance_id: int) -> None:
+    """The container is gone: drop the row (its GPU allocations go with it)."""
+    await conn.execute(gpu_allocations.delete().where(gpu_allocations.c.instance_id == instance_id))
+    await conn.execute(instances.delete().where(instances.c.id == instance_id))
+
+
+async def count_on_node(conn: AsyncConnection, node_id: int) -> int:
+    return int((await conn.execute(sa.select(sa.func.count()).select_from(instances)
+                                   .where(instances.c.node_id == node_id))).scalar_one())
+
+
+async def count_of_user(conn: AsyncConnection, user_id: int) -> int:
+    return int((await conn.execute(sa.select(sa.func.count()).select_from(instances)
+                                   .where(instances.c.owner_id == user_id))).scalar_one())
