@@ -223,9 +223,9 @@ async def _trim_memory_periodically(first_s: float = 15.0, every_s: float = 600.
 
 async def run_agent(config: AgentConfig) -> int:
     """Run the link until SIGTERM/SIGINT (clean close, 0) or node deletion (0)."""
-    from agent.link import AgentLink
+    from agent.workloads import make_link, run_link
 
-    link = AgentLink(config)
+    link, workloads = make_link(config)
     loop = asyncio.get_running_loop()
     pending: set[asyncio.Task[None]] = set()
     trimmer = loop.create_task(_trim_memory_periodically())
@@ -241,7 +241,7 @@ async def run_agent(config: AgentConfig) -> int:
     for sig in signals:
         loop.add_signal_handler(sig, on_signal, sig.name)
     try:
-        return await link.run()
+        return await run_link(link, workloads)
     finally:
         trimmer.cancel()
         for sig in signals:

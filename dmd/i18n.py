@@ -224,6 +224,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "nodes.empty.local": ("To use the machine dmd runs on as a node, start dmd with",
                           "dmd が動いているこのマシンをノードとして使うには、次のように dmd を起動します:"),
     "node.name": ("Name", "名前"),
+    "node.new_name": ("New name", "新しい名前"),
     "node.name_hint": ("1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit.",
                        "英数字・「.」「_」「-」の 1〜64 文字で、先頭は英数字にしてください。"),
     "node.status": ("Status", "状態"),

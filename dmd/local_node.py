@@ -16,6 +16,8 @@ from aiohttp import web
 
 from agent.config import AgentConfig
 from agent.link import AgentLink
+from agent.runtime.base import RuntimeDriver
+from agent.workloads import make_link, run_link
 from dmd.auth.tokens import new_secret
 from dmd.errors import Conflict
 from dmd.services import audit
@@ -75,15 +77,16 @@ async def _ensure_node(app: web.Application) -> tuple[int, str]:
     return node.id, credential
 
 
-async def start(app: web.Application, server_url: str, *, docker_host: str | None = None) -> AgentLink:
+async def start(app: web.Application, server_url: str, *, docker_host: str | None = None,
+                driver: RuntimeDriver | None = None) -> AgentLink:
     """Create (once) and connect the local node; it is stopped when the app shuts down."""
     node_id, credential = await _ensure_node(app)
     config = AgentConfig(server=server_url, node_id=node_id, credential=credential,
                          heartbeat_s=app[CONFIG].agent_heartbeat_s)
     if docker_host:
         config = config.replace(docker_host=docker_host)
-    link = AgentLink(config)
+    link, workloads = make_link(config, driver)
     holder = app[LOCAL_NODE]
     holder.link, holder.node_id = link, node_id
-    holder.task = asyncio.get_running_loop().create_task(link.run())
+    holder.task = asyncio.get_running_loop().create_task(run_link(link, workloads))
     return link

@@ -343,7 +343,10 @@ class DockerDriver(RuntimeDriver):
                 if existing is not None:
                     return existing
                 raise
-            info = await self.inspect(str(data["Id"]))
+            container_id = data.get("Id") if isinstance(data, dict) else None
+            if not container_id:
+                raise RuntimeFailedError(f"{what}: the Docker Engine did not say which container it made: {data!r}")
+            info = await self.inspect(str(container_id))
             if info is None:
                 raise NotFoundError(f"{what}: the container vanished right after it was created")
             return info
@@ -419,7 +422,8 @@ class DockerDriver(RuntimeDriver):
             async with gate:
                 return await self.inspect(container_id)  # None: removed meanwhile
 
-        infos = await asyncio.gather(*(one(str(row["Id"])) for row in rows))
+        ids = [str(row["Id"]) for row in rows if isinstance(row, dict) and row.get("Id")]
+        infos = await asyncio.gather(*(one(container_id) for container_id in ids))
         return [info for info in infos if info is not None]
 
     async def list(self, *, all: bool = True, managed_only: bool = False) -> builtins.list[ContainerInfo]:
@@ -600,7 +604,7 @@ class DockerDriver(RuntimeDriver):
         docker = await self._client()
         with _errors("list images"):
             rows = await docker._query_json("images/json")
-        return [_image_info(row) for row in rows]
+        return [_image_info(row) for row in rows if isinstance(row, dict)]
 
     async def inspect_image(self, ref: str) -> ImageInfo | None:
         check_image_ref(ref)

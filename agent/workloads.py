@@ -1,0 +1,307 @@
+"""The agent's instance and image commands: dmd's requests turned into runtime driver calls.
+
+Every command is idempotent and keyed by DM's instance id (a container label), so dmd can
+repeat any of them after a lost reply or a restart of either side. The state snapshot in
+each hello lists every container (managed or not) and every image; container lifecycle
+events are forwarded as they happen.
+
+Public API::
+
+    workloads = Workloads(DockerDriver(config.docker_host), lambda: link.config)
+    workloads.register(registry)                 # the handlers, on the link's registry
+    link = AgentLink(config, handlers=registry, state_provider=workloads.snapshot)
+    pump = asyncio.create_task(workloads.forward_events(link))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from agent import protocol as p
+from agent.config import AgentConfig
+from agent.handlers import BAD_REQUEST, HandlerError, HandlerRegistry
+from agent.runtime.base import ContainerInfo, ContainerSpec, DriverError, RuntimeDriver
+
+if TYPE_CHECKING:
+    from agent.link import AgentLink
+
+log = logging.getLogger(__name__)
+TRANSFER_TIMEOUT_S = 3600.0
+TRANSFER_CHUNK = 1 << 20
+
+
+def _int(data: dict[str, Any], key: str) -> int:
+    value = data.get(key)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise HandlerError(BAD_REQUEST, f"{key} must be an integer")
+    return value
+
+
+def _str(data: dict[str, Any], key: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value:
+        raise HandlerError(BAD_REQUEST, f"{key} must be a non-empty string")
+    return value
+
+
+def _ts(line: str) -> tuple[float | None, str]:
+    """Split Docker's RFC 3339 timestamp prefix off a log line."""
+    stamp, sep, rest = line.partition(" ")
+    if not sep:
+        return None, line
+    try:
+        # Docker gives nanoseconds; Python takes microseconds.
+        head, _, frac = stamp.rstrip("Z").partition(".")
+        when = dt.datetime.fromisoformat(f"{head}.{(frac + '000000')[:6]}+00:00")
+    except ValueError:
+        return None, line
+    return when.timestamp(), rest
+
+
+class Workloads:
+    def __init__(self, driver: RuntimeDriver, config: Callable[[], AgentConfig]) -> None:
+        self.driver = driver
+        self._config = config
+
+    def register(self, registry: HandlerRegistry) -> None:
+        for type_, handler, limit in (
+            (p.INSTANCE_ENSURE, self.ensure, 300.0),
+            (p.INSTANCE_REMOVE, self.remove, 120.0),
+            (p.INSTANCE_RESTART, self.restart, 120.0),
+            (p.INSTANCE_LOGS, self.logs, 30.0),
+            (p.INSTANCE_SYNC, self.sync, 120.0),
+            (p.IMAGES_LIST, self.images, 60.0),
+            (p.IMAGE_PULL, self.pull, TRANSFER_TIMEOUT_S),
+            (p.IMAGE_IMPORT, self.import_image, TRANSFER_TIMEOUT_S),
+            (p.IMAGE_EXPORT, self.export_image, TRANSFER_TIMEOUT_S),
+            (p.IMAGE_REMOVE, self.remove_image, 300.0),
+            (p.IMAGE_COMMIT, self.commit, TRANSFER_TIMEOUT_S),
+        ):
+            registry.register(type_, self._translated(handler), timeout_s=limit)
+
+    @staticmethod
+    def _translated(
+        handler: Callable[[dict[str, Any]], Any],
+    ) -> Callable[[dict[str, Any]], Any]:
+        async def call(data: dict[str, Any]) -> dict[str, Any]:
+            try:
+                result: dict[str, Any] = await handler(data)
+                return result
+            except DriverError as e:
+                raise HandlerError(e.code, e.message) from None
+
+        return call
+
+    async def snapshot(self) -> dict[str, Any]:
+        try:
+            containers = await self.driver.list(all=True)
+            images = await self.driver.list_images()
+        except DriverError as e:
+            log.warning("cannot read the runtime's state: %s", e)
+            return {"runtime_error": e.message}
+        return {"containers": [c.to_dict() for c in containers], "images": [i.to_dict() for i in images]}
+
+    async def forward_events(self, link: AgentLink) -> None:
+        """Send container lifecycle events to dmd while the agent runs (re-subscribing on errors)."""
+        while True:
+            try:
+                async for ev in self.driver.events():
+                    await link.send_event("container", {
+                        "instance_id": ev.instance_id, "container_id": ev.container_id, "action": ev.action,
+                        "exit_code": ev.exit_code,
+                    })
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.info("runtime events stream ended: %s; subscribing again", e)
+            await asyncio.sleep(2)
+
+    # --- instances -------------------------------------------------------------------
+    async def _find(self, instance_id: int) -> ContainerInfo | None:
+        for c in await self.driver.list(all=True, managed_only=True):
+            if c.instance_id == instance_id and c.node_id == self._config().node_id:
+                return c
+        return None
+
+    async def ensure(self, data: dict[str, Any]) -> dict[str, Any]:
+        spec_data = data.get("spec")
+        desired = data.get("desired")
+        if not isinstance(spec_data, dict) or desired not in ("running", "stopped"):
+            raise HandlerError(BAD_REQUEST, "ensure needs a spec and desired running|stopped")
+        try:
+            spec = ContainerSpec.from_dict(spec_data)
+        except (KeyError, TypeError, ValueError) as e:
+            raise HandlerError(BAD_REQUEST, f"bad container spec: {e}") from None
+        info = await self.driver.create(spec)  # returns the existing container when there is one
+        if desired == "running" and info.state != "running":
+            await self.driver.start(info.id)
+        elif desired == "stopped" and info.state in ("running", "restarting", "paused"):
+            await self.driver.stop(info.id)
+        current = await self.driver.inspect(info.id)
+        return {"container": (current or info).to_dict()}
+
+    async def remove(self, data: dict[str, Any]) -> dict[str, Any]:
+        found = await self._find(_int(data, "instance_id"))
+        if found is not None:
+            await self.driver.remove(found.id, force=True)
+        return {"removed": found is not None}
+
+    async def restart(self, data: dict[str, Any]) -> dict[str, Any]:
+        found = await self._find(_int(data, "instance_id"))
+        if found is None:
+            raise HandlerError("not_found", f"instance {data.get('instance_id')} has no container on this node")
+        await self.driver.restart(found.id)
+        current = await self.driver.inspect(found.id)
+        return {"container": (current or found).to_dict()}
+
+    async def logs(self, data: dict[str, Any]) -> dict[str, Any]:
+        found = await self._find(_int(data, "instance_id"))
+        if found is None:
+            raise HandlerError("not_found", f"instance {data.get('instance_id')} has no container on this node")
+        tail = data.get("tail")
+        since = data.get("since")
+        lines: list[str] = []
+        size, truncated, last_ts = 0, False, since if isinstance(since, int | float) else None
+        async for raw in self.driver.logs(found.id, tail=tail if isinstance(tail, int) else None, timestamps=True):
+            when, text = _ts(raw)
+            if isinstance(since, int | float) and when is not None and when <= since:
+                continue
+            size += len(text.encode())
+            if size > p.LOGS_MAX_BYTES:
+                truncated = True
+                lines = lines[len(lines) // 2:]  # keep the newest half
+                size = sum(len(x.encode()) for x in lines)
+            lines.append(text)
+            last_ts = when if when is not None else last_ts
+        return {"lines": lines, "truncated": truncated, "last_ts": last_ts}
+
+    async def sync(self, data: dict[str, Any]) -> dict[str, Any]:
+        keep = data.get("keep")
+        if not isinstance(keep, list) or not all(isinstance(x, int) for x in keep):
+            raise HandlerError(BAD_REQUEST, "keep must be a list of instance ids")
+        removed = []
+        node_id = self._config().node_id
+        for c in await self.driver.list(all=True, managed_only=True):
+            if c.node_id == node_id and c.instance_id is not None and c.instance_id not in keep:
+                await self.driver.remove(c.id, force=True)
+                removed.append(c.instance_id)
+        return {"removed": removed}
+
+    # --- images -----------------------------------------------------------------------
+    async def images(self, data: dict[str, Any]) -> dict[str, Any]:
+        return {"images": [i.to_dict() for i in await self.driver.list_images()]}
+
+    async def pull(self, data: dict[str, Any]) -> dict[str, Any]:
+        ref = _str(data, "ref")
+        auth = data.get("auth") if isinstance(data.get("auth"), dict) else None
+        progress_id = str(data.get("progress_id") or "")
+        link_send = self._progress_sender
+
+        async def progress(message: dict[str, Any]) -> None:
+            if link_send is not None and progress_id:
+                await link_send({"progress_id": progress_id, **{k: v for k, v in message.items()
+                                                                 if k in ("status", "id", "progress",
+                                                                          "progressDetail")}})
+
+        image = await self.driver.pull(ref, auth=auth, progress=progress)
+        return {"image": image.to_dict()}
+
+    _progress_sender: Callable[[dict[str, Any]], Any] | None = None
+
+    def attach(self, link: AgentLink) -> None:
+        """Let long operations report progress as events on this link."""
+
+        async def send(data: dict[str, Any]) -> None:
+            await link.send_event("image.progress", data)
+
+        self._progress_sender = send
+
+    def _blob_url(self, url: str) -> str:
+        if url.startswith(("http://", "https://")):
+            raise HandlerError(BAD_REQUEST, "blob URLs are paths on dmd's own server")
+        return self._config().server.rstrip("/") + "/" + url.lstrip("/")
+
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._config().credential or ''}"}
+
+    async def import_image(self, data: dict[str, Any]) -> dict[str, Any]:
+        url = self._blob_url(_str(data, "url"))
+        repository = _str(data, "repository")
+        tag = str(data.get("tag") or "latest")
+        timeout = aiohttp.ClientTimeout(total=TRANSFER_TIMEOUT_S, sock_read=300)
+        async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url, headers=self._auth()) as r:
+            if r.status != 200:
+                raise HandlerError("transfer_failed", f"dmd answered {r.status} for the image download")
+
+            async def chunks() -> AsyncIterator[bytes]:
+                async for chunk in r.content.iter_chunked(TRANSFER_CHUNK):
+                    yield chunk
+
+            image = await self.driver.import_image(chunks(), repository=repository, tag=tag)
+        return {"image": image.to_dict()}
+
+    async def export_image(self, data: dict[str, Any]) -> dict[str, Any]:
+        ref = _str(data, "ref")
+        url = self._blob_url(_str(data, "url"))
+        sent = 0
+
+        async def body() -> AsyncIterator[bytes]:
+            nonlocal sent
+            async for chunk in self.driver.export_image(ref):
+                sent += len(chunk)
+                yield chunk
+
+        timeout = aiohttp.ClientTimeout(total=TRANSFER_TIMEOUT_S, sock_read=300)
+        headers = {**self._auth(), "Content-Type": "application/x-tar"}
+        async with aiohttp.ClientSession(timeout=timeout) as session, \
+                session.put(url, data=body(), headers=headers) as r:
+            if r.status != 200:
+                raise HandlerError("transfer_failed", f"dmd answered {r.status} for the image upload")
+        return {"bytes": sent}
+
+    async def remove_image(self, data: dict[str, Any]) -> dict[str, Any]:
+        await self.driver.remove_image(_str(data, "ref"), force=bool(data.get("force")))
+        return {}
+
+    async def commit(self, data: dict[str, Any]) -> dict[str, Any]:
+        found = await self._find(_int(data, "instance_id"))
+        if found is None:
+            raise HandlerError("not_found", f"instance {data.get('instance_id')} has no container on this node")
+        image = await self.driver.commit(found.id, repository=_str(data, "repository"),
+                                         tag=str(data.get("tag") or "latest"))
+        return {"image": image.to_dict()}
+
+
+def make_link(config: AgentConfig, driver: RuntimeDriver | None = None) -> tuple[AgentLink, Workloads]:
+    """An AgentLink that carries the instance and image commands, on Docker unless told otherwise."""
+    from agent.link import AgentLink
+    from agent.runtime.docker import DockerDriver
+
+    registry = HandlerRegistry()
+    link: AgentLink | None = None
+
+    def current() -> AgentConfig:
+        return link.config if link is not None else config
+
+    workloads = Workloads(driver or DockerDriver(config.docker_host), current)
+    workloads.register(registry)
+    link = AgentLink(config, handlers=registry, state_provider=workloads.snapshot)
+    workloads.attach(link)
+    return link, workloads
+
+
+async def run_link(link: AgentLink, workloads: Workloads) -> int:
+    """link.run(), with the runtime's events forwarded while it runs."""
+    pump = asyncio.create_task(workloads.forward_events(link))
+    try:
+        return await link.run()
+    finally:
+        pump.cancel()
+        await asyncio.gather(pump, return_exceptions=True)
+        await workloads.driver.close()
