@@ -236,6 +236,8 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "node.memory": ("Memory", "メモリー"),
     "node.disk": ("Disk", "ディスク"),
     "node.disk_free_of": ("{free} free of {total}", "{total} 中 {free} 空き"),
+    "node.disk_free": ("{free} free", "{free} 空き"),
+    "node.disk_total": ("of {total}", "合計 {total}"),
     "node.gpus": ("GPUs", "GPU"),
     "node.no_gpus": ("none", "なし"),
     "node.no_gpus_text": ("No GPUs were found on this node.", "このノードには GPU が見つかりませんでした。"),

@@ -106,7 +106,7 @@ async def test_nodes_journey(dmd_local: Dmd, browser: Any, tmp_path: Path) -> No
     row = page.locator("table.nodes-table tbody tr").first
     text = await row.inner_text()
     assert "Online" in text and "this machine" in text
-    assert re.search(r"\d+ CPUs", text) and "GiB" in text and "free of" in text, text
+    assert re.search(r"\d+ CPUs", text) and "GiB" in text and "free" in text, text
     await page.screenshot(path=str(shots / "20-nodes.png"), full_page=True)
 
     # 2. Its page: facts, GPUs (none here), live metrics with a history line.

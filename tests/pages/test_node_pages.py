@@ -227,7 +227,7 @@ async def test_online_node_shows_facts_gpus_and_metrics(online):
     # The list: status, CPU, memory, disk, GPUs, agent.
     listing = _main(htmllib.unescape(await (await client.get("/nodes")).text()))
     row = listing.split(f'data-node-id="{node_id}"', 1)[1].split("</tr>", 1)[0]
-    for text in ("Online", "32 CPUs", "AMD EPYC", "251 GiB", "1.4 TiB free of 1.8 TiB",
+    for text in ("Online", "32 CPUs", "AMD EPYC", "251 GiB", "1.4 TiB free", "of 1.8 TiB",
                  f"2 {TIMES} NVIDIA RTX A5000", "test-agent", "Yours"):
         assert text in row, text
 

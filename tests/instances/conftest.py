@@ -1,0 +1,73 @@
+"""Instances on the real Docker Engine through the in-process local node."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiodocker
+import pytest
+
+from dmd import local_node
+from dmd.local_node import LOCAL_NODE
+from dmd.reconciler import RECONCILER
+from tests.runtime.conftest import docker_test_image  # noqa: F401 (fixture: builds the busybox image)
+from tests.runtime.images import BUSYBOX_REF
+
+IMAGE = BUSYBOX_REF
+
+
+async def wait_for(fn, what: str, timeout: float = 30, every: float = 0.1) -> Any:
+    for _ in range(int(timeout / every)):
+        result = await fn()
+        if result:
+            return result
+        await asyncio.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+async def docker():
+    d = aiodocker.Docker()
+    yield d
+    await d.close()
+
+
+@pytest.fixture
+async def local(client, admin, docker_test_image):  # noqa: F811
+    """The local node, online, with the busybox test image in its catalogue."""
+    base = str(client.make_url("")).rstrip("/")
+    await local_node.start(client.app, base)
+    nid = client.app[LOCAL_NODE].node_id
+
+    async def ready():
+        r = await client.get(f"/api/v1/nodes/{nid}/images", headers=admin)
+        body = await r.json() if r.status == 200 else []
+        online = (await (await client.get(f"/api/v1/nodes/{nid}", headers=admin)).json())["status"] == "online"
+        return online and [i for i in body if i["ref"] == IMAGE]
+
+    images = await wait_for(ready, "the local node online with its images")
+    yield {"id": nid, "image_id": images[0]["id"]}
+    # Leave no instance (and so no container) behind.
+    r = await client.get("/api/v1/instances?limit=200", headers=admin)
+    for inst in (await r.json())["items"]:
+        await client.delete(f"/api/v1/instances/{inst['id']}", headers=admin)
+    await client.app[RECONCILER].idle()
+
+
+async def instance(client, headers, iid) -> dict[str, Any]:
+    r = await client.get(f"/api/v1/instances/{iid}", headers=headers)
+    assert r.status == 200, await r.text()
+    return await r.json()
+
+
+async def wait_status(client, headers, iid, status, timeout=30) -> dict[str, Any]:
+    async def check():
+        inst = await instance(client, headers, iid)
+        return inst if inst["status"] == status else None
+
+    return await wait_for(check, f"instance {iid} {status}", timeout)
+
+
+async def containers_of(docker: aiodocker.Docker, iid: int) -> list[dict[str, Any]]:
+    return await docker.containers.list(all=True, filters={"label": [f"dm.instance={iid}"]})  # type: ignore[no-any-return]

@@ -1,0 +1,142 @@
+"""Create -> running -> stop -> start -> delete on a real Docker Engine, with the container really gone."""
+
+import asyncio
+
+from dmd.reconciler import RECONCILER
+from tests.conftest import add_user, make_token
+from tests.instances.conftest import IMAGE, containers_of, instance, wait_for, wait_status
+
+
+async def test_lifecycle(client, admin, local, docker):
+    r = await client.post("/api/v1/instances", headers=admin, json={
+        "name": "web", "image": IMAGE, "command": ["sh", "-c", "echo hello from dm; exec sleep 3600"],
+        "cpus": 0.5, "memory_mb": 64, "env": {"GREETING": "hi"}})
+    assert r.status == 201, await r.text()
+    created = await r.json()
+    assert created["status"] in ("pending", "creating") and created["node_id"] == local["id"]
+    iid = created["id"]
+    inst = await wait_status(client, admin, iid, "running")
+    [c] = await containers_of(docker, iid)
+    info = await docker.containers.get(c["Id"])
+    host = info["HostConfig"]
+    assert host["NanoCpus"] == 500_000_000 and host["Memory"] == 64 * 1024 * 1024
+    assert not host["Privileged"] and host["NetworkMode"] != "host" and not host.get("PortBindings")
+    assert "GREETING=hi" in info["Config"]["Env"]
+    assert info["Config"]["Labels"]["dm.node"] == str(local["id"])
+    assert inst["container_id"] == c["Id"]
+
+    async def has_log():
+        r = await client.get(f"/api/v1/instances/{iid}/logs?tail=10", headers=admin)
+        return "hello from dm" in await r.text()
+
+    await wait_for(has_log, "the log line")
+
+    r = await client.post(f"/api/v1/instances/{iid}/stop", headers=admin)
+    assert r.status == 202
+    await wait_status(client, admin, iid, "stopped")
+    info = await docker.containers.get(c["Id"])
+    assert info["State"]["Running"] is False
+
+    r = await client.post(f"/api/v1/instances/{iid}/start", headers=admin)
+    await wait_status(client, admin, iid, "running")
+    [again] = await containers_of(docker, iid)
+    assert again["Id"] == c["Id"]  # the same container, started again
+
+    r = await client.post(f"/api/v1/instances/{iid}/restart", headers=admin)
+    assert r.status == 200 and (await r.json())["status"] == "running"
+
+    r = await client.delete(f"/api/v1/instances/{iid}", headers=admin)
+    assert r.status == 202 and (await r.json())["status"] == "deleting"
+    await client.app[RECONCILER].idle()
+
+    async def gone():
+        return (await client.get(f"/api/v1/instances/{iid}", headers=admin)).status == 404
+
+    await wait_for(gone, "the instance gone")
+    assert await containers_of(docker, iid) == []
+
+
+async def test_error_carries_the_runtimes_message(client, admin, local, docker):
+    # An image DM believes is there, removed behind its back: the create fails on the node.
+    await docker.images.tag(IMAGE, repo="dm-test/vanishing", tag="1")
+    await client.app[RECONCILER].refresh_images(local["id"])
+    await docker.images.delete("dm-test/vanishing:1")
+    r = await client.post("/api/v1/instances", headers=admin, json={"name": "broken", "image": "dm-test/vanishing:1"})
+    assert r.status == 201, await r.text()
+    inst = await wait_status(client, admin, r and (await r.json())["id"], "error")
+    assert "dm-test/vanishing:1" in inst["status_message"]
+    assert await containers_of(docker, inst["id"]) == []
+
+
+async def test_program_that_cannot_start(client, admin, local):
+    r = await client.post("/api/v1/instances", headers=admin, json={
+        "name": "noprog", "image": IMAGE, "command": ["/no/such/program"]})
+    inst = await wait_status(client, admin, (await r.json())["id"], "stopped")
+    assert "code 127" in inst["status_message"]
+
+
+async def test_container_exit_is_reported(client, admin, local):
+    r = await client.post("/api/v1/instances", headers=admin, json={
+        "name": "short", "image": IMAGE, "command": ["sh", "-c", "sleep 1; exit 3"]})
+    iid = (await r.json())["id"]
+    inst = await wait_status(client, admin, iid, "stopped", timeout=30)
+    assert "code 3" in (inst["status_message"] or "")
+
+
+async def test_bad_requests_leave_nothing_behind(client, admin, local, docker):
+    cases = [
+        ({"name": "x", "image": "no-such/image:1"}, 409, "no image"),
+        ({"name": "x; rm -rf /", "image": IMAGE}, 422, "name"),
+        ({"name": "../etc", "image": IMAGE}, 422, "name"),
+        ({"name": "x", "image": "$(reboot)"}, 422, "image"),
+        ({"name": "x", "image": IMAGE, "cpus": 100000}, 422, "cpus"),
+        ({"name": "x", "image": IMAGE, "cpus": 512}, 409, "CPUs"),
+        ({"name": "x", "image": IMAGE, "memory_mb": 16 * 1024 * 1024}, 409, "memory"),
+        ({"name": "x", "image": IMAGE, "gpus": 1}, 409, "GPUs"),
+        ({"name": "x", "image": IMAGE, "gpus": ["GPU-not-here"], "node_id": local["id"]}, 422, "not a GPU"),
+        ({"name": "x", "image": IMAGE, "env": {"BAD KEY": "v"}}, 422, "env"),
+        ({"name": "x", "image": IMAGE, "command": []}, 422, "command"),
+        ({"name": "x", "image": IMAGE, "node_id": 999}, 422, "node_id"),
+        ({"name": "x", "image": IMAGE, "privileged": "yes"}, 422, "privileged"),
+    ]
+    for body, status, words in cases:
+        r = await client.post("/api/v1/instances", headers=admin, json=body)
+        text = await r.text()
+        assert r.status == status, (body, text)
+        assert words in text, (body, text)
+    assert (await (await client.get("/api/v1/instances", headers=admin)).json())["items"] == []
+    await add_user(client, "u@example.org")
+    user = await make_token(client, "u@example.org")
+    r = await client.post("/api/v1/instances", headers=user, json={"name": "p", "image": IMAGE, "privileged": True})
+    assert r.status == 403
+
+
+async def test_names_unique_per_user(client, admin, local):
+    body = {"name": "same", "image": IMAGE, "command": ["sleep", "600"]}
+    assert (await client.post("/api/v1/instances", headers=admin, json=body)).status == 201
+    r = await client.post("/api/v1/instances", headers=admin, json=body)
+    assert r.status == 409 and (await r.json())["error"]["code"] == "name_taken"
+
+
+async def test_quota_race(client, admin, local):
+    await add_user(client, "alice@example.org")
+    alice = await make_token(client, "alice@example.org")
+    me = await (await client.get("/api/v1/me", headers=alice)).json()
+    await client.patch(f"/api/v1/users/{me['id']}", json={"instance_limit": 5}, headers=admin)
+    await client.patch(f"/api/v1/images/{local['image_id']}", json={"public": True}, headers=admin)
+    await client.post(f"/api/v1/nodes/{local['id']}/shares", json={"username": "alice"}, headers=admin)
+    results = await asyncio.gather(*(
+        client.post("/api/v1/instances", headers=alice,
+                    json={"name": f"q{i}", "image": IMAGE, "command": ["sleep", "600"], "memory_mb": 16})
+        for i in range(20)))
+    statuses = [r.status for r in results]
+    assert statuses.count(201) == 5 and statuses.count(403) == 15, statuses
+    listed = await (await client.get("/api/v1/instances", headers=alice)).json()
+    assert len(listed["items"]) == 5
+    # Other users cannot see or touch them.
+    first = listed["items"][0]["id"]
+    await add_user(client, "bob@example.org")
+    bob = await make_token(client, "bob@example.org")
+    assert (await client.get(f"/api/v1/instances/{first}", headers=bob)).status == 404
+    assert (await client.delete(f"/api/v1/instances/{first}", headers=bob)).status == 404
+    assert (await instance(client, alice, first))["owner_id"] == me["id"]
