@@ -71,4 +71,30 @@ fi
 curl -sf --unix-socket /var/run/docker.sock http://localhost/_ping >/dev/null \
   || die "dockerd is not answering on /var/run/docker.sock (see /var/log/dm-dockerd.log)"
 
-log "PostgreSQL, MariaDB, Redis, Memcached, Docker and Chromium are ready"
+# A local image registry for the pull tests: Debian's docker-registry on loopback (plain HTTP;
+# dockerd trusts registries on 127.0.0.0/8 without TLS by default).
+REGISTRY_DIR=/var/lib/dm-test-registry
+REGISTRY_CONFIG=/etc/dm-test-registry.yml
+registry_up() { curl -sf -o /dev/null http://127.0.0.1:5000/v2/; }
+command -v docker-registry >/dev/null || apt_install docker-registry
+if ! registry_up; then
+  log "starting the local registry on 127.0.0.1:5000"
+  mkdir -p "$REGISTRY_DIR"
+  cat >"$REGISTRY_CONFIG" <<YML
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $REGISTRY_DIR
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:5000
+YML
+  nohup docker-registry serve "$REGISTRY_CONFIG" >/var/log/dm-test-registry.log 2>&1 &
+  for _ in $(seq 1 50); do registry_up && break; sleep 0.2; done
+fi
+registry_up || die "the local registry is not answering on http://127.0.0.1:5000/v2/ (see /var/log/dm-test-registry.log)"
+
+log "PostgreSQL, MariaDB, Redis, Memcached, Docker, the local registry and Chromium are ready"

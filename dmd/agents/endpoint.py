@@ -13,6 +13,7 @@ from agent import protocol as p
 from dmd import __version__
 from dmd.agents import HUB
 from dmd.agents.hub import AgentConn
+from dmd.models import Node
 from dmd.net import client_ip
 from dmd.services import nodes as node_svc
 from dmd.state import DB
@@ -34,10 +35,7 @@ async def agent_ws(request: web.Request) -> web.StreamResponse:
     # Accept the upgrade first so that every refusal reaches the agent as a close reason.
     ws = web.WebSocketResponse(max_msg_size=2 * p.MAX_MESSAGE_BYTES, autoping=True)
     await ws.prepare(request)
-    node = None
-    if scheme.lower() == "bearer" and credential:
-        async with request.app[DB].read() as db:
-            node = await node_svc.by_credential(db, credential.strip())
+    node = await _node_of(request, credential.strip()) if scheme.lower() == "bearer" and credential else None
     if node is None:
         await _refuse(ws, p.CLOSE_AUTH, "unknown or revoked node credential", remote)
         return ws
@@ -71,6 +69,9 @@ async def agent_ws(request: web.Request) -> web.StreamResponse:
     conn = AgentConn(hub, node.id, node.name, ws, remote)
     conn.writer = asyncio.get_running_loop().create_task(conn.write_loop())
     await hub.register(conn, hello, version)
+    # This frame lives as long as the link: drop the handshake's objects (the parsed facts) so
+    # thousands of idle links do not keep them alive and lengthen every full GC pass.
+    del first, env, hello
     conn.send(p.message(p.WELCOME, {"protocol": version, "node_id": node.id, "heartbeat_s": hub.heartbeat_s,
                                     "server_version": __version__}))
     why = "the agent closed the link"
@@ -107,6 +108,13 @@ async def agent_ws(request: web.Request) -> web.StreamResponse:
         if conn.close_task is not None:
             await asyncio.wait([conn.close_task], timeout=5)
     return ws
+
+
+async def _node_of(request: web.Request, credential: str) -> Node | None:
+    # A function of its own, so the finished database connection is not kept by agent_ws's
+    # long-lived frame.
+    async with request.app[DB].read() as db:
+        return await node_svc.by_credential(db, credential)
 
 
 def _handle(conn: AgentConn, env: p.Envelope) -> None:

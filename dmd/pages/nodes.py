@@ -224,6 +224,15 @@ async def _owner_names(request: web.Request, owner_ids: set[int]) -> dict[int, s
     return names
 
 
+def _join_note(_: Callable[..., str], n: NodeOut) -> str | None:
+    if n.join_expires_at is None:
+        return None
+    when = n.join_expires_at if n.join_expires_at.tzinfo else n.join_expires_at.replace(tzinfo=dt.UTC)
+    if when.timestamp() <= time.time():
+        return _("node.join_expired")
+    return _("node.join_expires", when=until(_, when))
+
+
 def _row(request: web.Request, n: NodeOut, owners: dict[int, str]) -> dict[str, Any]:
     _ = translator(request)
     facts = n.facts or {}
@@ -239,7 +248,7 @@ def _row(request: web.Request, n: NodeOut, owners: dict[int, str]) -> dict[str, 
         "disk_total": mib(facts.get("disk_total_mb")) if facts.get("disk_total_mb") else None,
         "gpus": gpu_summary(n.gpus),
         "hostname": facts.get("hostname"),
-        "join_until": until(_, n.join_expires_at) if n.status == "pending" else None,
+        "join_note": _join_note(_, n) if n.status == "pending" else None,
     }
 
 

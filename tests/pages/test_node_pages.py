@@ -5,6 +5,7 @@ is shared with, strangers and administrators may do."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import html as htmllib
 import re
 import time
@@ -17,6 +18,7 @@ import pytest
 from agent import protocol as p
 from agent.gpu.nvidia import parse_xml
 from dmd.agents import HUB
+from dmd.db.schema import nodes as nodes_table
 from dmd.pages import nodes as node_pages
 from dmd.pages.nodes import TIMES
 from dmd.services import audit
@@ -168,6 +170,16 @@ async def test_join_page_says_what_to_do_next(user_client):
     assert "online on this page within seconds" in box
     assert re.search(r"until \d{4}-\d\d-\d\d \d\d:\d\d UTC \(in (59|60) min\)", box)
     assert 'data-copy="join-command"' in box
+
+
+async def test_expired_join_command(user_client):
+    client = user_client
+    node_id, _, _ = await _add_node(client, "late")
+    assert re.search(r"join command expires in (59|60) min", await (await client.get("/nodes")).text())
+    async with client.app[DB].begin() as conn:
+        await conn.execute(nodes_table.update().values(join_expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(1)))
+    for path in ("/nodes", f"/nodes/{node_id}"):
+        assert "join command expired: make a new one" in await (await client.get(path)).text()
 
 
 async def test_add_node_errors(user_client):
