@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import datetime as dt
 import gc
 import json
@@ -455,18 +456,23 @@ async def connect_agents(session: aiohttp.ClientSession, url: str, agents: list[
 # --- the latency prober (a subprocess, so the agents' loop does not skew its clock) ----------------
 
 
-async def probe(url: str, token: str, seconds: float, rate: float) -> dict[str, Any]:
-    """GET url at a fixed rate (open loop: a slow reply does not delay the next request)."""
+async def probe(url: str, token: str, warmup: float, seconds: float, rate: float) -> dict[str, Any]:
+    """GET url at a fixed rate (open loop: a slow reply does not delay the next request).
+
+    The first `warmup` seconds are not recorded; "window" is printed on stdout when the
+    recorded part begins, so the parent samples dmd over the same span.
+    """
     lat_ms: list[float] = []
     slow: list[tuple[float, float]] = []  # (seconds into the window, latency ms) of replies over 50 ms
     statuses: collections.Counter[str] = collections.Counter()
     headers = {"Authorization": f"Bearer {token}"}
     timeout = aiohttp.ClientTimeout(total=30)
+    loop = asyncio.get_running_loop()
     async with aiohttp.ClientSession(timeout=timeout) as session:
         async with session.get(url, headers=headers) as r:  # open one keep-alive connection first
             await r.read()
 
-        async def one() -> None:
+        async def one(record: bool, window_start: float) -> None:
             t0 = time.perf_counter()
             try:
                 async with session.get(url, headers=headers) as r:
@@ -475,40 +481,103 @@ async def probe(url: str, token: str, seconds: float, rate: float) -> dict[str, 
             except (aiohttp.ClientError, OSError, TimeoutError) as e:
                 status = type(e).__name__
             ms = (time.perf_counter() - t0) * 1000
+            if not record:
+                return
             lat_ms.append(ms)
             if ms > 50:
-                slow.append((round(t0 - start_pc, 2), round(ms, 1)))
+                slow.append((round(t0 - window_start, 2), round(ms, 1)))
             statuses[status] += 1
 
-        loop = asyncio.get_running_loop()
-        start, start_pc = loop.time(), time.perf_counter()
+        start = loop.time()
+        window_at = start + warmup
+        window_pc = time.perf_counter() + warmup
         tasks = []
-        n = int(seconds * rate)
-        for i in range(n):
-            await asyncio.sleep(max(0.0, start + i / rate - loop.time()))
-            tasks.append(loop.create_task(one()))
+        announced = False
+        for i in range(int((warmup + seconds) * rate)):
+            at = start + i / rate
+            await asyncio.sleep(max(0.0, at - loop.time()))
+            record = at >= window_at
+            if record and not announced:
+                print("window", flush=True)
+                announced = True
+            tasks.append(loop.create_task(one(record, window_pc)))
         await asyncio.gather(*tasks)
     return {"lat_ms": lat_ms, "slow": sorted(slow), "statuses": dict(statuses)}
 
 
 def probe_main() -> int:
-    cfg = json.loads(sys.stdin.read())
-    out = asyncio.run(probe(cfg["url"], cfg["token"], float(cfg["seconds"]), float(cfg["rate"])))
-    json.dump(out, sys.stdout)
+    cfg = json.loads(sys.stdin.readline())
+    out = asyncio.run(probe(cfg["url"], cfg["token"], float(cfg["warmup"]), float(cfg["seconds"]),
+                            float(cfg["rate"])))
+    print(json.dumps(out), flush=True)
     return 0
 
 
-async def run_probe(url: str, token: str, seconds: float, rate: float) -> dict[str, Any]:
+def cpu_ticks(cpu: int) -> tuple[int, int]:
+    """(busy, total) clock ticks of one CPU since boot, from /proc/stat."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{cpu} "):
+            v = [int(x) for x in line.split()[1:]]
+            idle = v[3] + v[4]  # idle + iowait
+            return sum(v[:8]) - idle, sum(v[:8])
+    raise BenchError(f"no cpu{cpu} line in /proc/stat")
+
+
+@dataclass
+class Window:
+    probe: dict[str, Any]
+    dmd_cpu_pct: float  # dmd's CPU time over the window, in % of one CPU
+    others_cpu_pct: float  # how busy dmd's CPU was with other processes (NaN when not pinned)
+    rss_mb: float  # peak VmRSS
+    loadavg: str
+
+
+async def measure(dmd: Dmd, token: str, s: Settings) -> Window:
+    """Warm up, then run the recorded window, sampling dmd's CPU time and RSS over it."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, str(Path(__file__).resolve()), "--probe",
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
     )
-    cfg = json.dumps({"url": url, "token": token, "seconds": seconds, "rate": rate}).encode()
-    out, err = await asyncio.wait_for(proc.communicate(cfg), timeout=seconds + 120)
-    if proc.returncode != 0:
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    if s.nice is not None:
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, proc.pid, s.nice)
+    cfg = {"url": dmd.base + NODES_PATH, "token": token, "warmup": s.warmup, "seconds": s.seconds, "rate": s.rate}
+    proc.stdin.write(json.dumps(cfg).encode() + b"\n")
+    await proc.stdin.drain()
+    proc.stdin.close()
+    try:
+        async with asyncio.timeout(s.warmup + s.seconds + 120):
+            line = await proc.stdout.readline()
+            if line.strip() != b"window":
+                await proc.wait()
+                err = await proc.stderr.read()
+                raise BenchError(f"the prober failed ({proc.returncode}):\n{err.decode(errors='replace')}")
+            cpu0, wall0 = dmd.cpu_seconds(), time.monotonic()
+            busy0 = cpu_ticks(s.dmd_cpu) if s.dmd_cpu is not None else (0, 0)
+            peak_rss = dmd.rss_mb()
+            reading = asyncio.ensure_future(proc.stdout.readline())
+            while not reading.done():
+                await asyncio.wait([reading], timeout=1.0)
+                dmd.check_alive()
+                peak_rss = max(peak_rss, dmd.rss_mb())
+            cpu1, wall1 = dmd.cpu_seconds(), time.monotonic()
+            busy1 = cpu_ticks(s.dmd_cpu) if s.dmd_cpu is not None else (0, 0)
+            out = reading.result()
+            err = await proc.stderr.read()
+            await proc.wait()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise BenchError("the prober did not finish in time") from None
+    if proc.returncode != 0 or not out:
         raise BenchError(f"the prober failed ({proc.returncode}):\n{err.decode(errors='replace')}")
-    result: dict[str, Any] = json.loads(out)
-    return result
+    dmd_cpu = cpu1 - cpu0
+    others = math.nan
+    if s.dmd_cpu is not None and busy1[1] > busy0[1]:
+        others = max(0.0, 100 * ((busy1[0] - busy0[0]) / os.sysconf("SC_CLK_TCK") - dmd_cpu) / (wall1 - wall0))
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    return Window(json.loads(out), 100 * dmd_cpu / (wall1 - wall0), others, peak_rss, " ".join(load))
 
 
 # --- one step -------------------------------------------------------------------------------
@@ -533,6 +602,8 @@ class StepResult:
     max_ms: float
     non_200: int
     cpu_pct: float
+    others_cpu_pct: float
+    loadavg: str
     rss_mb: float
     online: int
     closed: int
@@ -543,19 +614,6 @@ class StepResult:
 
 def heartbeat_closes(dmd: Dmd) -> int:
     return sum("no heartbeat for" in line for line in dmd.log_text().splitlines())
-
-
-async def measure(dmd: Dmd, token: str, seconds: float, rate: float) -> tuple[dict[str, Any], float, float]:
-    """Run the prober for the window; returns (probe result, dmd CPU %, dmd peak RSS MB)."""
-    peak_rss = dmd.rss_mb()
-    cpu0, wall0 = dmd.cpu_seconds(), time.monotonic()
-    probing = asyncio.create_task(run_probe(dmd.base + NODES_PATH, token, seconds, rate))
-    while not probing.done():
-        await asyncio.wait([probing], timeout=1.0)
-        dmd.check_alive()
-        peak_rss = max(peak_rss, dmd.rss_mb())
-    cpu1, wall1 = dmd.cpu_seconds(), time.monotonic()
-    return probing.result(), 100 * (cpu1 - cpu0) / (wall1 - wall0), peak_rss
 
 
 # --- the report ---------------------------------------------------------------------------
@@ -590,13 +648,15 @@ def _git_rev() -> str:
 
 def table(results: list[StepResult]) -> list[str]:
     lines = [
-        "| agents | p50 | p95 | p99 | max | requests | dmd CPU | dmd RSS | online | closed by dmd | result |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| agents | p50 | p95 | p99 | max | requests | dmd CPU | others on dmd's CPU | dmd RSS | online "
+        "| closed by dmd | result |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
         lines.append(
             f"| {r.n:,} | {r.p50_ms:.1f} ms | {r.p95_ms:.1f} ms | {r.p99_ms:.1f} ms | {r.max_ms:.1f} ms "
-            f"| {r.requests} | {r.cpu_pct:.0f}% | {r.rss_mb:.0f} MiB | {r.online:,} | {r.closed} "
+            f"| {r.requests} | {r.cpu_pct:.0f}% | {r.others_cpu_pct:.0f}% | {r.rss_mb:.0f} MiB | {r.online:,} "
+            f"| {r.closed} "
             f"| {'PASS' if r.passed else 'FAIL: ' + r.why} |"
         )
     return lines
@@ -611,6 +671,8 @@ class Settings:
     dmd_cpu: int | None
     load_cpu: int | None
     nofile: int
+    warmup: float = 10.0
+    nice: int | None = None  # applied to dmd and the prober, when allowed
 
 
 def largest_pass(results: list[StepResult]) -> int | None:
@@ -649,7 +711,8 @@ def section(results: list[StepResult], s: Settings, when: dt.datetime, stopped: 
         "What is measured:",
         "",
         "- dmd: a real `dmd serve` process on a fresh data dir (SQLite, in-memory sessions, log level "
-        f"warning), {pinning}; RLIMIT_NOFILE {s.nofile:,} for both.",
+        f"warning), {pinning}; RLIMIT_NOFILE {s.nofile:,} for both"
+        + (f"; dmd and the prober at nice {s.nice}" if s.nice is not None else "") + ".",
         "- Agents: simulated in one process, one event loop and one aiohttp session, speaking the real "
         f"protocol over `/agent/ws`: `hello` with ~{len(json.dumps(sim_facts(0))) / 1024:.1f} KiB of facts "
         "(host, OS, CPU, memory, disk, addresses, "
@@ -657,9 +720,11 @@ def section(results: list[StepResult], s: Settings, when: dt.datetime, stopped: 
         "answered. Nodes are created and joined through the API; each step adds agents to those "
         "already connected (50 handshakes in flight). No `metrics` messages are sent.",
         f"- Per step, once all agents are connected and dmd lists them all online: `GET {NODES_PATH}` "
-        f"(default page of 50 nodes with their facts, API token) at {s.rate:g} requests/s for "
-        f"{s.seconds:g} s from a separate prober process (open loop, one keep-alive connection pool). "
-        "dmd CPU is its CPU time over the window (100% = one core); RSS is the peak VmRSS.",
+        f"(default page of 50 nodes with their facts, API token) at {s.rate:g} requests/s from a "
+        f"separate prober process (open loop, one keep-alive connection pool): {s.warmup:g} s not "
+        f"recorded, then the {s.seconds:g} s window. Over the window: dmd's CPU time (100% = one CPU), "
+        "the time other processes used dmd's CPU (the machine is shared), dmd's peak VmRSS. "
+        f"Load average at the end of the last window: {results[-1].loadavg if results else '?'}.",
         f"- A step passes when p99 < {GOAL_P99_MS:.0f} ms, every reply is 200, no agent was closed by "
         "dmd, dmd logged no heartbeat-timeout close, and it lists every agent online after the window. "
         "The ramp stops at the first failing step.",
@@ -742,8 +807,9 @@ async def ramp(dmd: Dmd, s: Settings, connect_concurrency: int) -> tuple[list[St
             await asyncio.sleep(3)  # let the last handshakes' writes settle
             closed_before = sum(tally.closed_by_dmd.values())
             hb_before = heartbeat_closes(dmd)
-            log(f"step {n}: measuring for {s.seconds:g} s")
-            res, cpu_pct, rss = await measure(dmd, token, s.seconds, s.rate)
+            log(f"step {n}: {s.warmup:g} s warm-up, then measuring for {s.seconds:g} s")
+            w = await measure(dmd, token, s)
+            res, cpu_pct, rss = w.probe, w.dmd_cpu_pct, w.rss_mb
             lat = res["lat_ms"]
             if res["slow"]:
                 log(f"step {n}: replies over 50 ms (s into the window, ms): {res['slow']}")
@@ -767,12 +833,14 @@ async def ramp(dmd: Dmd, s: Settings, connect_concurrency: int) -> tuple[list[St
             r = StepResult(
                 n=n, setup_s=t2 - t0, requests=len(lat), p50_ms=percentile(lat, 50), p95_ms=percentile(lat, 95),
                 p99_ms=p99, max_ms=max(lat) if lat else math.nan, non_200=non_200, cpu_pct=cpu_pct,
-                rss_mb=rss, online=online, closed=closed, heartbeat_closes=hb, passed=not why,
+                others_cpu_pct=w.others_cpu_pct, loadavg=w.loadavg, rss_mb=rss, online=online, closed=closed,
+                heartbeat_closes=hb, passed=not why,
                 why="; ".join(why),
             )
             results.append(r)
             log(f"step {n}: p50 {r.p50_ms:.1f} ms, p95 {r.p95_ms:.1f} ms, p99 {r.p99_ms:.1f} ms, "
                 f"max {r.max_ms:.1f} ms over {r.requests} requests; dmd CPU {cpu_pct:.0f}%, RSS {rss:.0f} MiB; "
+                f"other processes on dmd's CPU {w.others_cpu_pct:.0f}%, load average {w.loadavg}; "
                 f"{online}/{n} online; so far {tally.heartbeats} heartbeats sent, requests from dmd "
                 f"{dict(tally.requests)}: "
                 f"{'PASS' if r.passed else 'FAIL (' + r.why + ')'}")
@@ -811,6 +879,11 @@ def main(argv: list[str] | None = None) -> int:
                     f"({', '.join(map(str, DEFAULT_STEPS))})")
     ap.add_argument("--step-seconds", type=float, default=30.0, help="measurement window per step (30)")
     ap.add_argument("--rate", type=float, default=10.0, help=f"GET {NODES_PATH} requests per second (10)")
+    ap.add_argument("--warmup", type=float, default=10.0,
+                    help="seconds of the same request load before each window, not recorded (10)")
+    ap.add_argument("--nice", type=int, default=-10,
+                    help="niceness for dmd and the prober when allowed (-10: other work on a shared "
+                    "machine disturbs the figures less)")
     ap.add_argument("--connect-concurrency", type=int, default=50, help="agent handshakes in flight (50)")
     ap.add_argument("--quick", action="store_true", help="200 and 2,000 agents, 15 s windows (for make bench)")
     ap.add_argument("--dmd-log", type=Path, help="keep dmd's log (stdout and stderr) in this file")
@@ -819,7 +892,7 @@ def main(argv: list[str] | None = None) -> int:
 
     steps: tuple[int, ...]
     if args.quick:
-        steps, seconds = QUICK_STEPS, 15.0
+        steps, seconds, args.warmup = QUICK_STEPS, 15.0, min(args.warmup, 5.0)
     else:
         steps = tuple(int(x) for x in args.steps.split(",")) if args.steps else DEFAULT_STEPS
         steps = tuple(n for n in steps if n <= args.max)
@@ -834,7 +907,7 @@ def main(argv: list[str] | None = None) -> int:
     if nofile < need:
         log(f"WARNING: RLIMIT_NOFILE is {nofile}, under the {need} the largest step needs")
     dmd_cpu, load_cpu = choose_cpus()
-    s = Settings(steps, seconds, args.rate, args.quick, dmd_cpu, load_cpu, nofile)
+    s = Settings(steps, seconds, args.rate, args.quick, dmd_cpu, load_cpu, nofile, args.warmup, args.nice)
     when = dt.datetime.now(dt.UTC)
     started = time.monotonic()
     try:
@@ -842,6 +915,11 @@ def main(argv: list[str] | None = None) -> int:
                 dmd_process(Path(tmp), dmd_cpu) as dmd:
             if load_cpu is not None:
                 os.sched_setaffinity(0, {load_cpu})
+            try:
+                os.setpriority(os.PRIO_PROCESS, dmd.proc.pid, args.nice)
+            except OSError as e:
+                log(f"could not renice dmd to {args.nice} ({e}); figures may be noisier on a busy machine")
+                s = dataclasses.replace(s, nice=None)
             log(f"dmd pid {dmd.proc.pid} on :{dmd.port} (CPU {dmd_cpu}); load generator on CPU {load_cpu}; "
                 f"RLIMIT_NOFILE {nofile}")
             results, stopped = asyncio.run(ramp(dmd, s, args.connect_concurrency))

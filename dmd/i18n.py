@@ -207,7 +207,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "nodes.intro_admin": ("Every machine registered with DM: their hardware, whether they are online, "
                           "and how busy they are.",
                           "DM に登録されたすべてのマシン。ハードウェア構成、オンライン状態、負荷を確認できます。"),
-    "nodes.summary": ("{total} node(s), {online} online", "ノード {total} 台 (オンライン {online} 台)"),
+    "nodes.summary": ("{total} in total, {n_online} online", "合計 {total} 台、オンライン {n_online} 台"),
     "nodes.add": ("Add a node", "ノードを追加"),
     "nodes.add_intro": ("Give the new machine a name. DM then shows a dmc join command to run on it; "
                         "the command works once, for {ttl}.",

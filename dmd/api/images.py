@@ -6,12 +6,15 @@ import asyncio
 import json
 import re
 import secrets
+from collections.abc import Awaitable
 from typing import Any
 
 from aiohttp import web
 
 from agent import protocol as p
+from agent.runtime.base import DriverError, check_repository
 from dmd.agents import HUB
+from dmd.agents.hub import AgentFailed
 from dmd.api.registry import Api, Ctx
 from dmd.api.schemas import CommitIn, CopyIn, ImageOut, ImagePatchIn, PullIn
 from dmd.auth.flows import actor_of
@@ -28,6 +31,17 @@ from dmd.state import DB
 api = Api()
 IMPORT_MAX_BYTES = 64 * 1024**3
 TRANSFER_TIMEOUT_S = 3600.0
+
+
+async def _agent(call: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    """An agent's reply; its refusal of bad input (a tarball that is no image, a bad name or
+    reference: the runtime's "invalid") is the caller's 422, not a 502."""
+    try:
+        return await call
+    except AgentFailed as e:
+        if e.extra.get("agent_code") == "invalid":
+            raise Invalid(e.message, code="invalid_image") from None
+        raise
 
 
 def _may_manage(user: User, image: dict[str, Any]) -> None:
@@ -63,7 +77,7 @@ async def list_images(ctx: Ctx) -> Any:
 
 @api.post("/nodes/{id}/images/pull", summary="Pull an image onto a node (Accept: application/x-ndjson streams "
           "the progress); registry credentials are used once and never stored", tag="images", body=PullIn,
-          response=ImageOut, status=201, errors=(404, 409, 502, 504))
+          response=ImageOut, status=201, errors=(404, 409, 422, 502, 504))
 async def pull_image(ctx: Ctx) -> Any:
     b: PullIn = ctx.body
     user = ctx.user_identity.user
@@ -77,8 +91,8 @@ async def pull_image(ctx: Ctx) -> Any:
         registry = first if "/" in b.ref and ("." in first or ":" in first) else ""
         auth = {"username": b.username or "", "password": b.password or "", "serveraddress": registry}
     ref = b.ref if ":" in b.ref.rsplit("/", 1)[-1] or "@" in b.ref else f"{b.ref}:latest"
-    call = hub.call(node.id, p.IMAGE_PULL, {"ref": ref, "auth": auth, "progress_id": progress_id},
-                    timeout=TRANSFER_TIMEOUT_S)
+    call = _agent(hub.call(node.id, p.IMAGE_PULL, {"ref": ref, "auth": auth, "progress_id": progress_id},
+                           timeout=TRANSFER_TIMEOUT_S))
     if "application/x-ndjson" not in ctx.request.headers.get("Accept", ""):
         reply = await call
         return await _claimed(ctx, node.id, ref, reply.get("image") or {}, "image.pull")
@@ -126,6 +140,10 @@ async def import_image(ctx: Ctx) -> Any:
         raise Invalid("repository: use lower-case letters, digits, '.', '_', '/' or '-'", field="repository")
     if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", tag):
         raise Invalid("tag: use letters, digits, '_', '.' or '-'", field="tag")
+    try:  # Docker's own grammar (no "a..b", "a//b", trailing "/"), checked before the upload
+        check_repository(repository, tag)
+    except DriverError as e:
+        raise Invalid(f"repository: {e.message}", field="repository") from None
     async with ctx.app[DB].read() as conn:
         node = await node_svc.get_visible(conn, user, ctx.path_int("id"))
     if not ctx.request.body_exists:
@@ -142,8 +160,8 @@ async def import_image(ctx: Ctx) -> Any:
             raise BadRequest("the tarball is empty", code="empty_body")
         token = blobs.offer(node.id, "get", path)
         try:
-            reply = await ctx.app[HUB].call(node.id, p.IMAGE_IMPORT, {
-                "url": blobs.url_path(token), "repository": repository, "tag": tag}, timeout=TRANSFER_TIMEOUT_S)
+            reply = await _agent(ctx.app[HUB].call(node.id, p.IMAGE_IMPORT, {
+                "url": blobs.url_path(token), "repository": repository, "tag": tag}, timeout=TRANSFER_TIMEOUT_S))
         finally:
             blobs.close(token)
     finally:
@@ -207,8 +225,8 @@ async def copy_image(ctx: Ctx) -> Any:
         down = blobs.offer(target.id, "get", path)
         repository, tag = _split_ref(image["ref"])
         try:
-            reply = await hub.call(target.id, p.IMAGE_IMPORT, {"url": blobs.url_path(down), "repository": repository,
-                                                               "tag": tag}, timeout=TRANSFER_TIMEOUT_S)
+            reply = await _agent(hub.call(target.id, p.IMAGE_IMPORT, {
+                "url": blobs.url_path(down), "repository": repository, "tag": tag}, timeout=TRANSFER_TIMEOUT_S))
         finally:
             blobs.close(down)
     finally:
@@ -224,12 +242,12 @@ async def copy_image(ctx: Ctx) -> Any:
 
 
 @api.post("/instances/{id}/commit", summary="Save an instance's container as a new image on its node",
-          tag="images", body=CommitIn, response=ImageOut, status=201, errors=(404, 409, 502, 504))
+          tag="images", body=CommitIn, response=ImageOut, status=201, errors=(404, 409, 422, 502, 504))
 async def commit_instance(ctx: Ctx) -> Any:
     b: CommitIn = ctx.body
     async with ctx.app[DB].read() as conn:
         inst = await inst_svc.get_visible(conn, ctx.user_identity.user, ctx.path_int("id"))
-    reply = await ctx.app[HUB].call(inst.node_id, p.IMAGE_COMMIT, {
-        "instance_id": inst.id, "repository": b.repository, "tag": b.tag}, timeout=TRANSFER_TIMEOUT_S)
+    reply = await _agent(ctx.app[HUB].call(inst.node_id, p.IMAGE_COMMIT, {
+        "instance_id": inst.id, "repository": b.repository, "tag": b.tag}, timeout=TRANSFER_TIMEOUT_S))
     return await _claimed(ctx, inst.node_id, f"{b.repository}:{b.tag}", reply.get("image") or {}, "image.commit",
                           instance_id=inst.id)

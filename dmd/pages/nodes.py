@@ -330,7 +330,7 @@ async def _list_page(request: web.Request, *, status: int = 200, **extra: Any) -
         "rows": [_row(request, n, owners) for n in outs],
         "next_cursor": page["next_cursor"], "first_page": q.cursor is None,
         "error": None, "form": {"name": ""},
-        "online": sum(1 for n in outs if n.status == "online"),
+        "n_online": sum(1 for n in outs if n.status == "online"),
         "join_ttl": duration(translator(request), request.app[CONFIG].join_token_ttl_s),
     }
     ctx.update(extra)

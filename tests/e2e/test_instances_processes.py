@@ -61,8 +61,12 @@ def test_kill_9_during_create_leaves_exactly_one_container(tmp_path, docker_test
         agent.kill9()  # somewhere inside (or just before, or after) the create on the node
         dmd.wait_status(agent.node_id, "offline", timeout=10)
         agent.start()
-        final = _wait(lambda: (x := dmd.request("GET", f"/api/v1/instances/{iid}"))["status"] == "running" and x,
-                      "the instance running after the restart")
+        try:
+            final = _wait(lambda: (x := dmd.request("GET", f"/api/v1/instances/{iid}"))["status"] == "running" and x,
+                          "the instance running after the restart")
+        except AssertionError:
+            raise AssertionError(f"{dmd.request('GET', f'/api/v1/instances/{iid}')}\n{_containers(iid)}\n"
+                                 f"{agent.log.read_text()[-3000:]}\n{dmd.log.read_text()[-3000:]}") from None
         found = _containers(iid)
         assert len(found) == 1, found
         assert found[0]["Id"] == final["container_id"] and found[0]["State"] == "running"

@@ -158,7 +158,7 @@ async def test_add_node_shows_the_join_command_once(user_client):
     html = await (await client.get(f"/nodes/{node_id}")).text()
     assert "Joined: now start the agent" in html and "Offline" in html
     listing = _main(await (await client.get("/nodes")).text())
-    assert "gpu-box-1" in listing and "Yours" in listing and "1 node(s), 0 online" in listing
+    assert "gpu-box-1" in listing and "Yours" in listing and "1 in total, 0 online" in listing
 
 
 async def test_join_page_says_what_to_do_next(user_client):
@@ -477,7 +477,7 @@ async def test_japanese(online):
     html = await (await client.get("/nodes")).text()
     assert '<html lang="ja"' in html
     for text in ("ノードを追加", "オンライン", "プロセッサー", "メモリー", "ディスク", "所有", "32 CPU",
-                 "ノード 1 台 (オンライン 1 台)", "空き"):
+                 "合計 1 台、オンライン 1 台", "空き"):
         assert text in html, text
     html = await (await client.get(f"/nodes/{node_id}")).text()
     for text in ("ライブメトリクス", "CPU 使用率", "受付を停止", "認証情報を更新", "共有", "直近 15 分間",
