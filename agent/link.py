@@ -250,6 +250,9 @@ class AgentLink:
         self.last_error: str | None = None  # why the previous link ended (for status pages and tests)
         self.negotiated_protocol: int | None = None
         self.server_version: str | None = None
+        # Which DM installation this node belongs to (from welcome): containers carry it as a
+        # label, so two installations sharing one Docker Engine never touch each other's.
+        self.installation_id: str | None = None
 
     # -- public --------------------------------------------------------------------
 
@@ -452,6 +455,8 @@ class AgentLink:
         self.negotiated_protocol = welcome["protocol"]
         server_version = welcome.get("server_version")
         self.server_version = server_version if isinstance(server_version, str) else None
+        installation = welcome.get("installation_id")
+        self.installation_id = installation if isinstance(installation, str) else None
         self._last_facts = facts
         self._conn = conn
         self._connected = True

@@ -52,7 +52,7 @@ METRICS = "metrics"  # data: {"at": float, "cpu_pct": ..., "memory_used_mb": ...
 FACTS = "facts"  # data: the full facts dict, sent when they change
 EVENT = "event"  # data: {"kind": str, ...}
 # dmd -> agent
-WELCOME = "welcome"  # data: {"protocol": int, "node_id": int, "heartbeat_s": float, "server_version": str}
+WELCOME = "welcome"  # data: {"protocol", "node_id", "heartbeat_s", "server_version", "installation_id"}
 PING = "ping"  # request; reply data: {"at": float}
 FACTS_REFRESH = "facts.refresh"  # request; reply data: the facts dict
 CREDENTIAL_ROTATE = "credential.rotate"  # request: {"credential": str}; the agent saves it, then replies

@@ -64,10 +64,22 @@ def _ts(line: str) -> tuple[float | None, str]:
     return when.timestamp(), rest
 
 
+LABEL_INSTALLATION = "dm.installation"
+
+
 class Workloads:
-    def __init__(self, driver: RuntimeDriver, config: Callable[[], AgentConfig]) -> None:
+    def __init__(self, driver: RuntimeDriver, config: Callable[[], AgentConfig],
+                 installation: Callable[[], str | None] = lambda: None) -> None:
         self.driver = driver
         self._config = config
+        self._installation = installation
+
+    def _ours(self, c: ContainerInfo) -> bool:
+        """A managed container of this node in this DM installation."""
+        if c.node_id != self._config().node_id:
+            return False
+        mine, theirs = self._installation(), c.labels.get(LABEL_INSTALLATION)
+        return mine is None or theirs is None or theirs == mine
 
     def register(self, registry: HandlerRegistry) -> None:
         for type_, handler, limit in (
@@ -125,7 +137,7 @@ class Workloads:
     # --- instances -------------------------------------------------------------------
     async def _find(self, instance_id: int) -> ContainerInfo | None:
         for c in await self.driver.list(all=True, managed_only=True):
-            if c.instance_id == instance_id and c.node_id == self._config().node_id:
+            if c.instance_id == instance_id and self._ours(c):
                 return c
         return None
 
@@ -186,9 +198,12 @@ class Workloads:
         if not isinstance(keep, list) or not all(isinstance(x, int) for x in keep):
             raise HandlerError(BAD_REQUEST, "keep must be a list of instance ids")
         removed = []
-        node_id = self._config().node_id
+        mine = self._installation()
         for c in await self.driver.list(all=True, managed_only=True):
-            if c.node_id == node_id and c.instance_id is not None and c.instance_id not in keep:
+            # Only sweep containers provably of this installation.
+            if not (self._ours(c) and mine is not None and c.labels.get(LABEL_INSTALLATION) == mine):
+                continue
+            if c.instance_id is not None and c.instance_id not in keep:
                 await self.driver.remove(c.id, force=True)
                 removed.append(c.instance_id)
         return {"removed": removed}
@@ -289,7 +304,10 @@ def make_link(config: AgentConfig, driver: RuntimeDriver | None = None) -> tuple
     def current() -> AgentConfig:
         return link.config if link is not None else config
 
-    workloads = Workloads(driver or DockerDriver(config.docker_host), current)
+    def installation() -> str | None:
+        return link.installation_id if link is not None else None
+
+    workloads = Workloads(driver or DockerDriver(config.docker_host), current, installation)
     workloads.register(registry)
     link = AgentLink(config, handlers=registry, state_provider=workloads.snapshot)
     workloads.attach(link)

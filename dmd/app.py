@@ -25,6 +25,7 @@ from dmd.errors import StartupError
 from dmd.local_node import LOCAL_NODE, LocalNode
 from dmd.middleware import build_middlewares
 from dmd.reconciler import RECONCILER, Reconciler
+from dmd.services import settings as settings_svc
 from dmd.services import setup as setup_svc
 from dmd.sessions import make_storage
 from dmd.state import CONFIG, DB, SESSION_SECRET, THROTTLE, TOKEN_CACHE
@@ -78,7 +79,12 @@ async def create_app(cfg: Config, *, db: Database | None = None, migrate: bool =
     app[TOKEN_CACHE] = TokenCache()
     app[THROTTLE] = LoginThrottle()
 
-    hub = Hub(db, cfg.agent_heartbeat_s)
+    async with db.begin() as conn:
+        installation_id = await settings_svc.get(conn, "installation_id")
+        if installation_id is None:
+            installation_id = secrets.token_hex(8)
+            await settings_svc.put(conn, "installation_id", installation_id)
+    hub = Hub(db, cfg.agent_heartbeat_s, installation_id)
     app[HUB] = hub
     app[RECONCILER] = reconciler = Reconciler(db, hub)
     app.router.add_get(AGENT_WS_PATH, agent_ws)

@@ -44,7 +44,7 @@ def status_of(container: dict[str, Any]) -> tuple[str, str | None]:
     return "stopped", None
 
 
-def build_spec(node: Node, inst: Instance, gpu_keys: list[str]) -> dict[str, Any]:
+def build_spec(node: Node, inst: Instance, gpu_keys: list[str], installation_id: str) -> dict[str, Any]:
     by_key = dict(inst_svc.gpu_keys(node))
     gpus = []
     for key in gpu_keys:
@@ -56,7 +56,7 @@ def build_spec(node: Node, inst: Instance, gpu_keys: list[str]) -> dict[str, Any
     return {
         "instance_id": inst.id, "node_id": node.id, "name": inst_svc.container_name(inst.id, inst.name),
         "image": inst.image, "command": inst.command, "env": inst.env, "cpus": inst.cpus,
-        "memory_mb": inst.memory_mb, "gpus": gpus, "labels": {"dm.owner": str(inst.owner_id)},
+        "memory_mb": inst.memory_mb, "gpus": gpus, "labels": {"dm.owner": str(inst.owner_id), "dm.installation": installation_id},
         "privileged": inst.privileged, "host_network": inst.host_network, "hostname": inst.name[:63],
     }
 
@@ -65,6 +65,7 @@ class Reconciler:
     def __init__(self, db: Database, hub: Hub) -> None:
         self.db = db
         self.hub = hub
+        self.installation_id = hub.installation_id
         self._dirty: set[int] = set()
         self._workers: dict[int, asyncio.Task[None]] = {}
         self.locks: dict[int, asyncio.Lock] = {}
@@ -138,7 +139,7 @@ class Reconciler:
                 await inst_svc.set_status(conn, inst.id, "creating")
         try:
             reply = await self.hub.call(
-                node.id, p.INSTANCE_ENSURE, {"spec": build_spec(node, inst, gpu_keys), "desired": inst.desired},
+                node.id, p.INSTANCE_ENSURE, {"spec": build_spec(node, inst, gpu_keys, self.installation_id), "desired": inst.desired},
                 timeout=ENSURE_TIMEOUT_S,
             )
         except AgentFailed as e:

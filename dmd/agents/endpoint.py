@@ -73,7 +73,7 @@ async def agent_ws(request: web.Request) -> web.StreamResponse:
     # thousands of idle links do not keep them alive and lengthen every full GC pass.
     del first, env, hello
     conn.send(p.message(p.WELCOME, {"protocol": version, "node_id": node.id, "heartbeat_s": hub.heartbeat_s,
-                                    "server_version": __version__}))
+                                    "server_version": __version__, "installation_id": hub.installation_id}))
     why = "the agent closed the link"
     try:
         async for msg in ws:

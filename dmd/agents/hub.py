@@ -127,9 +127,10 @@ class AgentConn:
 
 
 class Hub:
-    def __init__(self, db: Database, heartbeat_s: float) -> None:
+    def __init__(self, db: Database, heartbeat_s: float, installation_id: str = "") -> None:
         self.db = db
         self.heartbeat_s = heartbeat_s
+        self.installation_id = installation_id
         self.conns: dict[int, AgentConn] = {}
         self.metrics: dict[int, deque[dict[str, Any]]] = {}
         self._tasks: list[asyncio.Task[None]] = []

@@ -28,7 +28,9 @@ def _containers(iid: int) -> list[dict]:
     conn = UnixConnection("docker")
     filters = urllib.request.quote(json.dumps({"label": [f"dm.instance={iid}"]}))
     conn.request("GET", f"/containers/json?all=1&filters={filters}")
-    return json.loads(conn.getresponse().read())  # type: ignore[no-any-return]
+    found = json.loads(conn.getresponse().read())
+    # Other DM installations on this Docker Engine may have an instance with the same id.
+    return [c for c in found if f"/dm-{iid}-survivor" in c["Names"]]
 
 
 def _wait(fn, what: str, timeout: float = 60):

@@ -74,7 +74,7 @@ def rootfs_tar(marker: str, *, mtime: int = 1_700_000_000) -> bytes:
         tar.addfile(info("bin/busybox", tarfile.REGTYPE, 0o755, len(data)), io.BytesIO(data))
         for applet in ("sh", "echo", "cat", "sleep", "ls"):
             tar.addfile(info(f"bin/{applet}", tarfile.SYMTYPE, 0o777, link="busybox"))
-        body = marker.encode()
+        body = marker.rstrip("\n").encode() + b"\n"  # a whole line: Docker logs only finished lines
         tar.addfile(info("etc/marker", tarfile.REGTYPE, 0o644, len(body)), io.BytesIO(body))
     return buf.getvalue()
 
