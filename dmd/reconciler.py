@@ -56,7 +56,8 @@ def build_spec(node: Node, inst: Instance, gpu_keys: list[str], installation_id:
     return {
         "instance_id": inst.id, "node_id": node.id, "name": inst_svc.container_name(inst.id, inst.name),
         "image": inst.image, "command": inst.command, "env": inst.env, "cpus": inst.cpus,
-        "memory_mb": inst.memory_mb, "gpus": gpus, "labels": {"dm.owner": str(inst.owner_id), "dm.installation": installation_id},
+        "memory_mb": inst.memory_mb, "gpus": gpus,
+        "labels": {"dm.owner": str(inst.owner_id), "dm.installation": installation_id},
         "privileged": inst.privileged, "host_network": inst.host_network, "hostname": inst.name[:63],
     }
 
@@ -138,10 +139,9 @@ class Reconciler:
             async with self.db.begin() as conn:
                 await inst_svc.set_status(conn, inst.id, "creating")
         try:
-            reply = await self.hub.call(
-                node.id, p.INSTANCE_ENSURE, {"spec": build_spec(node, inst, gpu_keys, self.installation_id), "desired": inst.desired},
-                timeout=ENSURE_TIMEOUT_S,
-            )
+            spec = build_spec(node, inst, gpu_keys, self.installation_id)
+            reply = await self.hub.call(node.id, p.INSTANCE_ENSURE, {"spec": spec, "desired": inst.desired},
+                                        timeout=ENSURE_TIMEOUT_S)
         except AgentFailed as e:
             async with self.db.begin() as conn:
                 await inst_svc.set_status(conn, inst.id, "error", e.message)
