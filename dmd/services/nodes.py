@@ -218,6 +218,12 @@ async def reset_online(conn: AsyncConnection) -> None:
 
 
 async def delete(conn: AsyncConnection, node_id: int) -> None:
+    from dmd.db.schema import instances
+
+    held = (await conn.execute(sa.select(sa.func.count()).select_from(instances)
+                               .where(instances.c.node_id == node_id))).scalar_one()
+    if held:
+        raise Conflict(f"the node still has {held} instance(s); delete them first", code="has_instances")
     await conn.execute(nodes.delete().where(nodes.c.id == node_id))
 
 

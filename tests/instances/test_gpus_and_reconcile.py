@@ -188,3 +188,22 @@ async def test_lost_reply_and_delete_while_offline(client, admin):
 
 async def _status_in(client, admin, iid, statuses):
     return (await instance(client, admin, iid))["status"] in statuses
+
+
+async def test_node_and_user_with_instances_cannot_be_deleted(client, admin):
+    node = await gpu_node(client, admin, "busy", [])
+    try:
+        await add_user(client, "owner@example.org")
+        owner = await make_token(client, "owner@example.org")
+        me = await (await client.get("/api/v1/me", headers=owner)).json()
+        await client.post(f"/api/v1/nodes/{node.node_id}/shares", json={"username": "owner"}, headers=admin)
+        images = await (await client.get(f"/api/v1/nodes/{node.node_id}/images", headers=admin)).json()
+        await client.patch(f"/api/v1/images/{images[0]['id']}", json={"public": True}, headers=admin)
+        r = await client.post("/api/v1/instances", headers=owner, json={"name": "a", "image": "cuda:12"})
+        assert r.status == 201
+        r = await client.delete(f"/api/v1/nodes/{node.node_id}", headers=admin)
+        assert r.status == 409 and (await r.json())["error"]["code"] == "has_instances"
+        r = await client.delete(f"/api/v1/users/{me['id']}", headers=admin)
+        assert r.status == 409 and (await r.json())["error"]["code"] == "has_instances"
+    finally:
+        await node.close()
