@@ -17,7 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import io
+import json
 import logging
+import lzma
+import os
+import shutil
+import tarfile
+import tempfile
+import zlib
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +34,15 @@ import aiohttp
 from agent import protocol as p
 from agent.config import AgentConfig
 from agent.handlers import BAD_REQUEST, HandlerError, HandlerRegistry
-from agent.runtime.base import ContainerInfo, ContainerSpec, DriverError, RuntimeDriver
+from agent.runtime.base import (
+    ContainerInfo,
+    ContainerSpec,
+    DriverError,
+    InvalidError,
+    RuntimeDriver,
+    RuntimeFailedError,
+    prepare_image_tar,
+)
 
 if TYPE_CHECKING:
     from agent.link import AgentLink
@@ -65,6 +81,55 @@ def _ts(line: str) -> tuple[float | None, str]:
 
 
 LABEL_INSTALLATION = "dm.installation"
+
+
+_NAME_ANNOTATIONS = ("org.opencontainers.image.ref.name", "io.containerd.image.name")
+
+
+def _without_names(src: str, dst: str) -> None:
+    """Copy a `docker save` archive (any compression) to an uncompressed tar without the image
+    names written inside it: RepoTags in manifest.json, the legacy `repositories` file, and the
+    name annotations of an OCI index.json. The caller tags the loaded image itself."""
+
+    def unnamed(name: str, raw: bytes) -> bytes:
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            return raw  # left for the runtime to refuse with its own message
+        if name == "repositories":
+            return b"{}"
+        if name == "manifest.json" and isinstance(doc, list):
+            for entry in doc:
+                if isinstance(entry, dict):
+                    entry["RepoTags"] = None
+        elif name == "index.json" and isinstance(doc, dict):
+            for entry in doc.get("manifests") or []:
+                annotations = entry.get("annotations") if isinstance(entry, dict) else None
+                if isinstance(annotations, dict):
+                    for key in _NAME_ANNOTATIONS:
+                        annotations.pop(key, None)
+        else:
+            return raw
+        return json.dumps(doc).encode()
+
+    try:
+        with tarfile.open(src, "r:*") as tin, tarfile.open(dst, "w", format=tarfile.PAX_FORMAT) as tout:
+            for member in tin:
+                name = member.name
+                while name.startswith("./"):
+                    name = name[2:]
+                body = tin.extractfile(member) if member.isfile() else None
+                if body is not None and name in ("manifest.json", "index.json", "repositories"):
+                    raw = unnamed(name, body.read(16 << 20))
+                    member.size = len(raw)
+                    body = io.BytesIO(raw)
+                tout.addfile(member, body)
+    except OSError as e:
+        if e.errno is not None:  # the agent's disk, not the archive
+            raise RuntimeFailedError(f"load image archive: cannot unpack it here: {e}") from None
+        raise InvalidError(f"load image archive: the archive is corrupt: {e}") from None  # bad gzip/bzip2 data
+    except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as e:
+        raise InvalidError(f"load image archive: the archive is corrupt: {e}") from None
 
 
 class Workloads:
@@ -250,15 +315,29 @@ class Workloads:
         repository = _str(data, "repository")
         tag = str(data.get("tag") or "latest")
         timeout = aiohttp.ClientTimeout(total=TRANSFER_TIMEOUT_S, sock_read=300)
-        async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url, headers=self._auth()) as r:
-            if r.status != 200:
-                raise HandlerError("transfer_failed", f"dmd answered {r.status} for the image download")
-
-            async def chunks() -> AsyncIterator[bytes]:
-                async for chunk in r.content.iter_chunked(TRANSFER_CHUNK):
-                    yield chunk
-
-            image = await self.driver.import_image(chunks(), repository=repository, tag=tag)
+        tmp = await asyncio.to_thread(tempfile.mkdtemp, prefix="dmc-import-")
+        try:
+            path = os.path.join(tmp, "image.tar")
+            async with aiohttp.ClientSession(timeout=timeout) as session, \
+                    session.get(url, headers=self._auth()) as r:
+                if r.status != 200:
+                    raise HandlerError("transfer_failed", f"dmd answered {r.status} for the image download")
+                fh = await asyncio.to_thread(open, path, "wb")
+                try:
+                    async for chunk in r.content.iter_chunked(TRANSFER_CHUNK):
+                        await asyncio.to_thread(fh.write, chunk)
+                finally:
+                    await asyncio.to_thread(fh.close)
+            if (await prepare_image_tar(path)).kind == "save":
+                # `docker load` would also apply the names written inside the archive, re-pointing
+                # any tag on this node (another user's image, say) at the uploaded image.
+                unnamed = os.path.join(tmp, "unnamed.tar")
+                await asyncio.to_thread(_without_names, path, unnamed)
+                await asyncio.to_thread(os.unlink, path)
+                path = unnamed
+            image = await self.driver.import_image(path, repository=repository, tag=tag)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, tmp, True)
         return {"image": image.to_dict()}
 
     async def export_image(self, data: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,181 @@
+"""Benchmark: from POST /api/v1/instances to the container running, against the same image
+started directly through the Docker Engine API, in the same run. Goal: at most 1.3x direct.
+
+    python bench/instance_start.py [--rounds 10] [--no-docs]
+
+Starts a real dmd with --local-node (SQLite, the in-process agent on the local dockerd), uses
+the busybox test image (tests/runtime/images.py builds it), alternates one direct start and one
+DM start per round, and writes the medians into docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiodocker
+import aiohttp
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.runtime.images import BUSYBOX_REF  # noqa: E402
+
+DOCS = REPO / "docs" / "BENCHMARKS.md"
+START, END = "<!-- bench:instance:start -->", "<!-- bench:instance:end -->"
+PASSWORD = "bench-password-123"
+COMMAND = ["sleep", "600"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def direct_start(docker: aiodocker.Docker, n: int) -> float:
+    started = time.perf_counter()
+    c = await docker.containers.create(
+        {"Image": BUSYBOX_REF, "Cmd": COMMAND, "HostConfig": {"Init": True, "NanoCpus": 500_000_000,
+                                                              "Memory": 64 << 20}},
+        name=f"dm-bench-direct-{n}-{os.getpid()}",
+    )
+    await c.start()
+    while not (await c.show())["State"]["Running"]:
+        await asyncio.sleep(0.005)
+    took = time.perf_counter() - started
+    await c.delete(force=True)
+    return took
+
+
+async def dm_start(s: aiohttp.ClientSession, base: str, headers: dict[str, str], n: int) -> float:
+    started = time.perf_counter()
+    r = await s.post(f"{base}/api/v1/instances", headers=headers, json={
+        "name": f"bench-{n}", "image": BUSYBOX_REF, "command": COMMAND, "cpus": 0.5, "memory_mb": 64})
+    assert r.status == 201, await r.text()
+    iid = (await r.json())["id"]
+    while True:
+        body = await (await s.get(f"{base}/api/v1/instances/{iid}", headers=headers)).json()
+        if body["status"] == "running":
+            break
+        if body["status"] == "error":
+            raise RuntimeError(body["status_message"])
+        await asyncio.sleep(0.005)
+    took = time.perf_counter() - started
+    await s.delete(f"{base}/api/v1/instances/{iid}", headers=headers)
+    while (await s.get(f"{base}/api/v1/instances/{iid}", headers=headers)).status != 404:
+        await asyncio.sleep(0.05)
+    return took
+
+
+async def run(rounds: int) -> dict[str, Any]:
+    subprocess.run([sys.executable, "-m", "tests.runtime.images"], cwd=REPO, check=True)
+    data = Path(tempfile.mkdtemp(prefix="dm-bench-inst-"))
+    env = {**os.environ, "HOME": str(data)}
+    subprocess.run([sys.executable, "-m", "dmd", "user", "create", "--email", "bench@example.org", "--admin",
+                    "--password-stdin", "--data-dir", str(data)], input=PASSWORD + "\n", text=True, check=True,
+                   env=env, capture_output=True)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "dmd", "serve", "--data-dir", str(data), "--listen",
+                             f"127.0.0.1:{port}", "--local-node", "--log-level", "warning"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    docker = aiodocker.Docker()
+    try:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
+            for _ in range(300):
+                try:
+                    r = await s.post(f"{base}/api/v1/auth/login",
+                                     json={"email": "bench@example.org", "password": PASSWORD})
+                    break
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.1)
+            csrf = (await r.json())["csrf_token"]
+            r = await s.post(f"{base}/api/v1/tokens", json={"name": "bench"}, headers={"X-CSRF-Token": csrf})
+            headers = {"Authorization": f"Bearer {(await r.json())['token']}"}
+        async with aiohttp.ClientSession() as s:
+            for _ in range(300):
+                nodes = (await (await s.get(f"{base}/api/v1/nodes", headers=headers)).json())["items"]
+                if nodes and nodes[0]["status"] == "online":
+                    imgs = await (await s.get(f"{base}/api/v1/nodes/{nodes[0]['id']}/images", headers=headers)).json()
+                    if any(i["ref"] == BUSYBOX_REF for i in imgs):
+                        break
+                await asyncio.sleep(0.1)
+            await direct_start(docker, -1)  # warm both paths once
+            await dm_start(s, base, headers, -1)
+            direct, dm = [], []
+            for n in range(rounds):
+                direct.append(await direct_start(docker, n))
+                dm.append(await dm_start(s, base, headers, n))
+    finally:
+        await docker.close()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    d, m = statistics.median(direct), statistics.median(dm)
+    return {"rounds": rounds, "direct_ms": d * 1000, "dm_ms": m * 1000, "ratio": m / d,
+            "direct_all": [round(x * 1000, 1) for x in direct], "dm_all": [round(x * 1000, 1) for x in dm]}
+
+
+def cpu_model() -> str:
+    try:
+        m = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())
+        return m.group(1) if m else platform.processor()
+    except OSError:
+        return platform.processor()
+
+
+def write_docs(res: dict[str, Any]) -> None:
+    verdict = "PASS" if res["ratio"] <= 1.3 else "FAIL"
+    section = f"""{START}
+## Instance start: `POST /api/v1/instances` to running, against Docker directly
+
+Measured {dt.date.today().isoformat()} on {os.cpu_count()} cores ({cpu_model()}), Python
+{platform.python_version()}, by `python bench/instance_start.py` (part of `make bench`).
+Each round starts the busybox test image with `sleep 600`, 0.5 CPU and 64 MB, once directly
+through the Engine API (create, start, wait until running) and once through dmd (POST, then
+polling `GET /api/v1/instances/{{id}}` every 5 ms until `running`; dmd runs with `--local-node`
+on SQLite); {res['rounds']} rounds, medians.
+
+| path | median | all rounds (ms) |
+|---|---|---|
+| Docker Engine API directly | {res['direct_ms']:.1f} ms | {res['direct_all']} |
+| DM (API → reconciler → agent → Docker) | {res['dm_ms']:.1f} ms | {res['dm_all']} |
+
+Ratio DM / direct: **{res['ratio']:.2f}×** — goal at most 1.3×: **{verdict}**.
+{END}"""
+    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n\nFigures from `make bench`.\n"
+    if START in text and END in text:
+        text = text[: text.index(START)] + section + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    DOCS.write_text(text)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--no-docs", action="store_true")
+    args = ap.parse_args()
+    res = asyncio.run(run(args.rounds))
+    print(json.dumps(res, indent=2))
+    if not args.no_docs:
+        write_docs(res)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
