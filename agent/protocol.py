@@ -69,6 +69,7 @@ INSTANCE_LOGS = "instance.logs"  # {"instance_id", "tail": int|None, "since": fl
 #   -> {"lines": [str], "truncated": bool, "last_ts": float|None}; at most LOGS_MAX_BYTES
 INSTANCE_SYNC = "instance.sync"  # {"keep": [instance ids]} -> {"removed": [instance ids]}
 #   removes this node's managed containers whose instance no longer exists in dmd
+CONTAINERS_LIST = "containers.list"  # {} -> {"containers": [ContainerInfo dict]}, managed or not
 IMAGES_LIST = "images.list"  # {} -> {"images": [ImageInfo dict]}
 IMAGE_PULL = "image.pull"  # {"ref", "auth": {"username", "password", "serveraddress"}|None,
 #   "progress_id": str} -> {"image": ImageInfo dict}; progress as EVENT kind "image.progress"

@@ -153,6 +153,7 @@ class Workloads:
             (p.INSTANCE_RESTART, self.restart, 120.0),
             (p.INSTANCE_LOGS, self.logs, 30.0),
             (p.INSTANCE_SYNC, self.sync, 120.0),
+            (p.CONTAINERS_LIST, self.containers, 60.0),
             (p.IMAGES_LIST, self.images, 60.0),
             (p.IMAGE_PULL, self.pull, TRANSFER_TIMEOUT_S),
             (p.IMAGE_IMPORT, self.import_image, TRANSFER_TIMEOUT_S),
@@ -272,6 +273,9 @@ class Workloads:
                 await self.driver.remove(c.id, force=True)
                 removed.append(c.instance_id)
         return {"removed": removed}
+
+    async def containers(self, data: dict[str, Any]) -> dict[str, Any]:
+        return {"containers": [c.to_dict() for c in await self.driver.list(all=True)]}
 
     # --- images -----------------------------------------------------------------------
     async def images(self, data: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from agent import protocol as p
 from dmd.agents import HUB
 from dmd.api.registry import Api, Ctx
 from dmd.api.schemas import (
+    ContainerOut,
     JoinIn,
     JoinOut,
     JoinTokenOut,
@@ -206,6 +207,18 @@ async def refresh_facts(ctx: Ctx) -> Any:
         await svc.store_facts(conn, node.id, facts)
         node = await svc.get(conn, node.id)
     return node_out(ctx.request, node, user)
+
+
+@api.get("/nodes/{id}/containers", summary="Every container on the node, with those DM did not create marked "
+         "unmanaged (DM never touches them)", tag="nodes", response=list[ContainerOut], errors=(403, 404, 409, 504))
+async def list_containers(ctx: Ctx) -> Any:
+    async with ctx.app[DB].read() as conn:
+        node = await svc.get_manageable(conn, ctx.user_identity.user, ctx.path_int("id"))
+    reply = await ctx.app[HUB].call(node.id, p.CONTAINERS_LIST, timeout=30)
+    return [ContainerOut(id=str(c.get("id", "")), name=str(c.get("name", "")), image=str(c.get("image", "")),
+                         state=str(c.get("state", "")), managed=bool(c.get("managed")),
+                         instance_id=c.get("instance_id") if isinstance(c.get("instance_id"), int) else None)
+            for c in reply.get("containers") or [] if isinstance(c, dict)]
 
 
 @api.get("/nodes/{id}/shares", summary="Users a node is shared with", tag="nodes", response=list[ShareOut],

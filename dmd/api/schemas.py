@@ -390,3 +390,12 @@ class CommitIn(In):
                                                  pattern=r"^[a-z0-9][a-z0-9._/-]*$")]
     tag: Annotated[str, StringConstraints(min_length=1, max_length=128,
                                           pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")] = "latest"
+
+
+class ContainerOut(BaseModel):
+    id: str
+    name: str
+    image: str
+    state: str
+    managed: bool = Field(description="Created by DM; unmanaged containers are listed and left alone")
+    instance_id: int | None

@@ -69,6 +69,9 @@ async def test_import_docker_save_output(client, admin, node, docker, made):
     assert r.status == 201, await r.text()
     image = await r.json()
     assert image["ref"] == ref and image["image_id"] == source_id
+    # Only the name asked for: the one written inside the archive is not applied.
+    assert [t for t in (await docker.images.inspect(ref))["RepoTags"]] == [ref]
+    assert source not in await catalogue(client, admin, node["id"])
     await run_and_read_marker(client, admin, node["id"], "from-save", ref, marker)
 
 

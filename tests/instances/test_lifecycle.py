@@ -140,3 +140,26 @@ async def test_quota_race(client, admin, local):
     assert (await client.get(f"/api/v1/instances/{first}", headers=bob)).status == 404
     assert (await client.delete(f"/api/v1/instances/{first}", headers=bob)).status == 404
     assert (await instance(client, alice, first))["owner_id"] == me["id"]
+
+
+async def test_unmanaged_containers_are_listed_and_left_alone(client, admin, local, docker):
+    c = await docker.containers.create({"Image": IMAGE, "Cmd": ["sleep", "600"]}, name="not-from-dm-test")
+    try:
+        await c.start()
+        r = await client.post("/api/v1/instances", headers=admin,
+                              json={"name": "managed", "image": IMAGE, "command": ["sleep", "600"]})
+        iid = (await r.json())["id"]
+        await wait_status(client, admin, iid, "running")
+        listed = await (await client.get(f"/api/v1/nodes/{local['id']}/containers", headers=admin)).json()
+        by_name = {x["name"].lstrip("/"): x for x in listed}
+        assert by_name["not-from-dm-test"]["managed"] is False
+        assert by_name[f"dm-{iid}-managed"]["managed"] is True and by_name[f"dm-{iid}-managed"]["instance_id"] == iid
+        # A full reconcile round (as after a reconnect) does not touch it.
+        client.app[RECONCILER].kick(local["id"])
+        await client.app[RECONCILER].idle()
+        assert (await c.show())["State"]["Running"] is True
+        # And it is never imported as an instance.
+        names = [i["name"] for i in (await (await client.get("/api/v1/instances", headers=admin)).json())["items"]]
+        assert names == ["managed"]
+    finally:
+        await c.delete(force=True)
