@@ -143,8 +143,8 @@ class Workloads:
         """A managed container of this node in this DM installation."""
         if c.node_id != self._config().node_id:
             return False
-        mine, theirs = self._installation(), c.labels.get(LABEL_INSTALLATION)
-        return mine is None or theirs is None or theirs == mine
+        mine = self._installation()
+        return mine is None or c.labels.get(LABEL_INSTALLATION) == mine
 
     def register(self, registry: HandlerRegistry) -> None:
         for type_, handler, limit in (
@@ -267,7 +267,7 @@ class Workloads:
         mine = self._installation()
         for c in await self.driver.list(all=True, managed_only=True):
             # Only sweep containers provably of this installation.
-            if not (self._ours(c) and mine is not None and c.labels.get(LABEL_INSTALLATION) == mine):
+            if mine is None or not self._ours(c):
                 continue
             if c.instance_id is not None and c.instance_id not in keep:
                 await self.driver.remove(c.id, force=True)

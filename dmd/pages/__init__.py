@@ -10,7 +10,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from dmd.middleware import HTML_ERROR_KEY
-from dmd.pages import account, admin, auth_pages, nodes, placeholders
+from dmd.pages import account, admin, auth_pages, images, instances, nodes, placeholders
 from dmd.pages.render import html_error, setup_jinja, web_dir
 
 
@@ -20,5 +20,7 @@ def setup_pages(app: web.Application) -> None:
     for mod in (auth_pages, account, admin):
         app.router.add_routes(mod.routes)
     nodes.setup(app)
+    instances.setup(app)
+    images.setup(app)
     placeholders.register(app)
     app[HTML_ERROR_KEY] = html_error

@@ -94,11 +94,13 @@ class Logs:
     last_ts: Any  # where a follow-up read resumes (the agent's own marker)
 
 
-async def logs(db: Database, hub: Hub, user: User, instance_id: int, tail: int | None = DEFAULT_LOG_TAIL) -> Logs:
+async def logs(db: Database, hub: Hub, user: User, instance_id: int, tail: int | None = DEFAULT_LOG_TAIL, *,
+               timeout: float = 30.0) -> Logs:
     """The container's last `tail` lines, from its node's agent."""
     async with db.read() as conn:
         inst = await svc.get_visible(conn, user, instance_id)
-    reply = await hub.call(inst.node_id, p.INSTANCE_LOGS, {"instance_id": inst.id, "tail": tail, "since": None})
+    reply = await hub.call(inst.node_id, p.INSTANCE_LOGS, {"instance_id": inst.id, "tail": tail, "since": None},
+                           timeout=timeout)
     return Logs(inst, [str(x) for x in reply.get("lines") or []], reply.get("last_ts"))
 
 

@@ -31,6 +31,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiodocker
@@ -47,6 +48,8 @@ PULL_REF = f"{REGISTRY}/dm-test/busybox:pulltest"
 PULL_MARKER = "dm pull test image\n"
 DOCKER_HOST = os.environ.get("DM_TEST_DOCKER_HOST", "unix:///var/run/docker.sock")
 ENSURE = "scripts/ensure-services.sh"
+# This run's repository prefix: other sessions may run these tests on the same engine at the same time.
+T = f"dm-test/t{secrets.token_hex(3)}"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -96,7 +99,7 @@ def in_thread(fn: Callable[[], Awaitable[Any]]) -> Any:
     def main() -> None:
         try:
             out["value"] = asyncio.run(fn())  # type: ignore[arg-type]
-        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+        except BaseException as e:
             out["error"] = e
 
     t = threading.Thread(target=main)
@@ -107,14 +110,14 @@ def in_thread(fn: Callable[[], Awaitable[Any]]) -> Any:
     return out.get("value")
 
 
-async def remove_image(docker: aiodocker.Docker, ref: str) -> None:
+async def remove_image(engine: aiodocker.Docker, ref: str) -> None:
     with contextlib.suppress(aiodocker.DockerError):
-        await docker.images.delete(ref, force=True)
+        await engine.images.delete(ref, force=True)
 
 
-async def image_ids(docker: aiodocker.Docker) -> set[str]:
+async def image_ids(engine: aiodocker.Docker) -> set[str]:
     """Every image id on the engine, dangling ones included."""
-    return {i["Id"] for i in await docker.images.list(all=True)}
+    return {i["Id"] for i in await engine.images.list(all=True)}
 
 
 async def catalogue(client, headers, node_id: int) -> dict[str, dict[str, Any]]:
@@ -134,7 +137,12 @@ async def logs_contain(client, headers, iid: int, text: str, timeout: float = 20
         r = await client.get(f"/api/v1/instances/{iid}/logs?tail=50", headers=headers)
         return r.status == 200 and text in await r.text()
 
-    await wait_for(check, f"{text!r} in the logs of instance {iid}", timeout)
+    try:
+        await wait_for(check, f"{text!r} in the logs of instance {iid}", timeout)
+    except AssertionError as e:
+        inst = await (await client.get(f"/api/v1/instances/{iid}", headers=headers)).text()
+        logs = await (await client.get(f"/api/v1/instances/{iid}/logs?tail=50", headers=headers)).text()
+        raise AssertionError(f"{e}; instance: {inst}; logs: {logs}") from None
 
 
 async def remove_instance(client, headers, iid: int) -> None:
@@ -236,7 +244,7 @@ def second_dockerd() -> Iterator[str]:
         while True:
             if proc.poll() is not None:
                 pytest.fail(f"the second dockerd exited ({proc.returncode}): "
-                            f"{open(f'{base}/dockerd.log', errors='replace').read()[-2000:]}", pytrace=False)
+                            f"{Path(base, 'dockerd.log').read_text(errors='replace')[-2000:]}", pytrace=False)
             done = subprocess.run(["curl", "-sf", "--unix-socket", sock, "http://localhost/_ping"],
                                   capture_output=True, timeout=5)
             if done.returncode == 0:
@@ -286,7 +294,7 @@ async def second_node(client, admin, node, second_dockerd) -> AsyncIterator[dict
 
     try:
         await wait_for(online, "the second node online")
-        yield {"id": joined["node_id"], "docker_host": second_dockerd}
+        yield {"id": joined["node_id"], "docker_host": second_dockerd, "credential": joined["credential"]}
         # Its instances go while its agent still runs (the local node's teardown comes later).
         r = await client.get("/api/v1/instances?limit=200", headers=admin)
         for inst in (await r.json())["items"]:
@@ -302,5 +310,20 @@ def ndjson(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-__all__ = ["BUSYBOX_REF", "PULL_MARKER", "PULL_REF", "REGISTRY", "catalogue", "image_ids", "in_thread",
-           "logs_contain", "me", "ndjson", "remove_image", "remove_instance", "rootfs_tar", "tar_of"]
+__all__ = [
+    "BUSYBOX_REF",
+    "PULL_MARKER",
+    "PULL_REF",
+    "REGISTRY",
+    "T",
+    "catalogue",
+    "image_ids",
+    "in_thread",
+    "logs_contain",
+    "me",
+    "ndjson",
+    "remove_image",
+    "remove_instance",
+    "rootfs_tar",
+    "tar_of",
+]

@@ -13,7 +13,7 @@ import tarfile
 import aiodocker
 
 from dmd.blobs import BLOBS
-from tests.images.conftest import catalogue, image_ids, logs_contain, me, remove_image, rootfs_tar, tar_of
+from tests.images.conftest import T, catalogue, image_ids, logs_contain, me, remove_image, rootfs_tar, tar_of
 
 
 def url(node_id: int, repository: str, tag: str = "1") -> str:
@@ -32,9 +32,9 @@ async def run_and_read_marker(client, headers, node_id: int, name: str, image: s
 async def test_import_root_filesystem_tars(client, admin, node, docker, made):
     admin_id = await me(client, admin)
     marker = f"rootfs-{secrets.token_hex(4)}"
-    ref = "dm-test/imported-rootfs:1"
-    made.extend([ref, "dm-test/imported-rootfs:gz"])
-    r = await client.post(url(node["id"], "dm-test/imported-rootfs"), headers=admin, data=rootfs_tar(marker))
+    ref = f"{T}/imported-rootfs:1"
+    made.extend([ref, f"{T}/imported-rootfs:gz"])
+    r = await client.post(url(node["id"], f"{T}/imported-rootfs"), headers=admin, data=rootfs_tar(marker))
     assert r.status == 201, await r.text()
     image = await r.json()
     assert image["ref"] == ref and image["owner_id"] == admin_id and image["public"] is False
@@ -43,7 +43,7 @@ async def test_import_root_filesystem_tars(client, admin, node, docker, made):
     await run_and_read_marker(client, admin, node["id"], "from-rootfs", ref, marker)
 
     # Compressed the same way `tar czf` would.
-    r = await client.post(url(node["id"], "dm-test/imported-rootfs", "gz"), headers=admin,
+    r = await client.post(url(node["id"], f"{T}/imported-rootfs", "gz"), headers=admin,
                           data=gzip.compress(rootfs_tar(marker + "-gz")))
     assert r.status == 201, await r.text()
     assert not list(client.app[BLOBS].dir.iterdir())  # the upload was not kept
@@ -52,8 +52,8 @@ async def test_import_root_filesystem_tars(client, admin, node, docker, made):
 async def test_import_docker_save_output(client, admin, node, docker, made):
     # An image made here, saved, and removed from the engine: the import really brings it back.
     marker = f"saved-{secrets.token_hex(4)}"
-    source = f"dm-test/save-source:{secrets.token_hex(3)}"
-    ref = "dm-test/imported-save:1"
+    source = f"{T}/save-source:{secrets.token_hex(3)}"
+    ref = f"{T}/imported-save:1"
     made.extend([source, ref])
     repo, _, tag = source.partition(":")
     async with docker._query("images/create", "POST", params={"fromSrc": "-", "repo": repo, "tag": tag},
@@ -65,7 +65,7 @@ async def test_import_docker_save_output(client, admin, node, docker, made):
     await docker.images.delete(source, force=True)
     assert source_id not in await image_ids(docker)
 
-    r = await client.post(url(node["id"], "dm-test/imported-save"), headers=admin, data=archive)
+    r = await client.post(url(node["id"], f"{T}/imported-save"), headers=admin, data=archive)
     assert r.status == 201, await r.text()
     image = await r.json()
     assert image["ref"] == ref and image["image_id"] == source_id
@@ -82,7 +82,7 @@ async def test_import_of_what_is_not_an_image(client, admin, node, docker):
     layer_dir = "a" * 64
     no_manifest = tar_of({f"{layer_dir}/layer.tar": b"x" * 100, f"{layer_dir}/json": b"{}"})
     bad_manifest = tar_of({"manifest.json": b"this is not json", f"{layer_dir}/layer.tar": b"x"})
-    missing_layer = tar_of({"manifest.json": json.dumps([{"Config": "c.json", "RepoTags": ["dm-test/evil:1"],
+    missing_layer = tar_of({"manifest.json": json.dumps([{"Config": "c.json", "RepoTags": [f"{T}/evil:1"],
                                                            "Layers": ["nope/layer.tar"]}]).encode()})
     cases = [
         (os.urandom(5000), "not a tar archive"),
@@ -95,11 +95,11 @@ async def test_import_of_what_is_not_an_image(client, admin, node, docker):
         (b"\x1f\x8b" + os.urandom(3000), "corrupt"),
     ]
     for body, words in cases:
-        r = await client.post(url(node["id"], "dm-test/not-an-image"), headers=admin, data=body)
+        r = await client.post(url(node["id"], f"{T}/not-an-image"), headers=admin, data=body)
         text = await r.text()
         assert 400 <= r.status < 500, (words, r.status, text)
         assert words in (await r.json())["error"]["message"], (words, text)
-    r = await client.post(url(node["id"], "dm-test/not-an-image"), headers=admin, data=b"")
+    r = await client.post(url(node["id"], f"{T}/not-an-image"), headers=admin, data=b"")
     assert r.status == 400 and "empty" in await r.text()
 
     assert await image_ids(docker) == before
@@ -116,31 +116,30 @@ async def test_import_names_checked_first(client, admin, node, docker):
         r = await client.post(f"/api/v1/nodes/{node['id']}/images/import", params={"repository": repository,
                               "tag": tag}, headers=admin, data=body)
         assert r.status == 422, (repository, tag, await r.text())
-    r = await client.post(url(node["id"], "dm-test/x"), headers={"Authorization": "Bearer nope"}, data=body)
+    r = await client.post(url(node["id"], f"{T}/x"), headers={"Authorization": "Bearer nope"}, data=body)
     assert r.status == 401
-    r = await client.post(url(999, "dm-test/x"), headers=admin, data=body)
+    r = await client.post(url(999, f"{T}/x"), headers=admin, data=body)
     assert r.status == 404
     assert await image_ids(docker) == before
 
 
 async def test_a_save_archive_cannot_take_over_another_tag(client, admin, node, docker, made):
     """The names written inside a `docker save` archive must not re-point the node's existing tags."""
-    victim = "dm-test/victim:1"
-    made.extend([victim, "dm-test/intruder:1"])
-    await docker.images.tag("dm-test/busybox:latest", repo="dm-test/victim", tag="1")
+    victim = f"{T}/victim:1"
+    made.extend([victim, f"{T}/intruder:1"])
+    await docker.images.tag("dm-test/busybox:latest", repo=f"{T}/victim", tag="1")
     victim_id = (await docker.images.inspect(victim))["Id"]
     # An archive of another image that claims the victim's name.
     marker = f"intruder-{secrets.token_hex(4)}"
-    async with docker._query("images/create", "POST", params={"fromSrc": "-", "repo": "dm-test/intruder-src",
+    async with docker._query("images/create", "POST", params={"fromSrc": "-", "repo": f"{T}/intruder-src",
                                                               "tag": "1"},
                              data=rootfs_tar(marker), headers={"Content-Type": "application/x-tar"}) as resp:
         assert '"error' not in await resp.text()
-    made.append("dm-test/intruder-src:1")
-    async with docker.images.export_image("dm-test/intruder-src:1") as stream:
+    made.append(f"{T}/intruder-src:1")
+    async with docker.images.export_image(f"{T}/intruder-src:1") as stream:
         archive = await stream.read()
-    src = tarfile.open(fileobj=io.BytesIO(archive))
     out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w") as dst:
+    with tarfile.open(fileobj=io.BytesIO(archive)) as src, tarfile.open(fileobj=out, mode="w") as dst:
         for member in src.getmembers():
             data = src.extractfile(member).read() if member.isfile() else None  # type: ignore[union-attr]
             if member.name == "manifest.json":
@@ -149,14 +148,14 @@ async def test_a_save_archive_cannot_take_over_another_tag(client, admin, node, 
                 data = json.dumps(manifest).encode()
                 member.size = len(data)
             elif member.name == "repositories":
-                data = json.dumps({"dm-test/victim": {"1": "0" * 64}}).encode()
+                data = json.dumps({f"{T}/victim": {"1": "0" * 64}}).encode()
                 member.size = len(data)
             dst.addfile(member, io.BytesIO(data) if data is not None else None)
-    r = await client.post(url(node["id"], "dm-test/intruder"), headers=admin, data=out.getvalue())
+    r = await client.post(url(node["id"], f"{T}/intruder"), headers=admin, data=out.getvalue())
     assert r.status == 201, await r.text()
     try:
         assert (await docker.images.inspect(victim))["Id"] == victim_id
     except aiodocker.DockerError as e:
         raise AssertionError(f"{victim} is gone: {e}") from None
     assert (await catalogue(client, admin, node["id"]))[victim]["image_id"] == victim_id
-    await remove_image(docker, "dm-test/intruder-src:1")
+    await remove_image(docker, f"{T}/intruder-src:1")

@@ -36,6 +36,13 @@ document.addEventListener("DOMContentLoaded", () => {
   // (for example when a new node comes online after `dmc run`).
   const live = document.querySelector("[data-metrics-url]");
   if (live && window.fetch) watchNode(live);
+  // Instances: the status badge follows the API every 2 s; the logs can be followed.
+  const inst = document.getElementById("inst-live");
+  if (inst && window.fetch) watchInstance(inst);
+  const table = document.querySelector("table.instances-table");
+  if (table && window.fetch) watchInstanceRows(table);
+  const follow = document.getElementById("logs-follow");
+  if (follow && inst && window.fetch && window.ReadableStream && window.TextDecoder) followLogs(follow, inst);
 });
 
 function fmtPct(v) {
@@ -161,4 +168,154 @@ function update(box, items, history, w, h, lang) {
     }
     if (typeof g.temperature_c === "number") setText(row, "[data-gpu-metric=temp]", g.temperature_c.toFixed(0) + " °C");
   }
+}
+
+// --- instances ---------------------------------------------------------------------------
+
+const INSTANCE_POLL_MS = 2000;
+const TRANSITIONAL = new Set(["pending", "creating", "deleting"]);
+const jsonOpts = { credentials: "same-origin", headers: { Accept: "application/json" } };
+
+function labelsOf(el) {
+  try { return JSON.parse(el.dataset.labels || "{}"); } catch (_) { return {}; }
+}
+
+function setBadge(root, status, labels) {
+  const badge = root.querySelector("[data-inst-status]");
+  if (!badge || badge.dataset.instStatus === status) return;
+  badge.classList.remove("badge-i-" + badge.dataset.instStatus);
+  badge.classList.add("badge-i-" + status);
+  badge.dataset.instStatus = status;
+  const text = badge.querySelector(".badge-text");
+  if (text) text.textContent = labels[status] || status;
+}
+
+function setMessage(root, message) {
+  for (const el of root.querySelectorAll("[data-inst-message]")) el.textContent = message || "";
+}
+
+function watchInstance(box) {
+  const labels = labelsOf(box);
+  let status = box.dataset.status;
+  async function tick() {
+    try {
+      const r = await fetch(box.dataset.instanceUrl, jsonOpts);
+      if (r.status === 404) {
+        // Deleted (its container is gone): say so, then go back to the list.
+        setBadge(box, "deleted", labels);
+        setMessage(box, "");
+        setTimeout(() => { window.location.assign(box.dataset.goneUrl || "/instances"); }, 1500);
+        return;
+      }
+      if (r.ok) {
+        const data = await r.json();
+        setBadge(box, data.status, labels);
+        setMessage(box, data.status_message);
+        if (data.status !== status) {
+          status = data.status;
+          if (!following) refreshLogs(box);
+        }
+      }
+    } catch (_) {
+      // dmd restarting or the network gone: try again on the next tick
+    }
+    setTimeout(tick, INSTANCE_POLL_MS);
+  }
+  setTimeout(tick, INSTANCE_POLL_MS);
+}
+
+function watchInstanceRows(table) {
+  const labels = labelsOf(table);
+  const rows = () => Array.from(table.querySelectorAll("tr[data-instance-url]"));
+  if (!rows().length) return;
+  async function tick() {
+    for (const row of rows()) {
+      try {
+        const r = await fetch(row.dataset.instanceUrl, jsonOpts);
+        if (r.status === 404) {
+          setBadge(row, "deleted", labels);
+          setMessage(row, "");
+          row.classList.add("row-gone");
+          delete row.dataset.instanceUrl;
+          continue;
+        }
+        if (!r.ok) continue;
+        const data = await r.json();
+        setBadge(row, data.status, labels);
+        setMessage(row, data.status_message);
+        if (!TRANSITIONAL.has(data.status)) delete row.dataset.instanceUrl;
+      } catch (_) {
+        // try again on the next tick
+      }
+    }
+    if (rows().length) setTimeout(tick, INSTANCE_POLL_MS);
+  }
+  setTimeout(tick, INSTANCE_POLL_MS);
+}
+
+let following = null; // the AbortController of the running follow, if any
+
+function showLogs(text) {
+  const pre = document.getElementById("logs-text");
+  const note = document.getElementById("logs-note");
+  if (!pre) return null;
+  if (text !== null) pre.textContent = text;
+  if (pre.textContent) {
+    pre.hidden = false;
+    if (note) note.hidden = true;
+  }
+  return pre;
+}
+
+async function refreshLogs(box) {
+  if (!box.dataset.logsUrl) return;
+  try {
+    const r = await fetch(box.dataset.logsUrl, { credentials: "same-origin" });
+    if (!r.ok) return;
+    const pre = showLogs(await r.text());
+    if (pre) pre.scrollTop = pre.scrollHeight;
+  } catch (_) {
+    // leave the logs as they are
+  }
+}
+
+function followLogs(btn, box) {
+  btn.hidden = false;
+  const setPressed = (on) => {
+    btn.setAttribute("aria-pressed", on ? "true" : "false");
+    btn.textContent = on ? btn.dataset.on : btn.dataset.off;
+  };
+  btn.addEventListener("click", async () => {
+    if (following) { following.abort(); return; }
+    const ctrl = new AbortController();
+    following = ctrl;
+    setPressed(true);
+    const url = box.dataset.logsUrl + (box.dataset.logsUrl.includes("?") ? "&" : "?") + "follow=true";
+    try {
+      const r = await fetch(url, { credentials: "same-origin", signal: ctrl.signal });
+      if (!r.ok || !r.body) throw new Error("HTTP " + r.status);
+      const reader = r.body.getReader();
+      const decoder = new TextDecoder();
+      let first = true;
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        const chunk = decoder.decode(value, { stream: true });
+        const pre = document.getElementById("logs-text");
+        if (!pre) break;
+        // Keep the newest line in view, unless the reader scrolled up to read.
+        const atEnd = first || pre.scrollHeight - pre.scrollTop - pre.clientHeight < 40;
+        // The stream starts with the last lines again: it replaces what the page showed.
+        if (first) pre.textContent = chunk; else pre.textContent += chunk;
+        first = false;
+        showLogs(null);
+        if (atEnd) pre.scrollTop = pre.scrollHeight;
+      }
+    } catch (_) {
+      // stopped by the user, or the stream ended
+    } finally {
+      following = null;
+      setPressed(false);
+    }
+  });
 }

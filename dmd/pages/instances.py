@@ -1,0 +1,430 @@
+"""Instances: the list, the create form (showing each node's free CPU, memory and GPUs), an
+instance's details with its live status, logs and actions (start, stop, restart, delete,
+commit to an image).
+
+Every change goes through dmd.services.instance_ops (and image_ops for a commit), the same
+calls the JSON API makes. An instance that is not yours is a 404 (administrators see all).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from dmd.agents import HUB
+from dmd.api.instances import create_request
+from dmd.api.schemas import CommitIn, InstanceCreateIn, PageQuery, page_of
+from dmd.auth.flows import actor_of
+from dmd.errors import ApiError, NotFound
+from dmd.models import Instance, Node
+from dmd.pages import forms
+from dmd.pages.nodes import ago
+from dmd.pages.render import (
+    current_identity,
+    flash,
+    lang_of,
+    login_required,
+    path_id,
+    redirect,
+    render,
+    translator,
+)
+from dmd.reconciler import RECONCILER
+from dmd.services import image_ops, instance_ops
+from dmd.services import images as image_svc
+from dmd.services import instances as svc
+from dmd.services import nodes as node_svc
+from dmd.services import users as user_svc
+from dmd.state import DB
+
+routes = web.RouteTableDef()
+
+PER_PAGE = 50
+STATUSES = ("pending", "creating", "running", "stopped", "error", "deleting")
+# Statuses that change by themselves: the pages watch these (dm.js) or offer a refresh.
+TRANSITIONAL = frozenset({"pending", "creating", "deleting"})
+LOG_TAIL = instance_ops.DEFAULT_LOG_TAIL
+LOG_TIMEOUT_S = 10.0
+MAX_TEXTAREA = 200_000
+
+
+# --- formatting -----------------------------------------------------------------------------
+
+def cpus_text(v: float | None) -> str:
+    return "—" if v is None else f"{max(v, 0):g}"
+
+
+def node_status(request: web.Request, node: Node) -> str:
+    """online / offline / pending, as the node pages show it."""
+    if request.app[HUB].is_online(node.id):
+        return "online"
+    return "offline" if node.status == "online" else node.status
+
+
+def status_labels(_: Callable[..., str]) -> dict[str, str]:
+    return {s: _(f"inst.status.{s}") for s in (*STATUSES, "deleted")}
+
+
+def gpu_label(g: dict[str, Any]) -> str:
+    return f"#{g.get('index', '?')} {g.get('name') or 'GPU'}"
+
+
+async def _names(request: web.Request, user_ids: set[int], node_ids: set[int]) -> tuple[dict[int, str],
+                                                                                       dict[int, Node]]:
+    users: dict[int, str] = {}
+    nodes: dict[int, Node] = {}
+    async with request.app[DB].read() as conn:
+        for uid in user_ids:
+            u = await user_svc.find(conn, uid)
+            if u is not None:
+                users[uid] = u.username
+        for nid in node_ids:
+            with contextlib.suppress(NotFound):
+                nodes[nid] = await node_svc.get(conn, nid)
+    return users, nodes
+
+
+def _instance_id(request: web.Request) -> int:
+    iid = path_id(request)
+    if iid is None:
+        raise NotFound("no such instance")
+    return iid
+
+
+# --- the list -------------------------------------------------------------------------------
+
+@routes.get("/instances")
+@login_required
+async def instances_list(request: web.Request) -> web.StreamResponse:
+    try:
+        q = PageQuery(limit=PER_PAGE, cursor=request.query.get("cursor") or None)
+    except ValueError:
+        q = PageQuery(limit=PER_PAGE)
+    user = current_identity(request).user
+    async with request.app[DB].read() as conn:
+        found = await svc.list_visible(conn, user, limit=q.limit + 1, after_id=q.cursor_id)
+        page = page_of(found, q)
+        items: list[Instance] = page["items"]
+        gpus = {i.id: await svc.gpus_of(conn, i) for i in items}
+    owners, nodes = await _names(request, {i.owner_id for i in items}, {i.node_id for i in items})
+    _ = translator(request)
+    rows = [{
+        "i": i, "node": nodes.get(i.node_id), "owner": owners.get(i.owner_id), "gpus": len(gpus[i.id]),
+        "created": ago(_, i.created_at), "live": i.status in TRANSITIONAL,
+    } for i in items]
+    return await render(request, "instances.html", {
+        "nav_active": "instances", "rows": rows, "next_cursor": page["next_cursor"], "first_page": q.cursor is None,
+        "labels": status_labels(_), "counts": {s: sum(1 for i in items if i.status == s) for s in STATUSES},
+    })
+
+
+# --- the create form ------------------------------------------------------------------------
+
+_FIELD_KEYS = {
+    "name": "err.inst.name", "image": "err.inst.image", "node_id": "err.inst.node", "cpus": "err.inst.cpus",
+    "memory_mb": "err.inst.memory", "gpus": "err.inst.gpus", "env": "err.inst.env", "command": "err.inst.command",
+}
+_CODE_KEYS = {
+    "name_taken": ("err.inst.name_taken", "name"),
+    "no_capacity": ("err.inst.no_capacity", None),
+    "quota_exceeded": ("err.inst.quota", None),
+    "admin_only": ("err.inst.admin_only", "privileged"),
+}
+FORM_FIELDS = ("name", "image", "node", "cpus", "memory_mb", "gpus", "env", "command")
+
+
+def _create_error(e: ApiError | forms.FormError) -> forms.FormError:
+    """A refusal as a form message: the field's own words, or the service's detail (which names
+    the nodes and what is free on each) inside a translated sentence."""
+    if isinstance(e, forms.FormError):
+        key = _FIELD_KEYS.get(e.field or "")
+        own = e.key.startswith("err.inst.")
+        return forms.FormError(e.status, key, e.field) if key and not own else e
+    if e.code in _CODE_KEYS:
+        key, field = _CODE_KEYS[e.code]
+        return forms.FormError(e.status, key, field or e.field, {"message": e.message})
+    if e.field in ("name", "node_id", "image"):
+        return forms.FormError(e.status, _FIELD_KEYS[e.field], e.field)
+    if e.field in _FIELD_KEYS:  # e.g. which GPUs the chosen node has
+        return forms.FormError(e.status, "err.inst.detail", e.field, {"message": e.message})
+    return forms.from_api_error(e)
+
+
+def _lines(text: str) -> list[str]:
+    """The non-empty lines of a textarea (browsers send CR LF)."""
+    return [line.rstrip("\r") for line in text.split("\n") if line.strip()]
+
+
+def parse_env(text: str) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for n, line in enumerate(_lines(text), 1):
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise forms.FormError(422, "err.inst.env_line", "env", {"n": n})
+        env[key.strip()] = value
+    return env
+
+
+def parse_command(text: str) -> list[str] | None:
+    """One argument per line, exactly as written (no shell, no splitting on spaces)."""
+    return _lines(text) or None
+
+
+def _number(value: str, kind: type) -> Any:
+    v = value.strip()
+    if not v:
+        return None
+    try:
+        return kind(v)
+    except ValueError:
+        return v  # left as text: validation names the field
+
+
+def create_body(data: Any) -> dict[str, Any]:
+    """The JSON API's create body, from the form (a MultiDict: the GPU checkboxes repeat)."""
+    def text(name: str) -> str:
+        v = data.get(name, "")
+        return v if isinstance(v, str) else ""
+
+    for name in ("env", "command"):
+        if len(text(name)) > MAX_TEXTAREA:
+            raise forms.FormError(422, _FIELD_KEYS[name], name)
+    node = text("node").strip()
+    picked = [g for g in data.getall("gpu", []) if isinstance(g, str) and g]
+    gpus: Any = picked if picked else (_number(text("gpus"), int) or 0)
+    body: dict[str, Any] = {
+        "name": text("name").strip(), "image": text("image").strip(),
+        "node_id": None if node in ("", "auto") else _number(node, int),
+        "cpus": _number(text("cpus"), float), "memory_mb": _number(text("memory_mb"), int), "gpus": gpus,
+        "env": parse_env(text("env")), "command": parse_command(text("command")),
+    }
+    # Only administrators see these boxes; anyone else who sends them is refused (403).
+    body["privileged"] = bool(text("privileged"))
+    body["host_network"] = bool(text("host_network"))
+    return body
+
+
+async def _form_page(request: web.Request, *, status: int = 200, error: dict[str, Any] | None = None,
+                     form: dict[str, Any] | None = None) -> web.Response:
+    user = current_identity(request).user
+    _ = translator(request)
+    caps = await instance_ops.capacity(request.app[DB], request.app[HUB], user)
+    nodes: list[dict[str, Any]] = []
+    async with request.app[DB].read() as conn:
+        for c in caps:
+            n = c.node
+            st = node_status(request, n)
+            facts = n.facts or {}
+            images = await image_svc.list_on_node(conn, user, n.id)
+            nodes.append({
+                "node": n, "status": st, "usable": st == "online" and not n.cordoned,
+                "cpus_free": cpus_text(c.free.cpus), "cpus_total": facts.get("cpu_count"),
+                "mem_free": max(c.free.memory_mb, 0) if c.free.memory_mb is not None else None,
+                "mem_total": facts.get("memory_total_mb"),
+                "gpus_free": [{"uuid": g.get("uuid"), "label": gpu_label(g), "key": k} for k, g in c.free.gpus],
+                "gpus_total": c.free.gpus_total,
+                "images": [i["ref"] for i in images],
+            })
+    f: dict[str, Any] = {k: "" for k in FORM_FIELDS}
+    f.update({"node": "auto", "gpus": "0", "gpu": [], "privileged": False, "host_network": False})
+    f.update(form or {})
+    # The same image may be on several nodes: mark it once, preferably under the chosen node.
+    chosen: dict[str, Any] | None = None
+    if f["image"]:
+        groups = [n for n in nodes if f["image"] in n["images"]]
+        preferred = [n for n in groups if str(n["node"].id) == f["node"]]
+        chosen = next(iter(preferred or groups), None)
+    return await render(request, "instance_new.html", {
+        "nav_active": "instances", "nodes": nodes, "form": f, "error": error,
+        "image_node_id": chosen["node"].id if chosen else None,
+        "any_image": any(n["images"] for n in nodes), "any_usable": any(n["usable"] for n in nodes),
+    }, status=status)
+
+
+@routes.get("/instances/new")
+@login_required
+async def instance_new(request: web.Request) -> web.StreamResponse:
+    f: dict[str, Any] = {}
+    if request.query.get("image"):
+        f["image"] = request.query["image"][:255]
+    if (request.query.get("node") or "").isdigit():
+        f["node"] = request.query["node"][:18]
+    return await _form_page(request, form=f)
+
+
+@routes.post("/instances")
+@login_required
+async def instance_create(request: web.Request) -> web.StreamResponse:
+    ident = current_identity(request)
+    data = await request.post()
+    try:
+        try:
+            body = forms.validate(InstanceCreateIn, create_body(data))
+            held = await instance_ops.create(request.app[DB], request.app[HUB], request.app[RECONCILER],
+                                             actor_of(request, ident), ident.user, create_request(body))
+        except (ApiError, forms.FormError) as e:
+            if isinstance(e, ApiError) and e.status == 404:
+                raise
+            raise _create_error(e) from None
+    except forms.FormError as fe:
+        kept: dict[str, Any] = {k: v for k in FORM_FIELDS if isinstance(v := data.get(k, ""), str)}
+        kept["gpu"] = [g for g in data.getall("gpu", []) if isinstance(g, str)]
+        kept["privileged"] = bool(data.get("privileged"))
+        kept["host_network"] = bool(data.get("host_network"))
+        return await _form_page(request, status=fe.status, error=fe.view(lang_of(request)), form=kept)
+    await flash(request, "ok", "flash.instance_created", name=held.instance.name)
+    return redirect(f"/instances/{held.instance.id}")
+
+
+# --- one instance ---------------------------------------------------------------------------
+
+async def _detail(request: web.Request, *, status: int = 200, **extra: Any) -> web.Response:
+    user = current_identity(request).user
+    iid = _instance_id(request)
+    async with request.app[DB].read() as conn:
+        inst = await svc.get_visible(conn, user, iid)
+        keys = await svc.gpus_of(conn, inst)
+    owners, nodes = await _names(request, {inst.owner_id}, {inst.node_id})
+    node = nodes.get(inst.node_id)
+    by_key = dict(svc.gpu_keys(node)) if node else {}
+    held = [{"key": k, "label": gpu_label(by_key[k]) if k in by_key else k, "uuid": (by_key.get(k) or {}).get("uuid")}
+            for k in keys]
+    _ = translator(request)
+    logs: str | None = None
+    logs_error = None
+    if inst.status not in ("pending", "deleting"):
+        try:
+            got = await instance_ops.logs(request.app[DB], request.app[HUB], user, inst.id, LOG_TAIL,
+                                          timeout=LOG_TIMEOUT_S)
+            logs = "".join(line if line.endswith("\n") else line + "\n" for line in got.lines)
+        except ApiError as e:
+            logs_error = "logs.offline" if e.code == "node_offline" else "logs.unavailable"
+    ctx: dict[str, Any] = {
+        "nav_active": "instances", "inst": inst, "node": node,
+        "node_status": node_status(request, node) if node else None,
+        "owner": owners.get(inst.owner_id), "mine": inst.owner_id == user.id,
+        "gpus": held, "logs": logs, "logs_error": logs_error, "log_tail": LOG_TAIL,
+        "live": inst.status in TRANSITIONAL, "labels": status_labels(_),
+        "created": ago(_, inst.created_at), "updated": ago(_, inst.updated_at),
+        "action_error": None, "commit_error": None,
+        "commit_form": {"repository": "", "tag": "latest"},
+        "here": f"/instances/{inst.id}",
+    }
+    ctx.update(extra)
+    return await render(request, "instance.html", ctx, status=status)
+
+
+@routes.get("/instances/{id}")
+@login_required
+async def instance_detail(request: web.Request) -> web.StreamResponse:
+    return await _detail(request)
+
+
+async def _action(request: web.Request, action: str) -> web.StreamResponse:
+    ident = current_identity(request)
+    iid = _instance_id(request)
+    db, reconciler, actor = request.app[DB], request.app[RECONCILER], actor_of(request, ident)
+    try:
+        if action == "start":
+            inst = await instance_ops.start(db, reconciler, actor, ident.user, iid)
+        elif action == "stop":
+            inst = await instance_ops.stop(db, reconciler, actor, ident.user, iid)
+        else:
+            inst = await instance_ops.restart(db, reconciler, actor, ident.user, iid)
+    except ApiError as e:
+        if e.status in (403, 404):
+            raise
+        fe = _action_error(e)
+        return await _detail(request, status=fe.status, action_error=fe.view(lang_of(request)))
+    await flash(request, "ok", f"flash.instance_{action}", name=inst.name)
+    return redirect(f"/instances/{inst.id}")
+
+
+def _action_error(e: ApiError) -> forms.FormError:
+    if e.code in ("deleting", "node_offline", "agent_timeout", "agent_error"):
+        return forms.FormError(e.status, f"err.inst.{e.code}", None, {"message": e.message})
+    return forms.from_api_error(e)
+
+
+@routes.post("/instances/{id}/start")
+@login_required
+async def instance_start(request: web.Request) -> web.StreamResponse:
+    return await _action(request, "start")
+
+
+@routes.post("/instances/{id}/stop")
+@login_required
+async def instance_stop(request: web.Request) -> web.StreamResponse:
+    return await _action(request, "stop")
+
+
+@routes.post("/instances/{id}/restart")
+@login_required
+async def instance_restart(request: web.Request) -> web.StreamResponse:
+    return await _action(request, "restart")
+
+
+@routes.get("/instances/{id}/delete")
+@login_required
+async def instance_delete_confirm(request: web.Request) -> web.StreamResponse:
+    user = current_identity(request).user
+    async with request.app[DB].read() as conn:
+        inst = await svc.get_visible(conn, user, _instance_id(request))
+        keys = await svc.gpus_of(conn, inst)
+    _, nodes = await _names(request, set(), {inst.node_id})
+    node = nodes.get(inst.node_id)
+    return await render(request, "instance_delete.html", {
+        "nav_active": "instances", "inst": inst, "node": node, "n_gpus": len(keys),
+        "node_online": bool(node and request.app[HUB].is_online(node.id)),
+    })
+
+
+@routes.post("/instances/{id}/delete")
+@login_required
+async def instance_delete(request: web.Request) -> web.StreamResponse:
+    ident = current_identity(request)
+    held = await instance_ops.delete(request.app[DB], request.app[RECONCILER], actor_of(request, ident), ident.user,
+                                     _instance_id(request))
+    await flash(request, "ok", "flash.instance_deleted", name=held.instance.name)
+    return redirect("/instances")
+
+
+@routes.post("/instances/{id}/commit")
+@login_required
+async def instance_commit(request: web.Request) -> web.StreamResponse:
+    ident = current_identity(request)
+    iid = _instance_id(request)
+    data = await request.post()
+    raw = {k: v.strip() for k in ("repository", "tag") if isinstance(v := data.get(k, ""), str)}
+    try:
+        try:
+            body = forms.validate(CommitIn, {"repository": raw.get("repository", ""),
+                                             "tag": raw.get("tag") or "latest"})
+            row = await image_ops.commit(request.app, actor_of(request, ident), ident.user, iid, body.repository,
+                                         body.tag)
+        except (ApiError, forms.FormError) as e:
+            if isinstance(e, ApiError) and e.status in (403, 404):
+                raise
+            raise _commit_error(e) from None
+    except forms.FormError as fe:
+        return await _detail(request, status=fe.status, commit_error=fe.view(lang_of(request)),
+                             commit_form={"repository": raw.get("repository", ""), "tag": raw.get("tag", "")})
+    await flash(request, "ok", "flash.instance_committed", ref=row["ref"])
+    return redirect(f"/images#image-{row['id']}")
+
+
+def _commit_error(e: ApiError | forms.FormError) -> forms.FormError:
+    if isinstance(e, forms.FormError):
+        if e.field in ("repository", "tag"):
+            return forms.FormError(e.status, f"err.image.{e.field}", e.field)
+        return e
+    if e.code in ("node_offline", "agent_timeout", "agent_error", "invalid_image"):
+        return forms.FormError(e.status, f"err.inst.{e.code}", None, {"message": e.message})
+    return forms.from_api_error(e)
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_routes(routes)

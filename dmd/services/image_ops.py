@@ -1,0 +1,250 @@
+"""Changes to the image catalogue that take several steps, shared by the JSON API and the pages.
+
+Each checks who may act, talks to the node's agent (pull, import, export, commit, remove),
+refreshes the node's catalogue, records the image as the user's and writes the audit entry,
+so that the API and the pages cannot drift apart. Tarballs never pass through memory whole:
+an upload is streamed to a file in dmd's blob folder, which the agent then downloads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from agent import protocol as p
+from agent.runtime.base import DriverError, check_repository
+from dmd.agents import HUB
+from dmd.agents.hub import AgentFailed
+from dmd.blobs import BLOBS, CHUNK, discard
+from dmd.errors import ApiError, BadRequest, Conflict, Forbidden, Invalid
+from dmd.models import Node, User
+from dmd.reconciler import RECONCILER
+from dmd.services import audit
+from dmd.services import images as svc
+from dmd.services import instances as inst_svc
+from dmd.services import nodes as node_svc
+from dmd.services.audit import Actor
+from dmd.state import DB
+
+IMPORT_MAX_BYTES = 64 * 1024**3
+TRANSFER_TIMEOUT_S = 3600.0
+
+# Reads up to n bytes of an upload; b"" at its end (StreamReader.read, BodyPartReader.read_chunk).
+Reader = Callable[[int], Awaitable[bytes]]
+
+
+async def agent_reply(call: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    """An agent's reply; its refusal of bad input (a tarball that is no image, a bad name or
+    reference: the runtime's "invalid") is the caller's 422, not a 502."""
+    try:
+        return await call
+    except AgentFailed as e:
+        if e.extra.get("agent_code") == "invalid":
+            raise Invalid(e.message, code="invalid_image") from None
+        raise
+
+
+def may_manage(user: User, image: dict[str, Any]) -> bool:
+    return user.is_admin or image["owner_id"] == user.id
+
+
+def _check_manage(user: User, image: dict[str, Any]) -> None:
+    if not may_manage(user, image):
+        raise Forbidden("only the image's owner or an administrator can do this")
+
+
+async def claimed(app: web.Application, actor: Actor, user: User, node_id: int, ref: str, image: dict[str, Any],
+                  action: str, **detail: Any) -> dict[str, Any]:
+    """The image the user just brought to the node, recorded as theirs (the catalogue row)."""
+    await app[RECONCILER].refresh_images(node_id)
+    async with app[DB].begin() as conn:
+        row = await svc.claim(conn, node_id, ref, image, user)
+        await audit.record(conn, actor, action, "image", row["id"], ref=ref, node_id=node_id, **detail)
+    return row
+
+
+def split_ref(ref: str) -> tuple[str, str]:
+    last = ref.rsplit("/", 1)[-1]
+    if ":" in last and "@" not in ref:
+        repo, tag = ref.rsplit(":", 1)
+        return repo, tag
+    return ref, "latest"
+
+
+async def visible_node(app: web.Application, user: User, node_id: int) -> Node:
+    async with app[DB].read() as conn:
+        return await node_svc.get_visible(conn, user, node_id)
+
+
+# --- pull -----------------------------------------------------------------------------------
+
+def pull_ref(ref: str) -> str:
+    """The reference with ":latest" when it names no tag or digest."""
+    return ref if ":" in ref.rsplit("/", 1)[-1] or "@" in ref else f"{ref}:latest"
+
+
+def pull_auth(ref: str, username: str | None, password: str | None) -> dict[str, str] | None:
+    """Registry credentials for this one pull (never stored), or None."""
+    if not (username or password):
+        return None
+    first = ref.split("/", 1)[0]
+    registry = first if "/" in ref and ("." in first or ":" in first) else ""
+    return {"username": username or "", "password": password or "", "serveraddress": registry}
+
+
+async def pull(app: web.Application, actor: Actor, user: User, node: Node, ref: str, *,
+               username: str | None = None, password: str | None = None,
+               progress_id: str | None = None) -> dict[str, Any]:
+    """Pull onto a node the user may see (see visible_node); progress events carry progress_id."""
+    auth = pull_auth(ref, username, password)
+    ref = pull_ref(ref)
+    reply = await agent_reply(app[HUB].call(node.id, p.IMAGE_PULL, {"ref": ref, "auth": auth,
+                                                                    "progress_id": progress_id},
+                                            timeout=TRANSFER_TIMEOUT_S))
+    return await claimed(app, actor, user, node.id, ref, reply.get("image") or {}, "image.pull")
+
+
+# --- import ---------------------------------------------------------------------------------
+
+def check_import_name(repository: str, tag: str) -> None:
+    """The repository and tag an import is stored under (checked before any upload)."""
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._/-]{0,199}", repository):
+        raise Invalid("repository: use lower-case letters, digits, '.', '_', '/' or '-'", field="repository")
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", tag):
+        raise Invalid("tag: use letters, digits, '_', '.' or '-'", field="tag")
+    try:  # Docker's own grammar (no "a..b", "a//b", trailing "/")
+        check_repository(repository, tag)
+    except DriverError as e:
+        raise Invalid(f"repository: {e.message}", field="repository") from None
+
+
+async def save_upload(read: Reader, path: Path, limit: int = IMPORT_MAX_BYTES) -> int:
+    """Copy an upload to a file, chunk by chunk (the writes in a thread so the loop never
+    blocks); 413 beyond `limit` bytes. Like dmd.blobs.write_stream, for any reader."""
+    size = 0
+    fd = await asyncio.to_thread(os.open, path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    f = os.fdopen(fd, "wb")
+    try:
+        while True:
+            chunk = await read(CHUNK)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(f"the tarball is larger than {limit} bytes", status=413, code="too_large")
+            await asyncio.to_thread(f.write, chunk)
+    finally:
+        await asyncio.to_thread(f.close)
+    return size
+
+
+async def import_tarball(app: web.Application, actor: Actor, user: User, node: Node, repository: str, tag: str,
+                         read: Reader, limit: int = IMPORT_MAX_BYTES) -> dict[str, Any]:
+    """Stream an uploaded tarball (docker save output or a root file system tar) to a blob
+    file, let the node's agent import it as repository:tag, and forget the file."""
+    check_import_name(repository, tag)
+    blobs = app[BLOBS]
+    path = blobs.new_path()
+    try:
+        size = await save_upload(read, path, limit)
+        if size == 0:
+            raise BadRequest("the tarball is empty", code="empty_body")
+        token = blobs.offer(node.id, "get", path)
+        try:
+            reply = await agent_reply(app[HUB].call(node.id, p.IMAGE_IMPORT, {
+                "url": blobs.url_path(token), "repository": repository, "tag": tag}, timeout=TRANSFER_TIMEOUT_S))
+        finally:
+            blobs.close(token)
+    finally:
+        discard(path)
+    return await claimed(app, actor, user, node.id, f"{repository}:{tag}", reply.get("image") or {},
+                         "image.import", bytes=size)
+
+
+# --- one catalogue entry --------------------------------------------------------------------
+
+async def in_use_by(app: web.Application, image: dict[str, Any]) -> list[str]:
+    async with app[DB].read() as conn:
+        return await svc.users_of(conn, image["node_id"], image["ref"])
+
+
+async def delete(app: web.Application, actor: Actor, user: User, image_id: int, force: bool) -> dict[str, Any]:
+    """Remove the image from its node; refused (409 image_in_use) while a live instance uses
+    it unless forced. Returns the catalogue row as it was."""
+    async with app[DB].read() as conn:
+        image = await svc.get_visible(conn, user, image_id)
+        _check_manage(user, image)
+        users_of = await svc.users_of(conn, image["node_id"], image["ref"])
+    if users_of and not force:
+        raise Conflict(f"instance(s) {', '.join(users_of)} use {image['ref']}; delete them or pass ?force=true",
+                       code="image_in_use")
+    await app[HUB].call(image["node_id"], p.IMAGE_REMOVE, {"ref": image["ref"], "force": force}, timeout=300)
+    async with app[DB].begin() as conn:
+        await svc.remove(conn, image["id"])
+        await audit.record(conn, actor, "image.delete", "image", image["id"], ref=image["ref"],
+                           node_id=image["node_id"], force=force)
+    return image
+
+
+async def set_public(app: web.Application, actor: Actor, user: User, image_id: int, public: bool) -> dict[str, Any]:
+    """Make an image public (every user may use it) or private again."""
+    async with app[DB].begin() as conn:
+        image = await svc.get_visible(conn, user, image_id)
+        _check_manage(user, image)
+        await svc.set_public(conn, image["id"], public)
+        await audit.record(conn, actor, "image.public" if public else "image.private", "image", image["id"],
+                           ref=image["ref"])
+        return await svc.get_visible(conn, user, image["id"])
+
+
+async def copy(app: web.Application, actor: Actor, user: User, image_id: int, node_id: int) -> dict[str, Any]:
+    """Copy an image to another node through dmd: the source agent uploads it to a blob file,
+    the target agent downloads and loads it. A public image stays public."""
+    async with app[DB].read() as conn:
+        image = await svc.get_visible(conn, user, image_id)
+        target = await node_svc.get_visible(conn, user, node_id)
+    if target.id == image["node_id"]:
+        raise Conflict("the image is already on that node", code="same_node")
+    hub, blobs = app[HUB], app[BLOBS]
+    path = blobs.new_path()
+    up = blobs.offer(image["node_id"], "put", path)
+    try:
+        await hub.call(image["node_id"], p.IMAGE_EXPORT, {"ref": image["ref"], "url": blobs.url_path(up)},
+                       timeout=TRANSFER_TIMEOUT_S)
+        blob = blobs.get(up)
+        if blob is None or blob.error or not path.exists():
+            raise ApiError("the source node did not deliver the image", status=502, code="transfer_failed")
+        down = blobs.offer(target.id, "get", path)
+        repository, tag = split_ref(image["ref"])
+        try:
+            reply = await agent_reply(hub.call(target.id, p.IMAGE_IMPORT, {
+                "url": blobs.url_path(down), "repository": repository, "tag": tag}, timeout=TRANSFER_TIMEOUT_S))
+        finally:
+            blobs.close(down)
+    finally:
+        blobs.close(up)
+        discard(path)
+    row = await claimed(app, actor, user, target.id, image["ref"], reply.get("image") or {}, "image.copy",
+                        from_node=image["node_id"])
+    if image["public"]:
+        async with app[DB].begin() as conn:
+            await svc.set_public(conn, row["id"], True)
+        row = {**row, "public": True}
+    return row
+
+
+async def commit(app: web.Application, actor: Actor, user: User, instance_id: int, repository: str,
+                 tag: str) -> dict[str, Any]:
+    """Save an instance's container as a new image on its node."""
+    async with app[DB].read() as conn:
+        inst = await inst_svc.get_visible(conn, user, instance_id)
+    reply = await agent_reply(app[HUB].call(inst.node_id, p.IMAGE_COMMIT, {
+        "instance_id": inst.id, "repository": repository, "tag": tag}, timeout=TRANSFER_TIMEOUT_S))
+    return await claimed(app, actor, user, inst.node_id, f"{repository}:{tag}", reply.get("image") or {},
+                         "image.commit", instance_id=inst.id)
