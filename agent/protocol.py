@@ -65,6 +65,7 @@ INSTANCE_ENSURE = "instance.ensure"  # {"spec": ContainerSpec dict, "desired": "
 #   starts or stops it to match `desired`.
 INSTANCE_REMOVE = "instance.remove"  # {"instance_id"} -> {"removed": bool}; missing is fine
 INSTANCE_RESTART = "instance.restart"  # {"instance_id"} -> {"container": ContainerInfo dict}
+INSTANCE_INSPECT = "instance.inspect"  # {"instance_id"} -> {"container": ContainerInfo dict | None}
 INSTANCE_LOGS = "instance.logs"  # {"instance_id", "tail": int|None, "since": float|None}
 #   -> {"lines": [str], "truncated": bool, "last_ts": float|None}; at most LOGS_MAX_BYTES
 INSTANCE_SYNC = "instance.sync"  # {"keep": [instance ids]} -> {"removed": [instance ids]}

@@ -151,6 +151,7 @@ class Workloads:
             (p.INSTANCE_ENSURE, self.ensure, 300.0),
             (p.INSTANCE_REMOVE, self.remove, 120.0),
             (p.INSTANCE_RESTART, self.restart, 120.0),
+            (p.INSTANCE_INSPECT, self.inspect, 30.0),
             (p.INSTANCE_LOGS, self.logs, 30.0),
             (p.INSTANCE_SYNC, self.sync, 120.0),
             (p.CONTAINERS_LIST, self.containers, 60.0),
@@ -237,6 +238,10 @@ class Workloads:
         await self.driver.restart(found.id)
         current = await self.driver.inspect(found.id)
         return {"container": (current or found).to_dict()}
+
+    async def inspect(self, data: dict[str, Any]) -> dict[str, Any]:
+        found = await self._find(_int(data, "instance_id"))
+        return {"container": found.to_dict() if found is not None else None}
 
     async def logs(self, data: dict[str, Any]) -> dict[str, Any]:
         found = await self._find(_int(data, "instance_id"))

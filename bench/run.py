@@ -142,6 +142,30 @@ def run_wrk(wrk: str, url: str, *, seconds: int, threads: int, connections: int,
     return res
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Round:
+    """One timed wrk run, with the CPU time the server used meanwhile."""
+
+    wrk: WrkResult
+    seconds: float  # wall-clock length of the run
+    server_cpu_s: float
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        return self.server_cpu_s / self.wrk.requests * 1e6
+
+    @property
+    def busy(self) -> float:
+        """Share of one CPU the server got; well under 1 means something else was running."""
+        return self.server_cpu_s / self.seconds
+
+
 # --- servers ------------------------------------------------------------------------------
 
 
@@ -324,19 +348,27 @@ def _wrk_version(wrk: str) -> str:
 
 @dataclass(frozen=True)
 class Summary:
-    rounds: list[WrkResult]
+    rounds: list[Round]
 
     @property
     def rps(self) -> float:
-        return statistics.median(r.rps for r in self.rounds)
+        return statistics.median(r.wrk.rps for r in self.rounds)
 
     @property
     def p50_ms(self) -> float:
-        return statistics.median(r.p50_ms for r in self.rounds)
+        return statistics.median(r.wrk.p50_ms for r in self.rounds)
 
     @property
     def p99_ms(self) -> float:
-        return statistics.median(r.p99_ms for r in self.rounds)
+        return statistics.median(r.wrk.p99_ms for r in self.rounds)
+
+    @property
+    def cpu_us(self) -> float:
+        return statistics.median(r.cpu_us_per_request for r in self.rounds)
+
+    @property
+    def busy(self) -> float:
+        return min(r.busy for r in self.rounds)
 
 
 @dataclass(frozen=True)
@@ -363,12 +395,24 @@ def machine_lines(wrk: str) -> list[str]:
 
 def table(bare: Summary, dmd: Summary) -> list[str]:
     return [
-        "| server | requests/s | p50 latency | p99 latency |",
-        "|---|---:|---:|---:|",
-        f"| bare aiohttp handler | {bare.rps:,.0f} | {bare.p50_ms:.2f} ms | {bare.p99_ms:.2f} ms |",
-        f"| dmd `GET /api/v1/me` (token, SQLite) | {dmd.rps:,.0f} | {dmd.p50_ms:.2f} ms "
-        f"| {dmd.p99_ms:.2f} ms |",
+        "| server | requests/s | p50 latency | p99 latency | server CPU per request |",
+        "|---|---:|---:|---:|---:|",
+        *(f"| {name} | {x.rps:,.0f} | {x.p50_ms:.2f} ms | {x.p99_ms:.2f} ms | {x.cpu_us:.0f} µs |"
+          for name, x in (("bare aiohttp handler", bare),
+                          ("dmd `GET /api/v1/me` (token, SQLite)", dmd))),
     ]
+
+
+BUSY_MIN = 0.85  # below this share of its CPU, a server was competing with something else
+
+
+def contention_note(bare: Summary, dmd: Summary) -> str | None:
+    low = min(bare.busy, dmd.busy)
+    if low >= BUSY_MIN:
+        return None
+    return (f"WARNING: in some round a server got only {low:.0%} of its CPU: other work was "
+            "running on this machine, so requests/s are low and noisy. The CPU time per "
+            "request is the steadier figure; rerun on an idle machine.")
 
 
 def verdict(bare: Summary, dmd: Summary) -> tuple[float, str]:
@@ -378,8 +422,10 @@ def verdict(bare: Summary, dmd: Summary) -> tuple[float, str]:
 
 def section(bare: Summary, dmd: Summary, s: Settings, wrk: str, when: dt.datetime) -> str:
     ratio, result = verdict(bare, dmd)
-    rounds_bare = ", ".join(f"{r.rps:,.0f}" for r in bare.rounds)
-    rounds_dmd = ", ".join(f"{r.rps:,.0f}" for r in dmd.rounds)
+    rounds_bare = ", ".join(f"{r.wrk.rps:,.0f}" for r in bare.rounds)
+    rounds_dmd = ", ".join(f"{r.wrk.rps:,.0f}" for r in dmd.rounds)
+    cpu_ratio = bare.cpu_us / dmd.cpu_us
+    note = contention_note(bare, dmd)
     if s.server_cpu is not None:
         pinning = (f"each server pinned to CPU {s.server_cpu} and wrk to CPU {s.wrk_cpu} "
                    "(sched_setaffinity)")
@@ -398,8 +444,13 @@ def section(bare: Summary, dmd: Summary, s: Settings, wrk: str, when: dt.datetim
         f"(goal: at least {GOAL:.0%}).",
         "",
         f"Requests/s per round: bare {rounds_bare}; dmd {rounds_dmd}. "
-        "The table shows the median of the rounds.",
+        "The table shows the median of the rounds. Server CPU per request is the CPU time "
+        "(user + system, from /proc) the server process used during a round divided by the "
+        f"requests it answered; by that measure dmd costs {dmd.cpu_us / bare.cpu_us:.1f}x the "
+        f"bare handler ({cpu_ratio:.0%}). Each server got at least {min(bare.busy, dmd.busy):.0%} "
+        "of its CPU in every round.",
         "",
+        *([f"**{note}**", ""] if note else []),
         "Machine:",
         "",
         *machine_lines(wrk),
@@ -528,25 +579,30 @@ def main(argv: list[str] | None = None) -> int:
                 "bare": (bare, f"http://127.0.0.1:{bare.port}{ME_PATH}", []),
                 "dmd": (dmd, f"http://127.0.0.1:{dmd.port}{ME_PATH}", auth),
             }
-            results: dict[str, list[WrkResult]] = {"bare": [], "dmd": []}
+            results: dict[str, list[Round]] = {"bare": [], "dmd": []}
 
-            def once(name: str, seconds: int) -> WrkResult:
+            def once(name: str, seconds: int) -> Round:
                 srv, url, headers = targets[name]
+                cpu0, t0 = cpu_seconds(srv.proc.pid), time.monotonic()
                 res = run_wrk(wrk, url, seconds=seconds, threads=s.threads,
                               connections=s.connections, headers=headers, cpu=s.wrk_cpu)
+                cpu1, t1 = cpu_seconds(srv.proc.pid), time.monotonic()
                 srv.check_alive()
-                return res
+                return Round(res, t1 - t0, cpu1 - cpu0)
 
             for name in ("bare", "dmd"):
                 print(f"bench: warming up {name} for {s.warmup} s", flush=True)
                 once(name, s.warmup)
             for i in range(s.rounds):
                 for name in ("bare", "dmd"):
-                    res = once(name, s.seconds)
-                    results[name].append(res)
+                    rnd = once(name, s.seconds)
+                    results[name].append(rnd)
+                    res = rnd.wrk
                     extra = f", socket errors: {res.socket_errors}" if res.socket_errors else ""
                     print(f"bench: round {i + 1} {name:4}: {res.rps:10,.0f} req/s  "
-                          f"p50 {res.p50_ms:6.2f} ms  p99 {res.p99_ms:6.2f} ms{extra}", flush=True)
+                          f"p50 {res.p50_ms:6.2f} ms  p99 {res.p99_ms:6.2f} ms  "
+                          f"{rnd.cpu_us_per_request:5.0f} µs CPU/req  "
+                          f"CPU busy {rnd.busy:4.0%}{extra}", flush=True)
             for srv in (dmd, bare):
                 if srv.log_tail():
                     print(f"bench: {srv.name} logged:\n{srv.log_tail()}", file=sys.stderr)
@@ -562,6 +618,9 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(table(bare_s, dmd_s)))
     print()
     print(f"dmd / bare = {ratio:.1%}  ->  {result} (goal: at least {GOAL:.0%})")
+    note = contention_note(bare_s, dmd_s)
+    if note:
+        print(f"bench: {note}", file=sys.stderr)
     if not args.no_docs:
         write_docs(section(bare_s, dmd_s, s, wrk, when))
         print(f"bench: wrote {DOCS.relative_to(ROOT)}")

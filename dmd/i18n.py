@@ -400,12 +400,14 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "instances.intro": ("Your containers on the nodes: their status, resources and logs.",
                         "ノード上で動くあなたのコンテナー。状態・リソース・ログを確認できます。"),
     "instances.intro_admin": ("Every instance in DM, with its owner: status, resources and logs.",
-                              "DM のすべてのインスタンスを所有者とともに表示します。状態・リソース・ログを確認できます。"),
+                              "DM のすべてのインスタンスを所有者とともに表示します。"
+                              "状態・リソース・ログを確認できます。"),
     "instances.new": ("New instance", "インスタンスを作成"),
     "instances.empty.heading": ("No instances yet", "インスタンスはまだありません"),
     "instances.empty.text": ("An instance is a container on one of your nodes, with the CPUs, memory and GPUs "
                              "you give it. Create one from an image in the catalogue.",
-                             "インスタンスは、指定した CPU・メモリー・GPU を割り当てて、ノード上で動かすコンテナーです。"
+                             "インスタンスは、指定した CPU・メモリー・GPU を割り当てて、"
+                             "ノード上で動かすコンテナーです。"
                              "カタログにあるイメージから作成します。"),
     "inst.name": ("Name", "名前"),
     "inst.name_hint": ("1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit. "
@@ -524,7 +526,8 @@ CATALOGUE: dict[str, tuple[str, str]] = {
                                 "確保している GPU {n} 基を解放し、他のインスタンスが使えるようにします。"),
     "inst.delete_effect_image": ("The image {image} stays; to keep this container's changes, save it as an image "
                                  "first.",
-                                 "イメージ {image} は残ります。このコンテナーの変更を残すには、先にイメージとして保存してください。"),
+                                 "イメージ {image} は残ります。このコンテナーの変更を残すには、"
+                                 "先にイメージとして保存してください。"),
     "inst.delete_effect_offline": ("The node is offline: the container is removed once it is back.",
                                    "ノードはオフラインです。復帰した時点でコンテナーを削除します。"),
     "inst.delete_submit": ("Delete for good", "完全に削除"),
@@ -535,7 +538,8 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "logs.following": ("Following… (stop)", "追跡中… (停止)"),
     "logs.reload": ("Reload", "再読み込み"),
     "logs.empty": ("The container has written nothing yet.", "コンテナーはまだ何も出力していません。"),
-    "logs.not_yet": ("No logs yet: the container is being created.", "コンテナーを作成中のため、ログはまだありません。"),
+    "logs.not_yet": ("No logs yet: the container is being created.",
+                     "コンテナーを作成中のため、ログはまだありません。"),
     "logs.offline": ("The logs cannot be read: the node is offline.",
                      "ノードがオフラインのため、ログを読み込めません。"),
     "logs.unavailable": ("The logs cannot be read right now.", "現在ログを読み込めません。"),
@@ -778,7 +782,8 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "err.inst.agent_error": ("The node could not do it: {message}", "ノードで処理できませんでした: {message}"),
     "err.inst.invalid_image": ("The node refused the image name: {message}",
                                "ノードがイメージ名を受け付けませんでした: {message}"),
-    "err.image.ref": ("Enter an image reference such as debian:12.", "debian:12 のようなイメージ参照を入力してください。"),
+    "err.image.ref": ("Enter an image reference such as debian:12.",
+                      "debian:12 のようなイメージ参照を入力してください。"),
     "err.image.repository": ("Repositories use lower-case letters, digits, '.', '_', '/' or '-', e.g. lab/app.",
                              "リポジトリーは英小文字・数字・「.」「_」「/」「-」で指定してください (例: lab/app)。"),
     "err.image.tag": ("Tags use letters, digits, '_', '.' or '-', up to 128 characters.",
@@ -868,6 +873,102 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "error.admin_only.title": ("For administrators only", "管理者専用"),
     "error.admin_only.text": ("This page is only for DM's administrators.",
                               "このページは DM の管理者だけが利用できます。"),
+    # --- SSH keys -----------------------------------------------------------------------------
+    "sshkeys.title": ("SSH keys", "SSH 鍵"),
+    "sshkeys.intro": ("Your SSH public keys. DM puts the ones you choose into your instances' authorized_keys.",
+                      "あなたの SSH 公開鍵です。選んだ鍵を DM がインスタンスの authorized_keys に書き込みます。"),
+    "sshkeys.add": ("Add a key", "鍵を追加"),
+    "sshkeys.add_intro": ("Paste your public key, or choose its .pub file. Only the public half: never a private key.",
+                          "公開鍵を貼り付けるか、.pub ファイルを選んでください。公開鍵だけを使います。"
+                          "秘密鍵は決して送らないでください。"),
+    "sshkeys.public_key": ("Public key", "公開鍵"),
+    "sshkeys.public_key_hint": ("One line such as the contents of ~/.ssh/id_ed25519.pub (an RFC 4716 block works "
+                                "too). Options before the key, such as command=\"…\" or no-pty, are removed: DM "
+                                "writes its own authorized_keys.",
+                                "~/.ssh/id_ed25519.pub の中身のような 1 行です (RFC 4716 形式も使えます)。"
+                                "鍵の前にある command=\"…\" や no-pty などのオプションは取り除きます。"
+                                "authorized_keys は DM が自分で書き込みます。"),
+    "sshkeys.key_file": ("…or choose the .pub file", "…または .pub ファイルを選択"),
+    "sshkeys.key_file_hint": ("A public key file of up to {max} KiB.", "{max} KiB までの公開鍵ファイル。"),
+    "sshkeys.name": ("Name", "名前"),
+    "sshkeys.name_hint": ("Up to 100 characters. When empty, the key's comment is used.",
+                          "100 文字まで。空欄のときは鍵のコメントを使います。"),
+    "sshkeys.types": ("Accepted: ed25519, ECDSA, RSA of 2048 bits or more, and FIDO security keys "
+                      "(sk-ssh-ed25519, sk-ecdsa). DSA keys and certificates are not accepted.",
+                      "使える鍵: ed25519、ECDSA、2048 ビット以上の RSA、FIDO セキュリティーキー "
+                      "(sk-ssh-ed25519、sk-ecdsa)。DSA 鍵と証明書は使えません。"),
+    "sshkeys.add_submit": ("Add key", "鍵を追加"),
+    "sshkeys.type": ("Type", "種類"),
+    "sshkeys.bits": ("{n} bits", "{n} ビット"),
+    "sshkeys.fingerprint": ("Fingerprint", "フィンガープリント"),
+    "sshkeys.comment": ("Comment", "コメント"),
+    "sshkeys.added": ("Added", "追加日時"),
+    "sshkeys.count": ("{n} of at most {max} keys.", "鍵 {n} 個 (上限 {max} 個)。"),
+    "sshkeys.rename": ("Rename", "名前を変更"),
+    "sshkeys.rename_named": ("New name for {name}", "{name} の新しい名前"),
+    "sshkeys.rename_submit": ("Save", "保存"),
+    "sshkeys.delete": ("Delete", "削除"),
+    "sshkeys.delete_named": ("Delete {name}", "{name} を削除"),
+    "sshkeys.delete_title": ("Delete the SSH key {name}?", "SSH 鍵 {name} を削除しますか?"),
+    "sshkeys.delete_confirm": ("The key is removed from your account. Check the fingerprint: this cannot be undone.",
+                               "この鍵をアカウントから削除します。フィンガープリントを確認してください。"
+                               "元に戻すことはできません。"),
+    "sshkeys.delete_submit": ("Delete key", "鍵を削除"),
+    "sshkeys.empty.heading": ("No SSH keys yet", "SSH 鍵はまだありません"),
+    "sshkeys.empty.text": ("Add your public key below to log in to your instances over SSH. No key yet? Make one "
+                           "on your computer with:",
+                           "SSH でインスタンスにログインするには、下のフォームで公開鍵を追加してください。"
+                           "鍵がない場合は、お使いのコンピューターで次のコマンドを実行して作成できます:"),
+    "flash.ssh_key_added": ("The key {name} has been added ({fingerprint}).",
+                            "鍵 {name} を追加しました ({fingerprint})。"),
+    "flash.ssh_key_options": ("The options before the key were removed ({options}): DM writes its own "
+                              "authorized_keys.",
+                              "鍵の前にあったオプション ({options}) は取り除きました。"
+                              "authorized_keys は DM が自分で書き込みます。"),
+    "flash.ssh_key_renamed": ("The key is now called {name}.", "鍵の名前を {name} に変更しました。"),
+    "flash.ssh_key_deleted": ("The key {name} has been deleted.", "鍵 {name} を削除しました。"),
+    "err.sshkey.name": ("Give the key a name of 1 to 100 characters, on one line.",
+                        "鍵には 1〜100 文字の名前を 1 行で付けてください。"),
+    "err.sshkey.both": ("Paste a key or choose a file, not both.",
+                        "鍵を貼り付けるか、ファイルを選ぶか、どちらか一方にしてください。"),
+    "err.sshkey.empty": ("Paste a public key or choose its .pub file.",
+                         "公開鍵を貼り付けるか、.pub ファイルを選んでください。"),
+    "err.sshkey.private_key": ("This is a private key: never share it. Add the public key instead, the .pub file "
+                               "(for example ~/.ssh/id_ed25519.pub).",
+                               "これは秘密鍵です。秘密鍵は決して人に渡さないでください。代わりに公開鍵 "
+                               "(.pub ファイル、例: ~/.ssh/id_ed25519.pub) を追加してください。"),
+    "err.sshkey.too_large": ("This is too long for a public key (more than {max} bytes).",
+                             "公開鍵としては長すぎます ({max} バイトを超えています)。"),
+    "err.sshkey.not_a_key": ("This is not an SSH public key. A key looks like: ssh-ed25519 AAAAC3Nz… you@host",
+                             "SSH 公開鍵ではありません。鍵は次のような形です: ssh-ed25519 AAAAC3Nz… you@host"),
+    "err.sshkey.unsupported_format": ("PEM keys are not accepted. Convert it first: ssh-keygen -i -m PKCS8 -f "
+                                      "key.pem",
+                                      "PEM 形式の鍵は使えません。先に変換してください: "
+                                      "ssh-keygen -i -m PKCS8 -f key.pem"),
+    "err.sshkey.line_break": ("A key is one line; this one has line breaks inside it.",
+                              "鍵は 1 行です。この鍵には途中に改行が含まれています。"),
+    "err.sshkey.multiple_keys": ("This holds more than one key. Add them one at a time.",
+                                 "複数の鍵が含まれています。1 つずつ追加してください。"),
+    "err.sshkey.control_characters": ("The key contains control characters (such as NUL) that are not allowed.",
+                                      "鍵に使えない制御文字 (NUL など) が含まれています。"),
+    "err.sshkey.bad_options": ("The options before the key have an unterminated quote.",
+                               "鍵の前のオプションに閉じられていない引用符があります。"),
+    "err.sshkey.damaged": ("The key data is incomplete or damaged. Was it cut off when copied?",
+                           "鍵のデータが不完全か壊れています。コピーの際に途中で切れていませんか?"),
+    "err.sshkey.trailing_garbage": ("There is text after the end of the key.",
+                                    "鍵の終わりの後に余分な文字があります。"),
+    "err.sshkey.unsupported_type": ("Keys of type {type} are not accepted. Use ed25519, ECDSA or RSA of 2048 bits "
+                                    "or more.",
+                                    "種類 {type} の鍵は使えません。ed25519、ECDSA、2048 ビット以上の RSA を"
+                                    "使ってください。"),
+    "err.sshkey.weak_key": ("RSA keys need at least {min} bits; this one has {bits}. Make a new key, for example "
+                            "with ssh-keygen -t ed25519.",
+                            "RSA 鍵は {min} ビット以上が必要です。この鍵は {bits} ビットです。"
+                            "ssh-keygen -t ed25519 などで新しい鍵を作ってください。"),
+    "err.sshkey.exists": ("You have added this key already ({fingerprint}).",
+                          "この鍵はすでに追加されています ({fingerprint})。"),
+    "err.sshkey.too_many": ("You have the most SSH keys allowed. Delete one first.",
+                            "SSH 鍵の数が上限に達しています。先にどれかを削除してください。"),
 }
 
 

@@ -7,6 +7,11 @@ goes round again, so requests never race on one node. Triggers: a user action, a
 Every command is idempotent and keyed by the instance id (a container label), so a lost
 reply, an agent restart in the middle of a create or a dmd restart end in exactly one
 container: the next round's `instance.ensure` finds the container and adopts it.
+
+A container that exits by itself while its agent is connected is recorded as stopped, and
+its desired state becomes stopped too, so no later round restarts it behind the user's back.
+A container found stopped when its node (re)connects while it should run (the node rebooted,
+say) is started again.
 """
 
 from __future__ import annotations
@@ -187,26 +192,33 @@ class Reconciler:
             log.info("node %s: image inventory refresh failed: %s", node_id, e)
 
     async def _container_event(self, node_id: int, data: dict[str, Any]) -> None:
+        """Re-read the container under the node's lock rather than trusting the event: events
+        race with the worker's own commands (a restart emits die, then start)."""
         instance_id = data.get("instance_id")
-        action = data.get("action")
-        if not isinstance(instance_id, int) or action not in ("start", "die", "oom", "stop"):
+        if not isinstance(instance_id, int) or data.get("action") not in ("start", "die", "oom", "stop"):
             return
-        if self.lock(node_id).locked():
-            return  # the worker is converging this node and records the outcome itself
-        async with self.db.begin() as conn:
-            try:
-                inst = await inst_svc.get(conn, instance_id)
-            except Exception:
-                return
+        async with self.lock(node_id):
+            async with self.db.read() as conn:
+                try:
+                    inst = await inst_svc.get(conn, instance_id)
+                except Exception:
+                    return
             if inst.node_id != node_id or inst.desired == "deleted":
                 return
-            if action == "start":
-                await inst_svc.set_status(conn, inst.id, "running")
-            else:
-                code = data.get("exit_code")
-                msg = "killed: out of memory" if action == "oom" else (
-                    f"exited with code {code}" if isinstance(code, int) and code != 0 else None)
-                await inst_svc.set_status(conn, inst.id, "stopped", msg)
+            try:
+                reply = await self.hub.call(node_id, p.INSTANCE_INSPECT, {"instance_id": inst.id}, timeout=30)
+            except (NodeOffline, AgentTimeout, AgentFailed):
+                return
+            container = reply.get("container")
+            if not isinstance(container, dict):
+                return
+            status, message = status_of(container)
+            async with self.db.begin() as conn:
+                if status != "running" and inst.desired == "running":
+                    # It stopped by itself: DM leaves it stopped until someone starts it (or
+                    # its node comes back from a restart, see the module docstring).
+                    await inst_svc.set_desired(conn, inst.id, "stopped")
+                await inst_svc.set_status(conn, inst.id, status, message)
 
 
 RECONCILER: web.AppKey[Reconciler] = web.AppKey("dm_reconciler", Reconciler)

@@ -76,7 +76,13 @@ curl -sf --unix-socket /var/run/docker.sock http://localhost/_ping >/dev/null \
 REGISTRY_DIR=/var/lib/dm-test-registry
 REGISTRY_CONFIG=/etc/dm-test-registry.yml
 registry_up() { curl -sf -o /dev/null http://127.0.0.1:5000/v2/; }
-command -v docker-registry >/dev/null || apt_install docker-registry
+if ! command -v docker-registry >/dev/null; then
+  apt_install docker-registry
+  # Where systemd runs, the package starts its own registry on :5000 (all interfaces, htpasswd): not that one.
+  if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+    systemctl disable --now docker-registry >/dev/null 2>&1 || true
+  fi
+fi
 if ! registry_up; then
   log "starting the local registry on 127.0.0.1:5000"
   mkdir -p "$REGISTRY_DIR"
@@ -92,7 +98,7 @@ storage:
 http:
   addr: 127.0.0.1:5000
 YML
-  nohup docker-registry serve "$REGISTRY_CONFIG" >/var/log/dm-test-registry.log 2>&1 &
+  setsid nohup docker-registry serve "$REGISTRY_CONFIG" >/var/log/dm-test-registry.log 2>&1 </dev/null &
   for _ in $(seq 1 50); do registry_up && break; sleep 0.2; done
 fi
 registry_up || die "the local registry is not answering on http://127.0.0.1:5000/v2/ (see /var/log/dm-test-registry.log)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 
 from dmd.db.types import UtcDateTime
 
@@ -155,4 +156,27 @@ images = sa.Table(
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
     sa.UniqueConstraint("node_id", "ref"),
+)
+
+# SSH public keys. One user's key; two users may register the same key. public_key is the
+# canonical authorized_keys line (type, base64, comment; never options).
+# The fingerprint is compared byte for byte (base64 is case-sensitive; MariaDB's default is not).
+_FINGERPRINT = sa.String(64).with_variant(
+    mysql.VARCHAR(64, charset="ascii", collation="ascii_bin"), "mysql", "mariadb"
+)
+
+ssh_keys = sa.Table(
+    "ssh_keys",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("key_type", sa.String(64), nullable=False),
+    sa.Column("public_key", sa.Text, nullable=False),
+    sa.Column("fingerprint", _FINGERPRINT, nullable=False),
+    sa.Column("bits", sa.Integer, nullable=False),
+    sa.Column("comment", sa.String(200), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.UniqueConstraint("user_id", "fingerprint"),
 )

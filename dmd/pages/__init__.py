@@ -10,7 +10,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from dmd.middleware import HTML_ERROR_KEY
-from dmd.pages import account, admin, auth_pages, images, instances, nodes, placeholders
+from dmd.pages import account, admin, auth_pages, images, instances, nodes, placeholders, ssh_keys
 from dmd.pages.render import html_error, setup_jinja, web_dir
 
 
@@ -22,5 +22,6 @@ def setup_pages(app: web.Application) -> None:
     nodes.setup(app)
     instances.setup(app)
     images.setup(app)
+    ssh_keys.setup(app)
     placeholders.register(app)
     app[HTML_ERROR_KEY] = html_error

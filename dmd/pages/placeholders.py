@@ -12,7 +12,6 @@ from dmd.pages.render import PageHandler, login_required, render
 
 # path -> the navigation entry it belongs to (also the catalogue prefix: empty.<key>.*)
 PLACEHOLDERS: dict[str, str] = {
-    "/ssh-keys": "ssh_keys",
     "/port-maps": "port_maps",
 }
 

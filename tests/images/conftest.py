@@ -120,6 +120,25 @@ async def image_ids(engine: aiodocker.Docker) -> set[str]:
     return {i["Id"] for i in await engine.images.list(all=True)}
 
 
+async def engine_state(engine: aiodocker.Docker) -> tuple[set[str], set[str]]:
+    """(untagged image ids, tags) on the engine. Other test sessions may share the engine, so
+    "nothing left behind" compares these: none of them makes untagged images or this run's tags."""
+    untagged, tags = set(), set()
+    for i in await engine.images.list(all=True):
+        real = [t for t in i.get("RepoTags") or [] if "<none>" not in t]
+        tags.update(real)
+        if not real:
+            untagged.add(i["Id"])
+    return untagged, tags
+
+
+async def assert_nothing_left(engine: aiodocker.Docker, before: tuple[set[str], set[str]], *names: str) -> None:
+    untagged, tags = await engine_state(engine)
+    assert untagged <= before[0], f"new untagged images: {untagged - before[0]}"
+    mine = {t for t in tags - before[1] if t.startswith((T, *names))}
+    assert not mine, f"new tags: {mine}"
+
+
 async def catalogue(client, headers, node_id: int) -> dict[str, dict[str, Any]]:
     r = await client.get(f"/api/v1/nodes/{node_id}/images", headers=headers)
     assert r.status == 200, await r.text()
@@ -316,7 +335,9 @@ __all__ = [
     "PULL_REF",
     "REGISTRY",
     "T",
+    "assert_nothing_left",
     "catalogue",
+    "engine_state",
     "image_ids",
     "in_thread",
     "logs_contain",

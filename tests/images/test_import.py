@@ -13,7 +13,18 @@ import tarfile
 import aiodocker
 
 from dmd.blobs import BLOBS
-from tests.images.conftest import T, catalogue, image_ids, logs_contain, me, remove_image, rootfs_tar, tar_of
+from tests.images.conftest import (
+    T,
+    assert_nothing_left,
+    catalogue,
+    engine_state,
+    image_ids,
+    logs_contain,
+    me,
+    remove_image,
+    rootfs_tar,
+    tar_of,
+)
 
 
 def url(node_id: int, repository: str, tag: str = "1") -> str:
@@ -76,7 +87,7 @@ async def test_import_docker_save_output(client, admin, node, docker, made):
 
 
 async def test_import_of_what_is_not_an_image(client, admin, node, docker):
-    before = await image_ids(docker)
+    before = await engine_state(docker)
     refs_before = set(await catalogue(client, admin, node["id"]))
     # A save-shaped archive without its manifest, one whose manifest is garbage, one naming a missing layer.
     layer_dir = "a" * 64
@@ -102,13 +113,13 @@ async def test_import_of_what_is_not_an_image(client, admin, node, docker):
     r = await client.post(url(node["id"], f"{T}/not-an-image"), headers=admin, data=b"")
     assert r.status == 400 and "empty" in await r.text()
 
-    assert await image_ids(docker) == before
+    await assert_nothing_left(docker, before, "dm-test/evil", "127.0.0.1:1/")
     assert set(await catalogue(client, admin, node["id"])) == refs_before
     assert not list(client.app[BLOBS].dir.iterdir())
 
 
 async def test_import_names_checked_first(client, admin, node, docker):
-    before = await image_ids(docker)
+    before = await engine_state(docker)
     body = rootfs_tar("never imported")
     for repository, tag in (("", "1"), ("UPPER", "1"), ("a b", "1"), ("-x", "1"), ("../x", "1"), ("a..b", "1"),
                             ("a//b", "1"), ("a/", "1"), ("x", "bad tag"), ("x", ".dot"), ("x", "t" * 129),
@@ -120,7 +131,7 @@ async def test_import_names_checked_first(client, admin, node, docker):
     assert r.status == 401
     r = await client.post(url(999, f"{T}/x"), headers=admin, data=body)
     assert r.status == 404
-    assert await image_ids(docker) == before
+    await assert_nothing_left(docker, before, "dm-test/evil", "127.0.0.1:1/")
 
 
 async def test_a_save_archive_cannot_take_over_another_tag(client, admin, node, docker, made):

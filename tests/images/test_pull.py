@@ -13,8 +13,9 @@ from dmd.db.schema import audit_log
 from dmd.state import DB
 from tests.images.conftest import (
     PULL_MARKER,
+    assert_nothing_left,
     catalogue,
-    image_ids,
+    engine_state,
     logs_contain,
     me,
     ndjson,
@@ -82,7 +83,7 @@ async def test_pull_json_then_stream_with_credentials(client, admin, node, docke
 
 
 async def test_pull_from_a_registry_that_does_not_answer(client, admin, node, docker):
-    before = await image_ids(docker)
+    before = await engine_state(docker)
     ref = "127.0.0.1:1/dm-test/nothing:1"
     r = await client.post(f"/api/v1/nodes/{node['id']}/images/pull", headers=admin, json={"ref": ref})
     assert 400 <= r.status < 600, await r.text()
@@ -96,7 +97,7 @@ async def test_pull_from_a_registry_that_does_not_answer(client, admin, node, do
     lines = ndjson(await r.text())
     assert "error" in lines[-1] and "connection refused" in lines[-1]["error"]["message"], lines
     assert ref not in await catalogue(client, admin, node["id"])
-    assert await image_ids(docker) == before
+    await assert_nothing_left(docker, before, "dm-test/evil", "127.0.0.1:1/")
 
     # A malformed reference never reaches the node.
     for bad in ("UPPER/Case:1", "a b", "../etc/passwd", "x:", "$(reboot)"):

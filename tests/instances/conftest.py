@@ -69,5 +69,12 @@ async def wait_status(client, headers, iid, status, timeout=30) -> dict[str, Any
     return await wait_for(check, f"instance {iid} {status}", timeout)
 
 
-async def containers_of(docker: aiodocker.Docker, iid: int) -> list[dict[str, Any]]:
-    return await docker.containers.list(all=True, filters={"label": [f"dm.instance={iid}"]})  # type: ignore[no-any-return]
+async def containers_of(docker: aiodocker.Docker, iid: int, client: Any = None) -> list[dict[str, Any]]:
+    """The instance's containers; with `client`, only this dmd installation's (other test runs may
+    share the Docker Engine and number their instances the same)."""
+    labels = [f"dm.instance={iid}"]
+    if client is not None:
+        from dmd.agents import HUB
+
+        labels.append(f"dm.installation={client.app[HUB].installation_id}")
+    return await docker.containers.list(all=True, filters={"label": labels})  # type: ignore[no-any-return]

@@ -16,7 +16,7 @@ async def test_lifecycle(client, admin, local, docker):
     assert created["status"] in ("pending", "creating") and created["node_id"] == local["id"]
     iid = created["id"]
     inst = await wait_status(client, admin, iid, "running")
-    [c] = await containers_of(docker, iid)
+    [c] = await containers_of(docker, iid, client)
     info = await docker.containers.get(c["Id"])
     host = info["HostConfig"]
     assert host["NanoCpus"] == 500_000_000 and host["Memory"] == 64 * 1024 * 1024
@@ -39,7 +39,7 @@ async def test_lifecycle(client, admin, local, docker):
 
     r = await client.post(f"/api/v1/instances/{iid}/start", headers=admin)
     await wait_status(client, admin, iid, "running")
-    [again] = await containers_of(docker, iid)
+    [again] = await containers_of(docker, iid, client)
     assert again["Id"] == c["Id"]  # the same container, started again
 
     r = await client.post(f"/api/v1/instances/{iid}/restart", headers=admin)
@@ -53,7 +53,7 @@ async def test_lifecycle(client, admin, local, docker):
         return (await client.get(f"/api/v1/instances/{iid}", headers=admin)).status == 404
 
     await wait_for(gone, "the instance gone")
-    assert await containers_of(docker, iid) == []
+    assert await containers_of(docker, iid, client) == []
 
 
 async def test_error_carries_the_runtimes_message(client, admin, local, docker):
@@ -65,7 +65,7 @@ async def test_error_carries_the_runtimes_message(client, admin, local, docker):
     assert r.status == 201, await r.text()
     inst = await wait_status(client, admin, r and (await r.json())["id"], "error")
     assert "dm-test/vanishing:1" in inst["status_message"]
-    assert await containers_of(docker, inst["id"]) == []
+    assert await containers_of(docker, inst["id"], client) == []
 
 
 async def test_program_that_cannot_start(client, admin, local):

@@ -279,7 +279,8 @@ async def test_japanese(client, admin, local):  # noqa: F811
     main = _main(await (await client.get("/instances", headers=headers)).text())
     assert "インスタンスはまだありません" in main and "インスタンスを作成" in main
     main = _main(await (await client.get("/instances/new", headers=headers)).text())
-    for text in ("実行する内容", "配置先とリソース", "各ノードの空き", "空きのあるノード (DM が選択)", "管理者向けオプション"):
+    for text in ("実行する内容", "配置先とリソース", "各ノードの空き", "空きのあるノード (DM が選択)",
+                 "管理者向けオプション"):
         assert text in main, text
     token = csrf_of(await (await client.get("/instances/new")).text())
     r = await client.post("/instances", headers=headers, data={"csrf_token": token, "name": "悪い名前", "image": IMAGE})

@@ -1,0 +1,152 @@
+"""The instances part of the newcomer's journey in a real Chromium against a real
+`dmd serve --local-node` on the real Docker Engine: find the busybox image on the Images
+page, create an instance from it through the form, watch it become running (dm.js polls
+the API), follow its logs as they stream, stop it, delete it, and see it gone.
+
+Screenshots land in the test's tmp_path (shots/); look at them when the design changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.pages.test_browser import CHROMIUM, CHROMIUM_ARGS, Dmd, _setup_admin, _watch_console  # noqa: F401
+from tests.pages.test_node_browser import browser, dmd_local  # noqa: F401 (fixtures)
+from tests.runtime.conftest import docker_test_image  # noqa: F401 (fixture: builds the busybox image)
+from tests.runtime.images import BUSYBOX_REF
+
+pytestmark = pytest.mark.browser
+
+
+async def _reload_until(page: Any, selector: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while await page.locator(selector).count() == 0:
+        assert time.monotonic() < deadline, f"{selector} did not appear on {page.url}"
+        await asyncio.sleep(0.5)
+        await page.reload()
+
+
+async def test_instance_journey(dmd_local: Dmd, browser: Any, tmp_path: Path, docker_test_image: str) -> None:  # noqa: F811
+    dmd = dmd_local
+    shots = tmp_path / "shots"
+    ctx = await browser.new_context(viewport={"width": 1366, "height": 900}, locale="en-US", color_scheme="light")
+    page = await ctx.new_page()
+    errors = _watch_console(page)
+    await _setup_admin(page, dmd)
+    await _reload_until(page, "table.nodes-table .badge-online")
+
+    # 1. Images: the local node's catalogue holds the busybox image; "Run" starts the form with it.
+    await page.goto(f"{dmd.base}/images")
+    row = f"tr:has(code.ref:text-is('{BUSYBOX_REF}'))"
+    await _reload_until(page, row)
+    assert "found on the node" in await page.inner_text(row)
+    await page.screenshot(path=str(shots / "30-images.png"), full_page=True)
+    await page.click(f"{row} a:has-text('Run')")
+    await page.wait_for_url(re.compile(r".*/instances/new\?.*"))
+    assert await page.eval_on_selector("#f-image", "el => el.value") == BUSYBOX_REF
+    cap = await page.inner_text("table.capacity-table")
+    assert "Online" in cap and "GiB" in cap, cap
+
+    # 2. The form: a bad name first (shown again with the input kept), then a good one.
+    command = "sh\n-c\necho '<b>not bold</b>'; i=0; while true; do i=$((i+1)); echo tick $i; sleep 1; done"
+    await page.fill("#f-name", "bad name")
+    await page.fill("#f-command", command)
+    await page.fill("#f-env", "GREETING=hello")
+    await page.fill("#f-cpus", "0.5")
+    await page.fill("#f-memory_mb", "64")
+    await page.click("form.create-form button[type=submit]")
+    await page.wait_for_selector(".alert-error")
+    assert "Instance names use" in await page.inner_text(".alert-error")
+    assert await page.input_value("#f-command") == command and await page.input_value("#f-cpus") == "0.5"
+    await page.screenshot(path=str(shots / "31-new-instance-error.png"), full_page=True)
+    await page.fill("#f-name", "hello")
+    await page.click("form.create-form button[type=submit]")
+    await page.wait_for_url(re.compile(r".*/instances/\d+$"))
+    inst_url = page.url
+    assert "has been created" in await page.inner_text(".flashes")
+
+    # 3. It becomes running without a reload (dm.js polls the API every 2 s).
+    await page.wait_for_selector("h1 [data-inst-status=running]", timeout=40_000)
+    assert "Running" in await page.inner_text("h1")
+    await page.screenshot(path=str(shots / "32-instance-running.png"), full_page=True)
+
+    # 4. Logs: follow them as they stream; markup in them stays text.
+    follow = page.locator("#logs-follow")
+    assert await follow.is_visible()
+    await follow.click()
+    await page.wait_for_function(
+        "() => /tick [3-9]/.test(document.getElementById('logs-text').textContent)", timeout=30_000)
+    first = await page.inner_text("#logs-text")
+    await page.wait_for_function(
+        "(n) => (document.getElementById('logs-text').textContent.match(/tick/g) || []).length > n",
+        arg=first.count("tick"), timeout=15_000)
+    assert "<b>not bold</b>" in await page.inner_text("#logs-text")
+    assert await page.locator("#logs-text b").count() == 0
+    assert await follow.get_attribute("aria-pressed") == "true"
+    await page.screenshot(path=str(shots / "33-logs-following.png"), full_page=True)
+    await follow.click()
+    await page.wait_for_function("() => document.getElementById('logs-follow').getAttribute('aria-pressed') "
+                                 "=== 'false'")
+
+    # Dark theme and Japanese.
+    await page.click("a[data-theme-choice='dark']")
+    await page.wait_for_url(inst_url)
+    await page.screenshot(path=str(shots / "34-instance-dark.png"), full_page=True)
+    await page.click("a[hreflang='ja']")
+    await page.wait_for_url(inst_url)
+    assert "実行中" in await page.inner_text("h1") and "ログ" in await page.inner_text("#logs")
+    await page.screenshot(path=str(shots / "35-instance-ja-dark.png"), full_page=True)
+    await page.goto(f"{dmd.base}/instances/new")
+    await page.screenshot(path=str(shots / "36-new-ja-dark.png"), full_page=True)
+    await page.goto(f"{dmd.base}/images")
+    await page.screenshot(path=str(shots / "37-images-ja-dark.png"), full_page=True)
+    await page.click("a[hreflang='en']")
+    await page.click("a[data-theme-choice='light']")
+    await page.goto(inst_url)
+
+    # 5. Stop: the page comes back with a message; the badge turns to stopped by itself.
+    await page.click("form[action$='/stop'] button")
+    await page.wait_for_url(inst_url)
+    assert "is stopping" in await page.inner_text(".flashes")
+    await page.wait_for_selector("h1 [data-inst-status=stopped]", timeout=30_000)
+    assert await page.locator("form[action$='/start'] button").count() == 1
+    await page.screenshot(path=str(shots / "38-instance-stopped.png"), full_page=True)
+
+    # The list, on a phone too.
+    await page.goto(f"{dmd.base}/instances")
+    assert "hello" in await page.inner_text("table.instances-table")
+    await page.screenshot(path=str(shots / "39-instances.png"), full_page=True)
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await page.screenshot(path=str(shots / "40-instances-phone.png"), full_page=True)
+    assert await page.evaluate("document.documentElement.scrollWidth - window.innerWidth") <= 0
+    await page.goto(f"{dmd.base}/instances/new")
+    await page.screenshot(path=str(shots / "41-new-phone.png"), full_page=True)
+    assert await page.evaluate("document.documentElement.scrollWidth - window.innerWidth") <= 0
+    await page.goto(f"{dmd.base}/images")
+    await page.screenshot(path=str(shots / "42-images-phone.png"), full_page=True)
+    assert await page.evaluate("document.documentElement.scrollWidth - window.innerWidth") <= 0
+    await page.set_viewport_size({"width": 1366, "height": 900})
+
+    # 6. Delete, after the confirmation page; the list shows it go.
+    await page.goto(inst_url)
+    await page.click("a[href$='/delete']")
+    await page.wait_for_url(re.compile(r".*/instances/\d+/delete$"))
+    await page.screenshot(path=str(shots / "43-delete-confirm.png"), full_page=True)
+    await page.click("form[action$='/delete'] button[type=submit]")
+    await page.wait_for_url(f"{dmd.base}/instances")
+    assert "is being deleted" in await page.inner_text(".flashes")
+    await page.wait_for_selector("[data-inst-status=deleted]", timeout=30_000)
+    await page.reload()
+    assert await page.locator("table.instances-table").count() == 0
+    assert "No instances yet" in await page.inner_text("main")
+    await page.screenshot(path=str(shots / "44-instances-empty.png"), full_page=True)
+
+    # The only failed loads: the API answering 404 once the instance was gone.
+    assert [e for e in errors if "status of 404" not in e] == [], errors
+    await ctx.close()
