@@ -8,12 +8,14 @@ One run on this machine:
 2. N nodes are created through the API and joined (32 requests in flight), credentials kept
    in memory so every ramp step reuses the nodes of the previous one;
 3. N simulated agents, all in this process on one event loop and one aiohttp ClientSession:
-   each opens `/agent/ws` with its credential, sends a `hello` with ~2 KB of facts shaped like
-   agent/facts.py's, waits for `welcome`, then sends `heartbeat` every heartbeat_s (dmd's
-   value from `welcome`, 10 s by default; first beat at a random offset) and answers `ping`;
+   each opens `/agent/ws` with its credential, sends a `hello` with ~1.8 KB of facts shaped
+   like agent/docker_info.node_facts()' (two GPUs), waits for `welcome`, then sends
+   `heartbeat` every heartbeat_s (dmd's value from `welcome`, 10 s by default; first beat at
+   a random offset) and answers `ping` and the reconciler's requests as an empty node would;
 4. once all N are connected and dmd lists all N online, a prober subprocess (also on CPU 1)
-   sends `GET /api/v1/nodes` (default page) with the token at a fixed rate for the window,
-   while dmd's RSS and CPU time are sampled from /proc;
+   sends `GET /api/v1/nodes` (default page) with the token at a fixed rate: a warm-up, then
+   the recorded window, while dmd's RSS and CPU time are sampled from /proc. dmd and the
+   prober run at nice -10 when allowed, so other work on a shared machine disturbs less;
 5. PASS for a step: p99 < 100 ms, every reply 200, every agent still connected, none closed
    by dmd, no heartbeat-timeout close in dmd's log, dmd lists all N online afterwards.
    The ramp stops at the first failing step or at --max.
@@ -70,8 +72,11 @@ class BenchError(Exception):
     """The benchmark could not be run or its results cannot be trusted."""
 
 
+_T0 = time.monotonic()
+
+
 def log(msg: str) -> None:
-    print(f"agents-bench: {msg}", flush=True)
+    print(f"agents-bench [{time.monotonic() - _T0:6.1f} s]: {msg}", flush=True)
 
 
 # --- process set-up -----------------------------------------------------------------------
@@ -249,9 +254,12 @@ async def bounded(items: Iterable[T], limit: int, fn: Callable[[T], Awaitable[No
         for item in it:
             await fn(item)
 
-    async with asyncio.TaskGroup() as tg:
-        for _ in range(limit):
-            tg.create_task(worker())
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(limit):
+                tg.create_task(worker())
+    except ExceptionGroup as eg:
+        raise eg.exceptions[0] from None  # the first failure, as a plain exception
 
 
 @dataclass(frozen=True)
@@ -600,6 +608,7 @@ class StepResult:
     p95_ms: float
     p99_ms: float
     max_ms: float
+    over_goal: int  # replies that took GOAL_P99_MS or more
     non_200: int
     cpu_pct: float
     others_cpu_pct: float
@@ -648,15 +657,15 @@ def _git_rev() -> str:
 
 def table(results: list[StepResult]) -> list[str]:
     lines = [
-        "| agents | p50 | p95 | p99 | max | requests | dmd CPU | others on dmd's CPU | dmd RSS | online "
-        "| closed by dmd | result |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        f"| agents | p50 | p95 | p99 | max | requests | ≥ {GOAL_P99_MS:.0f} ms | dmd CPU | others on dmd's CPU "
+        "| dmd RSS | online | closed by dmd | result |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
         lines.append(
             f"| {r.n:,} | {r.p50_ms:.1f} ms | {r.p95_ms:.1f} ms | {r.p99_ms:.1f} ms | {r.max_ms:.1f} ms "
-            f"| {r.requests} | {r.cpu_pct:.0f}% | {r.others_cpu_pct:.0f}% | {r.rss_mb:.0f} MiB | {r.online:,} "
-            f"| {r.closed} "
+            f"| {r.requests} | {r.over_goal} | {r.cpu_pct:.0f}% | {r.others_cpu_pct:.0f}% | {r.rss_mb:.0f} MiB "
+            f"| {r.online:,} | {r.closed} "
             f"| {'PASS' if r.passed else 'FAIL: ' + r.why} |"
         )
     return lines
@@ -673,6 +682,12 @@ class Settings:
     nofile: int
     warmup: float = 10.0
     nice: int | None = None  # applied to dmd and the prober, when allowed
+
+
+def _rank_from_top(n: int) -> str:
+    """Which reply, counted from the slowest, is the nearest-rank p99 of n replies."""
+    k = n - max(0, math.ceil(0.99 * n) - 1)
+    return {1: "slowest", 2: "2nd-slowest", 3: "3rd-slowest"}.get(k, f"{k}th-slowest")
 
 
 def largest_pass(results: list[StepResult]) -> int | None:
@@ -716,9 +731,10 @@ def section(results: list[StepResult], s: Settings, when: dt.datetime, stopped: 
         "- Agents: simulated in one process, one event loop and one aiohttp session, speaking the real "
         f"protocol over `/agent/ws`: `hello` with ~{len(json.dumps(sim_facts(0))) / 1024:.1f} KiB of facts "
         "(host, OS, CPU, memory, disk, addresses, "
-        "two GPUs, Docker runtime), then `heartbeat` every 10 s from a random offset, and `ping` "
-        "answered. Nodes are created and joined through the API; each step adds agents to those "
-        "already connected (50 handshakes in flight). No `metrics` messages are sent.",
+        "two GPUs, Docker runtime), then `heartbeat` every 10 s from a random offset; `ping` and the "
+        "reconciler's `instance.sync` are answered as an empty node would. Nodes are created and joined "
+        "through the API; each step adds agents to those already connected (50 handshakes in flight). "
+        "No `metrics` messages are sent.",
         f"- Per step, once all agents are connected and dmd lists them all online: `GET {NODES_PATH}` "
         f"(default page of 50 nodes with their facts, API token) at {s.rate:g} requests/s from a "
         f"separate prober process (open loop, one keep-alive connection pool): {s.warmup:g} s not "
@@ -728,6 +744,10 @@ def section(results: list[StepResult], s: Settings, when: dt.datetime, stopped: 
         f"- A step passes when p99 < {GOAL_P99_MS:.0f} ms, every reply is 200, no agent was closed by "
         "dmd, dmd logged no heartbeat-timeout close, and it lists every agent online after the window. "
         "The ramp stops at the first failing step.",
+        f"- With {s.rate:g} requests/s for {s.seconds:g} s, p99 is the "
+        f"{_rank_from_top(int(s.rate * s.seconds))} reply: "
+        "a single pause of dmd's event loop longer than a few hundred ms fails a step, so the result moves "
+        "between runs (more so when other processes load dmd's CPU; see that column).",
         "",
         "To reproduce: `.venv/bin/python bench/agents_load.py [--max N] [--step-seconds S]` "
         "(`--quick`: 200 and 2,000 agents, 15 s windows, as `make bench` runs it; `--help` lists the "
@@ -832,7 +852,8 @@ async def ramp(dmd: Dmd, s: Settings, connect_concurrency: int) -> tuple[list[St
                 why.append(f"{hb} heartbeat timeouts")
             r = StepResult(
                 n=n, setup_s=t2 - t0, requests=len(lat), p50_ms=percentile(lat, 50), p95_ms=percentile(lat, 95),
-                p99_ms=p99, max_ms=max(lat) if lat else math.nan, non_200=non_200, cpu_pct=cpu_pct,
+                p99_ms=p99, max_ms=max(lat) if lat else math.nan, over_goal=sum(x >= GOAL_P99_MS for x in lat),
+                non_200=non_200, cpu_pct=cpu_pct,
                 others_cpu_pct=w.others_cpu_pct, loadavg=w.loadavg, rss_mb=rss, online=online, closed=closed,
                 heartbeat_closes=hb, passed=not why,
                 why="; ".join(why),

@@ -446,9 +446,9 @@ def section(bare: Summary, dmd: Summary, s: Settings, wrk: str, when: dt.datetim
         f"Requests/s per round: bare {rounds_bare}; dmd {rounds_dmd}. "
         "The table shows the median of the rounds. Server CPU per request is the CPU time "
         "(user + system, from /proc) the server process used during a round divided by the "
-        f"requests it answered; by that measure dmd costs {dmd.cpu_us / bare.cpu_us:.1f}x the "
-        f"bare handler ({cpu_ratio:.0%}). Each server got at least {min(bare.busy, dmd.busy):.0%} "
-        "of its CPU in every round.",
+        f"requests it answered: a dmd request costs {dmd.cpu_us / bare.cpu_us:.1f}x a bare one, "
+        f"so by CPU alone dmd would reach {cpu_ratio:.0%} of the bare requests/s. Each server got "
+        f"at least {min(bare.busy, dmd.busy):.0%} of its CPU in every round.",
         "",
         *([f"**{note}**", ""] if note else []),
         "Machine:",

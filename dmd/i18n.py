@@ -498,7 +498,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
                              "ノードのすべてのデバイスとカーネル権限を与えます。"),
     "inst.host_network": ("Host network", "ホストネットワーク"),
     "inst.host_network_hint": ("The node's own network stack: every port of the node, no isolation.",
-                               "ノード自身のネットワークを使います。ノードのすべてのポートに触れられ、分離されません。"),
+                               "ノード自身のネットワークを使います。ノードのすべてのポートを使え、分離されません。"),
     "inst.create_submit": ("Create instance", "インスタンスを作成"),
     "inst.start": ("Start", "起動"),
     "inst.stop": ("Stop", "停止"),

@@ -54,7 +54,9 @@ _REFUSED_TYPES: dict[str, str] = {
 
 # Line breaks and other characters that must never be inside a key line.
 _LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
-_PRIVATE_RE = re.compile(r"PRIVATE[ _-]KEY|PuTTY-User-Key-File|BEGIN OPENSSH PRIVATE", re.IGNORECASE)
+# The armour of every private key format (PEM, OpenSSH, SSH2/ssh.com, PuTTY): the BEGIN or,
+# when that was cut off, the END line. Upper case only, so a comment such as "private key" is fine.
+_PRIVATE_RE = re.compile(r"(?:BEGIN|END) [A-Z0-9 ]*PRIVATE KEY|PuTTY-User-Key-File")
 _B64_RE = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
 _OPTION_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 _RFC_BEGIN = "---- BEGIN SSH2 PUBLIC KEY ----"
@@ -106,6 +108,11 @@ def fingerprint_of(blob: bytes) -> str:
 
 def label_of(key_type: str) -> str:
     return ACCEPTED.get(key_type, key_type)
+
+
+def looks_private(text: str) -> bool:
+    """True when `text` holds (part of) a private key: never show it back to anyone."""
+    return bool(_PRIVATE_RE.search(text))
 
 
 # --- the parser ------------------------------------------------------------------------

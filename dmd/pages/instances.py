@@ -145,7 +145,8 @@ def _create_error(e: ApiError | forms.FormError) -> forms.FormError:
         return forms.FormError(e.status, key, e.field) if key and not own else e
     if e.code in _CODE_KEYS:
         key, field = _CODE_KEYS[e.code]
-        return forms.FormError(e.status, key, field or e.field, {"message": e.message})
+        detail = e.message.removeprefix("no node can take this instance: ")
+        return forms.FormError(e.status, key, field or e.field, {"message": detail})
     if e.field in ("name", "node_id", "image"):
         return forms.FormError(e.status, _FIELD_KEYS[e.field], e.field)
     if e.field in _FIELD_KEYS:  # e.g. which GPUs the chosen node has

@@ -23,7 +23,7 @@ from dmd.pages.render import (
     render,
 )
 from dmd.services import ssh_keys as svc
-from dmd.sshkeys import MAX_INPUT_BYTES
+from dmd.sshkeys import MAX_INPUT_BYTES, looks_private
 from dmd.state import DB
 
 routes = web.RouteTableDef()
@@ -110,7 +110,7 @@ async def key_add(request: web.Request) -> web.StreamResponse:
         if fe.field == "public_key" and file_bytes.strip():
             fe.field = "key_file"
         kept = forms.kept(data, "name", "public_key")
-        if fe.key == "err.sshkey.private_key":
+        if looks_private(kept["public_key"]):
             kept["public_key"] = ""  # never echo a private key back into the page
         return await _page(request, status=fe.status, error=fe.view(lang_of(request)), form=kept)
     await flash(request, "ok", "flash.ssh_key_added", name=key.name, fingerprint=key.fingerprint)

@@ -14,8 +14,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
+from tests.instances.test_gpus_and_reconcile import GpuNode, a5000_gpus
 from tests.pages.test_browser import CHROMIUM, CHROMIUM_ARGS, Dmd, _setup_admin, _watch_console  # noqa: F401
 from tests.pages.test_node_browser import browser, dmd_local  # noqa: F401 (fixtures)
 from tests.runtime.conftest import docker_test_image  # noqa: F401 (fixture: builds the busybox image)
@@ -53,19 +55,20 @@ async def test_instance_journey(dmd_local: Dmd, browser: Any, tmp_path: Path, do
     cap = await page.inner_text("table.capacity-table")
     assert "Online" in cap and "GiB" in cap, cap
 
-    # 2. The form: a bad name first (shown again with the input kept), then a good one.
+    # 2. The form: more CPUs than the node has first (shown again with the input kept), then a good one.
     command = "sh\n-c\necho '<b>not bold</b>'; i=0; while true; do i=$((i+1)); echo tick $i; sleep 1; done"
-    await page.fill("#f-name", "bad name")
+    await page.fill("#f-name", "hello")
     await page.fill("#f-command", command)
     await page.fill("#f-env", "GREETING=hello")
-    await page.fill("#f-cpus", "0.5")
+    await page.fill("#f-cpus", "1000")
     await page.fill("#f-memory_mb", "64")
     await page.click("form.create-form button[type=submit]")
     await page.wait_for_selector(".alert-error")
-    assert "Instance names use" in await page.inner_text(".alert-error")
-    assert await page.input_value("#f-command") == command and await page.input_value("#f-cpus") == "0.5"
+    assert "No node can take this instance" in await page.inner_text(".alert-error")
+    assert await page.input_value("#f-command") == command and await page.input_value("#f-name") == "hello"
+    assert await page.eval_on_selector("#f-image", "el => el.value") == BUSYBOX_REF
     await page.screenshot(path=str(shots / "31-new-instance-error.png"), full_page=True)
-    await page.fill("#f-name", "hello")
+    await page.fill("#f-cpus", "0.5")
     await page.click("form.create-form button[type=submit]")
     await page.wait_for_url(re.compile(r".*/instances/\d+$"))
     inst_url = page.url
@@ -147,6 +150,47 @@ async def test_instance_journey(dmd_local: Dmd, browser: Any, tmp_path: Path, do
     assert "No instances yet" in await page.inner_text("main")
     await page.screenshot(path=str(shots / "44-instances-empty.png"), full_page=True)
 
-    # The only failed loads: the API answering 404 once the instance was gone.
-    assert [e for e in errors if "status of 404" not in e] == [], errors
+    # 7. A GPU machine (a fake agent with the GPUs of a real nvidia-smi): the form shows its free
+    #    GPUs as boxes to tick; the instance holds the ticked one; deleting frees it.
+    await page.goto(f"{dmd.base}/nodes")
+    await page.fill("#f-name", "gpu-box")
+    await page.click("form[action='/nodes'] button[type=submit]")
+    await page.wait_for_url(re.compile(r".*/nodes/\d+$"))
+    token = (await page.inner_text("#join-command")).split()[-1]
+    async with aiohttp.ClientSession() as s:
+        joined = await (await s.post(f"{dmd.base}/api/v1/nodes/join", json={"token": token})).json()
+    gpus = a5000_gpus()
+    agent = GpuNode(dmd.base, joined["credential"], joined["node_id"], gpus=gpus)
+    await agent.start()
+    try:
+        await page.goto(f"{dmd.base}/instances/new")
+        await _reload_until(page, "option[value='cuda:12']")
+        gpu_row = f"table.capacity-table tr[data-node-id='{agent.node_id}']"
+        assert "2 of 2 free" in await page.inner_text(gpu_row)
+        await page.fill("#f-name", "trainer")
+        await page.select_option("#f-image", "cuda:12")
+        await page.check(f"{gpu_row} input[value='{gpus[1]['uuid']}']")
+        await page.screenshot(path=str(shots / "45-new-gpu.png"), full_page=True)
+        await page.click("form.create-form button[type=submit]")
+        await page.wait_for_url(re.compile(r".*/instances/\d+$"))
+        await page.wait_for_selector("h1 [data-inst-status=running]", timeout=30_000)
+        assert gpus[1]["uuid"] in await page.inner_text("#gpus")
+        await page.screenshot(path=str(shots / "46-instance-gpu.png"), full_page=True)
+        await page.click("a[data-theme-choice='dark']")
+        await page.goto(f"{dmd.base}/instances/new")
+        assert "1 of 2 free" in await page.inner_text(gpu_row)
+        await page.screenshot(path=str(shots / "47-new-gpu-dark.png"), full_page=True)
+        await page.goto(f"{dmd.base}/instances")
+        await page.click("a:has-text('trainer')")
+        await page.click("a[href$='/delete']")
+        await page.click("form[action$='/delete'] button[type=submit]")
+        await page.wait_for_url(f"{dmd.base}/instances")
+        await page.wait_for_selector("[data-inst-status=deleted]", timeout=30_000)
+        await page.goto(f"{dmd.base}/instances/new")
+        assert "2 of 2 free" in await page.inner_text(gpu_row)
+    finally:
+        await agent.close()
+
+    # The only failed loads: the refused form (409) and the API answering 404 once the instance was gone.
+    assert [e for e in errors if "status of 404" not in e and "status of 409" not in e] == [], errors
     await ctx.close()

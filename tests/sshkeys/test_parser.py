@@ -164,6 +164,14 @@ def test_pem_private_and_public_keys(keys, tmp_path):
     assert pkcs8.startswith("-----BEGIN PUBLIC KEY-----")
     refused(pkcs8, "unsupported_format")
     refused("PuTTY-User-Key-File-3: ssh-ed25519\nEncryption: none\n", "private_key")
+    refused("---- BEGIN SSH2 ENCRYPTED PRIVATE KEY ----\nP2/56wAAA\n", "private_key")
+    # Only its END line (the start was not copied).
+    refused("\n".join(keys["ed25519"].private.read_text().splitlines()[2:]), "private_key")
+
+
+def test_the_words_private_key_in_a_comment_are_fine(keys):
+    assert parse_public_key(keys["ed25519"].pub_line + " my private key, backup").comment == (
+        "ed25519@test my private key, backup")
 
 
 def test_short_rsa_is_refused(keys):
@@ -179,7 +187,7 @@ def test_dsa_is_refused(keys, tmp_path):
     else:  # OpenSSH without DSA: a well-formed DSA key built here
         from cryptography.hazmat.primitives.asymmetric import dsa
 
-        n = dsa.generate_private_key(1024).public_key().public_numbers()
+        n = dsa.generate_private_key(1024).public_key().public_numbers()  # noqa: S505 (refused on purpose)
         blob = _s(b"ssh-dss") + b"".join(_s(v.to_bytes((v.bit_length() + 8) // 8, "big"))
                                           for v in (n.parameter_numbers.p, n.parameter_numbers.q,
                                                     n.parameter_numbers.g, n.y))

@@ -209,12 +209,14 @@ function watchInstance(box) {
       }
       if (r.ok) {
         const data = await r.json();
+        if (data.status !== status) {
+          // A new state: show the whole page as it is now (container, actions, logs), unless
+          // the reader is following the logs or typing; then only the badge changes.
+          if (!following && !busy()) { window.location.reload(); return; }
+          status = data.status;
+        }
         setBadge(box, data.status, labels);
         setMessage(box, data.status_message);
-        if (data.status !== status) {
-          status = data.status;
-          if (!following) refreshLogs(box);
-        }
       }
     } catch (_) {
       // dmd restarting or the network gone: try again on the next tick
@@ -265,18 +267,6 @@ function showLogs(text) {
     if (note) note.hidden = true;
   }
   return pre;
-}
-
-async function refreshLogs(box) {
-  if (!box.dataset.logsUrl) return;
-  try {
-    const r = await fetch(box.dataset.logsUrl, { credentials: "same-origin" });
-    if (!r.ok) return;
-    const pre = showLogs(await r.text());
-    if (pre) pre.scrollTop = pre.scrollHeight;
-  } catch (_) {
-    // leave the logs as they are
-  }
 }
 
 function followLogs(btn, box) {
