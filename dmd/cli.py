@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import getpass
 import logging
 import signal
@@ -90,6 +91,12 @@ async def _serve(cfg: Config) -> int:
     if link:
         log.warning("no users yet: open this one-time link to create the first admin: %s", link)
         print(f"\n  Set up DM: {link}\n", flush=True)
+    # Everything built at start-up lives as long as the process: keep it out of the collector's
+    # way, and collect the young generation less often. With thousands of agents a full
+    # collection otherwise stalls the loop for hundreds of milliseconds (docs/BENCHMARKS.md).
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 10)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

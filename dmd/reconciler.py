@@ -37,7 +37,8 @@ ENSURE_TIMEOUT_S = 300.0
 
 def status_of(container: dict[str, Any]) -> tuple[str, str | None]:
     state = container.get("state")
-    if state == "running":
+    if state in ("running", "paused", "restarting"):
+        # Paused only while it is committed to an image (DM never pauses otherwise).
         return "running", None
     code = container.get("exit_code")
     if container.get("oom_killed"):

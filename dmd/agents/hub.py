@@ -30,6 +30,7 @@ log = logging.getLogger("dmd.agents")
 SEND_QUEUE_MAX = 256
 METRICS_KEPT = 90  # samples per node (15 minutes at the default 10 s)
 FLUSH_EVERY_S = 30.0
+FLUSH_BATCH = 250
 
 
 class NodeOffline(ApiError):
@@ -255,7 +256,9 @@ class Hub:
                 log.exception("writing last_seen failed")
 
     async def _flush(self) -> None:
-        seen = {nid: dt.datetime.fromtimestamp(c.last_seen, dt.UTC) for nid, c in self.conns.items()}
-        if seen:
+        seen = [(nid, dt.datetime.fromtimestamp(c.last_seen, dt.UTC)) for nid, c in self.conns.items()]
+        # In batches, each its own short transaction, so requests interleave with the writes.
+        for i in range(0, len(seen), FLUSH_BATCH):
             async with self.db.begin() as db:
-                await node_svc.touch(db, seen)
+                await node_svc.touch(db, dict(seen[i:i + FLUSH_BATCH]))
+            await asyncio.sleep(0)

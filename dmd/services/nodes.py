@@ -208,8 +208,10 @@ async def store_facts(conn: AsyncConnection, node_id: int, facts: dict[str, Any]
 
 
 async def touch(conn: AsyncConnection, seen: dict[int, dt.datetime]) -> None:
-    for node_id, when in seen.items():
-        await conn.execute(nodes.update().where(nodes.c.id == node_id).values(last_seen=when))
+    """Record last_seen for many nodes in one executemany (one round trip to the driver)."""
+    if seen:
+        stmt = nodes.update().where(nodes.c.id == sa.bindparam("nid")).values(last_seen=sa.bindparam("seen"))
+        await conn.execute(stmt, [{"nid": nid, "seen": when} for nid, when in seen.items()])
 
 
 async def reset_online(conn: AsyncConnection) -> None:

@@ -45,7 +45,8 @@ from tests.runtime.images import BUSYBOX_BINARY, BUSYBOX_REF, is_static_elf
 
 REGISTRY = "127.0.0.1:5000"
 PULL_REF = f"{REGISTRY}/dm-test/busybox:pulltest"
-PULL_MARKER = "dm pull test image\n"
+# Unique per run, so the pushed layer is new to the engine and the pull really downloads it.
+PULL_MARKER = f"dm pull test image {secrets.token_hex(8)}\n"
 DOCKER_HOST = os.environ.get("DM_TEST_DOCKER_HOST", "unix:///var/run/docker.sock")
 ENSURE = "scripts/ensure-services.sh"
 # This run's repository prefix: other sessions may run these tests on the same engine at the same time.

@@ -5,9 +5,11 @@ node, public / private, and delete (refused while an instance uses the image, un
 
 from __future__ import annotations
 
+import contextlib
 import html as htmllib
 import re
 import secrets
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiodocker
@@ -21,12 +23,12 @@ from dmd.services import audit
 from dmd.state import CONFIG, DB
 from tests.conftest import add_user, make_token
 from tests.images.conftest import (  # noqa: F401 (fixtures)
-    PULL_MARKER,
+    REGISTRY,
+    _registry_answers,
     catalogue,
     logs_contain,
     made,
     node,
-    registry_image,
     rootfs_tar,
 )
 from tests.instances.conftest import IMAGE, docker, docker_test_image, local, wait_for  # noqa: F401 (fixtures)
@@ -261,9 +263,38 @@ async def test_delete_forced(client, admin, node, docker, made):  # noqa: F811
 
 # --- pull from the local registry -----------------------------------------------------------------
 
-async def test_pull(client, admin, node, docker, made, registry_image):  # noqa: F811
+@pytest.fixture
+async def pushed(docker, docker_test_image) -> AsyncIterator[tuple[str, str]]:  # noqa: F811
+    """(reference, marker) of an image of this test's own in the local registry, not on the engine.
+
+    Its own name and layer: other tests (here or in a parallel run) pulling the shared test image
+    neither see nor remove it. Removed by id afterwards, with every tag and digest reference."""
+    if not _registry_answers():
+        pytest.fail(f"the local registry does not answer on http://{REGISTRY}/v2/; run scripts/ensure-services.sh",
+                    pytrace=False)
+    marker = f"page-pull-{secrets.token_hex(4)}"
+    ref = f"{REGISTRY}/dm-test/page-pull-{secrets.token_hex(3)}:1"
+    repo, _, tag = ref.rpartition(":")
+    async with docker._query("images/create", "POST", params={"fromSrc": "-", "repo": repo, "tag": tag},
+                             data=rootfs_tar(marker), headers={"Content-Type": "application/x-tar"}) as r:
+        assert '"error' not in await r.text()
+    image_id = (await docker.images.inspect(ref))["Id"]
+    result = await docker.images.push(repo, tag=tag, auth={"serveraddress": REGISTRY})
+    assert not [m for m in result if isinstance(m, dict) and m.get("error")], result
+    await docker.images.delete(image_id, force=True)
+    try:
+        yield ref, marker
+    finally:
+        with contextlib.suppress(aiodocker.DockerError):
+            image_id = (await docker.images.inspect(ref))["Id"]
+            for c in await docker.containers.list(all=True, filters={"ancestor": [image_id]}):
+                await c.delete(force=True)
+            await docker.images.delete(image_id, force=True)
+
+
+async def test_pull(client, admin, node, pushed):  # noqa: F811
+    ref, marker = pushed
     await page_login(client, "admin@example.org")
-    made.append(registry_image)
     r = await post_form(client, "/images/pull", {"node_id": str(node["id"]), "ref": "Not a Reference!",
                                                   "username": "bob", "password": "hunter22"}, csrf_from="/images")
     html = await r.text()
@@ -272,20 +303,25 @@ async def test_pull(client, admin, node, docker, made, registry_image):  # noqa:
     assert 'value="Not a Reference!"' in section and 'value="bob"' in section
     assert "hunter22" not in html  # a password is never sent back
 
-    r = await post_form(client, "/images/pull", {"node_id": str(node["id"]), "ref": "127.0.0.1:5000/dm-test/none:x"},
+    r = await post_form(client, "/images/pull", {"node_id": str(node["id"]), "ref": f"{REGISTRY}/dm-test/none:x"},
                         csrf_from="/images")
     assert r.status in (422, 502), r.status
     assert "alert-error" in _node_section(_main(await r.text()), node["id"])
 
-    r = await post_form(client, "/images/pull", {"node_id": str(node["id"]), "ref": registry_image},
-                        csrf_from="/images")
+    # With credentials (the registry needs none): used for the pull, kept nowhere.
+    r = await post_form(client, "/images/pull", {"node_id": str(node["id"]), "ref": ref, "username": "puller",
+                                                  "password": "pw-never-stored"}, csrf_from="/images")
     assert r.status == 303, await r.text()
     image_id = int(r.headers["Location"].split("#image-")[1])
     html = await (await client.get("/images")).text()
-    assert f"{registry_image} has been pulled onto" in html and ">you<" in _row(html, image_id)
+    assert f"{ref} has been pulled onto" in html and ">you<" in _row(html, image_id)
+    assert "pw-never-stored" not in html
+    async with client.app[DB].read() as conn:
+        entries = await audit.list_entries(conn, limit=50, action="image.")
+    assert entries and "pw-never-stored" not in repr(entries)
     r = await client.post("/api/v1/instances", headers=admin, json={
-        "name": "pulled", "image": registry_image, "command": ["sh", "-c", "cat /etc/marker; exec sleep 3600"]})
-    await logs_contain(client, admin, (await r.json())["id"], PULL_MARKER.strip())
+        "name": "pulled", "image": ref, "command": ["sh", "-c", "cat /etc/marker; exec sleep 3600"]})
+    await logs_contain(client, admin, (await r.json())["id"], marker)
     r = await post_form(client, "/images/pull", {"node_id": "999", "ref": "x:1"}, csrf_from="/images")
     assert r.status == 404
 

@@ -34,6 +34,15 @@ async def _reload_until(page: Any, selector: str, timeout: float = 30.0) -> None
         await page.reload()
 
 
+async def _deleted(page: Any, name: str) -> None:
+    """The list shows the instance go: dm.js marks its row deleted (or it was gone already)."""
+    await page.wait_for_function(
+        """(name) => {
+          const row = [...document.querySelectorAll("tr[data-instance-id]")].find((r) => r.textContent.includes(name));
+          return !row || row.querySelector("[data-inst-status=deleted]") !== null;
+        }""", arg=name, timeout=30_000)
+
+
 async def test_instance_journey(dmd_local: Dmd, browser: Any, tmp_path: Path, docker_test_image: str) -> None:  # noqa: F811
     dmd = dmd_local
     shots = tmp_path / "shots"
@@ -144,7 +153,7 @@ async def test_instance_journey(dmd_local: Dmd, browser: Any, tmp_path: Path, do
     await page.click("form[action$='/delete'] button[type=submit]")
     await page.wait_for_url(f"{dmd.base}/instances")
     assert "is being deleted" in await page.inner_text(".flashes")
-    await page.wait_for_selector("[data-inst-status=deleted]", timeout=30_000)
+    await _deleted(page, "hello")
     await page.reload()
     assert await page.locator("table.instances-table").count() == 0
     assert "No instances yet" in await page.inner_text("main")
@@ -185,7 +194,7 @@ async def test_instance_journey(dmd_local: Dmd, browser: Any, tmp_path: Path, do
         await page.click("a[href$='/delete']")
         await page.click("form[action$='/delete'] button[type=submit]")
         await page.wait_for_url(f"{dmd.base}/instances")
-        await page.wait_for_selector("[data-inst-status=deleted]", timeout=30_000)
+        await _deleted(page, "trainer")
         await page.goto(f"{dmd.base}/instances/new")
         assert "2 of 2 free" in await page.inner_text(gpu_row)
     finally:

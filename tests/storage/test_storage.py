@@ -158,3 +158,16 @@ async def test_sql_injection_strings_stored_verbatim(db):
         assert (await tokens.get(conn, u.id, tok.id)).name == nasty
         assert await users.password_hash_for(conn, u.id) == nasty
         assert (await conn.execute(sa.select(sa.func.count()).select_from(users_t))).scalar_one() == 1
+
+
+async def test_touch_many_nodes_at_once(db):
+    from dmd.services import nodes
+
+    async with db.begin() as conn:
+        made = [(await nodes.create(conn, name=f"n{i}", owner=None, join_ttl_s=60))[0] for i in range(5)]
+    when = dt.datetime(2026, 5, 6, 7, 8, 9, 123456, tzinfo=dt.UTC)
+    async with db.begin() as conn:
+        await nodes.touch(conn, {n.id: when + dt.timedelta(seconds=i) for i, n in enumerate(made)})
+    async with db.read() as conn:
+        for i, n in enumerate(made):
+            assert (await nodes.get(conn, n.id)).last_seen == when + dt.timedelta(seconds=i)
