@@ -34,8 +34,13 @@ lint: $(STAMP)
 services:
 	@scripts/ensure-services.sh
 
+## make bench: every benchmark; the figures land in docs/BENCHMARKS.md
 bench: $(STAMP) services
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/agents_load.py --quick
+	$(BIN)/python bench/instance_start.py
+	@test -x dist/dmc || scripts/build-agent.sh
+	$(BIN)/python bench/agent_idle.py
 
 clean:
 	rm -rf $(VENV) .run build dist *.egg-info

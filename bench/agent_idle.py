@@ -209,6 +209,40 @@ def print_table(report: dict[str, Any]) -> None:
           f"reconnects: {report['reconnects']}")
 
 
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md"
+START, END = "<!-- bench:agent:start -->", "<!-- bench:agent:end -->"
+
+
+def write_docs(report: dict[str, Any]) -> None:
+    """Rewrite this benchmark's section of docs/BENCHMARKS.md."""
+    import datetime as dt
+
+    binary = Path(__file__).resolve().parents[1] / "dist" / "dmc"
+    size = f"{binary.stat().st_size / 1e6:.1f} MB" if binary.exists() else "not built"
+    rows = "\n".join(f"| {r['name']} | {r['rss_mb']} MB | {r['rss_max_mb']} MB | {r['cpu_pct']:.3f} % |"
+                      for r in report["processes"])
+    section = f"""{START}
+## The agent idle, and its size
+
+Measured {dt.date.today().isoformat()} by `python bench/agent_idle.py` (part of `make bench`): `{report['command']}`
+connected to a minimal control plane for {report['duration_s']} s (heartbeat {report['heartbeat_s']:g} s,
+metrics {report['metrics_interval_s']:g} s), resident memory from /proc/PID/status, CPU from /proc/PID/stat.
+
+| process | RSS | RSS max | CPU |
+|---|---|---|---|
+{rows}
+
+Goals: RSS at most {report['rss_goal_mb']:g} MB (**{"met" if report["goal_met"] else "MISSED"}**), CPU under 1 %
+of a core; `dist/dmc` at most 25 MB: **{size}**.
+{END}"""
+    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
+    if START in text and END in text:
+        text = text[: text.index(START)] + section + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    DOCS.write_text(text)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, default=60.0, help="idle seconds to measure (default 60)")
@@ -218,6 +252,7 @@ def main() -> int:
     ap.add_argument("--binary", help="the agent binary (default dist/dmc when it exists)")
     ap.add_argument("--python", action="store_true", help="run `python -m agent` even when dist/dmc exists")
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
+    ap.add_argument("--no-docs", action="store_true", help="do not rewrite docs/BENCHMARKS.md")
     args = ap.parse_args()
     try:
         report = asyncio.run(run(args))
@@ -228,6 +263,8 @@ def main() -> int:
         print(json.dumps(report, indent=2))
     else:
         print_table(report)
+    if not args.no_docs:
+        write_docs(report)
     return 0
 
 
