@@ -191,6 +191,8 @@ class Workloads:
         while True:
             try:
                 async for ev in self.driver.events():
+                    if ev.node_id != self._config().node_id:
+                        continue  # another node's container on a shared Engine
                     await link.send_event("container", {
                         "instance_id": ev.instance_id, "container_id": ev.container_id, "action": ev.action,
                         "exit_code": ev.exit_code,

@@ -208,7 +208,7 @@ async def test_delete_refused_while_in_use(client, admin, node, docker, made):  
     repo = f"dm-test/page-delete-{secrets.token_hex(3)}"
     ref = f"{repo}:1"
     made.append(ref)
-    r = await _import(client, node["id"], repo, "1", rootfs_tar("delete me"))
+    r = await _import(client, node["id"], repo, "1", rootfs_tar(f"delete me {secrets.token_hex(4)}"))
     assert r.status == 303, await r.text()
     image_id = int(r.headers["Location"].split("#image-")[1])
     r = await client.post("/api/v1/instances", headers=admin, json={
@@ -251,14 +251,30 @@ async def test_delete_forced(client, admin, node, docker, made):  # noqa: F811
     repo = f"dm-test/page-force-{secrets.token_hex(3)}"
     ref = f"{repo}:1"
     made.append(ref)
-    r = await _import(client, node["id"], repo, "1", rootfs_tar("force me"))
+    r = await _import(client, node["id"], repo, "1", rootfs_tar(f"force me {secrets.token_hex(4)}"))
     image_id = int(r.headers["Location"].split("#image-")[1])
+    engine_id = (await docker.images.inspect(ref))["Id"]
     r = await client.post("/api/v1/instances", headers=admin, json={
         "name": "keeps-running", "image": ref, "command": ["sleep", "3600"]})
     assert r.status == 201
-    r = await post_form(client, f"/images/{image_id}/delete", {"force": "on"}, csrf_from=f"/images/{image_id}/delete")
-    assert r.status == 303, await r.text()
-    assert f'id="image-{image_id}"' not in await (await client.get("/images")).text()
+    iid = (await r.json())["id"]
+    try:
+        r = await post_form(client, f"/images/{image_id}/delete", {"force": "on"},
+                            csrf_from=f"/images/{image_id}/delete")
+        assert r.status == 303, await r.text()
+        assert f'id="image-{image_id}"' not in await (await client.get("/images")).text()
+        with pytest.raises(aiodocker.DockerError):
+            await docker.images.inspect(ref)
+    finally:
+        # The instance kept the untagged image alive: remove both, leaving nothing behind.
+        await client.delete(f"/api/v1/instances/{iid}", headers=admin)
+
+        async def gone() -> bool:
+            return (await client.get(f"/api/v1/instances/{iid}", headers=admin)).status == 404
+
+        await wait_for(gone, "the instance gone")
+        with contextlib.suppress(aiodocker.DockerError):
+            await docker.images.delete(engine_id, force=True)
 
 
 # --- pull from the local registry -----------------------------------------------------------------
@@ -355,7 +371,7 @@ async def test_copy_to_another_node(client, admin, node, made):  # noqa: F811
         await page_login(client, "admin@example.org")
         repo = f"dm-test/page-copy-{secrets.token_hex(3)}"
         made.append(f"{repo}:1")
-        r = await _import(client, node["id"], repo, "1", rootfs_tar("copy me"))
+        r = await _import(client, node["id"], repo, "1", rootfs_tar(f"copy me {secrets.token_hex(4)}"))
         image_id = int(r.headers["Location"].split("#image-")[1])
         r = await post_form(client, f"/images/{image_id}/public", {}, csrf_from="/images")
 
