@@ -643,13 +643,6 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     # --- features still to come -------------------------------------------------------------
     "empty.not_yet": ("This part of DM is not available yet. It arrives in a coming version.",
                       "この機能はまだ利用できません。今後のバージョンで提供されます。"),
-    "empty.ssh_keys.intro": ("Public keys DM puts into your instances.",
-                             "DM がインスタンスに設定する公開鍵。"),
-    "empty.ssh_keys.heading": ("No SSH keys yet", "SSH 鍵はまだありません"),
-    "empty.ssh_keys.what": ("Your SSH public keys will be listed here with their fingerprints; you "
-                            "will choose which of them go into each instance.",
-                            "あなたの SSH 公開鍵がフィンガープリントとともにここに表示されます。"
-                            "インスタンスごとに使う鍵を選べるようになります。"),
     "empty.port_maps.intro": ("Ports of your instances reachable on the nodes' addresses.",
                               "ノードのアドレスから到達できるインスタンスのポート。"),
     "empty.port_maps.heading": ("No port maps yet", "ポートマップはまだありません"),
