@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import pydantic
@@ -108,7 +108,6 @@ class Route:
     errors: tuple[int, ...] = ()
     # Only for routes whose JSON-only body a cross-site form cannot send (login).
     csrf_exempt: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Api:

@@ -48,7 +48,7 @@ async def record(
             action=action,
             target_type=target_type,
             target_id=None if target_id is None else str(target_id)[:64],
-            ip=(actor.ip or None) and actor.ip[:64],  # type: ignore[index]
+            ip=actor.ip[:64] if actor.ip else None,
             detail=json.dumps(detail, default=str, ensure_ascii=False) if detail else None,
         )
     )

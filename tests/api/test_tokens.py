@@ -45,10 +45,9 @@ async def test_expired_token_refused(client):
     bearer = await make_token(client, "u@example.org")
     async with client.app[DB].begin() as conn:
         await conn.execute(api_tokens.update().values(expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)))
-    client.app["dm_token_cache"] if False else None
     from dmd.state import TOKEN_CACHE
 
-    client.app[TOKEN_CACHE]._entries.clear()
+    client.app[TOKEN_CACHE]._entries.clear()  # as if the 5 s cache had run out
     assert (await client.get("/api/v1/me", headers=bearer)).status == 401
 
 
