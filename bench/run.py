@@ -370,6 +370,12 @@ class Summary:
     def busy(self) -> float:
         return min(r.busy for r in self.rounds)
 
+    @property
+    def spread(self) -> float:
+        """How far apart the rounds were: fastest / slowest - 1."""
+        rps = [r.wrk.rps for r in self.rounds]
+        return max(rps) / min(rps) - 1
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -444,7 +450,9 @@ def section(bare: Summary, dmd: Summary, s: Settings, wrk: str, when: dt.datetim
         f"(goal: at least {GOAL:.0%}).",
         "",
         f"Requests/s per round: bare {rounds_bare}; dmd {rounds_dmd}. "
-        "The table shows the median of the rounds. Server CPU per request is the CPU time "
+        f"The table shows the median of the rounds; the rounds of one server differed by up to "
+        f"{max(bare.spread, dmd.spread):.0%}, a measure of this machine's noise. "
+        "Server CPU per request is the CPU time "
         "(user + system, from /proc) the server process used during a round divided by the "
         f"requests it answered: a dmd request costs {dmd.cpu_us / bare.cpu_us:.1f}x a bare one, "
         f"so by CPU alone dmd would reach {cpu_ratio:.0%} of the bare requests/s. Each server got "
@@ -470,7 +478,8 @@ def section(bare: Summary, dmd: Summary, s: Settings, wrk: str, when: dt.datetim
         f"bare/dmd, {s.rounds} rounds each. Any non-2xx reply fails the run.",
         "",
         "To reproduce: `make bench` (or `.venv/bin/python bench/run.py`; "
-        "`--help` lists the knobs). wrk is installed with apt-get when missing and run as root.",
+        "`--help` lists the knobs). When wrk is missing the script installs it with apt-get if "
+        "it runs as root, and stops with an error otherwise.",
         END_MARK,
     ]
     return "\n".join(lines) + "\n"
@@ -617,7 +626,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("\n".join(table(bare_s, dmd_s)))
     print()
-    print(f"dmd / bare = {ratio:.1%}  ->  {result} (goal: at least {GOAL:.0%})")
+    print(f"dmd / bare = {ratio:.1%}  ->  {result} (goal: at least {GOAL:.0%}); rounds of one "
+          f"server differed by up to {max(bare_s.spread, dmd_s.spread):.0%}")
     note = contention_note(bare_s, dmd_s)
     if note:
         print(f"bench: {note}", file=sys.stderr)

@@ -9,6 +9,7 @@ from dmd.api.schemas import LoginIn, LoginOut, MeOut, PasswordChangeIn, SetupIn,
 from dmd.auth import flows
 
 api = Api()
+_USER_FIELDS = tuple(UserOut.model_fields)
 
 
 @api.post("/auth/login", summary="Log in with email and password (sets the session cookie)",
@@ -35,7 +36,9 @@ async def logout(ctx: Ctx) -> Any:
 @api.get("/me", summary="The calling user", tag="auth", response=MeOut, errors=(401,))
 async def me(ctx: Ctx) -> Any:
     ident = ctx.user_identity
-    return MeOut(**UserOut.of(ident.user).model_dump(), auth=ident.via)
+    user = ident.user
+    # One validation, straight from the user row (this is the hot path of `make bench`).
+    return MeOut(auth=ident.via, **{name: getattr(user, name) for name in _USER_FIELDS})
 
 
 @api.post("/me/password", summary="Change your password (ends your other sessions)", tag="auth",
