@@ -1,10 +1,10 @@
 """The middleware stack, outermost first (see build_middlewares):
 
 1. errors    - turns every failure into a clean reply (JSON under /api, a page elsewhere);
-               a traceback is logged, never sent.
-2. headers   - security headers, and Secure on every cookie when the request came over HTTPS.
-3. sessions  - aiohttp-session (loads lazily, saves when changed).
-4. identity  - who is calling: a bearer token, else the session; CSRF for cookie writes.
+               a traceback is logged, never sent. Every reply, failed or not, gets the
+               security headers, and Secure on every cookie when the request came over HTTPS.
+2. sessions  - aiohttp-session (loads lazily, saves when changed).
+3. identity  - who is calling: a bearer token, else the session; CSRF for cookie writes.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ _HTTP_CODES = {
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
-        return await handler(request)
+        return secure_headers(request, await handler(request))
     except ApiError as e:
         err = e
     except web.HTTPException as e:
@@ -70,7 +70,6 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         resp: web.StreamResponse = error_response(err)
     else:
         resp = await request.app[HTML_ERROR_KEY](request, err.status, err.message)
-    # An error raised below headers_middleware never passed through it.
     return secure_headers(request, resp)
 
 
@@ -89,11 +88,6 @@ def secure_headers(request: web.Request, resp: web.StreamResponse) -> web.Stream
         for morsel in resp.cookies.values():
             morsel["secure"] = True
     return resp
-
-
-@web.middleware
-async def headers_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    return secure_headers(request, await handler(request))
 
 
 async def _token_identity(request: web.Request, value: str) -> Identity:
@@ -167,4 +161,4 @@ async def identity_middleware(request: web.Request, handler: Handler) -> web.Str
 
 
 def build_middlewares(storage: AbstractStorage) -> list[Middleware]:
-    return [errors_middleware, headers_middleware, session_middleware(storage), identity_middleware]
+    return [errors_middleware, session_middleware(storage), identity_middleware]
