@@ -59,3 +59,30 @@ async def user_client(client: TestClient) -> TestClient:  # type: ignore[type-ar
     await add_user(client, "alice@example.org", username="alice")
     await page_login(client, "alice@example.org")
     return client
+
+
+@pytest.fixture
+async def dmd(tmp_path):  # type: ignore[no-untyped-def]
+    """A real `dmd serve` (see tests/pages/live.py)."""
+    from tests.pages.live import running_dmd
+
+    async with running_dmd(tmp_path) as d:
+        yield d
+
+
+@pytest.fixture
+async def dmd_local(tmp_path):  # type: ignore[no-untyped-def]
+    """A real `dmd serve --local-node` on the local Docker Engine."""
+    from tests.pages.live import running_dmd
+
+    async with running_dmd(tmp_path, "--local-node") as d:
+        yield d
+
+
+@pytest.fixture
+async def browser():  # type: ignore[no-untyped-def]
+    """Debian's Chromium through Playwright."""
+    from tests.pages.live import chromium
+
+    async with chromium() as b:
+        yield b

@@ -6,85 +6,18 @@ the test's tmp_path; they are there to be looked at when the design changes.
 
 from __future__ import annotations
 
-import asyncio
-import os
 import re
-import signal
-import socket
-import sys
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.pages.live import Dmd
+
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 ADMIN_EMAIL = "admin@example.org"
 ADMIN_PASSWORD = "a very long admin password"
-
-if not Path(CHROMIUM).exists():  # pragma: no cover - the machines here have it
-    pytest.skip("Debian's chromium is not installed", allow_module_level=True)
-async_api = pytest.importorskip("playwright.async_api")
-
-
-@dataclass
-class Dmd:
-    base: str
-    setup_link: str
-    proc: asyncio.subprocess.Process
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-async def dmd(tmp_path: Path) -> AsyncIterator[Dmd]:
-    """A real dmd on a free port with its own data dir; stopped with SIGTERM, must exit 0."""
-    port = _free_port()
-    config = tmp_path / "config.json"
-    config.write_text("{}")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DMD_")}
-    log = (tmp_path / "dmd.log").open("wb")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "dmd", "serve", "--config", str(config), "--listen", f"127.0.0.1:{port}",
-        "--data-dir", str(tmp_path / "data"), stdout=asyncio.subprocess.PIPE, stderr=log, env=env,
-    )
-    assert proc.stdout is not None
-    link = ""
-    try:
-        async with asyncio.timeout(60):
-            while not link:
-                line = (await proc.stdout.readline()).decode()
-                if not line:
-                    raise AssertionError("dmd exited before printing the setup link; see dmd.log")
-                m = re.search(r"Set up DM: (\S+)", line)
-                link = m.group(1) if m else ""
-        yield Dmd(f"http://127.0.0.1:{port}", link, proc)
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(30):
-            code = await proc.wait()
-        log.close()
-    assert code == 0, (tmp_path / "dmd.log").read_text()[-3000:]
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    async with async_api.async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            await b.close()
 
 
 def _watch_console(page: Any) -> list[str]:

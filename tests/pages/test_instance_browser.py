@@ -8,9 +8,7 @@ Screenshots land in the test's tmp_path (shots/); look at them when the design c
 
 from __future__ import annotations
 
-import asyncio
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,20 +16,13 @@ import aiohttp
 import pytest
 
 from tests.instances.test_gpus_and_reconcile import GpuNode, a5000_gpus
-from tests.pages.test_browser import CHROMIUM, CHROMIUM_ARGS, Dmd, _setup_admin, _watch_console  # noqa: F401
-from tests.pages.test_node_browser import browser, dmd_local  # noqa: F401 (fixtures)
+from tests.pages.live import Dmd
+from tests.pages.live import reload_until as _reload_until
+from tests.pages.test_browser import _setup_admin, _watch_console
 from tests.runtime.conftest import docker_test_image  # noqa: F401 (fixture: builds the busybox image)
 from tests.runtime.images import BUSYBOX_REF
 
 pytestmark = pytest.mark.browser
-
-
-async def _reload_until(page: Any, selector: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while await page.locator(selector).count() == 0:
-        assert time.monotonic() < deadline, f"{selector} did not appear on {page.url}"
-        await asyncio.sleep(0.5)
-        await page.reload()
 
 
 async def _deleted(page: Any, name: str) -> None:

@@ -9,12 +9,9 @@ Screenshots land in the test's tmp_path (shots/); look at them when the design c
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
 import sys
-import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,62 +20,13 @@ import pytest
 
 from agent import protocol as p
 from tests.nodes.helpers import FakeAgent
-from tests.pages.test_browser import CHROMIUM, CHROMIUM_ARGS, Dmd, _free_port, _setup_admin, _watch_console
+from tests.pages.live import Dmd
+from tests.pages.live import reload_until as _reload_until
+from tests.pages.test_browser import _setup_admin, _watch_console
 
 pytestmark = pytest.mark.browser
 
-async_api = pytest.importorskip("playwright.async_api")
 from tests.pages.test_node_pages import _facts, _metrics  # noqa: E402
-
-
-@pytest.fixture
-async def dmd_local(tmp_path: Path) -> AsyncIterator[Dmd]:
-    """A real `dmd serve --local-node` on a free port; stopped with SIGTERM, must exit 0."""
-    port = _free_port()
-    config = tmp_path / "config.json"
-    config.write_text("{}")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DMD_")}
-    log = (tmp_path / "dmd.log").open("wb")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "dmd", "serve", "--config", str(config), "--listen", f"127.0.0.1:{port}",
-        "--data-dir", str(tmp_path / "data"), "--local-node", stdout=asyncio.subprocess.PIPE, stderr=log, env=env,
-    )
-    assert proc.stdout is not None
-    link = ""
-    try:
-        async with asyncio.timeout(60):
-            while not link:
-                line = (await proc.stdout.readline()).decode()
-                if not line:
-                    raise AssertionError("dmd exited before printing the setup link; see dmd.log")
-                m = re.search(r"Set up DM: (\S+)", line)
-                link = m.group(1) if m else ""
-        yield Dmd(f"http://127.0.0.1:{port}", link, proc)
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(30):
-            code = await proc.wait()
-        log.close()
-    assert code == 0, (tmp_path / "dmd.log").read_text()[-3000:]
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    async with async_api.async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            await b.close()
-
-
-async def _reload_until(page: Any, selector: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while await page.locator(selector).count() == 0:
-        assert time.monotonic() < deadline, f"{selector} did not appear on {page.url}"
-        await asyncio.sleep(0.5)
-        await page.reload()
 
 
 async def _dmc(tmp_path: Path, *args: str) -> asyncio.subprocess.Process:
