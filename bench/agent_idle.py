@@ -209,7 +209,6 @@ def print_table(report: dict[str, Any]) -> None:
           f"reconnects: {report['reconnects']}")
 
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md"
 START, END = "<!-- bench:agent:start -->", "<!-- bench:agent:end -->"
 
 
@@ -235,12 +234,9 @@ metrics {report['metrics_interval_s']:g} s), resident memory from /proc/PID/stat
 Goals: RSS at most {report['rss_goal_mb']:g} MB (**{"met" if report["goal_met"] else "MISSED"}**), CPU under 1 %
 of a core; `dist/dmc` at most 25 MB: **{size}**.
 {END}"""
-    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        text = text[: text.index(START)] + section + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    DOCS.write_text(text)
+    from sections import write_section
+
+    write_section(section, START, END)
 
 
 def main() -> int:

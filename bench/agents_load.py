@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
+from sections import write_section
 
 from agent import protocol as p
 
@@ -758,19 +759,7 @@ def section(results: list[StepResult], s: Settings, when: dt.datetime, stopped: 
 
 
 def write_docs(text: str, path: Path = DOCS) -> None:
-    try:
-        old = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        old = ("# Benchmarks\n\nFigures measured on real machines. Each section between "
-               "`bench:*` markers is rewritten by the script that produced it; "
-               "edit outside them.\n")
-    start, end = old.find(START_MARK), old.find(END_MARK)
-    if start != -1 and end > start:
-        new = old[:start] + text + old[end + len(END_MARK):].removeprefix("\n")
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(new, encoding="utf-8")
+    write_section(text, START_MARK, END_MARK, path)
 
 
 # --- the run ------------------------------------------------------------------------------

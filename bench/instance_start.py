@@ -33,9 +33,10 @@ import aiohttp
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from sections import write_section  # noqa: E402
+
 from tests.runtime.images import BUSYBOX_REF  # noqa: E402
 
-DOCS = REPO / "docs" / "BENCHMARKS.md"
 START, END = "<!-- bench:instance:start -->", "<!-- bench:instance:end -->"
 PASSWORD = "bench-password-123"
 COMMAND = ["sleep", "600"]
@@ -157,12 +158,7 @@ on SQLite); {res['rounds']} rounds, medians.
 
 Ratio DM / direct: **{res['ratio']:.2f}×** — goal at most 1.3×: **{verdict}**.
 {END}"""
-    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n\nFigures from `make bench`.\n"
-    if START in text and END in text:
-        text = text[: text.index(START)] + section + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    DOCS.write_text(text)
+    write_section(section, START, END)
 
 
 def main() -> int:

@@ -35,6 +35,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from sections import write_section
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "BENCHMARKS.md"
 START_MARK = "<!-- bench:me:start -->"
@@ -486,19 +488,7 @@ def section(bare: Summary, dmd: Summary, s: Settings, wrk: str, when: dt.datetim
 
 
 def write_docs(text: str, path: Path = DOCS) -> None:
-    try:
-        old = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        old = ("# Benchmarks\n\nFigures measured on real machines. Each section between "
-               "`bench:*` markers is rewritten by the script that produced it; "
-               "edit outside them.\n")
-    start, end = old.find(START_MARK), old.find(END_MARK)
-    if start != -1 and end > start:
-        new = old[:start] + text + old[end + len(END_MARK):].removeprefix("\n")
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(new, encoding="utf-8")
+    write_section(text, START_MARK, END_MARK, path)
 
 
 # --- the run ------------------------------------------------------------------------------
