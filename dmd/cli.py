@@ -75,6 +75,7 @@ async def _serve(cfg: Config) -> int:
     from aiohttp import web
 
     from dmd.app import SETUP_LINK_KEY, create_app
+    from dmd.state import DB
 
     app = await create_app(cfg)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10)
@@ -82,7 +83,7 @@ async def _serve(cfg: Config) -> int:
     site = web.TCPSite(runner, cfg.host, cfg.port, reuse_address=True)
     await site.start()
     log.info("dmd %s listening on %s:%d (database %s, sessions %s)", __version__, cfg.host, cfg.port,
-             app[_db_key()].describe(), cfg.sessions.split("://")[0])
+             app[DB].describe(), cfg.sessions.split("://")[0])
     if cfg.local_node:
         from dmd import local_node
 
@@ -106,12 +107,6 @@ async def _serve(cfg: Config) -> int:
     await runner.cleanup()
     log.info("stopped")
     return 0
-
-
-def _db_key() -> Any:
-    from dmd.state import DB
-
-    return DB
 
 
 async def _migrate(cfg: Config) -> int:

@@ -25,6 +25,7 @@ from aiohttp import web
 from agent import protocol as p
 from dmd.agents.hub import AgentFailed, AgentTimeout, Hub, NodeOffline
 from dmd.db import Database
+from dmd.errors import NotFound
 from dmd.models import Instance, Node
 from dmd.services import images as image_svc
 from dmd.services import instances as inst_svc
@@ -116,8 +117,8 @@ class Reconciler:
         async with self.db.read() as conn:
             try:
                 node = await node_svc.get(conn, node_id)
-            except Exception:
-                return
+            except NotFound:
+                return  # deleted meanwhile
             rows = await inst_svc.on_node(conn, node_id)
             gpus = {i.id: await inst_svc.gpus_of(conn, i) for i in rows}
         for inst in rows:
@@ -202,7 +203,7 @@ class Reconciler:
             async with self.db.read() as conn:
                 try:
                     inst = await inst_svc.get(conn, instance_id)
-                except Exception:
+                except NotFound:
                     return
             if inst.node_id != node_id or inst.desired == "deleted":
                 return

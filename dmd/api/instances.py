@@ -20,6 +20,7 @@ from dmd.api.schemas import (
     page_of,
 )
 from dmd.auth.flows import actor_of
+from dmd.errors import ApiError
 from dmd.models import Instance
 from dmd.reconciler import RECONCILER
 from dmd.services import instance_ops as ops
@@ -131,20 +132,27 @@ async def instance_logs(ctx: Ctx) -> Any:
                             content_type="text/plain")
     resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-cache"})
     await resp.prepare(ctx.request)
-    for line in got.lines:
-        await resp.write(_line(line))
     since = got.last_ts
-    # Follow by polling the agent: one short request a second, resumed from the last timestamp.
-    while not ctx.request.transport or not ctx.request.transport.is_closing():
-        await asyncio.sleep(1.0)
-        try:
-            reply = await hub.call(inst.node_id, p.INSTANCE_LOGS,
-                                   {"instance_id": inst.id, "tail": None, "since": since}, timeout=15)
-        except Exception:
-            break
-        for line in reply.get("lines") or []:
-            await resp.write(_line(line))
-        since = reply.get("last_ts") or since
+    lines = got.lines
+    # Follow by polling the agent: one short request a second, resumed from the last timestamp,
+    # until the client goes away or the node stops answering.
+    try:
+        while True:
+            for line in lines:
+                await resp.write(_line(line))
+            transport = ctx.request.transport
+            if transport is None or transport.is_closing():
+                break
+            await asyncio.sleep(1.0)
+            try:
+                reply = await hub.call(inst.node_id, p.INSTANCE_LOGS,
+                                       {"instance_id": inst.id, "tail": None, "since": since}, timeout=15)
+            except ApiError:
+                break
+            lines = [str(x) for x in reply.get("lines") or []]
+            since = reply.get("last_ts") or since
+    except ConnectionResetError:
+        pass  # the client stopped following
     return resp
 
 

@@ -163,3 +163,22 @@ async def test_unmanaged_containers_are_listed_and_left_alone(client, admin, loc
         assert names == ["managed"]
     finally:
         await c.delete(force=True)
+
+
+async def test_logs_follow_streams_new_lines(client, admin, local):
+    r = await client.post("/api/v1/instances", headers=admin, json={
+        "name": "ticker", "image": IMAGE,
+        "command": ["sh", "-c", "i=0; while true; do echo tick-$i; i=$((i+1)); sleep 0.5; done"]})
+    iid = (await r.json())["id"]
+    await wait_status(client, admin, iid, "running")
+    resp = await client.get(f"/api/v1/instances/{iid}/logs?tail=1&follow=true", headers=admin)
+    assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/plain")
+    seen: list[str] = []
+    async with asyncio.timeout(20):
+        while len(seen) < 4:
+            line = (await resp.content.readline()).decode().strip()
+            if line:
+                seen.append(line)
+    resp.close()
+    numbers = [int(x.removeprefix("tick-")) for x in seen]
+    assert numbers == sorted(numbers) and len(set(numbers)) == 4  # new lines, in order, none twice
