@@ -302,9 +302,11 @@ async def set_status(conn: AsyncConnection, instance_id: int, status: str, messa
     values: dict[str, Any] = {"status": status, "status_message": message, "updated_at": utcnow()}
     if container_id is not None:
         values["container_id"] = container_id
-    await conn.execute(instances.update().where(instances.c.id == instance_id,
-                                                instances.c.desired != "deleted" if status != "deleting"
-                                                else sa.true()).values(**values))
+    q = instances.update().where(instances.c.id == instance_id)
+    if status != "deleting":
+        # A delete requested meanwhile wins: a late "running" must not hide "deleting".
+        q = q.where(instances.c.desired != "deleted")
+    await conn.execute(q.values(**values))
 
 
 async def forget(conn: AsyncConnection, instance_id: int) -> None:
