@@ -4,7 +4,12 @@ Written by ``dmc join`` and read by ``dmc run``::
 
     {"server": "https://dm.example.org", "node_id": 3, "credential": "dmn_...",
      "heartbeat_s": 10.0, "metrics_interval_s": 10.0,
-     "docker_host": "unix:///var/run/docker.sock", "public_address": null}
+     "docker_host": "unix:///var/run/docker.sock", "public_address": null,
+     "port_pools": {"tcp": "20000-29999", "udp": "20000-29999"}, "port_forwarding": "auto"}
+
+``port_pools`` are the host ports DM may hand out per protocol ("20000-20999,30000-30099" lists
+several ranges); ``port_forwarding`` is "auto" (kernel rules when iptables is usable, else the
+asyncio proxy), "kernel" or "proxy".
 
 Keys this version does not know are kept as they are (later features add their own).
 The file holds the node's credential, so it is always written atomically (a temporary
@@ -24,14 +29,18 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from agent.ports.pools import PoolError, PortPools
 from agent.protocol import AGENT_WS_PATH, JOIN_PATH
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
     "DEFAULT_DOCKER_HOST",
+    "DEFAULT_PORT_FORWARDING",
+    "PORT_FORWARDING_MODES",
     "AgentConfig",
     "ConfigError",
     "check_writable",
+    "default_port_pools",
     "join_url",
     "load_config",
     "normalize_server_url",
@@ -47,6 +56,8 @@ DEFAULT_METRICS_INTERVAL_S = 10.0
 _MIN_INTERVAL_S = 0.05
 _MAX_INTERVAL_S = 3600.0
 _DOCKER_SCHEMES = ("unix://", "tcp://", "http://", "https://", "npipe://")
+DEFAULT_PORT_FORWARDING = "auto"
+PORT_FORWARDING_MODES = ("auto", "kernel", "proxy")
 _KNOWN_KEYS = (
     "server",
     "node_id",
@@ -55,7 +66,13 @@ _KNOWN_KEYS = (
     "metrics_interval_s",
     "docker_host",
     "public_address",
+    "port_pools",
+    "port_forwarding",
 )
+
+
+def default_port_pools() -> dict[str, str]:
+    return {"tcp": "20000-29999", "udp": "20000-29999"}
 
 
 class ConfigError(Exception):
@@ -114,6 +131,10 @@ def _number(data: dict[str, Any], key: str, default: float) -> float:
     return float(value)
 
 
+def _or_default(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
 @dataclass(slots=True)
 class AgentConfig:
     """What ``dmc run`` needs. ``path`` is where it is saved (None: kept in memory only,
@@ -126,6 +147,8 @@ class AgentConfig:
     metrics_interval_s: float = DEFAULT_METRICS_INTERVAL_S
     docker_host: str = DEFAULT_DOCKER_HOST
     public_address: str | None = None
+    port_pools: dict[str, str] = field(default_factory=default_port_pools)
+    port_forwarding: str = DEFAULT_PORT_FORWARDING
     extra: dict[str, Any] = field(default_factory=dict)  # unknown keys, kept as they are
     path: str | None = field(default=None, compare=False)
 
@@ -157,7 +180,21 @@ class AgentConfig:
             not isinstance(self.public_address, str) or not self.public_address.strip()
         ):
             raise ConfigError("public_address must be a host name or address, or null", "public_address")
+        try:
+            PortPools.parse(self.port_pools)
+        except PoolError as exc:
+            raise ConfigError(f"port_pools: {exc}", "port_pools") from None
+        if self.port_forwarding not in PORT_FORWARDING_MODES:
+            raise ConfigError(
+                f"port_forwarding must be \"auto\", \"kernel\" or \"proxy\", got {self.port_forwarding!r}",
+                "port_forwarding",
+            )
         return self
+
+    @property
+    def pools(self) -> PortPools:
+        """The parsed ``port_pools``."""
+        return PortPools.parse(self.port_pools)
 
     @property
     def ws_url(self) -> str:
@@ -179,6 +216,8 @@ class AgentConfig:
             metrics_interval_s=data.get("metrics_interval_s", DEFAULT_METRICS_INTERVAL_S),
             docker_host=data.get("docker_host", DEFAULT_DOCKER_HOST),
             public_address=data.get("public_address"),
+            port_pools=_or_default(data.get("port_pools"), default_port_pools()),
+            port_forwarding=_or_default(data.get("port_forwarding"), DEFAULT_PORT_FORWARDING),
             extra=extra,
             path=path,
         )
@@ -192,6 +231,8 @@ class AgentConfig:
             "metrics_interval_s": self.metrics_interval_s,
             "docker_host": self.docker_host,
             "public_address": self.public_address,
+            "port_pools": dict(self.port_pools),
+            "port_forwarding": self.port_forwarding,
         }
         for key, value in self.extra.items():
             out.setdefault(key, value)

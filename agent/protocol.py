@@ -79,6 +79,25 @@ IMAGE_IMPORT = "image.import"  # {"url", "repository", "tag"} -> {"image": Image
 IMAGE_EXPORT = "image.export"  # {"ref", "url"} -> {"bytes": int}; the agent PUTs `docker save` output
 IMAGE_REMOVE = "image.remove"  # {"ref", "force": bool} -> {}
 IMAGE_COMMIT = "image.commit"  # {"instance_id", "repository", "tag"} -> {"image": ImageInfo dict}
+# dmd -> agent: access to instances (SSH keys and port maps).
+PORTS_APPLY = "ports.apply"  # {"maps": [PortMap dict]}: the node's *full* set of port maps
+#   -> {"mode": "kernel"|"proxy", "active": [map ids forwarding now],
+#       "waiting": [map ids whose instance is not running], "failed": [{"id", "code", "message"}],
+#       "listening": {"tcp": [host ports in the pools a host program listens on], "udp": [...]}}
+#   PortMap dict: {"id", "instance_id", "protocol": "tcp"|"udp", "host_port", "instance_port"}.
+#   Declarative and idempotent: a map not in the list stops taking new connections at once. The
+#   agent keeps the set and re-applies it whenever a container starts or stops (its address may
+#   change). A failed code "port_busy" means a host program listens on that host port.
+INSTANCE_ACCESS = "instance.access"  # {"instance_id", "ssh": {"enabled": bool, "keys": [str]}}
+#   -> {"ssh": SshStatus dict}. `keys` are whole authorized_keys lines (DM's keys for this
+#   instance; an empty list revokes them all). The agent writes them where the instance's sshd
+#   reads them, generates missing host keys, starts sshd when it is not running, and keeps
+#   supervising it (a container start, or sshd dying, brings it back) with the last keys given.
+#   SshStatus dict: {"state": "ready"|"no_server"|"not_running"|"disabled"|"error", "user": str|None,
+#   "message": str|None, "host_keys": [{"type": str, "fingerprint": str}]}
+# The hello's facts carry "ports": {"pools": {"tcp": [[first, last], ...], "udp": [...]},
+#   "mode": "kernel"|"proxy"}; its state carries "listening": {"tcp": [ports], "udp": [ports]}
+#   (host ports inside the pools that host programs listen on).
 # The hello's "state": {"containers": [ContainerInfo dict, managed or not], "images": [ImageInfo dict]}.
 # Agent events: {"kind": "container", "instance_id", "container_id", "action", "exit_code", "state"},
 # {"kind": "images.changed"}, {"kind": "image.progress", "progress_id", ...Docker's progress fields}.

@@ -35,6 +35,7 @@ from agent import protocol as p
 from agent.config import AgentConfig
 from agent.handlers import BAD_REQUEST, HandlerError, HandlerRegistry
 from agent.runtime.base import (
+    LABEL_INSTALLATION,
     ContainerInfo,
     ContainerSpec,
     DriverError,
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 TRANSFER_TIMEOUT_S = 3600.0
 TRANSFER_CHUNK = 1 << 20
+SSH_SUPERVISE_S = 15.0  # how soon a dead sshd comes back
 
 
 def _int(data: dict[str, Any], key: str) -> int:
@@ -79,8 +81,6 @@ def _ts(line: str) -> tuple[float | None, str]:
         return None, line
     return when.timestamp(), rest
 
-
-LABEL_INSTALLATION = "dm.installation"
 
 
 _NAME_ANNOTATIONS = ("org.opencontainers.image.ref.name", "io.containerd.image.name")
@@ -135,9 +135,16 @@ def _without_names(src: str, dst: str) -> None:
 class Workloads:
     def __init__(self, driver: RuntimeDriver, config: Callable[[], AgentConfig],
                  installation: Callable[[], str | None] = lambda: None) -> None:
+        from agent.access.ssh import SshAccess
+        from agent.ports.manager import PortForwarding
+
         self.driver = driver
         self._config = config
         self._installation = installation
+        # DM's own access to instances: port maps forwarded by the agent, SSH keys it injects.
+        self.ports = PortForwarding(driver, config, installation)
+        self.ssh = SshAccess(driver, self._find)
+        self._hooks: set[asyncio.Task[Any]] = set()
 
     def _ours(self, c: ContainerInfo) -> bool:
         """A managed container of this node in this DM installation."""
@@ -161,6 +168,8 @@ class Workloads:
             (p.IMAGE_EXPORT, self.export_image, TRANSFER_TIMEOUT_S),
             (p.IMAGE_REMOVE, self.remove_image, 300.0),
             (p.IMAGE_COMMIT, self.commit, TRANSFER_TIMEOUT_S),
+            (p.PORTS_APPLY, self.ports.handle_apply, 60.0),
+            (p.INSTANCE_ACCESS, self.ssh.handle_access, 60.0),
         ):
             registry.register(type_, self._translated(handler), timeout_s=limit)
 
@@ -183,8 +192,30 @@ class Workloads:
             images = await self.driver.list_images()
         except DriverError as e:
             log.warning("cannot read the runtime's state: %s", e)
-            return {"runtime_error": e.message}
-        return {"containers": [c.to_dict() for c in containers], "images": [i.to_dict() for i in images]}
+            return {"runtime_error": e.message, "listening": await self.ports.listening()}
+        return {"containers": [c.to_dict() for c in containers], "images": [i.to_dict() for i in images],
+                "listening": await self.ports.listening()}
+
+    async def facts(self) -> dict[str, Any]:
+        """The host's facts, with the port pools and the forwarding mode."""
+        from agent.docker_info import node_facts
+
+        config = self._config()
+        facts = await node_facts(config.docker_host, public_address=config.public_address)
+        facts["ports"] = self.ports.facts()
+        return facts
+
+    def _container_changed(self, instance_id: int | None, action: str) -> None:
+        """A container started or stopped: its forwarding target moved, its sshd needs starting."""
+        self.ports.on_container_event(instance_id, action)  # debounced by the manager itself
+        task = asyncio.get_running_loop().create_task(self.ssh.on_container_event(instance_id, action))
+        self._hooks.add(task)
+        task.add_done_callback(self._hook_done)
+
+    def _hook_done(self, task: asyncio.Task[Any]) -> None:
+        self._hooks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("reacting to a container event failed: %s", task.exception())
 
     async def forward_events(self, link: AgentLink) -> None:
         """Send container lifecycle events to dmd while the agent runs (re-subscribing on errors)."""
@@ -193,6 +224,8 @@ class Workloads:
                 async for ev in self.driver.events():
                     if ev.node_id != self._config().node_id:
                         continue  # another node's container on a shared Engine
+                    if ev.action in ("start", "restart", "die", "stop", "destroy"):
+                        self._container_changed(ev.instance_id, ev.action)
                     await link.send_event("container", {
                         "instance_id": ev.instance_id, "container_id": ev.container_id, "action": ev.action,
                         "exit_code": ev.exit_code,
@@ -228,9 +261,11 @@ class Workloads:
         return {"container": (current or info).to_dict()}
 
     async def remove(self, data: dict[str, Any]) -> dict[str, Any]:
-        found = await self._find(_int(data, "instance_id"))
+        instance_id = _int(data, "instance_id")
+        found = await self._find(instance_id)
         if found is not None:
             await self.driver.remove(found.id, force=True)
+        self.ssh.forget(instance_id)
         return {"removed": found is not None}
 
     async def restart(self, data: dict[str, Any]) -> dict[str, Any]:
@@ -399,7 +434,8 @@ def make_link(config: AgentConfig, driver: RuntimeDriver | None = None) -> tuple
 
     workloads = Workloads(driver or DockerDriver(config.docker_host), current, installation)
     workloads.register(registry)
-    link = AgentLink(config, handlers=registry, state_provider=workloads.snapshot)
+    link = AgentLink(config, handlers=registry, state_provider=workloads.snapshot,
+                     facts_provider=workloads.facts)
     workloads.attach(link)
     return link, workloads
 
@@ -407,9 +443,13 @@ def make_link(config: AgentConfig, driver: RuntimeDriver | None = None) -> tuple
 async def run_link(link: AgentLink, workloads: Workloads) -> int:
     """link.run(), with the runtime's events forwarded while it runs."""
     pump = asyncio.create_task(workloads.forward_events(link))
+    supervisor = asyncio.create_task(workloads.ssh.run_supervisor(SSH_SUPERVISE_S))
     try:
         return await link.run()
     finally:
         pump.cancel()
-        await asyncio.gather(pump, return_exceptions=True)
+        supervisor.cancel()
+        await asyncio.gather(pump, supervisor, return_exceptions=True)
+        # Kernel rules stay (established connections survive a restart); proxies stop.
+        await workloads.ports.close()
         await workloads.driver.close()

@@ -17,7 +17,7 @@ from aiohttp import web
 from agent.config import AgentConfig
 from agent.link import AgentLink
 from agent.runtime.base import RuntimeDriver
-from agent.workloads import make_link, run_link
+from agent.workloads import Workloads, make_link, run_link
 from dmd.auth.tokens import new_secret
 from dmd.errors import Conflict
 from dmd.services import audit
@@ -33,6 +33,7 @@ class LocalNode:
 
     def __init__(self) -> None:
         self.link: AgentLink | None = None
+        self.workloads: Workloads | None = None
         self.task: asyncio.Task[int] | None = None
         self.node_id: int | None = None
 
@@ -87,6 +88,6 @@ async def start(app: web.Application, server_url: str, *, docker_host: str | Non
         config = config.replace(docker_host=docker_host)
     link, workloads = make_link(config, driver)
     holder = app[LOCAL_NODE]
-    holder.link, holder.node_id = link, node_id
+    holder.link, holder.workloads, holder.node_id = link, workloads, node_id
     holder.task = asyncio.get_running_loop().create_task(run_link(link, workloads))
     return link

@@ -103,12 +103,17 @@ class Instance:
     container_id: str | None
     created_at: dt.datetime
     updated_at: dt.datetime
+    ssh_enabled: bool = True
+    ssh_keys_all: bool = True  # all of the owner's keys, following additions; else instance_ssh_keys
+    ssh_status: dict[str, Any] | None = None  # the agent's last SshStatus
 
     @classmethod
     def from_row(cls, row: Any) -> Instance:
         import json
 
         m = row._mapping
-        values = {k: m[k] for k in cls.__slots__ if k not in ("env", "command")}  # type: ignore[attr-defined]
+        values = {k: m[k] for k in cls.__slots__  # type: ignore[attr-defined]
+                  if k not in ("env", "command", "ssh_status")}
+        ssh_status = m["ssh_status"]
         return cls(env=json.loads(m["env"] or "{}"), command=json.loads(m["command"]) if m["command"] else None,
-                   **values)
+                   ssh_status=json.loads(ssh_status) if ssh_status else None, **values)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from aiohttp import web
@@ -28,12 +29,15 @@ from dmd.db import Database
 from dmd.errors import NotFound
 from dmd.models import Instance, Node
 from dmd.services import images as image_svc
+from dmd.services import instance_access as access
 from dmd.services import instances as inst_svc
 from dmd.services import nodes as node_svc
+from dmd.services.port_ops import PortApplier
 
 log = logging.getLogger("dmd.reconciler")
 
 ENSURE_TIMEOUT_S = 300.0
+ACCESS_TIMEOUT_S = 60.0
 
 
 def status_of(container: dict[str, Any]) -> tuple[str, str | None]:
@@ -77,8 +81,16 @@ class Reconciler:
         self._dirty: set[int] = set()
         self._workers: dict[int, asyncio.Task[None]] = {}
         self.locks: dict[int, asyncio.Lock] = {}
+        self.ports = PortApplier(db, hub)
+        # When each instance's desired state last changed (monotonic): an event older than
+        # that says nothing about what the user wants now.
+        self._desired_at: dict[int, float] = {}
         hub.connect_listeners.append(self._on_connect)
         hub.event_listeners.append(self._on_event)
+
+    def desired_changed(self, instance_id: int) -> None:
+        """Someone just changed the instance's desired state (call before kicking its node)."""
+        self._desired_at[instance_id] = time.monotonic()
 
     def lock(self, node_id: int) -> asyncio.Lock:
         return self.locks.setdefault(node_id, asyncio.Lock())
@@ -127,6 +139,8 @@ class Reconciler:
             except (NodeOffline, AgentTimeout) as e:
                 log.info("node %s: %s; instance %s waits for the node", node_id, e.message, inst.id)
                 return
+        # The full set of port maps, after the containers: a started container has its address.
+        await self.ports.apply(node_id)
         try:
             reply = await self.hub.call(node_id, p.INSTANCE_SYNC, {"keep": [i.id for i in rows]}, timeout=60)
         except (NodeOffline, AgentTimeout, AgentFailed) as e:
@@ -140,6 +154,7 @@ class Reconciler:
             await self.hub.call(node.id, p.INSTANCE_REMOVE, {"instance_id": inst.id}, timeout=120)
             async with self.db.begin() as conn:
                 await inst_svc.forget(conn, inst.id)
+            self._desired_at.pop(inst.id, None)
             log.info("instance %s (%s) deleted from node %s", inst.id, inst.name, node.name)
             return
         if inst.status == "pending":
@@ -157,6 +172,24 @@ class Reconciler:
         status, message = status_of(container)
         async with self.db.begin() as conn:
             await inst_svc.set_status(conn, inst.id, status, message, str(container.get("id") or "") or None)
+        if status == "running":
+            await self.push_access(node.id, inst)
+
+    async def push_access(self, node_id: int, inst: Instance) -> None:
+        """Give the agent the instance's SSH keys (it writes them, and starts and supervises sshd)."""
+        async with self.db.read() as conn:
+            lines = await access.authorized_lines(conn, inst)
+        try:
+            reply = await self.hub.call(node_id, p.INSTANCE_ACCESS, {
+                "instance_id": inst.id, "ssh": {"enabled": inst.ssh_enabled, "keys": lines}},
+                timeout=ACCESS_TIMEOUT_S)
+            ssh = reply.get("ssh") if isinstance(reply.get("ssh"), dict) else None
+        except AgentFailed as e:
+            why = ("this node's agent cannot set up SSH; update dmc" if e.code == "unknown_type"
+                   else f"{e.code}: {e.message}")
+            ssh = {"state": "error", "message": why}
+        async with self.db.begin() as conn:
+            await access.set_status(conn, inst.id, ssh)
 
     async def restart(self, inst: Instance) -> None:
         async with self.lock(inst.node_id):
@@ -183,7 +216,7 @@ class Reconciler:
     def _on_event(self, node_id: int, env: p.Envelope) -> None:
         kind = env.data.get("kind")
         if kind == "container":
-            self.hub.spawn(self._container_event(node_id, env.data))
+            self.hub.spawn(self._container_event(node_id, env.data, time.monotonic()))
         elif kind == "images.changed":
             self.hub.spawn(self._refresh_quietly(node_id))
 
@@ -193,7 +226,7 @@ class Reconciler:
         except Exception as e:
             log.info("node %s: image inventory refresh failed: %s", node_id, e)
 
-    async def _container_event(self, node_id: int, data: dict[str, Any]) -> None:
+    async def _container_event(self, node_id: int, data: dict[str, Any], received: float) -> None:
         """Re-read the container under the node's lock rather than trusting the event: events
         race with the worker's own commands (a restart emits die, then start)."""
         instance_id = data.get("instance_id")
@@ -206,6 +239,10 @@ class Reconciler:
                 except NotFound:
                     return
             if inst.node_id != node_id or inst.desired == "deleted":
+                return
+            if self._desired_at.get(inst.id, 0.0) > received:
+                # The user acted after this event (a stop's "die" handled after the next start,
+                # say): the round that action kicked converges; the event must not undo it.
                 return
             try:
                 reply = await self.hub.call(node_id, p.INSTANCE_INSPECT, {"instance_id": inst.id}, timeout=30)

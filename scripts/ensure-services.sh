@@ -56,6 +56,10 @@ wait_port 127.0.0.1 11211 Memcached
 [ -x /usr/bin/chromium ] || apt_install chromium
 /usr/bin/chromium --version >/dev/null 2>&1 || die "chromium does not run"
 
+# OpenSSH client (ssh, ssh-keygen, ssh-keyscan): the SSH access tests log in to instances with it.
+command -v ssh >/dev/null && command -v ssh-keygen >/dev/null && command -v ssh-keyscan >/dev/null \
+  || apt_install openssh-client
+
 # Docker Engine: Debian's docker.io, dockerd started in the background.
 command -v curl >/dev/null || apt_install curl
 command -v dockerd >/dev/null || apt_install docker.io
@@ -103,4 +107,4 @@ YML
 fi
 registry_up || die "the local registry is not answering on http://127.0.0.1:5000/v2/ (see /var/log/dm-test-registry.log)"
 
-log "PostgreSQL, MariaDB, Redis, Memcached, Docker, the local registry and Chromium are ready"
+log "PostgreSQL, MariaDB, Redis, Memcached, Docker, the local registry, Chromium and the OpenSSH client are ready"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Build (once) and cache the local images the runtime tests use; no registry is needed.
-#   dm-test/busybox:latest  Debian's static busybox as a root file system, imported through the
-#                           Docker Engine API (tests/runtime/images.py, aiodocker; no docker CLI).
+# Build (once) and cache the local images the tests use; no registry is needed.
+#   dm-test/busybox:latest   Debian's static busybox as a root file system, imported through the
+#                            Docker Engine API (tests/runtime/images.py, aiodocker; no docker CLI).
+#   dm-test/openssh:bookworm Debian bookworm (debootstrap minbase + openssh-server), imported the
+#                            same way; the root file system tarball is cached in /var/cache/dm-test.
 # An image that exists is kept; pass --rebuild to replace it. Other arguments go to the helper
 # (--docker-host URL).
 set -euo pipefail
@@ -26,6 +28,17 @@ if ! static_busybox; then
          && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends busybox-static >/dev/null; } \
     || die "apt-get install busybox-static failed"
   static_busybox || die "/bin/busybox is still not a static binary"
+fi
+
+# debootstrap: the openssh image's root file system (bootstrapped once, then cached).
+if ! command -v debootstrap >/dev/null; then
+  [ "$(id -u)" = 0 ] || die "need root to install debootstrap (apt-get install debootstrap)"
+  log "installing debootstrap"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null 2>&1 \
+    || { DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null \
+         && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null; } \
+    || die "apt-get install debootstrap failed"
+  command -v debootstrap >/dev/null || die "debootstrap is still missing"
 fi
 
 exec "$PYTHON" -m tests.runtime.images "$@"

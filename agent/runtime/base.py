@@ -55,6 +55,7 @@ from typing import IO, Any, ClassVar, Literal, TypeAlias
 from agent.gpu import GpuInfo
 
 __all__ = [
+    "LABEL_INSTALLATION",
     "LABEL_INSTANCE",
     "LABEL_MANAGED",
     "LABEL_NODE",
@@ -84,6 +85,7 @@ __all__ = [
     "TarKind",
     "UnavailableError",
     "error_for",
+    "identity_labels",
     "labels_for",
     "normalize_image_ref",
     "parse_time",
@@ -95,6 +97,7 @@ __all__ = [
 LABEL_MANAGED = "dm.managed"
 LABEL_INSTANCE = "dm.instance"
 LABEL_NODE = "dm.node"
+LABEL_INSTALLATION = "dm.installation"  # set by dmd: containers of another installation are not ours
 RESERVED_LABELS = (LABEL_MANAGED, LABEL_INSTANCE, LABEL_NODE)
 
 ContainerState = Literal["created", "running", "paused", "restarting", "exited", "dead", "removing"]
@@ -123,6 +126,15 @@ MANAGED_ACTIONS: tuple[EventAction, ...] = (
     "unpause",
     "destroy",
 )
+
+
+def identity_labels(spec: ContainerSpec) -> dict[str, str]:
+    """The labels that say a container is this spec's: its node and its DM installation."""
+    out = {LABEL_NODE: str(spec.node_id)}
+    installation = spec.labels.get(LABEL_INSTALLATION)
+    if installation:
+        out[LABEL_INSTALLATION] = installation
+    return out
 
 
 def labels_for(instance_id: int, node_id: int, extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -524,11 +536,13 @@ class RuntimeDriver(abc.ABC):
     @abc.abstractmethod
     async def create(self, spec: ContainerSpec) -> ContainerInfo:
         """Create (not start) the container, or return the managed container that already
-        has ``spec.instance_id``. Raises invalid, image_not_found, conflict (name taken)."""
+        has ``spec.instance_id`` on ``spec.node_id`` (and, when the spec carries one, the same
+        ``dm.installation`` label: two DM installations may share an Engine and number their
+        instances alike). Raises invalid, image_not_found, conflict (name taken)."""
 
     @abc.abstractmethod
-    async def find_instance(self, instance_id: int) -> ContainerInfo | None:
-        """The managed container labelled with ``instance_id``, if any."""
+    async def find_instance(self, instance_id: int, *, labels: Mapping[str, str] | None = None) -> ContainerInfo | None:
+        """The managed container labelled with ``instance_id`` (and every one of ``labels``), if any."""
 
     @abc.abstractmethod
     async def start(self, container: str) -> None:

@@ -57,6 +57,7 @@ from agent.runtime.base import (
     check_repository,
     container_labels,
     error_for,
+    identity_labels,
     is_container_ref,
     normalize_image_ref,
     parse_time,
@@ -321,7 +322,7 @@ class DockerDriver(RuntimeDriver):
     async def create(self, spec: ContainerSpec) -> ContainerInfo:
         payload = container_create_payload(spec)  # validates the spec
         async with self._create_locks.hold(spec.instance_id):
-            existing = await self.find_instance(spec.instance_id)
+            existing = await self.find_instance(spec.instance_id, labels=identity_labels(spec))
             if existing is not None:
                 log.info("instance %s already has container %s; not creating another", spec.instance_id, existing.id)
                 return existing
@@ -339,7 +340,7 @@ class DockerDriver(RuntimeDriver):
             except ConflictError:
                 # The name is taken: by this instance's container (created meanwhile by someone
                 # else on this engine), or by another container, which is a real conflict.
-                existing = await self.find_instance(spec.instance_id)
+                existing = await self.find_instance(spec.instance_id, labels=identity_labels(spec))
                 if existing is not None:
                     return existing
                 raise
@@ -351,8 +352,9 @@ class DockerDriver(RuntimeDriver):
                 raise NotFoundError(f"{what}: the container vanished right after it was created")
             return info
 
-    async def find_instance(self, instance_id: int) -> ContainerInfo | None:
-        filters = {"label": [f"{LABEL_MANAGED}=1", f"{LABEL_INSTANCE}={int(instance_id)}"]}
+    async def find_instance(self, instance_id: int, *, labels: Mapping[str, str] | None = None) -> ContainerInfo | None:
+        filters = {"label": [f"{LABEL_MANAGED}=1", f"{LABEL_INSTANCE}={int(instance_id)}",
+                             *(f"{k}={v}" for k, v in (labels or {}).items())]}
         found = await self._list(all_=True, filters=filters)
         if len(found) > 1:
             log.warning("instance %s has %d containers: %s", instance_id, len(found), [c.id[:12] for c in found])

@@ -67,6 +67,7 @@ from agent.runtime.base import (
     check_repository,
     container_labels,
     error_for,
+    identity_labels,
     is_container_ref,
     normalize_image_ref,
     pick_instance_container,
@@ -559,7 +560,7 @@ class FakeDriver(RuntimeDriver):
     async def create(self, spec: ContainerSpec) -> ContainerInfo:
         await self._enter("create", spec.name)
         payload = container_create_payload(spec)  # validates the spec
-        existing = await self._find_instance(spec.instance_id)
+        existing = await self._find_instance(spec.instance_id, identity_labels(spec))
         if existing is not None:
             self._leave("create")
             return existing
@@ -592,17 +593,18 @@ class FakeDriver(RuntimeDriver):
         self._leave("create")
         return container.info()
 
-    async def _find_instance(self, instance_id: int) -> ContainerInfo | None:
+    async def _find_instance(self, instance_id: int, labels: Mapping[str, str] | None = None) -> ContainerInfo | None:
         found = [
             c.info()
             for c in self._containers.values()
             if c.labels.get(LABEL_MANAGED) == "1" and c.labels.get(LABEL_INSTANCE) == str(int(instance_id))
+            and all(c.labels.get(k) == v for k, v in (labels or {}).items())
         ]
         return pick_instance_container(found)
 
-    async def find_instance(self, instance_id: int) -> ContainerInfo | None:
+    async def find_instance(self, instance_id: int, *, labels: Mapping[str, str] | None = None) -> ContainerInfo | None:
         await self._enter("find_instance", instance_id)
-        result = await self._find_instance(instance_id)
+        result = await self._find_instance(instance_id, labels)
         self._leave("find_instance")
         return result
 

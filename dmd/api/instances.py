@@ -9,6 +9,7 @@ from aiohttp import web
 
 from agent import protocol as p
 from dmd.agents import HUB
+from dmd.api.port_maps import map_out
 from dmd.api.registry import Api, Ctx
 from dmd.api.schemas import (
     CapacityOut,
@@ -17,31 +18,52 @@ from dmd.api.schemas import (
     InstanceQuery,
     LogsQuery,
     Page,
+    PortMapOut,
+    SshOut,
+    SshPatchIn,
     page_of,
 )
 from dmd.auth.flows import actor_of
 from dmd.errors import ApiError
 from dmd.models import Instance
 from dmd.reconciler import RECONCILER
+from dmd.services import access_ops
+from dmd.services import instance_access as access
 from dmd.services import instance_ops as ops
 from dmd.services import instances as svc
+from dmd.services import nodes as node_svc
+from dmd.services import port_maps as port_svc
 from dmd.state import DB
 
 api = Api()
 
 
-def held_out(inst: Instance, keys: list[str]) -> InstanceOut:
+def held_out(inst: Instance, keys: list[str], ssh: SshOut | None = None,
+             maps: list[PortMapOut] | None = None) -> InstanceOut:
     return InstanceOut(
         id=inst.id, name=inst.name, owner_id=inst.owner_id, node_id=inst.node_id, image=inst.image, cpus=inst.cpus,
         memory_mb=inst.memory_mb, gpus=keys, env=inst.env, command=inst.command, privileged=inst.privileged,
         host_network=inst.host_network, desired=inst.desired,  # type: ignore[arg-type]
         status=inst.status, status_message=inst.status_message,  # type: ignore[arg-type]
         container_id=inst.container_id, created_at=inst.created_at, updated_at=inst.updated_at,
+        ssh=ssh, port_maps=maps,
     )
 
 
 async def instance_out(conn: Any, inst: Instance) -> InstanceOut:
     return held_out(inst, await svc.gpus_of(conn, inst))
+
+
+async def full_out(ctx: Ctx, inst: Instance) -> InstanceOut:
+    """The instance with its SSH access and port maps (single-instance replies)."""
+    async with ctx.app[DB].read() as conn:
+        inst = await svc.get(conn, inst.id)
+        node = await node_svc.get(conn, inst.node_id)
+        maps = await port_svc.of_instance(conn, inst.id)
+        view = access.ssh_view(inst, node, await access.key_ids(conn, inst), maps, ctx.request.url.host)
+        addr = view.address
+        return held_out(inst, await svc.gpus_of(conn, inst), SshOut(**{
+            k: getattr(view, k) for k in SshOut.model_fields}), [map_out(m, addr) for m in maps])
 
 
 def create_request(b: InstanceCreateIn) -> svc.CreateRequest:
@@ -50,7 +72,8 @@ def create_request(b: InstanceCreateIn) -> svc.CreateRequest:
         gpu_count=b.gpus if isinstance(b.gpus, int) else 0,
         gpu_uuids=list(dict.fromkeys(b.gpus)) if isinstance(b.gpus, list) else None,
         env=dict(b.env), command=list(b.command) if b.command else None, privileged=b.privileged,
-        host_network=b.host_network,
+        host_network=b.host_network, ssh=b.ssh, ssh_key_ids=b.ssh_key_ids,
+        port_maps=[(m.protocol, m.instance_port, m.host_port) for m in b.port_maps],
     )
 
 
@@ -59,7 +82,7 @@ def create_request(b: InstanceCreateIn) -> svc.CreateRequest:
 async def create_instance(ctx: Ctx) -> Any:
     held = await ops.create(ctx.app[DB], ctx.app[HUB], ctx.app[RECONCILER], actor_of(ctx.request, ctx.identity),
                             ctx.user_identity.user, create_request(ctx.body))
-    return held_out(held.instance, held.gpus)
+    return await full_out(ctx, held.instance)
 
 
 @api.get("/instances", summary="Your instances (admins: all)", tag="instances", query=InstanceQuery,
@@ -77,7 +100,18 @@ async def list_instances(ctx: Ctx) -> Any:
 async def get_instance(ctx: Ctx) -> Any:
     async with ctx.app[DB].read() as conn:
         inst = await svc.get_visible(conn, ctx.user_identity.user, ctx.path_int("id"))
-        return await instance_out(conn, inst)
+    return await full_out(ctx, inst)
+
+
+@api.patch("/instances/{id}/ssh", summary="Turn SSH on or off, or choose the keys that go in (running "
+           "instances follow at once)", tag="instances", body=SshPatchIn, response=InstanceOut, errors=(404, 409, 422))
+async def patch_ssh(ctx: Ctx) -> Any:
+    b: SshPatchIn = ctx.body
+    given = b.model_fields_set
+    inst = await access_ops.set_ssh(ctx.app[DB], ctx.app[RECONCILER], actor_of(ctx.request, ctx.identity),
+                             ctx.user_identity.user, ctx.path_int("id"), enabled=b.enabled,
+                             key_ids=b.ssh_key_ids, set_keys="ssh_key_ids" in given)
+    return await full_out(ctx, inst)
 
 
 async def _set_desired(ctx: Ctx, desired: str, action: str) -> Any:

@@ -302,6 +302,16 @@ def _no_nul(v: str) -> str:
     return v
 
 
+Port = Annotated[int, Field(ge=1, le=65535)]
+Protocol = Literal["tcp", "udp"]
+
+
+class PortMapIn(In):
+    instance_port: Port = Field(description="The port inside the instance")
+    protocol: Protocol = "tcp"
+    host_port: Port | None = Field(None, description="A free port of the node's pool; omit to let DM pick one")
+
+
 class InstanceCreateIn(In):
     name: NodeName
     image: ImageRef
@@ -314,6 +324,61 @@ class InstanceCreateIn(In):
     command: Annotated[list[Arg], Field(min_length=1, max_length=200)] | None = None
     privileged: bool = Field(False, description="Administrators only")
     host_network: bool = Field(False, description="Administrators only")
+    ssh: bool = Field(True, description="Let the chosen SSH keys in (the image needs an OpenSSH server; DM "
+                      "starts and supervises it) and map port 22 from the node's pool")
+    ssh_key_ids: Annotated[list[Annotated[int, Field(ge=1)]], Field(max_length=100)] | None = Field(
+        None, description="Your keys to put in; omit for all of your keys, including keys you add later")
+    port_maps: Annotated[list[PortMapIn], Field(max_length=100)] = Field(
+        default_factory=list, description="Host ports to map to the instance's ports (port 22 is mapped "
+        "already when ssh is on)")
+
+
+class SshPatchIn(In):
+    enabled: bool | None = Field(None, description="SSH on or off (off revokes DM's keys in the instance)")
+    ssh_key_ids: Annotated[list[Annotated[int, Field(ge=1)]], Field(max_length=100)] | None = Field(
+        None, description="The owner's keys to put in; null: all of them, following additions")
+
+
+class HostKeyOut(BaseModel):
+    type: str
+    fingerprint: str
+
+
+class SshOut(BaseModel):
+    enabled: bool
+    keys_all: bool = Field(description="All of the owner's keys, including keys added later")
+    key_ids: list[int]
+    state: Literal["unknown", "ready", "no_server", "not_running", "disabled", "error"] = Field(
+        description="What the node's agent last reported; no_server: the image has no OpenSSH server")
+    user: str = Field(description="The login user")
+    message: str | None
+    host_keys: list[HostKeyOut] = Field(description="The instance's SSH host keys, to check on first login")
+    port: int | None = Field(description="The host port mapped to port 22")
+    address: str = Field(description="The node's address as users reach it")
+    command: str | None = Field(description="The ssh command line to log in")
+    config: str | None = Field(description="An ~/.ssh/config block for this instance")
+
+
+class PortMapOut(BaseModel):
+    id: int
+    instance_id: int
+    instance_name: str | None
+    node_id: int
+    node_name: str | None
+    protocol: Protocol
+    host_port: int
+    instance_port: int
+    state: Literal["pending", "active", "waiting", "failed"] = Field(
+        description="active: forwarding; waiting: the instance is not running; pending: the node has not "
+        "applied it yet (offline); failed: see message")
+    message: str | None
+    address: str = Field(description="Where to connect: the node's address and the host port")
+    created_at: dt.datetime
+
+
+class PortMapQuery(PageQuery):
+    instance_id: int | None = Field(None, ge=1)
+    node_id: int | None = Field(None, ge=1)
 
 
 class InstanceOut(BaseModel):
@@ -336,6 +401,8 @@ class InstanceOut(BaseModel):
     container_id: str | None
     created_at: dt.datetime
     updated_at: dt.datetime
+    ssh: SshOut | None = Field(None, description="SSH access (in single-instance replies)")
+    port_maps: list[PortMapOut] | None = Field(None, description="Port maps (in single-instance replies)")
 
 
 class InstanceQuery(PageQuery):

@@ -16,6 +16,8 @@ from dmd.api.schemas import (
 )
 from dmd.auth.flows import actor_of
 from dmd.errors import Forbidden
+from dmd.reconciler import RECONCILER
+from dmd.services import access_ops
 from dmd.services import ssh_keys as svc
 from dmd.services import users as user_svc
 from dmd.state import DB
@@ -49,8 +51,8 @@ async def list_keys(ctx: Ctx) -> Any:
           body=SshKeyCreateIn, response=SshKeyCreatedOut, status=201, errors=(409, 422))
 async def create_key(ctx: Ctx) -> Any:
     b: SshKeyCreateIn = ctx.body
-    key, parsed = await svc.add(ctx.app[DB], actor_of(ctx.request, ctx.identity), ctx.user_identity.user,
-                                b.name, b.public_key)
+    key, parsed = await access_ops.add_key(ctx.app[DB], ctx.app[RECONCILER], actor_of(ctx.request, ctx.identity),
+                                           ctx.user_identity.user, b.name, b.public_key)
     return SshKeyCreatedOut(**key_out(key).model_dump(), options_removed=list(parsed.options_removed))
 
 
@@ -71,5 +73,6 @@ async def rename_key(ctx: Ctx) -> Any:
 
 @api.delete("/ssh-keys/{id}", summary="Delete one of your SSH keys", tag="ssh-keys", status=204, errors=(404,))
 async def delete_key(ctx: Ctx) -> Any:
-    await svc.delete(ctx.app[DB], actor_of(ctx.request, ctx.identity), ctx.user_identity.user, ctx.path_int("id"))
+    await access_ops.delete_key(ctx.app[DB], ctx.app[RECONCILER], actor_of(ctx.request, ctx.identity),
+                                ctx.user_identity.user, ctx.path_int("id"))
     return None

@@ -89,6 +89,8 @@ nodes = sa.Table(
     sa.Column("join_token_hash", sa.String(64), nullable=True, unique=True),
     sa.Column("join_expires_at", UtcDateTime, nullable=True),
     sa.Column("facts", sa.Text, nullable=True),  # JSON, as the agent last reported
+    # JSON {"tcp": [...], "udp": [...]}: pool ports host programs listen on (never handed out).
+    sa.Column("busy_ports", sa.Text, nullable=True),
     sa.Column("agent_version", sa.String(64), nullable=True),
     sa.Column("protocol_version", sa.Integer, nullable=True),
     sa.Column("connected_at", UtcDateTime, nullable=True),
@@ -126,6 +128,11 @@ instances = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("status_message", sa.Text, nullable=True),
     sa.Column("container_id", sa.String(128), nullable=True),
+    # SSH: enabled, and either all of the owner's keys (following additions) or those listed
+    # in instance_ssh_keys; ssh_status is the agent's last report (JSON).
+    sa.Column("ssh_enabled", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("ssh_keys_all", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("ssh_status", sa.Text, nullable=True),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
     sa.UniqueConstraint("owner_id", "name"),
@@ -179,4 +186,33 @@ ssh_keys = sa.Table(
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
     sa.UniqueConstraint("user_id", "fingerprint"),
+)
+
+# The keys chosen for an instance (when ssh_keys_all is false).
+instance_ssh_keys = sa.Table(
+    "instance_ssh_keys",
+    metadata,
+    sa.Column("instance_id", sa.Integer, sa.ForeignKey("instances.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("ssh_key_id", sa.Integer, sa.ForeignKey("ssh_keys.id", ondelete="CASCADE"), primary_key=True,
+              index=True),
+)
+
+# The port ledger: a row holds one host port of a node for one instance port. The unique
+# constraint on (node, protocol, host port) is what makes double allocation impossible.
+port_maps = sa.Table(
+    "port_maps",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("node_id", sa.Integer, sa.ForeignKey("nodes.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("instance_id", sa.Integer, sa.ForeignKey("instances.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("protocol", sa.String(3), nullable=False),  # tcp | udp
+    sa.Column("host_port", sa.Integer, nullable=False),
+    sa.Column("instance_port", sa.Integer, nullable=False),
+    # What the agent last said: pending | active | waiting (instance not running) | failed.
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("message", sa.Text, nullable=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.UniqueConstraint("node_id", "protocol", "host_port"),
+    sa.UniqueConstraint("instance_id", "protocol", "instance_port"),
 )

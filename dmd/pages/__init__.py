@@ -10,7 +10,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from dmd.middleware import HTML_ERROR_KEY
-from dmd.pages import account, admin, auth_pages, images, instances, nodes, placeholders, ssh_keys
+from dmd.pages import account, admin, auth_pages, images, instances, nodes, placeholders, port_maps, ssh_keys
 from dmd.pages.render import html_error, setup_jinja, web_dir
 
 
@@ -23,5 +23,6 @@ def setup_pages(app: web.Application) -> None:
     instances.setup(app)
     images.setup(app)
     ssh_keys.setup(app)
+    port_maps.setup(app)
     placeholders.register(app)
     app[HTML_ERROR_KEY] = html_error

@@ -1,9 +1,10 @@
-"""Instances: the list, the create form (showing each node's free CPU, memory and GPUs), an
-instance's details with its live status, logs and actions (start, stop, restart, delete,
-commit to an image).
+"""Instances: the list, the create form (showing each node's free CPU, memory and GPUs; SSH and
+port maps), an instance's details with its live status, logs and actions (start, stop,
+restart, delete, commit to an image), its SSH access and its port maps.
 
-Every change goes through dmd.services.instance_ops (and image_ops for a commit), the same
-calls the JSON API makes. An instance that is not yours is a 404 (administrators see all).
+Every change goes through dmd.services.instance_ops (and image_ops for a commit, access_ops
+for SSH, port_ops for port maps), the same calls the JSON API makes. An instance that is not
+yours is a 404 (administrators see all).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dmd.api.schemas import CommitIn, InstanceCreateIn, PageQuery, page_of
 from dmd.auth.flows import actor_of
 from dmd.errors import ApiError, NotFound
 from dmd.models import Instance, Node
+from dmd.pages import access as acc
 from dmd.pages import forms
 from dmd.pages.nodes import ago
 from dmd.pages.render import (
@@ -33,10 +35,11 @@ from dmd.pages.render import (
     translator,
 )
 from dmd.reconciler import RECONCILER
-from dmd.services import image_ops, instance_ops
+from dmd.services import access_ops, image_ops, instance_ops, port_ops
 from dmd.services import images as image_svc
 from dmd.services import instances as svc
 from dmd.services import nodes as node_svc
+from dmd.services import ssh_keys as key_svc
 from dmd.services import users as user_svc
 from dmd.state import DB
 
@@ -126,6 +129,7 @@ async def instances_list(request: web.Request) -> web.StreamResponse:
 _FIELD_KEYS = {
     "name": "err.inst.name", "image": "err.inst.image", "node_id": "err.inst.node", "cpus": "err.inst.cpus",
     "memory_mb": "err.inst.memory", "gpus": "err.inst.gpus", "env": "err.inst.env", "command": "err.inst.command",
+    "port_maps": "err.inst.ports", "ssh_key_ids": "err.ssh.keys", "ssh": "err.invalid",
 }
 _CODE_KEYS = {
     "name_taken": ("err.inst.name_taken", "name"),
@@ -133,7 +137,7 @@ _CODE_KEYS = {
     "quota_exceeded": ("err.inst.quota", None),
     "admin_only": ("err.inst.admin_only", "privileged"),
 }
-FORM_FIELDS = ("name", "image", "node", "cpus", "memory_mb", "gpus", "env", "command")
+FORM_FIELDS = ("name", "image", "node", "cpus", "memory_mb", "gpus", "env", "command", "port_maps")
 
 
 def _create_error(e: ApiError | forms.FormError) -> forms.FormError:
@@ -147,6 +151,10 @@ def _create_error(e: ApiError | forms.FormError) -> forms.FormError:
         key, field = _CODE_KEYS[e.code]
         detail = e.message.removeprefix("no node can take this instance: ")
         return forms.FormError(e.status, key, field or e.field, {"message": detail})
+    if e.code in acc.MAP_CODES or e.field in ("host_port", "instance_port", "protocol"):
+        return forms.FormError(e.status, "err.inst.port_map", "port_maps", {"message": e.message})
+    if e.field == "ssh_key_ids":
+        return forms.FormError(e.status, "err.ssh.keys", "ssh_key_ids")
     if e.field in ("name", "node_id", "image"):
         return forms.FormError(e.status, _FIELD_KEYS[e.field], e.field)
     if e.field in _FIELD_KEYS:  # e.g. which GPUs the chosen node has
@@ -190,7 +198,7 @@ def create_body(data: Any) -> dict[str, Any]:
         v = data.get(name, "")
         return v if isinstance(v, str) else ""
 
-    for name in ("env", "command"):
+    for name in ("env", "command", "port_maps"):
         if len(text(name)) > MAX_TEXTAREA:
             raise forms.FormError(422, _FIELD_KEYS[name], name)
     node = text("node").strip()
@@ -201,6 +209,7 @@ def create_body(data: Any) -> dict[str, Any]:
         "node_id": None if node in ("", "auto") else _number(node, int),
         "cpus": _number(text("cpus"), float), "memory_mb": _number(text("memory_mb"), int), "gpus": gpus,
         "env": parse_env(text("env")), "command": parse_command(text("command")),
+        "ssh": bool(text("ssh")), "ssh_key_ids": acc.key_choice(data), "port_maps": acc.parse_ports(text("port_maps")),
     }
     # Only administrators see these boxes; anyone else who sends them is refused (403).
     body["privileged"] = bool(text("privileged"))
@@ -227,10 +236,13 @@ async def _form_page(request: web.Request, *, status: int = 200, error: dict[str
                 "mem_total": facts.get("memory_total_mb"),
                 "gpus_free": [{"uuid": g.get("uuid"), "label": gpu_label(g), "key": k} for k, g in c.free.gpus],
                 "gpus_total": c.free.gpus_total,
-                "images": [i["ref"] for i in images],
+                "images": [i["ref"] for i in images], "pools": acc.pools_text(n),
             })
+    async with request.app[DB].read() as conn:
+        keys = await key_svc.list_for(conn, user.id, limit=key_svc.MAX_KEYS_PER_USER)
     f: dict[str, Any] = {k: "" for k in FORM_FIELDS}
-    f.update({"node": "auto", "gpus": "0", "gpu": [], "privileged": False, "host_network": False})
+    f.update({"node": "auto", "gpus": "0", "gpu": [], "privileged": False, "host_network": False, "ssh": True,
+              "ssh_keys": "all", "ssh_key_ids": []})
     f.update(form or {})
     # The same image may be on several nodes: mark it once, preferably under the chosen node.
     chosen: dict[str, Any] | None = None
@@ -241,7 +253,7 @@ async def _form_page(request: web.Request, *, status: int = 200, error: dict[str
     return await render(request, "instance_new.html", {
         "nav_active": "instances", "nodes": nodes, "form": f, "error": error,
         "image_node_id": chosen["node"].id if chosen else None,
-        "any_image": any(n["images"] for n in nodes), "any_usable": any(n["usable"] for n in nodes),
+        "any_image": any(n["images"] for n in nodes), "any_usable": any(n["usable"] for n in nodes), "keys": keys,
     }, status=status)
 
 
@@ -275,6 +287,9 @@ async def instance_create(request: web.Request) -> web.StreamResponse:
         kept["gpu"] = [g for g in data.getall("gpu", []) if isinstance(g, str)]
         kept["privileged"] = bool(data.get("privileged"))
         kept["host_network"] = bool(data.get("host_network"))
+        kept["ssh"] = bool(data.get("ssh"))
+        kept["ssh_keys"] = "chosen" if data.get("ssh_keys") == "chosen" else "all"
+        kept["ssh_key_ids"] = [k for k in data.getall("ssh_key_ids", []) if isinstance(k, str)]
         return await _form_page(request, status=fe.status, error=fe.view(lang_of(request)), form=kept)
     await flash(request, "ok", "flash.instance_created", name=held.instance.name)
     return redirect(f"/instances/{held.instance.id}")
@@ -290,6 +305,8 @@ async def _detail(request: web.Request, *, status: int = 200, **extra: Any) -> w
         keys = await svc.gpus_of(conn, inst)
     owners, nodes = await _names(request, {inst.owner_id}, {inst.node_id})
     node = nodes.get(inst.node_id)
+    async with request.app[DB].read() as conn:
+        access_ctx = await acc.instance_context(request, conn, inst, node)
     by_key = dict(svc.gpu_keys(node)) if node else {}
     held = [{"key": k, "label": gpu_label(by_key[k]) if k in by_key else k, "uuid": (by_key.get(k) or {}).get("uuid")}
             for k in keys]
@@ -313,7 +330,10 @@ async def _detail(request: web.Request, *, status: int = 200, **extra: Any) -> w
         "action_error": None, "commit_error": None,
         "commit_form": {"repository": "", "tag": "latest"},
         "here": f"/instances/{inst.id}",
+        "ssh_error": None, "map_error": None, "map_form": {"instance_port": "", "protocol": "tcp", "host_port": ""},
+        "ssh_form": None,
     }
+    ctx.update(access_ctx)
     ctx.update(extra)
     return await render(request, "instance.html", ctx, status=status)
 
@@ -425,6 +445,69 @@ def _commit_error(e: ApiError | forms.FormError) -> forms.FormError:
     if e.code in ("node_offline", "agent_timeout", "agent_error", "invalid_image"):
         return forms.FormError(e.status, f"err.inst.{e.code}", None, {"message": e.message})
     return forms.from_api_error(e)
+
+
+# --- SSH and port maps of one instance ---------------------------------------------------------
+
+@routes.post("/instances/{id}/ssh")
+@login_required
+async def instance_ssh(request: web.Request) -> web.StreamResponse:
+    """Turn SSH on or off and choose the keys that go in (all of the owner's, or the ticked ones)."""
+    ident = current_identity(request)
+    iid = _instance_id(request)
+    data = await request.post()
+    enabled = bool(data.get("enabled"))
+    try:
+        try:
+            ids = acc.key_choice(data)
+            inst = await access_ops.set_ssh(request.app[DB], request.app[RECONCILER], actor_of(request, ident),
+                                            ident.user, iid, enabled=enabled, key_ids=ids, set_keys=True)
+        except ApiError as e:
+            if e.status in (403, 404):
+                raise
+            raise _ssh_error(e) from None
+    except forms.FormError as fe:
+        kept = {"enabled": enabled, "keys_all": data.get("ssh_keys") != "chosen",
+                "key_ids": [int(k) for k in data.getall("ssh_key_ids", []) if isinstance(k, str) and k.isdigit()
+                            and len(k) <= 18]}
+        return await _detail(request, status=fe.status, ssh_error=fe.view(lang_of(request)), ssh_form=kept)
+    await flash(request, "ok", "flash.ssh_saved" if inst.ssh_enabled else "flash.ssh_off", name=inst.name)
+    return redirect(f"/instances/{inst.id}#ssh")
+
+
+def _ssh_error(e: ApiError) -> forms.FormError:
+    if e.code in ("host_network", "deleting"):
+        return forms.FormError(e.status, f"err.ssh.{e.code}", None)
+    if e.field == "ssh_key_ids":
+        return forms.FormError(e.status, "err.ssh.keys", "ssh_key_ids")
+    return forms.from_api_error(e)
+
+
+@routes.post("/instances/{id}/port-maps")
+@login_required
+async def instance_map_add(request: web.Request) -> web.StreamResponse:
+    """Map a host port of the instance's node to one of its ports; back to the instance."""
+    ident = current_identity(request)
+    iid = _instance_id(request)
+    data = await request.post()
+    body = acc.map_body(data)
+    try:
+        try:
+            b = acc.validate_map(data)
+            m = await port_ops.add(request.app[DB], request.app[RECONCILER].ports, actor_of(request, ident),
+                                   ident.user, iid, b.protocol, b.instance_port, b.host_port)
+        except ApiError as e:
+            if e.status in (403, 404):
+                raise
+            async with request.app[DB].read() as conn:
+                inst = await svc.get_visible(conn, ident.user, iid)
+                node = await node_svc.get(conn, inst.node_id)
+            raise acc.map_error(e, body, node) from None
+    except forms.FormError as fe:
+        return await _detail(request, status=fe.status, map_error=fe.view(lang_of(request)),
+                             map_form=acc.kept_map(data))
+    await acc.flash_added(request, m)
+    return redirect(f"/instances/{iid}#port-maps")
 
 
 def setup(app: web.Application) -> None:

@@ -11,9 +11,7 @@ from aiohttp import web
 from dmd.pages.render import PageHandler, login_required, render
 
 # path -> the navigation entry it belongs to (also the catalogue prefix: empty.<key>.*)
-PLACEHOLDERS: dict[str, str] = {
-    "/port-maps": "port_maps",
-}
+PLACEHOLDERS: dict[str, str] = {}
 
 
 def _handler(key: str) -> PageHandler:

@@ -22,6 +22,8 @@ from dmd.pages.render import (
     redirect,
     render,
 )
+from dmd.reconciler import RECONCILER
+from dmd.services import access_ops
 from dmd.services import ssh_keys as svc
 from dmd.sshkeys import MAX_INPUT_BYTES, looks_private
 from dmd.state import DB
@@ -102,7 +104,8 @@ async def key_add(request: web.Request) -> web.StreamResponse:
         if name is not None:
             name = forms.validate(SshKeyPatchIn, {"name": name}).name
         try:
-            key, parsed = await svc.add(request.app[DB], actor_of(request, ident), ident.user, name, text)
+            key, parsed = await access_ops.add_key(request.app[DB], request.app[RECONCILER], actor_of(request, ident),
+                                                   ident.user, name, text)
         except ApiError as e:
             raise _form_error(e) from None
     except forms.FormError as fe:
@@ -155,7 +158,8 @@ async def key_delete_confirm(request: web.Request) -> web.StreamResponse:
 @login_required
 async def key_delete(request: web.Request) -> web.StreamResponse:
     ident = current_identity(request)
-    key = await svc.delete(request.app[DB], actor_of(request, ident), ident.user, _key_id(request))
+    key = await access_ops.delete_key(request.app[DB], request.app[RECONCILER], actor_of(request, ident), ident.user,
+                                      _key_id(request))
     await flash(request, "ok", "flash.ssh_key_deleted", name=key.name)
     return redirect("/ssh-keys")
 

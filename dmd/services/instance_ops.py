@@ -17,7 +17,10 @@ from dmd.errors import Conflict, Forbidden
 from dmd.models import Instance, Node, User
 from dmd.reconciler import Reconciler
 from dmd.services import audit
+from dmd.services import instance_access as access
 from dmd.services import instances as svc
+from dmd.services import nodes as node_svc
+from dmd.services import port_maps as port_svc
 from dmd.services.audit import Actor
 
 DEFAULT_LOG_TAIL = 200
@@ -39,9 +42,21 @@ async def create(db: Database, hub: Hub, reconciler: Reconciler, actor: Actor, u
     online = set(hub.conns)
     async with db.begin() as conn:
         inst = await svc.create(conn, user, req, online)
+        if req.ssh_key_ids is not None:
+            await access.set_keys(conn, inst, req.ssh_key_ids)
+        maps = list(req.port_maps)
+        if inst.ssh_enabled and not any(p_ == "tcp" and i == access.SSH_PORT for p_, i, _ in maps):
+            maps.insert(0, ("tcp", access.SSH_PORT, None))
+        if maps and not inst.host_network:
+            node = await node_svc.get(conn, inst.node_id)
+            # The host ports asked for first, so that no automatic pick takes one of them.
+            for protocol, instance_port, host_port in sorted(maps, key=lambda m: m[2] is None):
+                await port_svc.allocate(conn, inst, node, protocol, instance_port, host_port)
+        inst = await svc.get(conn, inst.id)
         await audit.record(conn, actor, "instance.create", "instance", inst.id,
                            name=inst.name, node_id=inst.node_id, image=inst.image)
         held = Held(inst, await svc.gpus_of(conn, inst))
+    reconciler.desired_changed(inst.id)
     reconciler.kick(inst.node_id)
     return held
 
@@ -55,6 +70,7 @@ async def set_desired(db: Database, reconciler: Reconciler, actor: Actor, user: 
             raise Conflict("this instance is being deleted", code="deleting")
         inst = await svc.set_desired(conn, inst.id, desired)
         await audit.record(conn, actor, action, "instance", inst.id, name=inst.name)
+    reconciler.desired_changed(inst.id)
     reconciler.kick(inst.node_id)
     return inst
 
@@ -83,6 +99,7 @@ async def delete(db: Database, reconciler: Reconciler, actor: Actor, user: User,
         inst = await svc.set_desired(conn, inst.id, "deleted")
         await audit.record(conn, actor, "instance.delete", "instance", inst.id, name=inst.name)
         held = Held(inst, await svc.gpus_of(conn, inst))
+    reconciler.desired_changed(inst.id)
     reconciler.kick(inst.node_id)
     return held
 

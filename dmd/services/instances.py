@@ -7,14 +7,14 @@ Creation is one transaction that locks the owner's row (quotas) and the chosen n
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from dmd.db.schema import gpu_allocations, images, instances, node_shares, nodes, users
+from dmd.db.schema import gpu_allocations, images, instance_ssh_keys, instances, node_shares, nodes, port_maps, users
 from dmd.db.types import utcnow
 from dmd.errors import ApiError, Conflict, Invalid, NotFound
 from dmd.models import Instance, Node, User
@@ -150,6 +150,9 @@ class CreateRequest:
     command: list[str] | None
     privileged: bool
     host_network: bool
+    ssh: bool = True
+    ssh_key_ids: list[int] | None = None  # None: all of the owner's keys, following changes
+    port_maps: list[tuple[str, int, int | None]] = field(default_factory=list)  # (protocol, instance, host)
 
 
 async def _check_quotas(conn: AsyncConnection, owner: User, gpus_wanted: int) -> None:
@@ -231,7 +234,8 @@ async def create(conn: AsyncConnection, owner: User, req: CreateRequest, online:
                 name=req.name, owner_id=owner.id, node_id=chosen.node.id, image=req.image, cpus=req.cpus,
                 memory_mb=req.memory_mb, env=json.dumps(req.env), command=json.dumps(req.command) if req.command
                 is not None else None, privileged=req.privileged, host_network=req.host_network,
-                desired="running", status="pending", created_at=now, updated_at=now,
+                ssh_enabled=req.ssh and not req.host_network, ssh_keys_all=True, desired="running",
+                status="pending", created_at=now, updated_at=now,
             ))
     except IntegrityError:
         raise Conflict(f"you already have an instance named {req.name!r}", code="name_taken") from None
@@ -310,8 +314,10 @@ async def set_status(conn: AsyncConnection, instance_id: int, status: str, messa
 
 
 async def forget(conn: AsyncConnection, instance_id: int) -> None:
-    """The container is gone: drop the row (its GPU allocations go with it)."""
+    """The container is gone: drop the row (its GPU allocations and port maps go with it)."""
     await conn.execute(gpu_allocations.delete().where(gpu_allocations.c.instance_id == instance_id))
+    await conn.execute(port_maps.delete().where(port_maps.c.instance_id == instance_id))
+    await conn.execute(instance_ssh_keys.delete().where(instance_ssh_keys.c.instance_id == instance_id))
     await conn.execute(instances.delete().where(instances.c.id == instance_id))
 
 

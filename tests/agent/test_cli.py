@@ -70,7 +70,8 @@ async def test_join_writes_the_config(join_server: tuple[FakeJoin, str], tmp_pat
     saved = json.loads(path.read_text())
     assert saved == {"server": url.rstrip("/"), "node_id": 12, "credential": "dmn_secret", "heartbeat_s": 5.0,
                      "metrics_interval_s": 10.0, "docker_host": "unix:///var/run/docker.sock",
-                     "public_address": None}
+                     "public_address": None, "port_pools": {"tcp": "20000-29999", "udp": "20000-29999"},
+                     "port_forwarding": "auto"}
     assert load_config(str(path)).ws_url.endswith("/dm/agent/ws")
     out = capsys.readouterr().out
     assert "joined" in out and "id 12" in out and str(path) in out
@@ -81,12 +82,14 @@ async def test_rejoin_keeps_local_settings(join_server: tuple[FakeJoin, str], tm
     _, url = join_server
     path = tmp_path / "config.json"
     save_config(AgentConfig(server="http://old:3150", node_id=3, credential="dmn_old", docker_host="tcp://d:2375",
-                            public_address="203.0.113.5", extra={"port_pool": [30000, 30010]}), str(path))
+                            public_address="203.0.113.5", port_pools={"tcp": "40000-40099"}, port_forwarding="proxy",
+                            extra={"port_pool": [30000, 30010]}), str(path))
     assert await cli.join(url, "dmj_good", str(path), hostname="gpu-01") == 0
     saved = json.loads(path.read_text())
     assert saved["node_id"] == 12 and saved["credential"] == "dmn_secret"
     assert saved["docker_host"] == "tcp://d:2375" and saved["public_address"] == "203.0.113.5"
     assert saved["port_pool"] == [30000, 30010]
+    assert saved["port_pools"] == {"tcp": "40000-40099"} and saved["port_forwarding"] == "proxy"
 
 
 @pytest.mark.parametrize(("token", "words"), [

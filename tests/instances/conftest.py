@@ -53,6 +53,10 @@ async def local(client, admin, docker_test_image):  # noqa: F811
     for inst in (await r.json())["items"]:
         await client.delete(f"/api/v1/instances/{inst['id']}", headers=admin)
     await client.app[RECONCILER].idle()
+    # Nor this installation's forwarding rules (a real dmd keeps them across restarts).
+    workloads = client.app[LOCAL_NODE].workloads
+    if workloads is not None:
+        await workloads.ports.teardown()
 
 
 async def instance(client, headers, iid) -> dict[str, Any]:

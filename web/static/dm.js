@@ -194,9 +194,15 @@ function setMessage(root, message) {
   for (const el of root.querySelectorAll("[data-inst-message]")) el.textContent = message || "";
 }
 
+function accessOf(sshState, maps) {
+  return (sshState || "") + "|" + (maps || "");
+}
+
 function watchInstance(box) {
   const labels = labelsOf(box);
   let status = box.dataset.status;
+  // SSH and port map states as the page shows them: a change reloads the page too.
+  let access = accessOf(box.dataset.sshState, box.dataset.maps);
   async function tick() {
     try {
       const r = await fetch(box.dataset.instanceUrl, jsonOpts);
@@ -214,6 +220,12 @@ function watchInstance(box) {
           // the reader is following the logs or typing; then only the badge changes.
           if (!following && !busy()) { window.location.reload(); return; }
           status = data.status;
+        }
+        const now = accessOf(data.ssh ? data.ssh.state : "",
+          (data.port_maps || []).map((pm) => pm.id + ":" + pm.state).join(","));
+        if (now !== access) {
+          if (!following && !busy()) { window.location.reload(); return; }
+          access = now;
         }
         setBadge(box, data.status, labels);
         setMessage(box, data.status_message);

@@ -1,0 +1,194 @@
+"""What the pages show and take about reaching instances: SSH (the login command, the
+~/.ssh/config block, which keys go in) and port maps (host port of the node -> port of the
+instance), shared by the instance page, the port maps page and the create form.
+
+Every change goes through dmd.services.port_ops and dmd.services.access_ops, the same calls
+the JSON API makes; the addresses come from dmd.api.port_maps.map_out, so a page and the API
+never show different addresses.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from dmd.agents import HUB
+from dmd.api.port_maps import map_out
+from dmd.api.schemas import PortMapIn
+from dmd.errors import ApiError
+from dmd.models import Instance, Node
+from dmd.pages import forms
+from dmd.pages.render import flash
+from dmd.services import instance_access as access
+from dmd.services import nodes as node_svc
+from dmd.services import port_maps as port_svc
+from dmd.services import ssh_keys as key_svc
+from dmd.state import DB
+
+MAX_PORTS_TEXT = 2000
+MAP_STATES = ("active", "waiting", "pending", "failed")
+SSH_STATES = ("unknown", "ready", "no_server", "not_running", "disabled", "error")
+
+# Refusals of a port map with their own words (err.portmap.<code>).
+MAP_CODES = ("out_of_pool", "port_busy", "port_taken", "already_mapped", "pool_exhausted", "too_many_maps",
+             "host_network", "deleting", "busy")
+
+
+# --- reading the forms ----------------------------------------------------------------------
+
+def port_number(value: Any) -> int | str | None:
+    """A port field: empty is None, digits an int; anything else stays text so that
+    validation names the field."""
+    v = value.strip() if isinstance(value, str) else ""
+    if not v:
+        return None
+    return int(v) if v.isdigit() and len(v) <= 6 else v
+
+
+def map_body(data: Any) -> dict[str, Any]:
+    """The JSON API's port map body (PortMapIn), from a form."""
+    def text(name: str) -> str:
+        v = data.get(name, "")
+        return v if isinstance(v, str) else ""
+
+    instance_port = port_number(text("instance_port"))
+    return {"instance_port": 0 if instance_port is None else instance_port,
+            "protocol": text("protocol").strip().lower() or "tcp",
+            "host_port": port_number(text("host_port"))}
+
+
+def validate_map(data: Any) -> PortMapIn:
+    try:
+        return forms.validate(PortMapIn, map_body(data))
+    except forms.FormError as fe:
+        key = {"instance_port": "err.portmap.instance_port", "host_port": "err.portmap.host_port",
+               "protocol": "err.portmap.protocol"}.get(fe.field or "", "err.invalid")
+        raise forms.FormError(422, key, fe.field) from None
+
+
+def map_error(e: ApiError | forms.FormError, body: dict[str, Any], node: Node | None) -> forms.FormError:
+    """A refused port map in the user's language; the field to mark is the form's."""
+    if isinstance(e, forms.FormError):
+        return e
+    protocol = str(body.get("protocol") or "tcp")
+    params: dict[str, Any] = {"protocol": protocol, "port": body.get("host_port") or "",
+                              "instance_port": body.get("instance_port") or "",
+                              "max": port_svc.MAX_MAPS_PER_INSTANCE,
+                              "pool": port_svc.describe_pool(port_svc.pools_of(node).get(protocol) or [])
+                              if node else "—"}
+    if e.code in MAP_CODES:
+        field = {"out_of_pool": "host_port", "port_busy": "host_port", "port_taken": "host_port",
+                 "already_mapped": "instance_port"}.get(e.code)
+        return forms.FormError(e.status, f"err.portmap.{e.code}", field, params)
+    if e.field in ("instance_port", "host_port", "protocol"):
+        return forms.FormError(e.status, f"err.portmap.{e.field}", e.field)
+    return forms.from_api_error(e)
+
+
+def kept_map(data: Any) -> dict[str, str]:
+    out = {k: v[:20] if isinstance(v := data.get(k, ""), str) else "" for k in ("instance_port", "host_port")}
+    proto = data.get("protocol", "tcp")
+    out["protocol"] = proto if proto in port_svc.PROTOCOLS else "tcp"
+    iid = data.get("instance_id", "")
+    out["instance_id"] = iid[:20] if isinstance(iid, str) else ""
+    return out
+
+
+_PORT_TOKEN = re.compile(r"(?:(\d{1,6}):)?(\d{1,6})(?:/([A-Za-z]+))?")
+
+
+def parse_ports(text: str) -> list[dict[str, Any]]:
+    """The create form's extra port maps: "8080/tcp, 53/udp, 20080:8080/tcp" (host port
+    before a colon, protocol after a slash, tcp when left out), separated by commas or spaces.
+    Anything else is refused with the piece that is wrong."""
+    if len(text) > MAX_PORTS_TEXT:
+        raise forms.FormError(422, "err.inst.ports_many", "port_maps", {"max": port_svc.MAX_MAPS_PER_INSTANCE})
+    out: list[dict[str, Any]] = []
+    seen: set[tuple[int, str]] = set()
+    for token in (t for t in re.split(r"[,\s]+", text) if t):
+        m = _PORT_TOKEN.fullmatch(token)
+        if not m or (m.group(3) and m.group(3).lower() not in port_svc.PROTOCOLS):
+            raise forms.FormError(422, "err.inst.ports_token", "port_maps", {"token": token[:40]})
+        host = int(m.group(1)) if m.group(1) else None
+        port = int(m.group(2))
+        protocol = (m.group(3) or "tcp").lower()
+        for p in (port, host):
+            if p is not None and not 1 <= p <= 65535:
+                raise forms.FormError(422, "err.inst.ports_range", "port_maps", {"port": p})
+        if (port, protocol) in seen:
+            raise forms.FormError(422, "err.inst.ports_twice", "port_maps", {"port": port, "protocol": protocol})
+        seen.add((port, protocol))
+        out.append({"instance_port": port, "protocol": protocol, "host_port": host})
+        if len(out) > port_svc.MAX_MAPS_PER_INSTANCE:
+            raise forms.FormError(422, "err.inst.ports_many", "port_maps", {"max": port_svc.MAX_MAPS_PER_INSTANCE})
+    return out
+
+
+def key_choice(data: Any) -> list[int] | None:
+    """The keys chosen in a form: None for "all of my keys", else the ticked ids."""
+    if data.get("ssh_keys", "all") != "chosen":
+        return None
+    ids: list[int] = []
+    for v in data.getall("ssh_key_ids", []):
+        if not (isinstance(v, str) and v.isdigit() and len(v) <= 18):
+            raise forms.FormError(422, "err.ssh.keys", "ssh_key_ids")
+        ids.append(int(v))
+    return sorted(set(ids))
+
+
+# --- what the pages show --------------------------------------------------------------------
+
+def request_host(request: web.Request) -> str | None:
+    """The host the browser used: the local node's address when it has no public one."""
+    return request.url.host
+
+
+@dataclass(frozen=True, slots=True)
+class MapRow:
+    m: port_svc.PortMap
+    address: str
+    node_online: bool
+
+
+def map_rows(request: web.Request, maps: list[port_svc.PortMap], nodes: dict[int, Node]) -> list[MapRow]:
+    host = request_host(request)
+    hub = request.app[HUB]
+    rows = []
+    for m in maps:
+        node = nodes.get(m.node_id)
+        address = access.node_address(node, host) if node else (host or "?")
+        rows.append(MapRow(m, map_out(m, address).address, hub.is_online(m.node_id)))
+    return rows
+
+
+def pools_text(node: Node) -> dict[str, str]:
+    return {p: port_svc.describe_pool(r) for p, r in port_svc.pools_of(node).items()}
+
+
+async def instance_context(request: web.Request, conn: AsyncConnection, inst: Instance,
+                           node: Node | None) -> dict[str, Any]:
+    """The SSH card and the port maps card of an instance's page."""
+    maps = await port_svc.of_instance(conn, inst.id)
+    ids = await access.key_ids(conn, inst)
+    keys = await key_svc.list_for(conn, inst.owner_id, limit=key_svc.MAX_KEYS_PER_USER)
+    ssh = access.ssh_view(inst, node, ids, maps, request_host(request)) if node else None
+    return {
+        "ssh": ssh,
+        "owner_keys": keys,
+        "map_rows": map_rows(request, maps, {node.id: node} if node else {}),
+        "pools": pools_text(node) if node else {},
+        "maps_signature": ",".join(f"{m.id}:{m.state}" for m in maps),
+    }
+
+
+async def flash_added(request: web.Request, m: port_svc.PortMap) -> None:
+    """Say where the new map is reached."""
+    async with request.app[DB].read() as conn:
+        node = await node_svc.get(conn, m.node_id)
+    row = map_rows(request, [m], {node.id: node})[0]
+    await flash(request, "ok", "flash.port_map_added", name=m.instance_name or "", instance_port=m.instance_port,
+                protocol=m.protocol, address=row.address)

@@ -1,0 +1,137 @@
+"""SSH access to instances: which of the owner's keys go in, and what the agent last reported.
+
+An instance either follows all of its owner's keys (``ssh_keys_all``: a key added later goes
+in too, a deleted one comes out) or holds the keys listed in ``instance_ssh_keys`` (a deleted
+key leaves that list by the foreign key's cascade). The reconciler sends the resulting
+authorized_keys lines to the agent (``instance.access``) whenever it converges the node, and
+the key and instance operations kick the affected nodes, so a change reaches running
+instances within one round.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from dmd.db.schema import instance_ssh_keys, instances, ssh_keys
+from dmd.db.types import utcnow
+from dmd.errors import Invalid
+from dmd.models import Instance, Node
+from dmd.services.port_maps import PortMap
+
+SSH_PORT = 22
+
+
+async def key_ids(conn: AsyncConnection, inst: Instance) -> list[int]:
+    """The ids of the keys that go into the instance."""
+    if inst.ssh_keys_all:
+        q = sa.select(ssh_keys.c.id).where(ssh_keys.c.user_id == inst.owner_id)
+    else:
+        q = sa.select(instance_ssh_keys.c.ssh_key_id).where(instance_ssh_keys.c.instance_id == inst.id)
+    return sorted((await conn.execute(q)).scalars())
+
+
+async def authorized_lines(conn: AsyncConnection, inst: Instance) -> list[str]:
+    """The authorized_keys lines DM writes into the instance (none when SSH is off)."""
+    if not inst.ssh_enabled:
+        return []
+    q = sa.select(ssh_keys.c.public_key).where(ssh_keys.c.user_id == inst.owner_id).order_by(ssh_keys.c.id)
+    if not inst.ssh_keys_all:
+        q = q.where(ssh_keys.c.id.in_(
+            sa.select(instance_ssh_keys.c.ssh_key_id).where(instance_ssh_keys.c.instance_id == inst.id)))
+    # public_key is the parser's canonical line (type, base64, comment; no options, no newline).
+    return list((await conn.execute(q)).scalars())
+
+
+async def set_keys(conn: AsyncConnection, inst: Instance, ids: list[int] | None) -> None:
+    """Choose the instance's keys: a list of the owner's key ids, or None for all of them."""
+    await conn.execute(instance_ssh_keys.delete().where(instance_ssh_keys.c.instance_id == inst.id))
+    if ids is not None:
+        wanted = sorted(set(ids))
+        owned = set((await conn.execute(sa.select(ssh_keys.c.id).where(
+            ssh_keys.c.user_id == inst.owner_id, ssh_keys.c.id.in_(wanted)))).scalars()) if wanted else set()
+        missing = [i for i in wanted if i not in owned]
+        if missing:
+            raise Invalid(f"ssh_key_ids: no SSH key {', '.join(map(str, missing))} of the instance's owner",
+                          field="ssh_key_ids")
+        for key_id in wanted:
+            await conn.execute(instance_ssh_keys.insert().values(instance_id=inst.id, ssh_key_id=key_id))
+    await conn.execute(instances.update().where(instances.c.id == inst.id)
+                       .values(ssh_keys_all=ids is None, updated_at=utcnow()))
+
+
+async def set_enabled(conn: AsyncConnection, instance_id: int, enabled: bool) -> None:
+    await conn.execute(instances.update().where(instances.c.id == instance_id)
+                       .values(ssh_enabled=enabled, updated_at=utcnow()))
+
+
+async def set_status(conn: AsyncConnection, instance_id: int, status: dict[str, Any] | None) -> None:
+    await conn.execute(instances.update().where(instances.c.id == instance_id)
+                       .values(ssh_status=json.dumps(status) if status is not None else None))
+
+
+async def nodes_following(conn: AsyncConnection, user_id: int, key_id: int | None = None) -> set[int]:
+    """Nodes running the user's instances whose keys a change of that user's keys touches:
+    those following all keys, and (for a deleted key) those that listed it."""
+    cond: sa.ColumnElement[bool] = instances.c.ssh_keys_all.is_(True)
+    if key_id is not None:
+        listed = sa.select(instance_ssh_keys.c.instance_id).where(instance_ssh_keys.c.ssh_key_id == key_id)
+        cond = sa.or_(cond, instances.c.id.in_(listed))
+    q = sa.select(instances.c.node_id).distinct().where(
+        instances.c.owner_id == user_id, instances.c.ssh_enabled.is_(True), instances.c.desired == "running", cond)
+    return set((await conn.execute(q)).scalars())
+
+
+# --- what the pages and the API show ------------------------------------------------------
+
+def node_address(node: Node, fallback: str | None = None) -> str:
+    """The address users reach the node at: its public address when the agent was given one,
+    else (for the node dmd itself runs on) the host the browser used, else its first IPv4."""
+    facts = node.facts or {}
+    public = facts.get("public_address")
+    if isinstance(public, str) and public:
+        return public
+    if node.local and fallback:
+        return fallback
+    addrs = facts.get("addresses") or {}
+    for family in ("ipv4", "ipv6"):
+        for a in addrs.get(family) or []:
+            if isinstance(a, str) and a:
+                return a
+    return fallback or "NODE-ADDRESS"
+
+
+@dataclass(frozen=True, slots=True)
+class SshView:
+    enabled: bool
+    keys_all: bool
+    key_ids: list[int]
+    state: str  # unknown | ready | no_server | not_running | disabled | error
+    user: str
+    message: str | None
+    host_keys: list[dict[str, str]]
+    port: int | None
+    address: str
+    command: str | None
+    config: str | None
+
+
+def ssh_view(inst: Instance, node: Node, ids: list[int], maps: list[PortMap], host: str | None) -> SshView:
+    status = inst.ssh_status or {}
+    user = str(status.get("user") or "root")
+    port = next((m.host_port for m in maps if m.protocol == "tcp" and m.instance_port == SSH_PORT), None)
+    address = node_address(node, host)
+    command = config = None
+    if inst.ssh_enabled and port is not None:
+        command = f"ssh -p {port} {user}@{address}"
+        config = (f"Host {inst.name}\n    HostName {address}\n    Port {port}\n    User {user}\n")
+    host_keys = [{"type": str(k.get("type", "")), "fingerprint": str(k.get("fingerprint", ""))}
+                 for k in status.get("host_keys") or [] if isinstance(k, dict)]
+    return SshView(enabled=inst.ssh_enabled, keys_all=inst.ssh_keys_all, key_ids=ids,
+                   state=str(status.get("state") or "unknown") if inst.ssh_enabled else "disabled",
+                   user=user, message=status.get("message"), host_keys=host_keys, port=port, address=address,
+                   command=command, config=config)
