@@ -39,6 +39,7 @@ bench: $(STAMP) services
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/agents_load.py --quick
 	$(BIN)/python bench/instance_start.py
+	$(BIN)/python bench/port_maps.py
 	@test -x dist/dmc || scripts/build-agent.sh
 	$(BIN)/python bench/agent_idle.py
 

@@ -16,13 +16,9 @@ import datetime as dt
 import json
 import os
 import platform
-import re
-import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -33,19 +29,13 @@ import aiohttp
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from live_dmd import cpu_model, live_dmd  # noqa: E402
 from sections import write_section  # noqa: E402
 
 from tests.runtime.images import BUSYBOX_REF  # noqa: E402
 
 START, END = "<!-- bench:instance:start -->", "<!-- bench:instance:end -->"
-PASSWORD = "bench-password-123"
 COMMAND = ["sleep", "600"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def direct_start(docker: aiodocker.Docker, n: int) -> float:
@@ -85,37 +75,10 @@ async def dm_start(s: aiohttp.ClientSession, base: str, headers: dict[str, str],
 
 async def run(rounds: int) -> dict[str, Any]:
     subprocess.run([sys.executable, "-m", "tests.runtime.images"], cwd=REPO, check=True)
-    data = Path(tempfile.mkdtemp(prefix="dm-bench-inst-"))
-    env = {**os.environ, "HOME": str(data)}
-    subprocess.run([sys.executable, "-m", "dmd", "user", "create", "--email", "bench@example.org", "--admin",
-                    "--password-stdin", "--data-dir", str(data)], input=PASSWORD + "\n", text=True, check=True,
-                   env=env, capture_output=True)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-m", "dmd", "serve", "--data-dir", str(data), "--listen",
-                             f"127.0.0.1:{port}", "--local-node", "--log-level", "warning"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     docker = aiodocker.Docker()
     try:
-        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
-            for _ in range(300):
-                try:
-                    r = await s.post(f"{base}/api/v1/auth/login",
-                                     json={"email": "bench@example.org", "password": PASSWORD})
-                    break
-                except aiohttp.ClientError:
-                    await asyncio.sleep(0.1)
-            csrf = (await r.json())["csrf_token"]
-            r = await s.post(f"{base}/api/v1/tokens", json={"name": "bench"}, headers={"X-CSRF-Token": csrf})
-            headers = {"Authorization": f"Bearer {(await r.json())['token']}"}
-        async with aiohttp.ClientSession() as s:
-            for _ in range(300):
-                nodes = (await (await s.get(f"{base}/api/v1/nodes", headers=headers)).json())["items"]
-                if nodes and nodes[0]["status"] == "online":
-                    imgs = await (await s.get(f"{base}/api/v1/nodes/{nodes[0]['id']}/images", headers=headers)).json()
-                    if any(i["ref"] == BUSYBOX_REF for i in imgs):
-                        break
-                await asyncio.sleep(0.1)
+        async with live_dmd(BUSYBOX_REF) as live:
+            s, base, headers = live.session, live.base, live.headers
             await direct_start(docker, -1)  # warm both paths once
             await dm_start(s, base, headers, -1)
             direct, dm = [], []
@@ -124,19 +87,9 @@ async def run(rounds: int) -> dict[str, Any]:
                 dm.append(await dm_start(s, base, headers, n))
     finally:
         await docker.close()
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
     d, m = statistics.median(direct), statistics.median(dm)
     return {"rounds": rounds, "direct_ms": d * 1000, "dm_ms": m * 1000, "ratio": m / d,
             "direct_all": [round(x * 1000, 1) for x in direct], "dm_all": [round(x * 1000, 1) for x in dm]}
-
-
-def cpu_model() -> str:
-    try:
-        m = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())
-        return m.group(1) if m else platform.processor()
-    except OSError:
-        return platform.processor()
 
 
 def write_docs(res: dict[str, Any]) -> None:

@@ -133,14 +133,23 @@ class Reconciler:
                 return  # deleted meanwhile
             rows = await inst_svc.on_node(conn, node_id)
             gpus = {i.id: await inst_svc.gpus_of(conn, i) for i in rows}
+        running: list[Instance] = []
         for inst in rows:
             try:
-                await self._converge(node, inst, gpus[inst.id])
+                if await self._converge(node, inst, gpus[inst.id]):
+                    running.append(inst)
             except (NodeOffline, AgentTimeout) as e:
                 log.info("node %s: %s; instance %s waits for the node", node_id, e.message, inst.id)
                 return
-        # The full set of port maps, after the containers: a started container has its address.
+        # The full set of port maps, after the containers (a started container has its address),
+        # then SSH: by the time an instance says "ready", its port 22 is forwarded.
         await self.ports.apply(node_id)
+        for inst in running:
+            try:
+                await self.push_access(node_id, inst)
+            except (NodeOffline, AgentTimeout) as e:
+                log.info("node %s: %s; SSH of instance %s waits for the node", node_id, e.message, inst.id)
+                return
         try:
             reply = await self.hub.call(node_id, p.INSTANCE_SYNC, {"keep": [i.id for i in rows]}, timeout=60)
         except (NodeOffline, AgentTimeout, AgentFailed) as e:
@@ -149,14 +158,15 @@ class Reconciler:
         if reply.get("removed"):
             log.warning("node %s: removed containers of instances dmd no longer has: %s", node_id, reply["removed"])
 
-    async def _converge(self, node: Node, inst: Instance, gpu_keys: list[str]) -> None:
+    async def _converge(self, node: Node, inst: Instance, gpu_keys: list[str]) -> bool:
+        """One instance to its desired state; True when its container runs."""
         if inst.desired == "deleted":
             await self.hub.call(node.id, p.INSTANCE_REMOVE, {"instance_id": inst.id}, timeout=120)
             async with self.db.begin() as conn:
                 await inst_svc.forget(conn, inst.id)
             self._desired_at.pop(inst.id, None)
             log.info("instance %s (%s) deleted from node %s", inst.id, inst.name, node.name)
-            return
+            return False
         if inst.status == "pending":
             async with self.db.begin() as conn:
                 await inst_svc.set_status(conn, inst.id, "creating")
@@ -167,13 +177,12 @@ class Reconciler:
         except AgentFailed as e:
             async with self.db.begin() as conn:
                 await inst_svc.set_status(conn, inst.id, "error", e.message)
-            return
+            return False
         container = reply.get("container") or {}
         status, message = status_of(container)
         async with self.db.begin() as conn:
             await inst_svc.set_status(conn, inst.id, status, message, str(container.get("id") or "") or None)
-        if status == "running":
-            await self.push_access(node.id, inst)
+        return status == "running"
 
     async def push_access(self, node_id: int, inst: Instance) -> None:
         """Give the agent the instance's SSH keys (it writes them, and starts and supervises sshd)."""

@@ -3,8 +3,9 @@
 Every chain name starts with the manager's tag (``DM<node>-<installation>``), so two agents on one
 host never touch each other's rules. Each apply replaces the chains' contents atomically, one
 ``iptables-restore --noflush`` per table, then makes sure the hooks into the built-in chains exist
-(checked with ``-C`` before ``-I``, so re-applying is idempotent). The rules outlive the agent:
-established connections survive its restart, and the next apply replaces them with the same set.
+(checked with ``-C`` before ``-I``, so re-applying is idempotent); an empty set removes chains and
+hooks. The rules outlive the agent: established connections survive its restart, and the next
+apply replaces them with the same set.
 
 * nat ``<tag>-DNAT``, jumped to from PREROUTING and OUTPUT for local destinations: host_port ->
   container:port (OUTPUT covers connections from the node itself, 127.0.0.1 included).

@@ -12,6 +12,8 @@ from dmd.reconciler import Reconciler
 from dmd.services import audit
 from dmd.services import instance_access as access
 from dmd.services import instances as svc
+from dmd.services import nodes as node_svc
+from dmd.services import port_maps as port_svc
 from dmd.services import ssh_keys as key_svc
 from dmd.services.audit import Actor
 from dmd.sshkeys import ParsedKey
@@ -20,7 +22,8 @@ from dmd.sshkeys import ParsedKey
 async def set_ssh(db: Database, reconciler: Reconciler, actor: Actor, user: User, instance_id: int, *,
                   enabled: bool | None = None, key_ids: list[int] | None = None, set_keys: bool = False) -> Instance:
     """Turn SSH on or off and/or choose its keys (None: all of the owner's keys); a running
-    instance follows in the next reconcile round, which this starts."""
+    instance follows in the next reconcile round, which this starts. Turning SSH on maps port 22
+    when it is not mapped yet; turning it off leaves the map (the user may still want it)."""
     async with db.begin() as conn:
         inst = await svc.get_visible(conn, user, instance_id)
         if inst.desired == "deleted":
@@ -30,6 +33,12 @@ async def set_ssh(db: Database, reconciler: Reconciler, actor: Actor, user: User
                            "port 22)", code="host_network")
         if enabled is not None:
             await access.set_enabled(conn, inst.id, enabled)
+        if enabled and not inst.ssh_enabled and not any(
+                m.protocol == "tcp" and m.instance_port == access.SSH_PORT
+                for m in await port_svc.of_instance(conn, inst.id)):
+            # SSH turned on: port 22 gets its map, as at creation (a full pool refuses the lot).
+            node = await node_svc.get(conn, inst.node_id)
+            await port_svc.allocate(conn, inst, node, "tcp", access.SSH_PORT)
         if set_keys:
             await access.set_keys(conn, inst, key_ids)
         inst = await svc.get(conn, inst.id)

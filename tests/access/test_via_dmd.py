@@ -130,3 +130,24 @@ async def _refused(port: int, key: KeyPair) -> bool:
 async def _stopped(client, headers, iid: int) -> bool:
     return (await instance(client, headers, iid))["status"] == "stopped"
 
+
+
+async def test_turning_ssh_on_maps_port_22_once(client, admin, local):
+    from tests.runtime.images import BUSYBOX_REF
+
+    r = await client.post("/api/v1/instances", json={
+        "name": "late", "image": BUSYBOX_REF, "node_id": local["id"], "command": ["sleep", "600"], "ssh": False},
+        headers=admin)
+    assert r.status == 201
+    iid = (await r.json())["id"]
+    assert (await instance(client, admin, iid))["port_maps"] == []
+    r = await client.patch(f"/api/v1/instances/{iid}/ssh", json={"enabled": True}, headers=admin)
+    assert r.status == 200, await r.text()
+    body = await r.json()
+    assert body["ssh"]["enabled"] and [m["instance_port"] for m in body["port_maps"]] == [22]
+    assert body["ssh"]["port"] == body["port_maps"][0]["host_port"]
+    # Off and on again: the same map, not a second one.
+    for enabled in (False, True):
+        r = await client.patch(f"/api/v1/instances/{iid}/ssh", json={"enabled": enabled}, headers=admin)
+        assert r.status == 200
+    assert [m["host_port"] for m in (await r.json())["port_maps"]] == [body["ssh"]["port"]]

@@ -460,7 +460,8 @@ async def test_containers_cannot_reach_the_hosts_loopback_services(env: Env) -> 
         assert proc.returncode == 0, err.decode()
 
     # Judge our guard alone: other agents on this host may have guards of their own in INPUT, so
-    # the probe's packets go first through a chain of the test's: our guard, then an ACCEPT.
+    # the probe's packets go first through a chain of the test's: our guard, then an ACCEPT. The
+    # control puts an ACCEPT before our guard (which stays, so route_localnet stays on).
     judge = f"{env.tag}-T"
     with socket.socket() as loopback_only, socket.socket() as everywhere:
         loopback_only.bind(("127.0.0.1", 0))
@@ -468,17 +469,19 @@ async def test_containers_cannot_reach_the_hosts_loopback_services(env: Env) -> 
         everywhere.bind(("0.0.0.0", 0))
         everywhere.listen()
         lo_port = loopback_only.getsockname()[1]
+        accept = ["-i", bridge, "-p", "tcp", "--dport", str(lo_port), "-j", "ACCEPT"]
         await iptables("-N", judge)
         try:
             await iptables("-A", judge, "-j", f"{env.tag}-IN")
-            await iptables("-A", judge, "-i", bridge, "-p", "tcp", "--dport", str(lo_port), "-j", "ACCEPT")
+            await iptables("-A", judge, *accept)
             await iptables("-I", "INPUT", "1", "-j", judge)
             assert await probe(gateway_ip, everywhere.getsockname()[1]) == "synack"  # the probe works
             assert await probe("127.0.0.1", lo_port) == "nothing"
-            # Without the guard the probe does get through: the check above is a real one.
-            await iptables("-F", f"{env.tag}-IN")
+            # Past the guard the probe does get through: the check above is a real one.
+            await iptables("-I", judge, "1", *accept)
             assert await probe("127.0.0.1", lo_port) == "synack"
-            assert (await pf.handle_apply(maps))["active"] == [1]  # the next apply restores the guard
+            await iptables("-D", judge, "1")
+            assert (await pf.handle_apply(maps))["active"] == [1]  # a re-apply keeps the guard
             assert await probe("127.0.0.1", lo_port) == "nothing"
         finally:
             for args in (("-D", "INPUT", "-j", judge), ("-F", judge), ("-X", judge)):
