@@ -450,6 +450,8 @@ async def run_link(link: AgentLink, workloads: Workloads) -> int:
         pump.cancel()
         supervisor.cancel()
         await asyncio.gather(pump, supervisor, return_exceptions=True)
-        # Kernel rules stay (established connections survive a restart); proxies stop.
-        await workloads.ports.close()
+        if link.config.credential is None and link.installation_id is not None:
+            await workloads.ports.teardown()  # the node was deleted: its forwarding goes with it
+        else:
+            await workloads.ports.close()  # kernel rules stay: established connections survive
         await workloads.driver.close()

@@ -47,6 +47,8 @@ class Config:
     public_url: str = ""  # how browsers and agents reach dmd; empty: derived from listen
     trust_proxy: bool = False  # honour X-Forwarded-For / X-Forwarded-Proto from a reverse proxy
     local_node: bool = False  # run an agent in-process against the local Docker socket
+    local_port_pool: str = "20000-29999"  # the local node's host ports for port maps (TCP and UDP)
+    local_port_forwarding: str = "auto"  # auto | kernel | proxy (see the agent's port_forwarding)
     log_level: str = "info"
     max_body_bytes: int = 1024 * 1024
     agent_heartbeat_s: float = 10.0
@@ -92,6 +94,14 @@ class Config:
             raise ConfigError("log_level", "expected debug, info, warning or error")
         if self.max_body_bytes < 1024:
             raise ConfigError("max_body_bytes", "must be at least 1024")
+        from agent.ports.pools import PoolError, parse_ranges
+
+        try:
+            parse_ranges(self.local_port_pool, "local_port_pool")
+        except PoolError as e:
+            raise ConfigError("local_port_pool", str(e).removeprefix("local_port_pool: ")) from None
+        if self.local_port_forwarding not in ("auto", "kernel", "proxy"):
+            raise ConfigError("local_port_forwarding", f"expected auto, kernel or proxy, got {self.local_port_forwarding!r}")
         if not 1 <= self.agent_heartbeat_s <= 300:
             raise ConfigError("agent_heartbeat_s", "must be between 1 and 300 seconds")
         if not 60 <= self.join_token_ttl_s <= 30 * 24 * 3600:

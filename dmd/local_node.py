@@ -82,8 +82,11 @@ async def start(app: web.Application, server_url: str, *, docker_host: str | Non
                 driver: RuntimeDriver | None = None) -> AgentLink:
     """Create (once) and connect the local node; it is stopped when the app shuts down."""
     node_id, credential = await _ensure_node(app)
+    cfg = app[CONFIG]
     config = AgentConfig(server=server_url, node_id=node_id, credential=credential,
-                         heartbeat_s=app[CONFIG].agent_heartbeat_s)
+                         heartbeat_s=cfg.agent_heartbeat_s,
+                         port_pools={"tcp": cfg.local_port_pool, "udp": cfg.local_port_pool},
+                         port_forwarding=cfg.local_port_forwarding)
     if docker_host:
         config = config.replace(docker_host=docker_host)
     link, workloads = make_link(config, driver)

@@ -39,6 +39,9 @@ def test_precedence_file_env_cli(tmp_path):
     ({"session_max_age": "soon"}, "session_max_age"),
     ({"lsiten": "0.0.0.0:1"}, "lsiten"),
     ({"log_level": "loud"}, "log_level"),
+    ({"local_port_pool": "30000-20000"}, "local_port_pool"),
+    ({"local_port_pool": "1-70000"}, "local_port_pool"),
+    ({"local_port_forwarding": "magic"}, "local_port_forwarding"),
 ])
 def test_invalid_settings_name_the_key(tmp_path, values, key):
     f = tmp_path / "config.json"
@@ -47,6 +50,11 @@ def test_invalid_settings_name_the_key(tmp_path, values, key):
         load(str(f), environ={})
     assert e.value.key == key
     assert str(e.value).startswith(f"{key}: ")
+
+
+def test_local_port_pool_from_the_environment():
+    cfg = load(environ={"DMD_LOCAL_PORT_POOL": "21000-21099,22000", "DMD_LOCAL_PORT_FORWARDING": "proxy"})
+    assert (cfg.local_port_pool, cfg.local_port_forwarding) == ("21000-21099,22000", "proxy")
 
 
 def test_env_values_are_checked_too():

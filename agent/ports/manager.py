@@ -52,14 +52,13 @@ from agent.ports.base import Failures, Forward
 from agent.ports.kernel import KernelForwarder
 from agent.ports.pools import PROTOCOLS, listening_ports
 from agent.ports.proxy import ProxyForwarder
-from agent.runtime.base import ContainerInfo, DriverError, RuntimeDriver
+from agent.runtime.base import LABEL_INSTALLATION, ContainerInfo, DriverError, RuntimeDriver
 
 __all__ = ["INVALID", "PortForwarding", "PortMap"]
 
 log = logging.getLogger(__name__)
 
 INVALID = "invalid"
-LABEL_INSTALLATION = "dm.installation"  # as agent.workloads, which is not imported: it will import this module
 DEBOUNCE_S = 0.2
 APPLY_TIMEOUT_S = 60.0
 MAX_MAPS = 65535 * 2

@@ -506,10 +506,13 @@ async def test_instance_page_port_maps_card(client, admin):
             kept = _values(html, f"/instances/{iid}/port-maps")
             assert kept["instance_port"] == data["instance_port"] and kept["host_port"] == data["host_port"]
 
-        # SSH on, port 22 not mapped: said, with a button to map it; then the command appears.
+        # SSH on maps port 22 by itself; with that map deleted, the page says so and offers a
+        # button to map it again; then the command appears.
         r = await post_form(client, f"/instances/{iid}/ssh", {"enabled": "on", "ssh_keys": "all"},
                             csrf_from=f"/instances/{iid}")
         assert r.status == 303
+        (ssh_map,) = [m for m in (await instance(client, admin, iid))["port_maps"] if m["instance_port"] == 22]
+        assert (await client.delete(f"/api/v1/port-maps/{ssh_map['id']}", headers=admin)).status == 204
         node.ssh = dict(SSH_READY)
         client.app[RECONCILER].kick(node.node_id)
         await _settle(client)
