@@ -101,7 +101,8 @@ class Config:
         except PoolError as e:
             raise ConfigError("local_port_pool", str(e).removeprefix("local_port_pool: ")) from None
         if self.local_port_forwarding not in ("auto", "kernel", "proxy"):
-            raise ConfigError("local_port_forwarding", f"expected auto, kernel or proxy, got {self.local_port_forwarding!r}")
+            raise ConfigError("local_port_forwarding",
+                              f"expected auto, kernel or proxy, got {self.local_port_forwarding!r}")
         if not 1 <= self.agent_heartbeat_s <= 300:
             raise ConfigError("agent_heartbeat_s", "must be between 1 and 300 seconds")
         if not 60 <= self.join_token_ttl_s <= 30 * 24 * 3600:

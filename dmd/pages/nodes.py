@@ -38,6 +38,7 @@ from dmd.pages.render import (
 )
 from dmd.services import node_ops
 from dmd.services import nodes as node_svc
+from dmd.services import port_maps as port_svc
 from dmd.services import users as user_svc
 from dmd.state import CONFIG, DB
 
@@ -399,6 +400,8 @@ async def _detail(request: web.Request, node: Node, user: User, *, status: int =
         "facts": facts,
         "os_name": os_name(facts),
         "addresses": addresses(facts),
+        "port_pools": {proto: port_svc.describe_pool(ranges) for proto, ranges in port_svc.pools_of(node).items()},
+        "port_mode": ((facts.get("ports") or {}).get("mode") if isinstance(facts.get("ports"), dict) else None),
         "runtime": runtime,
         "runtime_error": facts.get("runtime_error"),
         "gpus": gpu_rows(n, latest),

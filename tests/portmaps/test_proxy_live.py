@@ -8,6 +8,7 @@ import socket
 
 import pytest
 
+from tests.conftest import login
 from tests.portmaps.conftest import answers, create, instance, refused
 
 POOL = (23500, 23599)
@@ -28,6 +29,9 @@ def host_address() -> str:
 async def test_maps_through_the_proxy(client, admin, local):
     node = await (await client.get(f"/api/v1/nodes/{local['id']}", headers=admin)).json()
     assert node["facts"]["ports"] == {"pools": {"tcp": [list(POOL)], "udp": [list(POOL)]}, "mode": "proxy"}
+    await login(client, "admin@example.org")
+    page = await (await client.get(f"/nodes/{local['id']}")).text()
+    assert "Port pools" in page and f"{POOL[0]}-{POOL[1]}" in page and "forwarded by the agent&#39;s proxy" in page
     inst = await create(client, admin, local["id"], "proxied", port_maps=[{"instance_port": 8080}])
     (m,) = inst["port_maps"]
     assert POOL[0] <= m["host_port"] <= POOL[1] and m["state"] == "active"
