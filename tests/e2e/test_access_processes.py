@@ -9,14 +9,13 @@ import json
 import socket
 import sqlite3
 import sys
-import time
 import urllib.request
 
 import pytest
 
 from agent.ports.kernel import KernelForwarder
 from agent.ports.manager import chain_tag
-from tests.e2e.procs import Agent, Dmd
+from tests.e2e.procs import Agent, Dmd, wait_until
 from tests.runtime.images import BUSYBOX_REF
 
 pytestmark = pytest.mark.slow
@@ -26,16 +25,6 @@ POOL = (24100, 24199)
 COMMAND = ["/bin/busybox", "sh", "-c",
            "mkdir -p /www && echo hello > /www/index.html && /bin/busybox httpd -p 8080 -h /www && "
            "exec /bin/busybox nc -ll -p 9000 -e /bin/busybox cat"]
-
-
-def _wait(fn, what: str, timeout: float = 60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _http(port: int) -> str | None:
@@ -73,7 +62,7 @@ def test_maps_outlive_agent_and_dmd_restarts(tmp_path, docker_test_image):
         dmd.wait_status(agent.node_id, "online", timeout=30)
         node = dmd.node(agent.node_id)
         assert node["facts"]["ports"]["pools"]["tcp"] == [list(POOL)]
-        _wait(lambda: [i for i in dmd.request("GET", f"/api/v1/nodes/{agent.node_id}/images")
+        wait_until(lambda: [i for i in dmd.request("GET", f"/api/v1/nodes/{agent.node_id}/images")
                        if i["ref"] == BUSYBOX_REF], "the catalogue")
         inst = dmd.request("POST", "/api/v1/instances", {
             "name": "svc", "image": BUSYBOX_REF, "command": COMMAND, "ssh": False,
@@ -81,11 +70,11 @@ def test_maps_outlive_agent_and_dmd_restarts(tmp_path, docker_test_image):
         ports = {m["instance_port"]: m["host_port"] for m in inst["port_maps"]}
         assert all(POOL[0] <= p <= POOL[1] for p in ports.values()), ports
         tag = chain_tag(agent.node_id, _installation_id(dmd))
-        assert _wait(lambda: _http(ports[8080]), "the web server through its map", 30) == "hello\n"
+        assert wait_until(lambda: _http(ports[8080]), "the web server through its map", 30) == "hello\n"
 
         # An established connection through the map, while the agent is killed and comes back.
         sock = socket.create_connection(("127.0.0.1", ports[9000]), timeout=5)
-        _wait(lambda: _try_echo(sock), "the echo answering")
+        wait_until(lambda: _try_echo(sock), "the echo answering")
         agent.kill9()
         dmd.wait_status(agent.node_id, "offline", timeout=10)
         assert _echo(sock, b"while the agent is down\n") == b"while the agent is down\n"
@@ -103,14 +92,14 @@ def test_maps_outlive_agent_and_dmd_restarts(tmp_path, docker_test_image):
         sock.close()
         got = dmd.request("GET", f"/api/v1/instances/{inst['id']}")
         assert {m["instance_port"]: m["host_port"] for m in got["port_maps"]} == ports
-        _wait(lambda: {m["state"] for m in dmd.request("GET", f"/api/v1/instances/{inst['id']}")["port_maps"]}
+        wait_until(lambda: {m["state"] for m in dmd.request("GET", f"/api/v1/instances/{inst['id']}")["port_maps"]}
               == {"active"}, "the maps active again")
         assert _http(ports[8080]) == "hello\n"
 
         # Deleting the instance frees its ports: nothing answers there any more.
         dmd.request("DELETE", f"/api/v1/instances/{inst['id']}")
-        _wait(lambda: not dmd.request("GET", "/api/v1/port-maps")["items"], "the ledger empty")
-        _wait(lambda: _http(ports[8080]) is None, "the host port closed")
+        wait_until(lambda: not dmd.request("GET", "/api/v1/port-maps")["items"], "the ledger empty")
+        wait_until(lambda: _http(ports[8080]) is None, "the host port closed")
     finally:
         agent.stop()
         dmd.stop()

@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from tests.e2e.procs import Agent, Dmd
+from tests.e2e.procs import Agent, Dmd, wait_until
 from tests.runtime.images import BUSYBOX_REF
 
 pytestmark = pytest.mark.slow
@@ -33,16 +33,6 @@ def _containers(iid: int) -> list[dict]:
     return [c for c in found if f"/dm-{iid}-survivor" in c["Names"]]
 
 
-def _wait(fn, what: str, timeout: float = 60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_kill_9_during_create_leaves_exactly_one_container(tmp_path, docker_test_image):
     dmd = Dmd(tmp_path / "dmd", DMD_AGENT_HEARTBEAT_S="1")
     dmd.create_admin()
@@ -54,7 +44,7 @@ def test_kill_9_during_create_leaves_exactly_one_container(tmp_path, docker_test
         assert agent.join(dmd.url, created["join_token"]).returncode == 0
         agent.start()
         dmd.wait_status(agent.node_id, "online", timeout=30)
-        _wait(lambda: [i for i in dmd.request("GET", f"/api/v1/nodes/{agent.node_id}/images")
+        wait_until(lambda: [i for i in dmd.request("GET", f"/api/v1/nodes/{agent.node_id}/images")
                        if i["ref"] == BUSYBOX_REF], "the catalogue")
         inst = dmd.request("POST", "/api/v1/instances", {"name": "survivor", "image": BUSYBOX_REF,
                                                           "command": ["sleep", "600"]})
@@ -64,8 +54,9 @@ def test_kill_9_during_create_leaves_exactly_one_container(tmp_path, docker_test
         dmd.wait_status(agent.node_id, "offline", timeout=10)
         agent.start()
         try:
-            final = _wait(lambda: (x := dmd.request("GET", f"/api/v1/instances/{iid}"))["status"] == "running" and x,
-                          "the instance running after the restart")
+            final = wait_until(
+                lambda: (x := dmd.request("GET", f"/api/v1/instances/{iid}"))["status"] == "running" and x,
+                "the instance running after the restart")
         except AssertionError:
             raise AssertionError(f"{dmd.request('GET', f'/api/v1/instances/{iid}')}\n{_containers(iid)}\n"
                                  f"{agent.log.read_text()[-3000:]}\n{dmd.log.read_text()[-3000:]}") from None
@@ -73,7 +64,7 @@ def test_kill_9_during_create_leaves_exactly_one_container(tmp_path, docker_test
         assert len(found) == 1, found
         assert found[0]["Id"] == final["container_id"] and found[0]["State"] == "running"
         dmd.request("DELETE", f"/api/v1/instances/{iid}")
-        _wait(lambda: not _containers(iid), "the container removed")
+        wait_until(lambda: not _containers(iid), "the container removed")
     finally:
         agent.stop()
         dmd.stop()
