@@ -46,10 +46,11 @@ class Live:
 
 
 @asynccontextmanager
-async def live_dmd(image: str) -> AsyncIterator[Live]:
-    """dmd --local-node on SQLite, an admin's token, and the local node online holding `image`."""
+async def live_dmd(image: str, **settings: str) -> AsyncIterator[Live]:
+    """dmd --local-node on SQLite, an admin's token, and the local node online holding `image`;
+    `settings` are dmd settings (local_port_forwarding="proxy", say), given as DMD_* variables."""
     data = Path(tempfile.mkdtemp(prefix="dm-bench-"))
-    env = {**os.environ, "HOME": str(data)}
+    env = {**os.environ, "HOME": str(data), **{f"DMD_{k.upper()}": v for k, v in settings.items()}}
     subprocess.run([sys.executable, "-m", "dmd", "user", "create", "--email", "bench@example.org", "--admin",
                     "--password-stdin", "--data-dir", str(data)], input=PASSWORD + "\n", text=True, check=True,
                    env=env, capture_output=True, cwd=REPO)

@@ -73,10 +73,9 @@ async def accepting(port: int, deadline: float) -> None:
             await asyncio.sleep(0.001)
 
 
-async def run(rounds: int, gib: float) -> dict[str, Any]:
-    subprocess.run([sys.executable, "-m", "tests.runtime.images", "--only", "openssh"], cwd=REPO, check=True)
+async def run(rounds: int, gib: float, transfers: int = 7, mode: str = "kernel") -> dict[str, Any]:
     total = int(gib * (1 << 30))
-    async with live_dmd(OPENSSH_REF) as live:
+    async with live_dmd(OPENSSH_REF, local_port_forwarding=mode) as live:
         s, base, headers = live.session, live.base, live.headers
         r = await s.post(f"{base}/api/v1/instances", headers=headers, json={
             "name": "bench-ports", "image": OPENSSH_REF, "node_id": live.node_id, "ssh": False,
@@ -109,23 +108,33 @@ async def run(rounds: int, gib: float) -> dict[str, Any]:
             await asyncio.to_thread(blast, ip, SINK_PORT, 64 << 20)  # warm both
             await asyncio.to_thread(blast, "127.0.0.1", host_port, 64 << 20)
             direct, mapped = [], []
-            for _ in range(5):
-                direct.append(total / await asyncio.to_thread(blast, ip, SINK_PORT, total))
-                mapped.append(total / await asyncio.to_thread(blast, "127.0.0.1", host_port, total))
+            for n in range(transfers):
+                # Back to back, the order swapped every round: a pair shares the machine's mood
+                # (this is a small VM with neighbours), so the ratio is taken per pair.
+                async def one(host: str, port: int) -> float:
+                    return total / await asyncio.to_thread(blast, host, port, total)
+
+                if n % 2:
+                    mapped.append(await one("127.0.0.1", host_port))
+                    direct.append(await one(ip, SINK_PORT))
+                else:
+                    direct.append(await one(ip, SINK_PORT))
+                    mapped.append(await one("127.0.0.1", host_port))
         finally:
             await s.delete(f"{base}/api/v1/instances/{iid}", headers=headers)
             while (await s.get(f"{base}/api/v1/instances/{iid}", headers=headers)).status != 404:
                 await asyncio.sleep(0.05)
     d, mp = statistics.median(direct), statistics.median(mapped)
     return {
-        "rounds": rounds, "latency_ms_median": statistics.median(latencies) * 1000,
+        "mode": mode, "rounds": rounds, "latency_ms_median": statistics.median(latencies) * 1000,
         "latency_ms_max": max(latencies) * 1000, "latency_all": [round(x * 1000, 1) for x in latencies],
-        "gib": gib, "direct_mib_s": d / (1 << 20), "mapped_mib_s": mp / (1 << 20), "ratio": mp / d,
+        "gib": gib, "direct_mib_s": d / (1 << 20), "mapped_mib_s": mp / (1 << 20),
+        "ratio": statistics.median(m / x for m, x in zip(mapped, direct, strict=True)),
         "direct_all": [round(x / (1 << 20)) for x in direct], "mapped_all": [round(x / (1 << 20)) for x in mapped],
     }
 
 
-def write_docs(res: dict[str, Any]) -> None:
+def write_docs(res: dict[str, Any], proxy: dict[str, Any]) -> None:
     lat = "PASS" if res["latency_ms_max"] < 300 else "FAIL"
     thr = "PASS" if res["ratio"] >= 0.9 else "FAIL"
     section = f"""{START}
@@ -140,14 +149,23 @@ test image with a perl sink on port {SINK_PORT}.
 median {res['latency_ms_median']:.1f} ms, slowest {res['latency_ms_max']:.1f} ms
 (all: {res['latency_all']}). Goal under 300 ms: **{lat}**.
 
-**Bulk TCP, {res['gib']:g} GiB per transfer, 1 MiB writes**, five alternating rounds each, medians:
+**Bulk TCP, {res['gib']:g} GiB per transfer, 1 MiB writes**, {len(res['direct_all'])} rounds of one
+transfer each way back to back (order swapped every round), medians:
 
 | path | MiB/s | rounds |
 |---|---|---|
 | direct to the container's address | {res['direct_mib_s']:.0f} | {res['direct_all']} |
 | through the map (127.0.0.1:host port) | {res['mapped_mib_s']:.0f} | {res['mapped_all']} |
 
-Ratio map / direct: **{res['ratio']:.2f}** — goal at least 0.9: **{thr}**.
+Ratio map / direct, the median of the rounds' ratios: **{res['ratio']:.2f}** — goal at least 0.9:
+**{thr}**. (This 2-core VM has neighbours: single transfers vary by 2×, pairs much less.)
+
+The fallback where kernel rules cannot be used (`local_port_forwarding = proxy`: the agent's
+asyncio proxy relays every byte), same test, {proxy['gib']:g} GiB × {len(proxy['direct_all'])}: POST to
+accepting median {proxy['latency_ms_median']:.1f} ms (slowest {proxy['latency_ms_max']:.1f} ms); direct
+{proxy['direct_mib_s']:.0f} MiB/s, through the proxy {proxy['mapped_mib_s']:.0f} MiB/s, ratio
+**{proxy['ratio']:.2f}** — the proxy costs CPU in the agent's process, which is why kernel
+forwarding is the default wherever the agent runs as root with iptables.
 {END}"""
     write_section(section, START, END)
 
@@ -158,10 +176,12 @@ def main() -> int:
     ap.add_argument("--gib", type=float, default=3.0)
     ap.add_argument("--no-docs", action="store_true")
     args = ap.parse_args()
+    subprocess.run([sys.executable, "-m", "tests.runtime.images", "--only", "openssh"], cwd=REPO, check=True)
     res = asyncio.run(run(args.rounds, args.gib))
-    print(json.dumps(res, indent=2))
+    proxy = asyncio.run(run(max(args.rounds // 4, 3), args.gib / 3, transfers=3, mode="proxy"))
+    print(json.dumps({"kernel": res, "proxy": proxy}, indent=2))
     if not args.no_docs:
-        write_docs(res)
+        write_docs(res, proxy)
     return 0
 
 
