@@ -32,6 +32,7 @@ from dmd.services import images as image_svc
 from dmd.services import instance_access as access
 from dmd.services import instances as inst_svc
 from dmd.services import nodes as node_svc
+from dmd.services import port_maps as port_svc
 from dmd.services.port_ops import PortApplier
 
 log = logging.getLogger("dmd.reconciler")
@@ -194,8 +195,8 @@ class Reconciler:
                 timeout=ACCESS_TIMEOUT_S)
             ssh = reply.get("ssh") if isinstance(reply.get("ssh"), dict) else None
         except AgentFailed as e:
-            why = ("this node's agent cannot set up SSH; update dmc" if e.code == "unknown_type"
-                   else f"{e.code}: {e.message}")
+            unknown = e.extra.get("agent_code") == "unknown_type"
+            why = "this node's agent cannot set up SSH; update dmc" if unknown else e.message
             ssh = {"state": "error", "message": why}
         async with self.db.begin() as conn:
             await access.set_status(conn, inst.id, ssh)
@@ -212,7 +213,14 @@ class Reconciler:
         state_images = hello.state.get("images")
         if isinstance(state_images, list):
             self.hub.spawn(self._sync_images(node_id, state_images))
+        listening = hello.state.get("listening")
+        if isinstance(listening, dict):
+            self.hub.spawn(self._busy_ports(node_id, listening))
         self.kick(node_id)
+
+    async def _busy_ports(self, node_id: int, listening: dict[str, Any]) -> None:
+        async with self.db.begin() as conn:
+            await port_svc.set_busy_ports(conn, node_id, listening)
 
     async def _sync_images(self, node_id: int, reported: list[Any]) -> None:
         async with self.db.begin() as conn:

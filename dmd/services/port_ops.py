@@ -62,8 +62,8 @@ class PortApplier:
             reply = await self.hub.call(node_id, p.PORTS_APPLY, {"maps": [m.to_agent() for m in maps]},
                                         timeout=APPLY_TIMEOUT_S)
         except AgentFailed as e:
-            why = ("this node's agent cannot forward ports; update dmc" if e.code == "unknown_type"
-                   else f"{e.code}: {e.message}")
+            unknown = e.extra.get("agent_code") == "unknown_type"
+            why = "this node's agent cannot forward ports; update dmc" if unknown else e.message
             log.warning("node %s: port maps not applied: %s", node_id, why)
             async with self.db.begin() as conn:
                 await svc.mark_all(conn, node_id, "failed", why)

@@ -1,0 +1,120 @@
+"""What dmd does with the agent's answers about ports, against a scripted agent: ports host
+programs hold (from the hello and from each apply) are never handed out, a port that turns out
+busy is replaced, and an agent that cannot forward says so on each map."""
+
+from __future__ import annotations
+
+import asyncio
+
+from agent import protocol as p
+from tests.instances.test_gpus_and_reconcile import GpuNode
+from tests.portmaps.conftest import wait_for
+
+
+class PortsNode(GpuNode):
+    """Answers ports.apply like an agent whose host has programs on `busy` ports."""
+
+    def __init__(self, *a, busy: set[int], forwards: bool = True, **kw):
+        super().__init__(*a, gpus=[], **kw)
+        self.busy = busy
+        self.applied: list[list[dict]] = []
+        if forwards:
+            self.answers[p.PORTS_APPLY] = self._apply
+        self.answers[p.INSTANCE_ACCESS] = lambda d: {"ssh": {"state": "no_server", "user": None, "message": None,
+                                                              "host_keys": []}}
+
+    def _apply(self, data):
+        maps = data["maps"]
+        self.applied.append(maps)
+        failed = [{"id": m["id"], "code": "port_busy", "message": "a program listens there"}
+                  for m in maps if m["host_port"] in self.busy]
+        return {"mode": "kernel", "active": [m["id"] for m in maps if m["host_port"] not in self.busy],
+                "waiting": [], "failed": failed, "listening": {"tcp": sorted(self.busy), "udp": []}}
+
+    async def start(self):
+        # The hello carries the listening ports and a one-port-wide pool plus a spare.
+        facts = {"hostname": "ports", "cpu_count": 4, "memory_total_mb": 4096, "gpus": [],
+                 "ports": {"pools": {"tcp": [[20000, 20002]], "udp": []}, "mode": "kernel"}}
+        state = {"images": [{"id": "sha256:1", "repo_tags": ["cuda:12"]}], "containers": [],
+                 "listening": {"tcp": sorted(self.busy), "udp": []}}
+        ws = await self.open()
+        await ws.send_str(p.message(p.HELLO, p.Hello(self.node_id, "test-agent", 1, 1, facts, state).to_data())
+                          .to_json())
+        msg = await ws.receive(timeout=5)
+        assert p.decode(msg.data).type == p.WELCOME
+        self._reader = asyncio.create_task(self._read())
+
+
+async def ports_node(client, admin, **kw) -> PortsNode:
+    created = await (await client.post("/api/v1/nodes", json={"name": "ports"}, headers=admin)).json()
+    joined = await (await client.post("/api/v1/nodes/join", json={"token": created["join_token"]})).json()
+    node = PortsNode(str(client.make_url("")), joined["credential"], joined["node_id"], **kw)
+    await node.start()
+
+    async def ready():
+        r = await client.get(f"/api/v1/nodes/{node.node_id}/images", headers=admin)
+        return r.status == 200 and await r.json()
+
+    await wait_for(ready, "the node's catalogue")
+    return node
+
+
+async def _instance(client, admin, node) -> dict:
+    r = await client.post("/api/v1/instances", json={"name": "web", "image": "cuda:12", "node_id": node.node_id,
+                                                     "ssh": False}, headers=admin)
+    assert r.status == 201, await r.text()
+    return await r.json()
+
+
+async def test_busy_ports_are_skipped_and_replaced(client, admin):
+    node = await ports_node(client, admin, busy={20000})
+    try:
+        inst = await _instance(client, admin, node)
+        url = f"/api/v1/instances/{inst['id']}/port-maps"
+        # Known busy from the hello: refused before anything is recorded.
+        r = await client.post(url, json={"instance_port": 80, "host_port": 20000}, headers=admin)
+        assert (r.status, (await r.json())["error"]["code"]) == (409, "port_busy")
+        # A program takes 20001 after the hello: the agent's reply says so, and DM picks 20002.
+        node.busy.add(20001)
+        first = await (await client.post(url, json={"instance_port": 80}, headers=admin)).json()
+        assert first["host_port"] in (20001, 20002) and first["state"] == "active", first
+        if first["host_port"] == 20001:
+            raise AssertionError("a busy port was handed out")
+        # The pool (20000-20002) is now exhausted: a clear 409, nothing recorded.
+        r = await client.post(url, json={"instance_port": 81}, headers=admin)
+        assert (r.status, (await r.json())["error"]["code"]) == (409, "pool_exhausted")
+        maps = (await (await client.get("/api/v1/port-maps", headers=admin)).json())["items"]
+        assert [(m["host_port"], m["instance_port"]) for m in maps] == [(20002, 80)]
+        # Asking for a port the agent then reports busy: 409, and the ledger keeps nothing of it.
+        await client.delete(f"/api/v1/port-maps/{first['id']}", headers=admin)
+        node.busy.add(20002)
+        r = await client.post(url, json={"instance_port": 80, "host_port": 20002}, headers=admin)
+        assert (r.status, (await r.json())["error"]["code"]) == (409, "port_busy"), await r.text()
+        assert (await (await client.get("/api/v1/port-maps", headers=admin)).json())["items"] == []
+        assert node.applied[-1] == []  # and the agent was told to forward nothing
+    finally:
+        await node.close()
+
+
+async def test_an_agent_that_cannot_forward_says_so(client, admin):
+    node = await ports_node(client, admin, busy=set(), forwards=False)
+    try:
+        inst = await _instance(client, admin, node)
+        r = await client.post(f"/api/v1/instances/{inst['id']}/port-maps", json={"instance_port": 80},
+                              headers=admin)
+        assert r.status == 201
+        m = await r.json()
+        assert m["state"] == "failed" and "update dmc" in m["message"]
+        # Nor set up SSH: the instance says so.
+        node.answers.pop(p.INSTANCE_ACCESS)
+        r = await client.post("/api/v1/instances", json={"name": "ssh", "image": "cuda:12", "node_id": node.node_id},
+                              headers=admin)
+        iid = (await r.json())["id"]
+
+        async def said():
+            got = await (await client.get(f"/api/v1/instances/{iid}", headers=admin)).json()
+            return got["ssh"]["state"] == "error" and "update dmc" in got["ssh"]["message"]
+
+        await wait_for(said, "the SSH error on the instance")
+    finally:
+        await node.close()
