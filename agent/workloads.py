@@ -444,12 +444,13 @@ async def run_link(link: AgentLink, workloads: Workloads) -> int:
     """link.run(), with the runtime's events forwarded while it runs."""
     pump = asyncio.create_task(workloads.forward_events(link))
     supervisor = asyncio.create_task(workloads.ssh.run_supervisor(SSH_SUPERVISE_S))
+    keeper = asyncio.create_task(workloads.ports.run_keeper())
     try:
         return await link.run()
     finally:
-        pump.cancel()
-        supervisor.cancel()
-        await asyncio.gather(pump, supervisor, return_exceptions=True)
+        for task in (pump, supervisor, keeper):
+            task.cancel()
+        await asyncio.gather(pump, supervisor, keeper, return_exceptions=True)
         if link.config.credential is None and link.installation_id is not None:
             await workloads.ports.teardown()  # the node was deleted: its forwarding goes with it
         else:

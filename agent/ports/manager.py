@@ -30,6 +30,7 @@ Public API (exactly what the agent wires)::
     await ports.listening()     # {"tcp": [ports], "udp": [ports]}: host programs' ports in the pools
     await ports.prepare()       # optional: choose the mode now (facts() guesses until then)
     await ports.settle()        # wait until a pending re-apply has run (tests)
+    task = asyncio.create_task(ports.run_keeper())   # re-applies kernel rules a firewall reload removed
     await ports.close()         # agent stops: proxies stop; kernel rules stay (connections survive)
     await ports.teardown()      # node deleted: close() and remove the kernel rules too
 """
@@ -60,6 +61,7 @@ log = logging.getLogger(__name__)
 
 INVALID = "invalid"
 DEBOUNCE_S = 0.2
+KEEPER_S = 30.0  # how often kernel rules are checked for removal behind the agent's back
 APPLY_TIMEOUT_S = 60.0
 MAX_MAPS = 65535 * 2
 
@@ -291,6 +293,30 @@ class PortForwarding:
                 raise
             except Exception as e:  # keep the rules as they are; the next event or apply retries
                 log.warning("port forwarding: re-apply failed: %s", e)
+
+    # --- rules lost behind our back ----------------------------------------------------------
+    async def restore_if_lost(self) -> bool:
+        """Kernel mode: when our chains are gone (a firewall reload, `iptables -F`), apply the
+        last set again. True when it had to."""
+        if self._closed or self._kernel is None or not self._desired or self._unavailable:
+            return False
+        if await self._kernel.chains_exist():
+            return False
+        log.warning("port forwarding rules were removed behind the agent's back; applying them again")
+        async with self._lock:
+            await self._apply_locked(self._desired)
+        return True
+
+    async def run_keeper(self, interval_s: float = KEEPER_S) -> None:
+        """restore_if_lost every `interval_s` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.restore_if_lost()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # the next round tries again
+                log.warning("port forwarding: checking the rules failed: %s", e)
 
     async def settle(self) -> None:
         """Wait until a pending re-apply has run."""

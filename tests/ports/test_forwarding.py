@@ -20,7 +20,7 @@ import pytest
 
 from agent.handlers import HandlerError
 from agent.ports.kernel import KernelForwarder, bridge_for
-from agent.ports.manager import PortForwarding
+from agent.ports.manager import PortForwarding, chain_tag
 from tests.ports.conftest import BB, ECHO_PORT, Env, Netns, host_address, ns_connect
 
 SYNPROBE = Path(__file__).with_name("synprobe.py")
@@ -176,6 +176,18 @@ async def test_kernel_removed_map_refuses_at_once_and_others_stay(env: Env) -> N
     assert await talk("127.0.0.1", keep) == b"id-a"
     assert await open_conn.echo(b"after") == b"after"  # what was connected stays connected
     open_conn.close()
+
+
+async def test_kernel_rules_removed_behind_the_agents_back_come_back(env: Env) -> None:
+    c = await env.echo("a")
+    port = env.ports.take()
+    pf = env.manager("kernel")
+    assert (await pf.handle_apply({"maps": [pmap(1, c.instance_id or 0, port)]}))["active"] == [1]
+    assert await pf.restore_if_lost() is False  # nothing lost: nothing done
+    await KernelForwarder(chain_tag(c.node_id or 0, c.labels.get("dm.installation"))).teardown()  # a "reload"
+    assert await refused("127.0.0.1", port)
+    assert await pf.restore_if_lost() is True
+    assert await talk("127.0.0.1", port) == b"id-a"
 
 
 async def test_kernel_hooks_are_idempotent_and_teardown_removes_everything(env: Env) -> None:
