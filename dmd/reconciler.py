@@ -66,7 +66,8 @@ def build_spec(node: Node, inst: Instance, gpu_keys: list[str], installation_id:
         gpus.append({"vendor": g.get("vendor", "nvidia"), "uuid": g.get("uuid"), "index": g.get("index"),
                      "dri_card": g.get("dri_card"), "dri_render": g.get("dri_render")})
     return {
-        "instance_id": inst.id, "node_id": node.id, "name": inst_svc.container_name(inst.id, inst.name),
+        "instance_id": inst.id, "node_id": node.id,
+        "name": inst_svc.container_name(inst.id, inst.name, installation_id),
         "image": inst.image, "command": inst.command, "env": inst.env, "cpus": inst.cpus,
         "memory_mb": inst.memory_mb, "gpus": gpus,
         "labels": {"dm.owner": str(inst.owner_id), "dm.installation": installation_id},

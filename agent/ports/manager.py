@@ -139,6 +139,7 @@ class PortForwarding:
         self._dirty = False
         self._reapply: asyncio.Task[None] | None = None
         self._closed = False
+        self._installed = False  # the last apply put kernel rules in place
 
     # --- the mode ------------------------------------------------------------------------
     def _tag(self) -> str:
@@ -247,6 +248,7 @@ class PortForwarding:
                 active.append(m)
 
         failures = await self._forward(list(forwards.values()))
+        self._installed = len(forwards) > len(failures)  # an empty set leaves no chains at all
         for m in list(active):
             problem = failures.get((m.protocol, m.host_port))
             if problem is not None:
@@ -298,13 +300,14 @@ class PortForwarding:
     async def restore_if_lost(self) -> bool:
         """Kernel mode: when our chains are gone (a firewall reload, `iptables -F`), apply the
         last set again. True when it had to."""
-        if self._closed or self._kernel is None or not self._desired or self._unavailable:
+        maps = self._desired
+        if self._closed or self._kernel is None or not self._installed or self._unavailable or maps is None:
             return False
         if await self._kernel.chains_exist():
             return False
         log.warning("port forwarding rules were removed behind the agent's back; applying them again")
         async with self._lock:
-            await self._apply_locked(self._desired)
+            await self._apply_locked(maps)
         return True
 
     async def run_keeper(self, interval_s: float = KEEPER_S) -> None:

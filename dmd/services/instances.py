@@ -38,8 +38,10 @@ def check_name(name: str) -> str:
     return name
 
 
-def container_name(instance_id: int, name: str) -> str:
-    return f"dm-{instance_id}-{name}"
+def container_name(instance_id: int, name: str, installation_id: str) -> str:
+    """dm-<installation>-<id>-<name>: readable in `docker ps`, and never the name of another DM
+    installation's container on the same Engine (a reinstall with a fresh database, a test dmd)."""
+    return f"dm-{installation_id[:6]}-{instance_id}-{name}"
 
 
 def gpu_keys(node: Node) -> list[tuple[str, dict[str, Any]]]:

@@ -7,15 +7,13 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import sqlite3
 import sys
 import urllib.request
 
 import pytest
 
-from agent.ports.kernel import KernelForwarder
-from agent.ports.manager import chain_tag
 from tests.e2e.procs import Agent, Dmd, wait_until
+from tests.leftovers import installation_of, remove_installation
 from tests.runtime.images import BUSYBOX_REF
 
 pytestmark = pytest.mark.slow
@@ -51,7 +49,7 @@ def test_maps_outlive_agent_and_dmd_restarts(tmp_path, docker_test_image):
     dmd.start()
     dmd.login_token()
     agent = Agent([sys.executable, "-m", "agent"], tmp_path / "node.json")
-    tag = None
+    installation = None
     try:
         created = dmd.request("POST", "/api/v1/nodes", {"name": "ports-node"})
         assert agent.join(dmd.url, created["join_token"]).returncode == 0
@@ -69,7 +67,7 @@ def test_maps_outlive_agent_and_dmd_restarts(tmp_path, docker_test_image):
             "port_maps": [{"instance_port": 8080}, {"instance_port": 9000}]})
         ports = {m["instance_port"]: m["host_port"] for m in inst["port_maps"]}
         assert all(POOL[0] <= p <= POOL[1] for p in ports.values()), ports
-        tag = chain_tag(agent.node_id, _installation_id(dmd))
+        installation = installation_of(dmd.data_dir)
         assert wait_until(lambda: _http(ports[8080]), "the web server through its map", 30) == "hello\n"
 
         # An established connection through the map, while the agent is killed and comes back.
@@ -103,9 +101,9 @@ def test_maps_outlive_agent_and_dmd_restarts(tmp_path, docker_test_image):
     finally:
         agent.stop()
         dmd.stop()
-        if tag is not None:
+        if installation is not None:
             # The agent's kernel rules stay by design (connections survive its restarts).
-            asyncio.run(KernelForwarder(tag).teardown())
+            asyncio.run(remove_installation(installation))
 
 
 def _try_echo(sock: socket.socket) -> bool:
@@ -114,9 +112,3 @@ def _try_echo(sock: socket.socket) -> bool:
     except OSError:
         return False
 
-
-def _installation_id(dmd: Dmd) -> str:
-    files = list(dmd.data_dir.glob("*.sqlite3")) + list(dmd.data_dir.glob("*.db"))
-    assert files, list(dmd.data_dir.iterdir())
-    with sqlite3.connect(files[0]) as conn:
-        return str(conn.execute("SELECT value FROM settings WHERE key = 'installation_id'").fetchone()[0])

@@ -30,7 +30,7 @@ def _containers(iid: int) -> list[dict]:
     conn.request("GET", f"/containers/json?all=1&filters={filters}")
     found = json.loads(conn.getresponse().read())
     # Other DM installations on this Docker Engine may have an instance with the same id.
-    return [c for c in found if f"/dm-{iid}-survivor" in c["Names"]]
+    return [c for c in found if any(n.startswith("/dm-") and n.endswith(f"-{iid}-survivor") for n in c["Names"])]
 
 
 def test_kill_9_during_create_leaves_exactly_one_container(tmp_path, docker_test_image):

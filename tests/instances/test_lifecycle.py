@@ -153,7 +153,8 @@ async def test_unmanaged_containers_are_listed_and_left_alone(client, admin, loc
         listed = await (await client.get(f"/api/v1/nodes/{local['id']}/containers", headers=admin)).json()
         by_name = {x["name"].lstrip("/"): x for x in listed}
         assert by_name["not-from-dm-test"]["managed"] is False
-        assert by_name[f"dm-{iid}-managed"]["managed"] is True and by_name[f"dm-{iid}-managed"]["instance_id"] == iid
+        managed = [c for name, c in by_name.items() if name.endswith(f"-{iid}-managed")]
+        assert len(managed) == 1 and managed[0]["managed"] is True and managed[0]["instance_id"] == iid
         # A full reconcile round (as after a reconnect) does not touch it.
         client.app[RECONCILER].kick(local["id"])
         await client.app[RECONCILER].idle()

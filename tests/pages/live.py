@@ -20,6 +20,8 @@ from typing import Any
 
 from playwright import async_api
 
+from tests.leftovers import installation_of, remove_installation
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -67,6 +69,9 @@ async def running_dmd(tmp_path: Path, *flags: str) -> AsyncIterator[Dmd]:
         async with asyncio.timeout(30):
             code = await proc.wait()
         log.close()
+        installation = installation_of(tmp_path / "data")
+        if installation is not None and "--local-node" in flags:
+            await remove_installation(installation)
     assert code == 0, (tmp_path / "dmd.log").read_text()[-3000:]
 
 

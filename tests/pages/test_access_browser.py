@@ -8,12 +8,14 @@ Screenshots land in the test's tmp_path (shots/); look at them when the design c
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.access.conftest import SSH_OPTIONS, test_images  # noqa: F401 (fixture: builds the images)
 from tests.pages.live import Dmd
 from tests.pages.live import reload_until as _reload_until
 from tests.pages.test_browser import _setup_admin, _watch_console
@@ -100,6 +102,51 @@ async def test_port_map_from_the_instance_page(dmd_local: Dmd, browser: Any, tmp
     await page.click("a[data-theme-choice='light']")
 
     # Clean up: delete the instance.
+    await page.goto(inst_url)
+    await page.click("a[href$='/delete']")
+    await page.click("form[action$='/delete'] button[type=submit]")
+    await page.wait_for_url(f"{dmd.base}/instances")
+    assert [e for e in errors if "status of 404" not in e] == [], errors
+    await ctx.close()
+
+
+async def test_the_shown_ssh_command_logs_in(dmd_local: Dmd, browser: Any, tmp_path: Path,
+                                             test_images: tuple[str, str]) -> None:  # noqa: F811
+    """The newcomer's step: add a key, create an instance of an image with OpenSSH from the
+    form, copy the `ssh` line the instance page shows, and log in with it."""
+    openssh, _ = test_images
+    dmd = dmd_local
+    ctx = await browser.new_context(viewport={"width": 1366, "height": 900}, locale="en-US", color_scheme="light")
+    page = await ctx.new_page()
+    errors = _watch_console(page)
+    await _setup_admin(page, dmd)
+    await _reload_until(page, "table.nodes-table .badge-online")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "me@laptop", "-f", str(tmp_path / "k")],
+                   check=True, capture_output=True, timeout=60)
+    await page.goto(f"{dmd.base}/ssh-keys")
+    await page.fill("#f-public_key", (tmp_path / "k.pub").read_text())
+    await page.click("form[action='/ssh-keys'] button[type=submit]")
+    await page.wait_for_url(f"{dmd.base}/ssh-keys")
+
+    await page.goto(f"{dmd.base}/instances/new?image={openssh}")
+    await _reload_until(page, f"option[value='{openssh}']")
+    await page.fill("#f-name", "box")
+    await page.fill("#f-command", "sleep\ninfinity")
+    await page.click("form.create-form button[type=submit]")
+    await page.wait_for_url(re.compile(r".*/instances/\d+$"))
+    inst_url = page.url
+    await _reload_until(page, "[data-ssh-state=ready]", timeout=60)  # the badge a user waits for
+    shown = (await page.inner_text("#ssh-command")).strip()
+    assert re.fullmatch(r"ssh -p \d+ root@127\.0\.0\.1", shown), shown
+    config = await page.inner_text("#ssh-config")
+    assert "HostName 127.0.0.1" in config and "User root" in config
+
+    argv = shlex.split(shown)
+    login = subprocess.run([argv[0], *SSH_OPTIONS, "-i", str(tmp_path / "k"), *argv[1:], "cat /etc/hostname"],
+                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert login.returncode == 0, login.stderr
+    assert login.stdout.strip() == "box"  # the instance's own hostname: logged in to the right place
+
     await page.goto(inst_url)
     await page.click("a[href$='/delete']")
     await page.click("form[action$='/delete'] button[type=submit]")

@@ -1,0 +1,35 @@
+"""What a dmd under test leaves on the shared Docker Engine and in the host's iptables is removed
+after it, passed or failed: its containers (by their dm.installation label) and its agents'
+port-forwarding chains (named after the installation). A real dmd keeps both on purpose."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+from pathlib import Path
+
+import aiodocker
+
+from agent.ports.kernel import KernelForwarder
+
+
+def installation_of(data_dir: Path) -> str | None:
+    """The installation id in a dmd data dir's SQLite database (None when there is none yet)."""
+    db = data_dir / "dmd.sqlite3"
+    if not db.exists():
+        return None
+    with sqlite3.connect(db) as conn:
+        row = conn.execute("SELECT value FROM settings WHERE key = 'installation_id'").fetchone()
+    return str(row[0]) if row else None
+
+
+async def remove_installation(installation: str) -> None:
+    async with aiodocker.Docker() as docker:
+        for c in await docker.containers.list(all=True, filters={"label": [f"dm.installation={installation}"]}):
+            await c.delete(force=True)
+    proc = await asyncio.create_subprocess_exec("iptables-save", "-t", "nat", stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    short = re.sub(r"[^A-Za-z0-9]", "", installation)[:6]
+    for tag in sorted(set(re.findall(rf"^:(DM\d+-{short})-DNAT ", out.decode(), re.M))):
+        await KernelForwarder(tag).teardown()
