@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,17 @@ MYSQL_ADMIN_URL = os.environ.get("DM_TEST_MYSQL", "mysql://root@127.0.0.1:3306/t
 REDIS_URL = os.environ.get("DM_TEST_REDIS", "redis://127.0.0.1:6379/0")
 MEMCACHED_URL = os.environ.get("DM_TEST_MEMCACHED", "memcached://127.0.0.1:11211")
 PASSWORD = "correct horse battery"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_leftover_forwarding() -> Iterator[None]:
+    """Agents killed on purpose (kill -9, a stopped fixture) leave their kernel port-forwarding
+    chains behind, as a real agent must; the chains this session made go when it ends."""
+    from tests.leftovers import chain_tags, remove_chains
+
+    before = chain_tags()
+    yield
+    remove_chains(chain_tags() - before)
 
 
 @pytest.fixture(autouse=True)

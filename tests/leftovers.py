@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import aiodocker
@@ -33,3 +34,17 @@ async def remove_installation(installation: str) -> None:
     short = re.sub(r"[^A-Za-z0-9]", "", installation)[:6]
     for tag in sorted(set(re.findall(rf"^:(DM\d+-{short})-DNAT ", out.decode(), re.M))):
         await KernelForwarder(tag).teardown()
+
+
+def chain_tags() -> set[str]:
+    """The tags (DM<node>-<installation>) of every DM agent's chains on this host."""
+    out = subprocess.run(["iptables-save"], capture_output=True, text=True, check=False).stdout
+    return set(re.findall(r"^:(DM\d+-[A-Za-z0-9]+)-[A-Z]+ ", out, re.M))
+
+
+def remove_chains(tags: set[str]) -> None:
+    async def main() -> None:
+        for tag in sorted(tags):
+            await KernelForwarder(tag).teardown()
+
+    asyncio.run(main())
