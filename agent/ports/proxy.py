@@ -31,7 +31,7 @@ __all__ = ["ProxyForwarder"]
 
 log = logging.getLogger(__name__)
 
-CHUNK = 64 * 1024
+WRITE_HIGH = 1 << 20  # bytes a side's transport buffers before its peer stops reading
 CONNECT_TIMEOUT_S = 10.0
 IDLE_S = 60.0
 UDP_MAX_CLIENTS = 1024
@@ -45,52 +45,107 @@ def _buffered(transport: asyncio.DatagramTransport) -> int:
     return size
 
 
-async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, other: asyncio.StreamWriter) -> None:
-    try:
-        while data := await src.read(CHUNK):
-            dst.write(data)
-            await dst.drain()  # backpressure: read no more until the other side took this
-        if dst.can_write_eof():
-            dst.write_eof()
-    except (OSError, RuntimeError):
-        # A reset on either side ends both directions.
-        dst.transport.abort()
-        other.transport.abort()
+class _Side(asyncio.Protocol):
+    """One end of a relayed TCP connection: what it reads is written to its peer's transport.
+
+    Protocols rather than streams: no reader buffers and no task per direction, so a relay
+    costs one write per read. Backpressure is the transports' own: when a side's write buffer
+    passes its high-water mark (pause_writing), its peer stops reading until it drains."""
+
+    def __init__(self, listener: _TcpListener, *, accepted: bool = False) -> None:
+        self.listener = listener
+        self.accepted = accepted  # the client's side: it dials the container once it is made
+        self.transport: asyncio.Transport | None = None
+        self.peer: _Side | None = None
+        self.eof = False  # the other end half-closed before the peer was connected
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(high=WRITE_HIGH)
+        self.listener.transports.add(self.transport)
+        if self.accepted:
+            self.transport.pause_reading()  # nothing to write what it sends to yet
+            self.listener.dial(self)
+
+    def link(self, peer: _Side) -> None:
+        self.peer, peer.peer = peer, self
+
+    def data_received(self, data: bytes) -> None:
+        peer = self.peer
+        if peer is not None and peer.transport is not None and not peer.transport.is_closing():
+            peer.transport.write(data)
+
+    def eof_received(self) -> bool:
+        peer = self.peer
+        if peer is not None and peer.transport is not None and not peer.transport.is_closing():
+            if peer.transport.can_write_eof():
+                peer.transport.write_eof()  # half-close passed on; the other direction goes on
+        else:
+            self.eof = True
+        return True
+
+    def pause_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None and not self.peer.transport.is_closing():
+            self.peer.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is not None:
+            self.listener.transports.discard(self.transport)
+        peer = self.peer
+        if peer is not None and peer.transport is not None and not peer.transport.is_closing():
+            if exc is None:
+                peer.transport.close()  # after what is buffered for it
+            else:
+                peer.transport.abort()  # a reset on either side ends both directions
 
 
 class _TcpListener:
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
         self.server: asyncio.Server | None = None
-        self.writers: set[asyncio.StreamWriter] = set()
+        self.transports: set[asyncio.Transport] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
 
     async def start(self, port: int) -> None:
-        self.server = await asyncio.start_server(self._serve, host=None, port=port, limit=CHUNK)
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(lambda: _Side(self, accepted=True), host=None, port=port)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.writers.add(writer)
-        upstream: asyncio.StreamWriter | None = None
+    def dial(self, client: _Side) -> None:
+        task = asyncio.get_running_loop().create_task(self._connect(client))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _connect(self, client: _Side) -> None:
+        assert client.transport is not None
+        loop = asyncio.get_running_loop()
         try:
-            try:
-                async with asyncio.timeout(CONNECT_TIMEOUT_S):
-                    up_reader, upstream = await asyncio.open_connection(*self.target, limit=CHUNK)
-            except (OSError, TimeoutError) as e:
-                log.info("port proxy: cannot reach %s:%d: %s", *self.target, e)
-                return
-            self.writers.add(upstream)
-            await asyncio.gather(_pipe(reader, upstream, writer), _pipe(up_reader, writer, upstream))
-        finally:
-            for w in (writer, upstream):
-                if w is not None:
-                    self.writers.discard(w)
-                    w.close()
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                _, upstream = await loop.create_connection(lambda: _Side(self), *self.target)
+        except (OSError, TimeoutError) as e:
+            log.info("port proxy: cannot reach %s:%d: %s", *self.target, e)
+            client.transport.abort()
+            return
+        if client.transport.is_closing():
+            if upstream.transport is not None:
+                upstream.transport.close()
+            return
+        client.link(upstream)
+        if client.eof and upstream.transport is not None and upstream.transport.can_write_eof():
+            upstream.transport.write_eof()
+        client.transport.resume_reading()
 
     async def close(self, *, connections: bool) -> None:
         if self.server is not None:
             self.server.close()  # the listening sockets only: relayed connections go on
         if connections:
-            for w in list(self.writers):
-                w.transport.abort()
+            for task in list(self.tasks):
+                task.cancel()
+            for transport in list(self.transports):
+                transport.abort()
 
 
 class _UdpSession(asyncio.DatagramProtocol):
