@@ -143,7 +143,7 @@ class Workloads:
         self._installation = installation
         # DM's own access to instances: port maps forwarded by the agent, SSH keys it injects.
         self.ports = PortForwarding(driver, config, installation)
-        self.ssh = SshAccess(driver, self._find)
+        self.ssh = SshAccess(driver, self._find, find_all=self._all_ours)
         self._hooks: set[asyncio.Task[Any]] = set()
 
     def _ours(self, c: ContainerInfo) -> bool:
@@ -242,6 +242,14 @@ class Workloads:
             if c.instance_id == instance_id and self._ours(c):
                 return c
         return None
+
+    async def _all_ours(self) -> dict[int, ContainerInfo]:
+        """This node's containers of this installation, by instance id (a running one wins)."""
+        out: dict[int, ContainerInfo] = {}
+        for c in await self.driver.list(all=True, managed_only=True):
+            if c.instance_id is not None and self._ours(c) and (c.instance_id not in out or c.state == "running"):
+                out[c.instance_id] = c
+        return out
 
     async def ensure(self, data: dict[str, Any]) -> dict[str, Any]:
         spec_data = data.get("spec")

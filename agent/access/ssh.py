@@ -251,10 +251,12 @@ class SshAccess:
         driver: RuntimeDriver,
         find: Callable[[int], Awaitable[ContainerInfo | None]],
         *,
+        find_all: Callable[[], Awaitable[dict[int, ContainerInfo]]] | None = None,
         exec_timeout_s: float = EXEC_TIMEOUT_S,
     ) -> None:
         self.driver = driver
         self._find = find
+        self._find_all = find_all  # one listing per supervision round instead of one per instance
         self._exec_timeout_s = exec_timeout_s
         self._specs: dict[int, SshSpec] = {}
         self._status: dict[int, dict[str, Any]] = {}
@@ -300,11 +302,12 @@ class SshAccess:
         not running. Returns the SshStatus of each instance that was re-applied."""
         gate = asyncio.Semaphore(SUPERVISE_CONCURRENCY)
         done: dict[int, dict[str, Any]] = {}
+        listed = await self._find_all() if self._find_all is not None and self._specs else None
 
         async def one(instance_id: int) -> None:
             async with gate:
                 try:
-                    status = await self._supervise(instance_id)
+                    status = await self._supervise(instance_id, listed)
                 except DriverError as e:
                     log.warning("SSH supervision of instance %s: %s", instance_id, e)
                     return
@@ -358,12 +361,13 @@ class SshAccess:
             self._record(instance_id, status)
             return status
 
-    async def _supervise(self, instance_id: int) -> dict[str, Any] | None:
+    async def _supervise(self, instance_id: int, listed: dict[int, ContainerInfo] | None = None
+                         ) -> dict[str, Any] | None:
         async with self._locks.hold(instance_id):
             spec = self._specs.get(instance_id)
             if spec is None or not spec.enabled:
                 return None
-            container = await self._find(instance_id)
+            container = listed.get(instance_id) if listed is not None else await self._find(instance_id)
             if container is None or container.state != "running":
                 if container is not None:
                     self._record(instance_id, _status("not_running"))
