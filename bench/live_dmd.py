@@ -85,3 +85,9 @@ async def live_dmd(image: str, **settings: str) -> AsyncIterator[Live]:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
+        # Its containers and forwarding chains (a real dmd keeps them; a benchmark's goes).
+        from tests.leftovers import installation_of, remove_installation
+
+        installation = installation_of(data)
+        if installation is not None:
+            await remove_installation(installation)

@@ -276,6 +276,9 @@ class Reconciler:
                     # its node comes back from a restart, see the module docstring).
                     await inst_svc.set_desired(conn, inst.id, "stopped")
                 await inst_svc.set_status(conn, inst.id, status, message)
+            if status != inst.status:
+                # Its maps' states follow (the agent re-applied them on the same event).
+                await self.ports.apply(node_id)
 
 
 RECONCILER: web.AppKey[Reconciler] = web.AppKey("dm_reconciler", Reconciler)

@@ -8,7 +8,7 @@ import asyncio
 
 from agent import protocol as p
 from tests.instances.test_gpus_and_reconcile import GpuNode
-from tests.portmaps.conftest import wait_for
+from tests.portmaps.conftest import wait_for, wait_status
 
 
 class PortsNode(GpuNode):
@@ -116,5 +116,27 @@ async def test_an_agent_that_cannot_forward_says_so(client, admin):
             return got["ssh"]["state"] == "error" and "update dmc" in got["ssh"]["message"]
 
         await wait_for(said, "the SSH error on the instance")
+    finally:
+        await node.close()
+
+
+async def test_a_container_that_stops_by_itself_refreshes_its_maps(client, admin):
+    node = await ports_node(client, admin, busy=set())
+    node.answers[p.INSTANCE_INSPECT] = lambda d: {"container": node.containers.get(d["instance_id"])}
+    try:
+        inst = await _instance(client, admin, node)
+        await wait_status(client, admin, inst["id"], "running")
+        r = await client.post(f"/api/v1/instances/{inst['id']}/port-maps", json={"instance_port": 80},
+                              headers=admin)
+        assert r.status == 201
+        pushes = len(node.applied)
+        node.containers[inst["id"]]["state"] = "exited"
+        await node.send(p.EVENT, {"kind": "container", "instance_id": inst["id"], "container_id": "c",
+                                  "action": "die", "exit_code": 1})
+
+        async def pushed() -> bool:
+            return len(node.applied) > pushes
+
+        await wait_for(pushed, "the maps pushed again after the container stopped")
     finally:
         await node.close()
