@@ -12,6 +12,10 @@ A container that exits by itself while its agent is connected is recorded as sto
 its desired state becomes stopped too, so no later round restarts it behind the user's back.
 A container found stopped when its node (re)connects while it should run (the node rebooted,
 say) is started again.
+
+Each round ends with the node's full set of port maps (dmd.services.port_ops) and then, for
+every running instance, its SSH keys (``instance.access``), so an instance says "ready" only
+once its port 22 is forwarded.
 """
 
 from __future__ import annotations

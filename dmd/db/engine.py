@@ -2,18 +2,45 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+RETRY_ATTEMPTS = 5
+# The database rolled the whole transaction back to break a deadlock (or a serialization
+# conflict): running it again is the documented answer. MySQL/MariaDB error numbers, then
+# PostgreSQL SQLSTATEs.
+_MYSQL_RETRY = {1213, 1205}
+_PG_RETRY = {"40P01", "40001"}
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether `exc` (or what it was raised from, as when a savepoint's rollback fails after
+    the deadlock took the transaction) says "deadlock victim, try again"."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        orig = getattr(seen, "orig", None) if isinstance(seen, DBAPIError) else seen
+        args = getattr(orig, "args", ())
+        if args and args[0] in _MYSQL_RETRY:
+            return True
+        if getattr(orig, "sqlstate", None) in _PG_RETRY or getattr(orig, "pgcode", None) in _PG_RETRY:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 _DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -83,6 +110,21 @@ class Database:
         """A write transaction: committed on success, rolled back on any exception."""
         async with self.engine.begin() as conn:
             yield conn
+
+    async def run(self, fn: Callable[[AsyncConnection], Awaitable[T]], *, attempts: int = RETRY_ATTEMPTS) -> T:
+        """``fn`` in a write transaction; run again, after a short random pause, when the
+        database chose the transaction as a deadlock victim (parallel inserts into one unique
+        index can do that on MariaDB). ``fn`` must do nothing but database work."""
+        for attempt in range(attempts):
+            try:
+                async with self.begin() as conn:
+                    return await fn(conn)
+            except DBAPIError as e:
+                if attempt == attempts - 1 or not is_retryable(e):
+                    raise
+                log.info("transaction chosen as a deadlock victim; running it again (%d)", attempt + 1)
+                await asyncio.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
+        raise AssertionError("unreachable")
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:

@@ -5,6 +5,8 @@ must follow, so their authorized keys change within one reconcile round.
 
 from __future__ import annotations
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from dmd.db import Database
 from dmd.errors import Conflict
 from dmd.models import Instance, User
@@ -24,7 +26,8 @@ async def set_ssh(db: Database, reconciler: Reconciler, actor: Actor, user: User
     """Turn SSH on or off and/or choose its keys (None: all of the owner's keys); a running
     instance follows in the next reconcile round, which this starts. Turning SSH on maps port 22
     when it is not mapped yet; turning it off leaves the map (the user may still want it)."""
-    async with db.begin() as conn:
+
+    async def change(conn: AsyncConnection) -> Instance:
         inst = await svc.get_visible(conn, user, instance_id)
         if inst.desired == "deleted":
             raise Conflict("this instance is being deleted", code="deleting")
@@ -44,6 +47,9 @@ async def set_ssh(db: Database, reconciler: Reconciler, actor: Actor, user: User
         inst = await svc.get(conn, inst.id)
         await audit.record(conn, actor, "instance.ssh", "instance", inst.id, enabled=inst.ssh_enabled,
                            keys="all" if inst.ssh_keys_all else await access.key_ids(conn, inst))
+        return inst
+
+    inst = await db.run(change)  # may allocate in the port ledger: again if it was a deadlock victim
     reconciler.kick(inst.node_id)
     return inst
 

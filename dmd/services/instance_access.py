@@ -131,7 +131,12 @@ def ssh_view(inst: Instance, node: Node, ids: list[int], maps: list[PortMap], ho
         config = (f"Host {inst.name}\n    HostName {address}\n    Port {port}\n    User {user}\n")
     host_keys = [{"type": str(k.get("type", "")), "fingerprint": str(k.get("fingerprint", ""))}
                  for k in status.get("host_keys") or [] if isinstance(k, dict)]
-    return SshView(enabled=inst.ssh_enabled, keys_all=inst.ssh_keys_all, key_ids=ids,
-                   state=str(status.get("state") or "unknown") if inst.ssh_enabled else "disabled",
+    if not inst.ssh_enabled:
+        state = "disabled"
+    elif inst.status != "running":
+        state = "not_running"  # the agent's last word was about the instance when it ran
+    else:
+        state = str(status.get("state") or "unknown")
+    return SshView(enabled=inst.ssh_enabled, keys_all=inst.ssh_keys_all, key_ids=ids, state=state,
                    user=user, message=status.get("message"), host_keys=host_keys, port=port, address=address,
                    command=command, config=config)

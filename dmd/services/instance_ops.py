@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from agent import protocol as p
 from dmd.agents.hub import Hub
 from dmd.db import Database
@@ -40,7 +42,8 @@ async def create(db: Database, hub: Hub, reconciler: Reconciler, actor: Actor, u
     if (req.privileged or req.host_network) and not user.is_admin:
         raise Forbidden("privileged and host-network instances are for administrators only", code="admin_only")
     online = set(hub.conns)
-    async with db.begin() as conn:
+
+    async def record(conn: AsyncConnection) -> Held:
         inst = await svc.create(conn, user, req, online)
         if req.ssh_key_ids is not None:
             await access.set_keys(conn, inst, req.ssh_key_ids)
@@ -55,9 +58,13 @@ async def create(db: Database, hub: Hub, reconciler: Reconciler, actor: Actor, u
         inst = await svc.get(conn, inst.id)
         await audit.record(conn, actor, "instance.create", "instance", inst.id,
                            name=inst.name, node_id=inst.node_id, image=inst.image)
-        held = Held(inst, await svc.gpus_of(conn, inst))
-    reconciler.desired_changed(inst.id)
-    reconciler.kick(inst.node_id)
+        return Held(inst, await svc.gpus_of(conn, inst))
+
+    # Again when MariaDB picks it as a deadlock victim (parallel creations lock users, nodes
+    # and the ledgers' unique indexes).
+    held = await db.run(record)
+    reconciler.desired_changed(held.instance.id)
+    reconciler.kick(held.instance.node_id)
     return held
 
 

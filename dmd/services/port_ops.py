@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from agent import protocol as p
 from dmd.agents.hub import AgentFailed, AgentTimeout, Hub, NodeOffline
 from dmd.db import Database
 from dmd.errors import Conflict
-from dmd.models import User
+from dmd.models import Instance, Node, User
 from dmd.services import audit
 from dmd.services import instances as inst_svc
 from dmd.services import nodes as node_svc
@@ -80,14 +82,16 @@ async def add(db: Database, applier: PortApplier, actor: Actor, user: User, inst
               instance_port: int, host_port: int | None = None) -> svc.PortMap:
     """Map a host port of the instance's node to `instance_port`; forwarding by the time this
     returns when the node is online and the instance runs (state "active")."""
+    async def record(conn: AsyncConnection) -> tuple[Instance, Node, svc.PortMap]:
+        inst = await inst_svc.get_visible(conn, user, instance_id)
+        node = await node_svc.get(conn, inst.node_id)
+        m = await svc.allocate(conn, inst, node, protocol, instance_port, host_port)
+        await audit.record(conn, actor, "port_map.create", "port_map", m.id, instance_id=inst.id,
+                           node_id=node.id, protocol=protocol, host_port=m.host_port, instance_port=instance_port)
+        return inst, node, m
+
     for _ in range(_BUSY_RETRIES):
-        async with db.begin() as conn:
-            inst = await inst_svc.get_visible(conn, user, instance_id)
-            node = await node_svc.get(conn, inst.node_id)
-            m = await svc.allocate(conn, inst, node, protocol, instance_port, host_port)
-            await audit.record(conn, actor, "port_map.create", "port_map", m.id, instance_id=inst.id,
-                               node_id=node.id, protocol=protocol, host_port=m.host_port,
-                               instance_port=instance_port)
+        inst, node, m = await db.run(record)  # again if MariaDB picks it as a deadlock victim
         await applier.apply(inst.node_id)
         async with db.begin() as conn:
             m = await svc.get(conn, m.id)

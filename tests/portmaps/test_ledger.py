@@ -38,10 +38,12 @@ async def _setup(db: Database, pools: dict | None = None, n_instances: int = 1) 
 
 async def _alloc(db: Database, node_id: int, instance_id: int, instance_port: int, host_port: int | None = None,
                  protocol: str = "tcp") -> svc.PortMap:
-    async with db.begin() as conn:
+    async def record(conn):  # as dmd.services.port_ops runs it: again after a deadlock
         inst = await inst_svc.get(conn, instance_id)
         node = await node_svc.get(conn, node_id)
         return await svc.allocate(conn, inst, node, protocol, instance_port, host_port)
+
+    return await db.run(record)
 
 
 async def test_parallel_allocations_never_share_a_host_port(db: Database) -> None:
@@ -120,3 +122,29 @@ async def test_no_maps_for_host_network_or_deleting_instances(db: Database) -> N
         with pytest.raises(ApiError) as e:
             await _alloc(db, node_id, iid, 80)
         assert (e.value.status, e.value.code) == (409, code)
+
+
+def test_deadlock_victims_are_recognised() -> None:
+    """MariaDB's 1213 (also when a savepoint's rollback failed after it), PostgreSQL's 40P01."""
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    from dmd.db.engine import is_retryable
+
+    class MySqlError(Exception):
+        pass
+
+    class PgError(Exception):
+        sqlstate = "40P01"
+
+    deadlock = OperationalError("INSERT", {}, MySqlError(1213, "Deadlock found"))
+    assert is_retryable(deadlock)
+    try:
+        try:
+            raise deadlock
+        except OperationalError:
+            raise OperationalError("ROLLBACK TO SAVEPOINT", {}, MySqlError(1305, "SAVEPOINT does not exist"))  # noqa: B904
+    except OperationalError as e:
+        assert is_retryable(e)
+    assert is_retryable(OperationalError("x", {}, PgError()))
+    assert not is_retryable(IntegrityError("x", {}, MySqlError(1062, "Duplicate entry")))
+    assert not is_retryable(OperationalError("x", {}, MySqlError(2003, "Can't connect")))
