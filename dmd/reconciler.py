@@ -167,6 +167,9 @@ class Reconciler:
     async def _converge(self, node: Node, inst: Instance, gpu_keys: list[str]) -> bool:
         """One instance to its desired state; True when its container runs."""
         if inst.desired == "deleted":
+            # Its maps stop first (the set sent leaves out instances being deleted): by the time
+            # the ledger frees the ports, nothing forwards to the old address any more.
+            await self.ports.apply(node.id)
             await self.hub.call(node.id, p.INSTANCE_REMOVE, {"instance_id": inst.id}, timeout=120)
             async with self.db.begin() as conn:
                 await inst_svc.forget(conn, inst.id)

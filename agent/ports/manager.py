@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 
 INVALID = "invalid"
 DEBOUNCE_S = 0.2
+GONE_ACTIONS = ("die", "stop", "kill", "destroy", "oom")
 KEEPER_S = 30.0  # how often kernel rules are checked for removal behind the agent's back
 APPLY_TIMEOUT_S = 60.0
 MAX_MAPS = 65535 * 2
@@ -140,6 +141,7 @@ class PortForwarding:
         self._reapply: asyncio.Task[None] | None = None
         self._closed = False
         self._installed = False  # the last apply put kernel rules in place
+        self._urgent = False  # a container went: re-apply without waiting
 
     # --- the mode ------------------------------------------------------------------------
     def _tag(self) -> str:
@@ -278,13 +280,18 @@ class PortForwarding:
         if all(m.instance_id != instance_id for m in self._desired):
             return
         self._dirty = True
+        if action in GONE_ACTIONS:
+            # No debounce when a container goes: its address may be handed to the next container
+            # that starts, and its maps must not lead there meanwhile.
+            self._urgent = True
         if self._reapply is None or self._reapply.done():
             self._reapply = asyncio.get_running_loop().create_task(self._reapply_loop())
 
     async def _reapply_loop(self) -> None:
         while self._dirty and not self._closed:
-            await asyncio.sleep(DEBOUNCE_S)  # a start comes with several events: apply once
-            self._dirty = False
+            if not self._urgent:
+                await asyncio.sleep(DEBOUNCE_S)  # a start comes with several events: apply once
+            self._dirty = self._urgent = False
             maps = self._desired
             if maps is None:
                 return

@@ -117,8 +117,7 @@ async def patch_ssh(ctx: Ctx) -> Any:
 async def _set_desired(ctx: Ctx, desired: str, action: str) -> Any:
     inst = await ops.set_desired(ctx.app[DB], ctx.app[RECONCILER], actor_of(ctx.request, ctx.identity),
                                  ctx.user_identity.user, ctx.path_int("id"), desired, action)
-    async with ctx.app[DB].read() as conn:
-        return await instance_out(conn, inst)
+    return await full_out(ctx, inst)
 
 
 @api.post("/instances/{id}/start", summary="Start (desired state: running)", tag="instances",
@@ -138,8 +137,7 @@ async def stop_instance(ctx: Ctx) -> Any:
 async def restart_instance(ctx: Ctx) -> Any:
     inst = await ops.restart(ctx.app[DB], ctx.app[RECONCILER], actor_of(ctx.request, ctx.identity),
                              ctx.user_identity.user, ctx.path_int("id"))
-    async with ctx.app[DB].read() as conn:
-        return await instance_out(conn, inst)
+    return await full_out(ctx, inst)
 
 
 @api.delete("/instances/{id}", summary="Delete: the container goes, its GPUs are freed (when the node is "

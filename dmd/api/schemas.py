@@ -401,8 +401,9 @@ class InstanceOut(BaseModel):
     container_id: str | None
     created_at: dt.datetime
     updated_at: dt.datetime
-    ssh: SshOut | None = Field(None, description="SSH access (in single-instance replies)")
-    port_maps: list[PortMapOut] | None = Field(None, description="Port maps (in single-instance replies)")
+    ssh: SshOut | None = Field(None, description="SSH access (in single-instance replies, not in lists)")
+    port_maps: list[PortMapOut] | None = Field(None, description="Port maps (in single-instance replies, not in "
+                                               "lists: see GET /port-maps)")
 
 
 class InstanceQuery(PageQuery):
