@@ -28,7 +28,11 @@ def installation_of(data_dir: Path) -> str | None:
 async def remove_installation(installation: str) -> None:
     async with aiodocker.Docker() as docker:
         for c in await docker.containers.list(all=True, filters={"label": [f"dm.installation={installation}"]}):
-            await c.delete(force=True)
+            try:
+                await c.delete(force=True)
+            except aiodocker.DockerError as e:
+                if e.status not in (404, 409):  # gone, or its removal (by dmd itself) under way
+                    raise
     proc = await asyncio.create_subprocess_exec("iptables-save", "-t", "nat", stdout=asyncio.subprocess.PIPE)
     out, _ = await proc.communicate()
     short = re.sub(r"[^A-Za-z0-9]", "", installation)[:6]
