@@ -143,6 +143,9 @@ class KernelForwarder:
         self.fwd, self.inp = f"{tag}-FWD", f"{tag}-IN"
         self.proc_root = proc_root
         self.state_dir = state_dir
+        # Whether our chains may be in place: None until this process knows (an earlier run may
+        # have left them); False once torn down, so an empty set costs no iptables call.
+        self._present: bool | None = None
 
     @staticmethod
     async def available() -> tuple[bool, str]:
@@ -265,8 +268,10 @@ class KernelForwarder:
         """Make our chains hold exactly ``forwards``; every forward fails alike if iptables does.
         An empty set removes our chains and hooks altogether (nothing is left behind idle)."""
         if not forwards:
-            await self.teardown()
+            if self._present is not False:
+                await self.teardown()
             return {}
+        self._present = True
         try:
             bridges = sorted({b for b in await asyncio.to_thread(self._bridges, forwards) if b})
             tables = self._tables(forwards, bridges)
@@ -297,6 +302,7 @@ class KernelForwarder:
             await _iptables(tbl, "-F", chain)
             await _iptables(tbl, "-X", chain)
         await self._release_localnet(set())
+        self._present = False
 
     async def chains_exist(self) -> bool:
         """Whether any of our chains is there (for tests and diagnostics)."""

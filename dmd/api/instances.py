@@ -55,15 +55,17 @@ async def instance_out(conn: Any, inst: Instance) -> InstanceOut:
 
 
 async def full_out(ctx: Ctx, inst: Instance) -> InstanceOut:
-    """The instance with its SSH access and port maps (single-instance replies)."""
+    """The instance as it is now, with its SSH access and port maps (single-instance replies)."""
     async with ctx.app[DB].read() as conn:
-        inst = await svc.get(conn, inst.id)
-        node = await node_svc.get(conn, inst.node_id)
-        maps = await port_svc.of_instance(conn, inst.id)
-        view = access.ssh_view(inst, node, await access.key_ids(conn, inst), maps, ctx.request.url.host)
-        addr = view.address
-        return held_out(inst, await svc.gpus_of(conn, inst), SshOut(**{
-            k: getattr(view, k) for k in SshOut.model_fields}), [map_out(m, addr) for m in maps])
+        return await full_out_on(ctx, conn, await svc.get(conn, inst.id))
+
+
+async def full_out_on(ctx: Ctx, conn: Any, inst: Instance) -> InstanceOut:
+    node = await node_svc.get(conn, inst.node_id)
+    maps = await port_svc.of_instance(conn, inst.id)
+    view = access.ssh_view(inst, node, await access.key_ids(conn, inst), maps, ctx.request.url.host)
+    return held_out(inst, await svc.gpus_of(conn, inst), SshOut(**{
+        k: getattr(view, k) for k in SshOut.model_fields}), [map_out(m, view.address) for m in maps])
 
 
 def create_request(b: InstanceCreateIn) -> svc.CreateRequest:
@@ -100,7 +102,7 @@ async def list_instances(ctx: Ctx) -> Any:
 async def get_instance(ctx: Ctx) -> Any:
     async with ctx.app[DB].read() as conn:
         inst = await svc.get_visible(conn, ctx.user_identity.user, ctx.path_int("id"))
-    return await full_out(ctx, inst)
+        return await full_out_on(ctx, conn, inst)
 
 
 @api.patch("/instances/{id}/ssh", summary="Turn SSH on or off, or choose the keys that go in (running "

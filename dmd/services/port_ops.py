@@ -40,6 +40,10 @@ class PortApplier:
         self._wanted: dict[int, int] = {}
         self._done: dict[int, int] = {}
         self._ok: dict[int, bool] = {}
+        # Nodes whose agent took an empty set on its current link: another empty set is a no-op
+        # (most reconcile rounds on a node without maps), so it is not sent.
+        self._empty: set[int] = set()
+        hub.connect_listeners.append(lambda node_id, _hello: self._empty.discard(node_id))
 
     async def apply(self, node_id: int) -> bool:
         """Bring the agent up to the ledger as it is now; True when the agent took the set.
@@ -60,6 +64,9 @@ class PortApplier:
             return False
         async with self.db.read() as conn:
             maps = await svc.for_node(conn, node_id)
+        if not maps and node_id in self._empty:
+            return True
+        self._empty.discard(node_id)
         try:
             reply = await self.hub.call(node_id, p.PORTS_APPLY, {"maps": [m.to_agent() for m in maps]},
                                         timeout=APPLY_TIMEOUT_S)
@@ -75,6 +82,8 @@ class PortApplier:
             return False
         async with self.db.begin() as conn:
             await svc.record_apply(conn, node_id, maps, reply)
+        if not maps:
+            self._empty.add(node_id)
         return True
 
 
