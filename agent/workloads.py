@@ -35,13 +35,14 @@ from agent import protocol as p
 from agent.config import AgentConfig
 from agent.handlers import BAD_REQUEST, HandlerError, HandlerRegistry
 from agent.runtime.base import (
-    LABEL_INSTALLATION,
     ContainerInfo,
     ContainerSpec,
     DriverError,
     InvalidError,
     RuntimeDriver,
     RuntimeFailedError,
+    is_ours,
+    ours_by_instance,
     prepare_image_tar,
 )
 
@@ -147,11 +148,7 @@ class Workloads:
         self._hooks: set[asyncio.Task[Any]] = set()
 
     def _ours(self, c: ContainerInfo) -> bool:
-        """A managed container of this node in this DM installation."""
-        if c.node_id != self._config().node_id:
-            return False
-        mine = self._installation()
-        return mine is None or c.labels.get(LABEL_INSTALLATION) == mine
+        return is_ours(c, self._config().node_id, self._installation())
 
     def register(self, registry: HandlerRegistry) -> None:
         for type_, handler, limit in (
@@ -238,18 +235,10 @@ class Workloads:
 
     # --- instances -------------------------------------------------------------------
     async def _find(self, instance_id: int) -> ContainerInfo | None:
-        for c in await self.driver.list(all=True, managed_only=True):
-            if c.instance_id == instance_id and self._ours(c):
-                return c
-        return None
+        return (await self._all_ours()).get(instance_id)
 
     async def _all_ours(self) -> dict[int, ContainerInfo]:
-        """This node's containers of this installation, by instance id (a running one wins)."""
-        out: dict[int, ContainerInfo] = {}
-        for c in await self.driver.list(all=True, managed_only=True):
-            if c.instance_id is not None and self._ours(c) and (c.instance_id not in out or c.state == "running"):
-                out[c.instance_id] = c
-        return out
+        return await ours_by_instance(self.driver, self._config().node_id, self._installation())
 
     async def ensure(self, data: dict[str, Any]) -> dict[str, Any]:
         spec_data = data.get("spec")

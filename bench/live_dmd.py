@@ -88,6 +88,6 @@ async def live_dmd(image: str, **settings: str) -> AsyncIterator[Live]:
         # Its containers and forwarding chains (a real dmd keeps them; a benchmark's goes).
         from tests.leftovers import installation_of, remove_installation
 
-        installation = installation_of(data)
+        installation = await asyncio.to_thread(installation_of, data)
         if installation is not None:
             await remove_installation(installation)

@@ -53,7 +53,7 @@ from agent.ports.base import Failures, Forward
 from agent.ports.kernel import KernelForwarder
 from agent.ports.pools import PROTOCOLS, listening_ports
 from agent.ports.proxy import ProxyForwarder
-from agent.runtime.base import LABEL_INSTALLATION, ContainerInfo, DriverError, RuntimeDriver
+from agent.runtime.base import DriverError, RuntimeDriver, ours_by_instance
 
 __all__ = ["INVALID", "PortForwarding", "PortMap"]
 
@@ -200,22 +200,10 @@ class PortForwarding:
             except DriverError as e:
                 raise HandlerError(e.code, f"cannot list the containers: {e.message}") from None
 
-    def _ours(self, c: ContainerInfo) -> bool:
-        """A managed container of this node in this DM installation (as Workloads._ours)."""
-        if c.node_id != self._config().node_id:
-            return False
-        mine = self._installation()
-        return mine is None or c.labels.get(LABEL_INSTALLATION) == mine
-
     async def _apply_locked(self, maps: list[PortMap]) -> dict[str, Any]:
         mode = await self.prepare()
         pools = self._config().pools
-        containers: dict[int, ContainerInfo] = {}
-        for c in await self.driver.list(all=True, managed_only=True):
-            if c.instance_id is None or not self._ours(c):
-                continue
-            if c.instance_id not in containers or c.state == "running":
-                containers[c.instance_id] = c
+        containers = await ours_by_instance(self.driver, self._config().node_id, self._installation())
         busy = await self.listening()
 
         active: list[PortMap] = []

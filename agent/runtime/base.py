@@ -86,8 +86,10 @@ __all__ = [
     "UnavailableError",
     "error_for",
     "identity_labels",
+    "is_ours",
     "labels_for",
     "normalize_image_ref",
+    "ours_by_instance",
     "parse_time",
     "prepare_image_tar",
 ]
@@ -144,6 +146,26 @@ def labels_for(instance_id: int, node_id: int, extra: Mapping[str, str] | None =
     labels[LABEL_INSTANCE] = str(instance_id)
     labels[LABEL_NODE] = str(node_id)
     return labels
+
+
+def is_ours(c: ContainerInfo, node_id: int, installation: str | None) -> bool:
+    """A managed container of this node in this DM installation (before dmd has said which
+    installation it is, ``installation`` is None and any installation's counts)."""
+    if not c.managed or c.node_id != node_id:
+        return False
+    return installation is None or c.labels.get(LABEL_INSTALLATION) == installation
+
+
+async def ours_by_instance(driver: RuntimeDriver, node_id: int,
+                           installation: str | None) -> dict[int, ContainerInfo]:
+    """This node's containers of this installation by instance id; a running one wins where an
+    instance has several."""
+    out: dict[int, ContainerInfo] = {}
+    for c in await driver.list(all=True, managed_only=True):
+        if c.instance_id is not None and is_ours(c, node_id, installation) and (
+                c.instance_id not in out or c.state == "running"):
+            out[c.instance_id] = c
+    return out
 
 
 def _label_int(labels: Mapping[str, str], key: str) -> int | None:

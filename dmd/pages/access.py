@@ -9,6 +9,7 @@ never show different addresses.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -19,13 +20,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from dmd.agents import HUB
 from dmd.api.port_maps import map_out
 from dmd.api.schemas import PortMapIn
+from dmd.auth.flows import actor_of
 from dmd.errors import ApiError
 from dmd.models import Instance, Node
 from dmd.pages import forms
-from dmd.pages.render import flash
+from dmd.pages.render import current_identity, flash
+from dmd.reconciler import RECONCILER
 from dmd.services import instance_access as access
+from dmd.services import instances as inst_svc
 from dmd.services import nodes as node_svc
 from dmd.services import port_maps as port_svc
+from dmd.services import port_ops
 from dmd.services import ssh_keys as key_svc
 from dmd.state import DB
 
@@ -87,6 +92,24 @@ def map_error(e: ApiError | forms.FormError, body: dict[str, Any], node: Node | 
     if e.field in ("instance_port", "host_port", "protocol"):
         return forms.FormError(e.status, f"err.portmap.{e.field}", e.field)
     return forms.from_api_error(e)
+
+
+async def add_map(request: web.Request, instance_id: int, data: Any) -> port_svc.PortMap:
+    """The add-a-port-map form of either page, through port_ops.add: what the user can fix comes
+    back as a FormError in their language; 403/404 pass through (each page says those its way)."""
+    ident = current_identity(request)
+    b = validate_map(data)
+    try:
+        return await port_ops.add(request.app[DB], request.app[RECONCILER].ports, actor_of(request, ident),
+                                  ident.user, instance_id, b.protocol, b.instance_port, b.host_port)
+    except ApiError as e:
+        if e.status in (403, 404):
+            raise
+        node = None
+        with contextlib.suppress(ApiError):  # for the pool in the message; gone meanwhile: no pool
+            async with request.app[DB].read() as conn:
+                node = await node_svc.get(conn, (await inst_svc.get_visible(conn, ident.user, instance_id)).node_id)
+        raise map_error(e, map_body(data), node) from None
 
 
 def kept_map(data: Any) -> dict[str, str]:

@@ -35,7 +35,7 @@ from dmd.pages.render import (
     translator,
 )
 from dmd.reconciler import RECONCILER
-from dmd.services import access_ops, image_ops, instance_ops, port_ops
+from dmd.services import access_ops, image_ops, instance_ops
 from dmd.services import images as image_svc
 from dmd.services import instances as svc
 from dmd.services import nodes as node_svc
@@ -487,22 +487,10 @@ def _ssh_error(e: ApiError) -> forms.FormError:
 @login_required
 async def instance_map_add(request: web.Request) -> web.StreamResponse:
     """Map a host port of the instance's node to one of its ports; back to the instance."""
-    ident = current_identity(request)
     iid = _instance_id(request)
     data = await request.post()
-    body = acc.map_body(data)
     try:
-        try:
-            b = acc.validate_map(data)
-            m = await port_ops.add(request.app[DB], request.app[RECONCILER].ports, actor_of(request, ident),
-                                   ident.user, iid, b.protocol, b.instance_port, b.host_port)
-        except ApiError as e:
-            if e.status in (403, 404):
-                raise
-            async with request.app[DB].read() as conn:
-                inst = await svc.get_visible(conn, ident.user, iid)
-                node = await node_svc.get(conn, inst.node_id)
-            raise acc.map_error(e, body, node) from None
+        m = await acc.add_map(request, iid, data)
     except forms.FormError as fe:
         return await _detail(request, status=fe.status, map_error=fe.view(lang_of(request)),
                              map_form=acc.kept_map(data))

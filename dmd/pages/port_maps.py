@@ -14,7 +14,7 @@ from aiohttp import web
 
 from dmd.api.schemas import PageQuery, page_of
 from dmd.auth.flows import actor_of
-from dmd.errors import ApiError, NotFound
+from dmd.errors import NotFound
 from dmd.models import Instance, Node
 from dmd.pages import access as acc
 from dmd.pages import forms
@@ -88,28 +88,16 @@ async def maps_list(request: web.Request) -> web.StreamResponse:
 @routes.post("/port-maps")
 @login_required
 async def map_add(request: web.Request) -> web.StreamResponse:
-    ident = current_identity(request)
     data = await request.post()
-    body = acc.map_body(data)
     raw_id = data.get("instance_id", "")
     try:
         if not (isinstance(raw_id, str) and raw_id.isdigit() and len(raw_id) <= 18):
             raise forms.FormError(422, "err.portmap.instance", "instance_id")
-        iid = int(raw_id)
-        b = acc.validate_map(data)
         try:
-            m = await port_ops.add(request.app[DB], request.app[RECONCILER].ports, actor_of(request, ident),
-                                   ident.user, iid, b.protocol, b.instance_port, b.host_port)
+            m = await acc.add_map(request, int(raw_id), data)
         except NotFound:
             # Not one of yours (or deleted meanwhile): said in the form, never which exists.
             raise forms.FormError(404, "err.portmap.no_instance", "instance_id") from None
-        except ApiError as e:
-            node = None
-            with contextlib.suppress(ApiError):
-                async with request.app[DB].read() as conn:
-                    inst = await inst_svc.get_visible(conn, ident.user, iid)
-                    node = await node_svc.get(conn, inst.node_id)
-            raise acc.map_error(e, body, node) from None
     except forms.FormError as fe:
         return await _page(request, status=fe.status, error=fe.view(lang_of(request)), form=acc.kept_map(data))
     await acc.flash_added(request, m)

@@ -39,21 +39,26 @@ class GpuNode(FakeAgent):
         c["state"] = "running" if data["desired"] == "running" else "exited"
         return {"container": c}
 
+    def facts(self):  # what the hello says of the host (subclasses add theirs)
+        return {"hostname": "gpu", "cpu_count": 64, "memory_total_mb": 256000, "gpus": self.gpus}
+
+    def hello_state(self):
+        return {"images": [{"id": "sha256:1", "repo_tags": ["cuda:12"]}], "containers": []}
+
     async def start(self):
-        facts = {"hostname": "gpu", "cpu_count": 64, "memory_total_mb": 256000, "gpus": self.gpus}
-        hello_state = {"images": [{"id": "sha256:1", "repo_tags": ["cuda:12"]}], "containers": []}
         ws = await self.open()
-        hello = p.Hello(self.node_id, "test-agent", 1, 1, facts, hello_state)
+        hello = p.Hello(self.node_id, "test-agent", 1, 1, self.facts(), self.hello_state())
         await ws.send_str(p.message(p.HELLO, hello.to_data()).to_json())
         msg = await ws.receive(timeout=5)
         assert p.decode(msg.data).type == p.WELCOME
         self._reader = asyncio.create_task(self._read())
 
 
-async def gpu_node(client, admin, name, gpus) -> GpuNode:
+async def gpu_node(client, admin, name, gpus, node_cls=None, **kw) -> GpuNode:
+    """A scripted node (GpuNode, or `node_cls`) joined, connected and holding its image."""
     created = await (await client.post("/api/v1/nodes", json={"name": name}, headers=admin)).json()
     joined = await (await client.post("/api/v1/nodes/join", json={"token": created["join_token"]})).json()
-    node = GpuNode(str(client.make_url("")), joined["credential"], joined["node_id"], gpus=gpus)
+    node = (node_cls or GpuNode)(str(client.make_url("")), joined["credential"], joined["node_id"], gpus=gpus, **kw)
     await node.start()
 
     async def has_image():

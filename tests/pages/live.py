@@ -69,7 +69,7 @@ async def running_dmd(tmp_path: Path, *flags: str) -> AsyncIterator[Dmd]:
         async with asyncio.timeout(30):
             code = await proc.wait()
         log.close()
-        installation = installation_of(tmp_path / "data")
+        installation = await asyncio.to_thread(installation_of, tmp_path / "data")
         if installation is not None and "--local-node" in flags:
             await remove_installation(installation)
     assert code == 0, (tmp_path / "dmd.log").read_text()[-3000:]

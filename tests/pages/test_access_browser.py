@@ -7,6 +7,7 @@ Screenshots land in the test's tmp_path (shots/); look at them when the design c
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shlex
 import subprocess
@@ -25,24 +26,29 @@ from tests.runtime.images import BUSYBOX_REF
 pytestmark = pytest.mark.browser
 
 
-async def test_port_map_from_the_instance_page(dmd_local: Dmd, browser: Any, tmp_path: Path,
-                                               docker_test_image: str) -> None:  # noqa: F811
-    dmd = dmd_local
-    shots = tmp_path / "shots"
+async def _admin_with_a_key(dmd: Dmd, browser: Any, tmp_path: Path) -> tuple[Any, Any, list[str]]:
+    """A browser logged in as the first admin, the local node online, and a key "laptop" added
+    through the SSH keys page (its private half at tmp_path/k)."""
     ctx = await browser.new_context(viewport={"width": 1366, "height": 900}, locale="en-US", color_scheme="light")
     page = await ctx.new_page()
     errors = _watch_console(page)
     await _setup_admin(page, dmd)
     await _reload_until(page, "table.nodes-table .badge-online")
-
-    # A key to let in.
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "me@laptop", "-f", str(tmp_path / "k")],
-                   check=True, capture_output=True, timeout=60)
+    await asyncio.to_thread(subprocess.run, ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "me@laptop",
+                                             "-f", str(tmp_path / "k")], check=True, capture_output=True, timeout=60)
     await page.goto(f"{dmd.base}/ssh-keys")
     await page.fill("#f-public_key", (tmp_path / "k.pub").read_text())
     await page.fill("#f-name", "laptop")
     await page.click("form[action='/ssh-keys'] button[type=submit]")
     await page.wait_for_url(f"{dmd.base}/ssh-keys")
+    return ctx, page, errors
+
+
+async def test_port_map_from_the_instance_page(dmd_local: Dmd, browser: Any, tmp_path: Path,
+                                               docker_test_image: str) -> None:  # noqa: F811
+    dmd = dmd_local
+    shots = tmp_path / "shots"
+    ctx, page, errors = await _admin_with_a_key(dmd, browser, tmp_path)
 
     # The create form: SSH on by default, all keys; one extra port.
     await page.goto(f"{dmd.base}/instances/new?image={BUSYBOX_REF}")
@@ -116,17 +122,7 @@ async def test_the_shown_ssh_command_logs_in(dmd_local: Dmd, browser: Any, tmp_p
     form, copy the `ssh` line the instance page shows, and log in with it."""
     openssh, _ = test_images
     dmd = dmd_local
-    ctx = await browser.new_context(viewport={"width": 1366, "height": 900}, locale="en-US", color_scheme="light")
-    page = await ctx.new_page()
-    errors = _watch_console(page)
-    await _setup_admin(page, dmd)
-    await _reload_until(page, "table.nodes-table .badge-online")
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "me@laptop", "-f", str(tmp_path / "k")],
-                   check=True, capture_output=True, timeout=60)
-    await page.goto(f"{dmd.base}/ssh-keys")
-    await page.fill("#f-public_key", (tmp_path / "k.pub").read_text())
-    await page.click("form[action='/ssh-keys'] button[type=submit]")
-    await page.wait_for_url(f"{dmd.base}/ssh-keys")
+    ctx, page, errors = await _admin_with_a_key(dmd, browser, tmp_path)
 
     await page.goto(f"{dmd.base}/instances/new?image={openssh}")
     await _reload_until(page, f"option[value='{openssh}']")
@@ -142,8 +138,9 @@ async def test_the_shown_ssh_command_logs_in(dmd_local: Dmd, browser: Any, tmp_p
     assert "HostName 127.0.0.1" in config and "User root" in config
 
     argv = shlex.split(shown)
-    login = subprocess.run([argv[0], *SSH_OPTIONS, "-i", str(tmp_path / "k"), *argv[1:], "cat /etc/hostname"],
-                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    login = await asyncio.to_thread(
+        subprocess.run, [argv[0], *SSH_OPTIONS, "-i", str(tmp_path / "k"), *argv[1:], "cat /etc/hostname"],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert login.returncode == 0, login.stderr
     assert login.stdout.strip() == "box"  # the instance's own hostname: logged in to the right place
 

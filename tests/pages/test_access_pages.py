@@ -33,7 +33,7 @@ from tests.instances.conftest import (  # noqa: F401 (fixtures)
     wait_for,
     wait_status,
 )
-from tests.instances.test_gpus_and_reconcile import GpuNode
+from tests.instances.test_gpus_and_reconcile import GpuNode, gpu_node
 from tests.pages.conftest import get_csrf, page_login, post_form
 
 PUBLIC = "203.0.113.7"
@@ -82,7 +82,7 @@ class AccessNode(GpuNode):
     reports, `states` the state of each map id (default `default`)."""
 
     def __init__(self, *a: Any, **kw: Any) -> None:
-        super().__init__(*a, gpus=[], **kw)
+        super().__init__(*a, **kw)
         self.ssh: dict[str, Any] = {"state": "not_running", "user": None, "message": None, "host_keys": []}
         self.states: dict[int, str] = {}
         self.default = "active"
@@ -102,32 +102,14 @@ class AccessNode(GpuNode):
                 out[state].append(m["id"])
         return out
 
-    async def start(self) -> None:
-        import asyncio
-
-        facts = {"hostname": "edge", "cpu_count": 8, "memory_total_mb": 16000, "gpus": [],
-                 "public_address": PUBLIC, "ports": {"pools": {"tcp": [list(POOL)], "udp": [list(POOL)]},
-                                                     "mode": "proxy"}}
-        hello_state = {"images": [{"id": "sha256:1", "repo_tags": ["cuda:12"]}], "containers": []}
-        ws = await self.open()
-        hello = p.Hello(self.node_id, "test-agent", 1, 1, facts, hello_state)
-        await ws.send_str(p.message(p.HELLO, hello.to_data()).to_json())
-        msg = await ws.receive(timeout=5)
-        assert p.decode(msg.data).type == p.WELCOME
-        self._reader = asyncio.create_task(self._read())
+    def facts(self) -> dict[str, Any]:
+        return {"hostname": "edge", "cpu_count": 8, "memory_total_mb": 16000, "gpus": [],
+                "public_address": PUBLIC, "ports": {"pools": {"tcp": [list(POOL)], "udp": [list(POOL)]},
+                                                    "mode": "proxy"}}
 
 
 async def access_node(client: Any, admin: dict[str, str], name: str = "edge") -> AccessNode:
-    created = await (await client.post("/api/v1/nodes", json={"name": name}, headers=admin)).json()
-    joined = await (await client.post("/api/v1/nodes/join", json={"token": created["join_token"]})).json()
-    node = AccessNode(str(client.make_url("")), joined["credential"], joined["node_id"])
-    await node.start()
-
-    async def has_image() -> bool:
-        r = await client.get(f"/api/v1/nodes/{node.node_id}/images", headers=admin)
-        return r.status == 200 and bool(await r.json())
-
-    await wait_for(has_image, "the node's catalogue")
+    node: AccessNode = await gpu_node(client, admin, name, [], node_cls=AccessNode)
     return node
 
 

@@ -156,7 +156,6 @@ async def test_bad_requests_change_nothing(client, admin, local):
         "name": "clash", "image": inst["image"], "node_id": local["id"], "ssh": False,
         "port_maps": [{"instance_port": 80, "host_port": taken}]}, headers=admin)
     assert r.status == 409
-    assert (await client.get("/api/v1/instances?limit=200", headers=admin)).status == 200
     names = [i["name"] for i in (await (await client.get("/api/v1/instances", headers=admin)).json())["items"]]
     assert names == ["bad"]
     got = await instance(client, admin, inst["id"])
