@@ -17,8 +17,11 @@ from dmd.auth import passwords
 from dmd.config import Config
 from dmd.db import Database
 from dmd.services import users
+from tests.repo_guard import install_open_guard
 
 REPO = Path(__file__).resolve().parents[1]
+# Opening a file beside the repository (a sibling checkout's fixtures, say) fails the test.
+install_open_guard(REPO)
 PG_ADMIN_URL = os.environ.get("DM_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 MYSQL_ADMIN_URL = os.environ.get("DM_TEST_MYSQL", "mysql://root@127.0.0.1:3306/test")
 REDIS_URL = os.environ.get("DM_TEST_REDIS", "redis://127.0.0.1:6379/0")

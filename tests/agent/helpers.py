@@ -1,4 +1,4 @@
-"""Locating the real GPU tool outputs in the repository's sibling folder ../shared."""
+"""Locating the real GPU tool outputs kept in the repository (tests/fixtures/gpu)."""
 
 from __future__ import annotations
 
@@ -6,16 +6,16 @@ from pathlib import Path
 
 import pytest
 
-# The repository's sibling folder ../shared holds real tool outputs (see its README.md).
-FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "gpu"
+# Real tool outputs, with the README that names each one's source.
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "gpu"
 
 
 def fixture_dir() -> Path:
     """The GPU fixture folder; fails (never skips) when it is missing."""
     if not FIXTURES.is_dir():
         pytest.fail(
-            f"GPU fixture folder not found at {FIXTURES.resolve()}; the agent parser tests "
-            "need the repository's sibling folder ../shared/fixtures/gpu",
+            f"GPU fixture folder not found at {FIXTURES}; it is part of the repository "
+            "(tests/fixtures/gpu)",
             pytrace=False,
         )
     return FIXTURES
@@ -24,7 +24,7 @@ def fixture_dir() -> Path:
 def fixture_path(name: str) -> Path:
     path = fixture_dir() / name
     if not path.is_file():
-        pytest.fail(f"GPU fixture {name} missing from {FIXTURES.resolve()}", pytrace=False)
+        pytest.fail(f"GPU fixture {name} missing from {FIXTURES}", pytrace=False)
     return path
 
 

@@ -1,4 +1,4 @@
-"""Guard: every real tool output in ../shared/fixtures/gpu is exercised by some agent test."""
+"""Guard: every real tool output in tests/fixtures/gpu is exercised by some agent test."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""NVIDIA parsers on real ``nvidia-smi`` outputs (see ../shared/fixtures/gpu/README.md)."""
+"""NVIDIA parsers on real ``nvidia-smi`` outputs (see tests/fixtures/gpu/README.md)."""
 
 from __future__ import annotations
 

@@ -2,16 +2,14 @@
 
 import asyncio
 import time
-from pathlib import Path
 
 from agent import protocol as p
 from agent.gpu import nvidia
 from dmd.reconciler import RECONCILER
+from tests.agent.helpers import FIXTURES
 from tests.conftest import add_user, make_token
 from tests.instances.conftest import instance, wait_for, wait_status
 from tests.nodes.helpers import FakeAgent
-
-FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "gpu"
 
 
 def a5000_gpus() -> list[dict]:

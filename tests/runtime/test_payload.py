@@ -1,7 +1,7 @@
 """The exact Engine API ``POST /containers/create`` body, per GPU vendor, from real GPU tool outputs.
 
 GpuRequests are built the way the agent builds them: the agent.gpu parsers on the fixture
-outputs in ../shared/fixtures/gpu (and, for AMD, the DRM nodes read from a fake sysfs tree).
+outputs in tests/fixtures/gpu (and, for AMD, the DRM nodes read from a fake sysfs tree).
 """
 
 from __future__ import annotations
@@ -15,15 +15,15 @@ import pytest
 from agent.gpu import GpuInfo, amd, jetson, nvidia
 from agent.runtime import ContainerSpec, GpuRequest, InvalidError, container_create_payload
 from agent.runtime.payload import MIB
+from tests.agent.helpers import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "gpu"
 PATH_ENV = "NVIDIA_VISIBLE_DEVICES"
 
 
 def fixture(name: str) -> str:
     path = FIXTURES / name
     if not path.is_file():
-        pytest.fail(f"GPU fixture {name} missing from {FIXTURES.resolve()}", pytrace=False)
+        pytest.fail(f"GPU fixture {name} missing from {FIXTURES}", pytrace=False)
     return path.read_text(encoding="utf-8")
 
 
