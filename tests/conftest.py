@@ -32,12 +32,13 @@ PASSWORD = "correct horse battery"
 @pytest.fixture(autouse=True, scope="session")
 def _no_leftover_forwarding() -> Iterator[None]:
     """Agents killed on purpose (kill -9, a stopped fixture) leave their kernel port-forwarding
-    chains behind, as a real agent must; the chains this session made go when it ends."""
-    from tests.leftovers import chain_tags, remove_chains
+    chains behind, as a real agent must; the chains this session's installations made go when it
+    ends (those of another test run on the same host stay)."""
+    from tests.leftovers import chain_tags, remove_chains, session_chains
 
     before = chain_tags()
     yield
-    remove_chains(chain_tags() - before)
+    remove_chains(session_chains(chain_tags() - before))
 
 
 @pytest.fixture(autouse=True)
@@ -113,6 +114,10 @@ async def make_client(aiohttp_client: Any, tmp_path: Path) -> AppFactory:
 
     async def factory(**overrides: Any) -> TestClient:  # type: ignore[type-arg]
         app = await create_app(make_config(tmp_path, **overrides))
+        from dmd.agents import HUB
+        from tests.leftovers import SEEN
+
+        SEEN.add(app[HUB].installation_id)
         return await aiohttp_client(app)  # type: ignore[no-any-return]
 
     return factory

@@ -14,6 +14,15 @@ import aiodocker
 
 from agent.ports.kernel import KernelForwarder
 
+# The installations whose dmd ran in this test process: the session's sweep removes their chains
+# only, so that a second test run on the same host (another checkout's) keeps its own.
+SEEN: set[str] = set()
+
+
+def short_of(installation: str) -> str:
+    """The installation's part of a chain tag (see agent.ports.kernel)."""
+    return re.sub(r"[^A-Za-z0-9]", "", installation)[:6]
+
 
 def installation_of(data_dir: Path) -> str | None:
     """The installation id in a dmd data dir's SQLite database (None when there is none yet)."""
@@ -22,6 +31,8 @@ def installation_of(data_dir: Path) -> str | None:
         return None
     with sqlite3.connect(db) as conn:
         row = conn.execute("SELECT value FROM settings WHERE key = 'installation_id'").fetchone()
+    if row:
+        SEEN.add(str(row[0]))
     return str(row[0]) if row else None
 
 
@@ -35,9 +46,15 @@ async def remove_installation(installation: str) -> None:
                     raise
     proc = await asyncio.create_subprocess_exec("iptables-save", "-t", "nat", stdout=asyncio.subprocess.PIPE)
     out, _ = await proc.communicate()
-    short = re.sub(r"[^A-Za-z0-9]", "", installation)[:6]
+    short = short_of(installation)
     for tag in sorted(set(re.findall(rf"^:(DM\d+-{short})-DNAT ", out.decode(), re.M))):
         await KernelForwarder(tag).teardown()
+
+
+def session_chains(tags: set[str]) -> set[str]:
+    """Of ``tags``, those of installations that ran in this process."""
+    ours = {short_of(i) for i in SEEN}
+    return {t for t in tags if t.split("-", 1)[1] in ours}
 
 
 def chain_tags() -> set[str]:
