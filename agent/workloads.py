@@ -7,10 +7,8 @@ events are forwarded as they happen.
 
 Public API::
 
-    workloads = Workloads(DockerDriver(config.docker_host), lambda: link.config)
-    workloads.register(registry)                 # the handlers, on the link's registry
-    link = AgentLink(config, handlers=registry, state_provider=workloads.snapshot)
-    pump = asyncio.create_task(workloads.forward_events(link))
+    link, workloads = make_link(config)          # composed: driver, features, handlers, link
+    status = await run_link(link, workloads)     # until stopped; events and features run meanwhile
 """
 
 from __future__ import annotations
@@ -26,17 +24,17 @@ import shutil
 import tarfile
 import tempfile
 import zlib
-from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 
 from agent import protocol as p
 from agent.config import AgentConfig
+from agent.features import Feature
 from agent.handlers import BAD_REQUEST, HandlerError, HandlerRegistry
 from agent.runtime.base import (
     ContainerInfo,
-    ContainerSpec,
     DriverError,
     InvalidError,
     RuntimeDriver,
@@ -52,21 +50,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 TRANSFER_TIMEOUT_S = 3600.0
 TRANSFER_CHUNK = 1 << 20
-SSH_SUPERVISE_S = 15.0  # how soon a dead sshd comes back
-
-
-def _int(data: dict[str, Any], key: str) -> int:
-    value = data.get(key)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise HandlerError(BAD_REQUEST, f"{key} must be an integer")
-    return value
-
-
-def _str(data: dict[str, Any], key: str) -> str:
-    value = data.get(key)
-    if not isinstance(value, str) or not value:
-        raise HandlerError(BAD_REQUEST, f"{key} must be a non-empty string")
-    return value
+F = TypeVar("F", bound=Feature)
 
 
 def _ts(line: str) -> tuple[float | None, str]:
@@ -134,104 +118,116 @@ def _without_names(src: str, dst: str) -> None:
 
 
 class Workloads:
-    def __init__(self, driver: RuntimeDriver, config: Callable[[], AgentConfig],
-                 installation: Callable[[], str | None] = lambda: None) -> None:
-        from agent.access.ssh import SshAccess
-        from agent.ports.manager import PortForwarding
+    """The instance and image requests, the state snapshot, the runtime's events, and the
+    features (ports, SSH, ...) that follow the containers."""
 
+    def __init__(self, driver: RuntimeDriver, config: Callable[[], AgentConfig],
+                 installation: Callable[[], str | None] = lambda: None,
+                 features: Sequence[Feature] = ()) -> None:
         self.driver = driver
         self._config = config
         self._installation = installation
-        # DM's own access to instances: port maps forwarded by the agent, SSH keys it injects.
-        self.ports = PortForwarding(driver, config, installation)
-        self.ssh = SshAccess(driver, self._find, find_all=self._all_ours)
-        self._hooks: set[asyncio.Task[Any]] = set()
+        self.features = list(features)
+
+    def feature(self, cls: type[F]) -> F:
+        """The feature of that class (tests and the composition look them up by type)."""
+        for f in self.features:
+            if isinstance(f, cls):
+                return f
+        raise LookupError(f"no {cls.__name__} feature")
 
     def _ours(self, c: ContainerInfo) -> bool:
         return is_ours(c, self._config().node_id, self._installation())
 
     def register(self, registry: HandlerRegistry) -> None:
-        for type_, handler, limit in (
-            (p.INSTANCE_ENSURE, self.ensure, 300.0),
-            (p.INSTANCE_REMOVE, self.remove, 120.0),
-            (p.INSTANCE_RESTART, self.restart, 120.0),
-            (p.INSTANCE_INSPECT, self.inspect, 30.0),
-            (p.INSTANCE_LOGS, self.logs, 30.0),
-            (p.INSTANCE_SYNC, self.sync, 120.0),
-            (p.CONTAINERS_LIST, self.containers, 60.0),
-            (p.IMAGES_LIST, self.images, 60.0),
-            (p.IMAGE_PULL, self.pull, TRANSFER_TIMEOUT_S),
-            (p.IMAGE_IMPORT, self.import_image, TRANSFER_TIMEOUT_S),
-            (p.IMAGE_EXPORT, self.export_image, TRANSFER_TIMEOUT_S),
-            (p.IMAGE_REMOVE, self.remove_image, 300.0),
-            (p.IMAGE_COMMIT, self.commit, TRANSFER_TIMEOUT_S),
-            (p.PORTS_APPLY, self.ports.handle_apply, 60.0),
-            (p.INSTANCE_ACCESS, self.ssh.handle_access, 60.0),
+        for kind, handler in (
+            (p.InstanceEnsure, self.ensure),
+            (p.InstanceRemove, self.remove),
+            (p.InstanceRestart, self.restart),
+            (p.InstanceInspect, self.inspect),
+            (p.InstanceLogs, self.logs),
+            (p.InstanceSync, self.sync),
+            (p.ContainersList, self.containers),
+            (p.ImagesList, self.images),
+            (p.ImagePull, self.pull),
+            (p.ImageImport, self.import_image),
+            (p.ImageExport, self.export_image),
+            (p.ImageRemove, self.remove_image),
+            (p.ImageCommit, self.commit),
         ):
-            registry.register(type_, self._translated(handler), timeout_s=limit)
+            registry.register(kind, self._translated(handler))
+        inner = HandlerRegistry()
+        for f in self.features:
+            f.register(inner)
+        for type_ in inner:
+            entry = inner.entry(type_)
+            assert entry is not None and entry.request is not None
+            registry.register(entry.request, self._translated(entry.handler), timeout_s=entry.timeout_s)
 
     @staticmethod
-    def _translated(
-        handler: Callable[[dict[str, Any]], Any],
-    ) -> Callable[[dict[str, Any]], Any]:
-        async def call(data: dict[str, Any]) -> dict[str, Any]:
+    def _translated(handler: Callable[[Any], Awaitable[Any]]) -> Callable[[Any], Awaitable[Any]]:
+        async def call(req: Any) -> Any:
             try:
-                result: dict[str, Any] = await handler(data)
-                return result
+                return await handler(req)
             except DriverError as e:
                 raise HandlerError(e.code, e.message) from None
 
         return call
 
-    async def snapshot(self) -> dict[str, Any]:
+    async def snapshot(self) -> p.Snapshot:
+        extra: dict[str, Any] = {}
+        for f in self.features:
+            extra.update(await f.report())
+        listening = extra.get("listening")
+        heard = p.Listening(**listening) if isinstance(listening, dict) else None
         try:
             containers = await self.driver.list(all=True)
             images = await self.driver.list_images()
         except DriverError as e:
             log.warning("cannot read the runtime's state: %s", e)
-            return {"runtime_error": e.message, "listening": await self.ports.listening()}
-        return {"containers": [c.to_dict() for c in containers], "images": [i.to_dict() for i in images],
-                "listening": await self.ports.listening()}
+            return p.Snapshot(runtime_error=e.message, listening=heard)
+        return p.Snapshot(containers=containers, images=images, listening=heard)
 
     async def facts(self) -> dict[str, Any]:
-        """The host's facts, with the port pools and the forwarding mode."""
+        """The host's facts, with what each feature adds (the port pools and forwarding mode)."""
         from agent.docker_info import node_facts
 
         config = self._config()
         facts = await node_facts(config.docker_host, public_address=config.public_address)
-        facts["ports"] = self.ports.facts()
+        for f in self.features:
+            facts.update(f.facts())
         return facts
 
-    def _container_changed(self, instance_id: int | None, action: str) -> None:
-        """A container started or stopped: its forwarding target moved, its sshd needs starting."""
-        self.ports.on_container_event(instance_id, action)  # debounced by the manager itself
-        task = asyncio.get_running_loop().create_task(self.ssh.on_container_event(instance_id, action))
-        self._hooks.add(task)
-        task.add_done_callback(self._hook_done)
-
-    def _hook_done(self, task: asyncio.Task[Any]) -> None:
-        self._hooks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("reacting to a container event failed: %s", task.exception())
-
     async def forward_events(self, link: AgentLink) -> None:
-        """Send container lifecycle events to dmd while the agent runs (re-subscribing on errors)."""
+        """Send container lifecycle events to dmd while the agent runs (re-subscribing on errors);
+        the features hear of them first (a started container has a new address, no sshd)."""
         while True:
             try:
                 async for ev in self.driver.events():
                     if ev.node_id != self._config().node_id:
                         continue  # another node's container on a shared Engine
                     if ev.action in ("start", "restart", "die", "stop", "destroy"):
-                        self._container_changed(ev.instance_id, ev.action)
-                    await link.send_event("container", {
-                        "instance_id": ev.instance_id, "container_id": ev.container_id, "action": ev.action,
-                        "exit_code": ev.exit_code,
-                    })
+                        for f in self.features:
+                            f.container_changed(ev.instance_id, ev.action)
+                    await link.send_event(p.ContainerEvent(
+                        instance_id=ev.instance_id, container_id=ev.container_id, action=ev.action,
+                        exit_code=ev.exit_code))
             except asyncio.CancelledError:
                 raise
             except Exception as e:
                 log.info("runtime events stream ended: %s; subscribing again", e)
             await asyncio.sleep(2)
+
+    async def run_features(self) -> None:
+        """Every feature's background work, until cancelled."""
+        await asyncio.gather(*(f.run() for f in self.features))
+
+    async def close_features(self, *, node_deleted: bool) -> None:
+        for f in self.features:
+            try:
+                await f.close(node_deleted=node_deleted)
+            except Exception:  # one feature's failure must not keep the others' cleanup from running
+                log.exception("closing the %s feature failed", f.name)
 
     # --- instances -------------------------------------------------------------------
     async def _find(self, instance_id: int) -> ContainerInfo | None:
@@ -240,54 +236,46 @@ class Workloads:
     async def _all_ours(self) -> dict[int, ContainerInfo]:
         return await ours_by_instance(self.driver, self._config().node_id, self._installation())
 
-    async def ensure(self, data: dict[str, Any]) -> dict[str, Any]:
-        spec_data = data.get("spec")
-        desired = data.get("desired")
-        if not isinstance(spec_data, dict) or desired not in ("running", "stopped"):
-            raise HandlerError(BAD_REQUEST, "ensure needs a spec and desired running|stopped")
-        try:
-            spec = ContainerSpec.from_dict(spec_data)
-        except (KeyError, TypeError, ValueError) as e:
-            raise HandlerError(BAD_REQUEST, f"bad container spec: {e}") from None
-        info = await self.driver.create(spec)  # returns the existing container when there is one
-        if desired == "running" and info.state != "running":
+    async def ensure(self, req: p.InstanceEnsure) -> p.ContainerReply:
+        info = await self.driver.create(req.spec)  # returns the existing container when there is one
+        if req.desired == "running" and info.state != "running":
             await self.driver.start(info.id)
-        elif desired == "stopped" and info.state in ("running", "restarting", "paused"):
+        elif req.desired == "stopped" and info.state in ("running", "restarting", "paused"):
             await self.driver.stop(info.id)
         current = await self.driver.inspect(info.id)
-        return {"container": (current or info).to_dict()}
+        return p.ContainerReply(current or info)
 
-    async def remove(self, data: dict[str, Any]) -> dict[str, Any]:
-        instance_id = _int(data, "instance_id")
-        found = await self._find(instance_id)
+    async def remove(self, req: p.InstanceRemove) -> p.Removed:
+        found = await self._find(req.instance_id)
         if found is not None:
             await self.driver.remove(found.id, force=True)
-        self.ssh.forget(instance_id)
-        return {"removed": found is not None}
+        for f in self.features:
+            f.forget(req.instance_id)
+        return p.Removed(found is not None)
 
-    async def restart(self, data: dict[str, Any]) -> dict[str, Any]:
-        found = await self._find(_int(data, "instance_id"))
+    async def _container_of(self, instance_id: int) -> ContainerInfo:
+        found = await self._find(instance_id)
         if found is None:
-            raise HandlerError("not_found", f"instance {data.get('instance_id')} has no container on this node")
+            raise HandlerError(p.NOT_FOUND, f"instance {instance_id} has no container on this node")
+        return found
+
+    async def restart(self, req: p.InstanceRestart) -> p.ContainerReply:
+        found = await self._container_of(req.instance_id)
         await self.driver.restart(found.id)
         current = await self.driver.inspect(found.id)
-        return {"container": (current or found).to_dict()}
+        return p.ContainerReply(current or found)
 
-    async def inspect(self, data: dict[str, Any]) -> dict[str, Any]:
-        found = await self._find(_int(data, "instance_id"))
-        return {"container": found.to_dict() if found is not None else None}
+    async def inspect(self, req: p.InstanceInspect) -> p.MaybeContainer:
+        return p.MaybeContainer(await self._find(req.instance_id))
 
-    async def logs(self, data: dict[str, Any]) -> dict[str, Any]:
-        found = await self._find(_int(data, "instance_id"))
-        if found is None:
-            raise HandlerError("not_found", f"instance {data.get('instance_id')} has no container on this node")
-        tail = data.get("tail")
-        since = data.get("since")
+    async def logs(self, req: p.InstanceLogs) -> p.LogLines:
+        found = await self._container_of(req.instance_id)
+        since = req.since
         lines: list[str] = []
-        size, truncated, last_ts = 0, False, since if isinstance(since, int | float) else None
-        async for raw in self.driver.logs(found.id, tail=tail if isinstance(tail, int) else None, timestamps=True):
+        size, truncated, last_ts = 0, False, since
+        async for raw in self.driver.logs(found.id, tail=req.tail, timestamps=True):
             when, text = _ts(raw)
-            if isinstance(since, int | float) and when is not None and when <= since:
+            if since is not None and when is not None and when <= since:
                 continue
             size += len(text.encode())
             if size > p.LOGS_MAX_BYTES:
@@ -296,12 +284,10 @@ class Workloads:
                 size = sum(len(x.encode()) for x in lines)
             lines.append(text)
             last_ts = when if when is not None else last_ts
-        return {"lines": lines, "truncated": truncated, "last_ts": last_ts}
+        return p.LogLines(lines, truncated, last_ts)
 
-    async def sync(self, data: dict[str, Any]) -> dict[str, Any]:
-        keep = data.get("keep")
-        if not isinstance(keep, list) or not all(isinstance(x, int) for x in keep):
-            raise HandlerError(BAD_REQUEST, "keep must be a list of instance ids")
+    async def sync(self, req: p.InstanceSync) -> p.SyncReply:
+        keep = set(req.keep)
         removed = []
         mine = self._installation()
         for c in await self.driver.list(all=True, managed_only=True):
@@ -311,39 +297,36 @@ class Workloads:
             if c.instance_id is not None and c.instance_id not in keep:
                 await self.driver.remove(c.id, force=True)
                 removed.append(c.instance_id)
-        return {"removed": removed}
+        return p.SyncReply(removed)
 
-    async def containers(self, data: dict[str, Any]) -> dict[str, Any]:
-        return {"containers": [c.to_dict() for c in await self.driver.list(all=True)]}
+    async def containers(self, req: p.ContainersList) -> p.ContainerList:
+        return p.ContainerList(await self.driver.list(all=True))
 
     # --- images -----------------------------------------------------------------------
-    async def images(self, data: dict[str, Any]) -> dict[str, Any]:
-        return {"images": [i.to_dict() for i in await self.driver.list_images()]}
+    async def images(self, req: p.ImagesList) -> p.ImageList:
+        return p.ImageList(await self.driver.list_images())
 
-    async def pull(self, data: dict[str, Any]) -> dict[str, Any]:
-        ref = _str(data, "ref")
-        auth = data.get("auth") if isinstance(data.get("auth"), dict) else None
-        progress_id = str(data.get("progress_id") or "")
-        link_send = self._progress_sender
+    async def pull(self, req: p.ImagePull) -> p.ImageReply:
+        auth = {k: v for k, v in p.codec.encode(req.auth).items() if v is not None} if req.auth else None
+        link = self._link
 
         async def progress(message: dict[str, Any]) -> None:
-            if link_send is not None and progress_id:
-                await link_send({"progress_id": progress_id, **{k: v for k, v in message.items()
-                                                                 if k in ("status", "id", "progress",
-                                                                          "progressDetail")}})
+            if link is not None and req.progress_id:
+                fields = {k: v for k, v in message.items() if k in ("status", "id", "progress", "progressDetail")}
+                try:
+                    event: p.ImageProgress = p.codec.decode(p.ImageProgress, {"progress_id": req.progress_id, **fields})
+                except p.DecodeError:
+                    return  # a progress message of a shape we do not know: not worth failing the pull
+                await link.send_event(event)
 
-        image = await self.driver.pull(ref, auth=auth, progress=progress)
-        return {"image": image.to_dict()}
+        image = await self.driver.pull(req.ref, auth=auth, progress=progress)
+        return p.ImageReply(image)
 
-    _progress_sender: Callable[[dict[str, Any]], Any] | None = None
+    _link: AgentLink | None = None
 
     def attach(self, link: AgentLink) -> None:
         """Let long operations report progress as events on this link."""
-
-        async def send(data: dict[str, Any]) -> None:
-            await link.send_event("image.progress", data)
-
-        self._progress_sender = send
+        self._link = link
 
     def _blob_url(self, url: str) -> str:
         if url.startswith(("http://", "https://")):
@@ -353,10 +336,10 @@ class Workloads:
     def _auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._config().credential or ''}"}
 
-    async def import_image(self, data: dict[str, Any]) -> dict[str, Any]:
-        url = self._blob_url(_str(data, "url"))
-        repository = _str(data, "repository")
-        tag = str(data.get("tag") or "latest")
+    async def import_image(self, req: p.ImageImport) -> p.ImageReply:
+        url = self._blob_url(req.url)
+        repository = req.repository
+        tag = req.tag or "latest"
         timeout = aiohttp.ClientTimeout(total=TRANSFER_TIMEOUT_S, sock_read=300)
         tmp = await asyncio.to_thread(tempfile.mkdtemp, prefix="dmc-import-")
         try:
@@ -381,11 +364,11 @@ class Workloads:
             image = await self.driver.import_image(path, repository=repository, tag=tag)
         finally:
             await asyncio.to_thread(shutil.rmtree, tmp, True)
-        return {"image": image.to_dict()}
+        return p.ImageReply(image)
 
-    async def export_image(self, data: dict[str, Any]) -> dict[str, Any]:
-        ref = _str(data, "ref")
-        url = self._blob_url(_str(data, "url"))
+    async def export_image(self, req: p.ImageExport) -> p.Exported:
+        ref = req.ref
+        url = self._blob_url(req.url)
         sent = 0
 
         async def body() -> AsyncIterator[bytes]:
@@ -400,24 +383,24 @@ class Workloads:
                 session.put(url, data=body(), headers=headers) as r:
             if r.status != 200:
                 raise HandlerError("transfer_failed", f"dmd answered {r.status} for the image upload")
-        return {"bytes": sent}
+        return p.Exported(sent)
 
-    async def remove_image(self, data: dict[str, Any]) -> dict[str, Any]:
-        await self.driver.remove_image(_str(data, "ref"), force=bool(data.get("force")))
-        return {}
+    async def remove_image(self, req: p.ImageRemove) -> p.Empty:
+        await self.driver.remove_image(req.ref, force=req.force)
+        return p.Empty()
 
-    async def commit(self, data: dict[str, Any]) -> dict[str, Any]:
-        found = await self._find(_int(data, "instance_id"))
-        if found is None:
-            raise HandlerError("not_found", f"instance {data.get('instance_id')} has no container on this node")
-        image = await self.driver.commit(found.id, repository=_str(data, "repository"),
-                                         tag=str(data.get("tag") or "latest"))
-        return {"image": image.to_dict()}
+    async def commit(self, req: p.ImageCommit) -> p.ImageReply:
+        found = await self._container_of(req.instance_id)
+        image = await self.driver.commit(found.id, repository=req.repository, tag=req.tag or "latest")
+        return p.ImageReply(image)
 
 
 def make_link(config: AgentConfig, driver: RuntimeDriver | None = None) -> tuple[AgentLink, Workloads]:
-    """An AgentLink that carries the instance and image commands, on Docker unless told otherwise."""
+    """The agent, composed: the link, the instance and image requests on a runtime driver (Docker
+    unless told otherwise), and the features that follow the containers (ports, SSH)."""
+    from agent.access.ssh import SshAccess
     from agent.link import AgentLink
+    from agent.ports.manager import PortForwarding
     from agent.runtime.docker import DockerDriver
 
     registry = HandlerRegistry()
@@ -429,7 +412,12 @@ def make_link(config: AgentConfig, driver: RuntimeDriver | None = None) -> tuple
     def installation() -> str | None:
         return link.installation_id if link is not None else None
 
-    workloads = Workloads(driver or DockerDriver(config.docker_host), current, installation)
+    runtime = driver or DockerDriver(config.docker_host)
+    workloads = Workloads(runtime, current, installation)
+    workloads.features = [
+        PortForwarding(runtime, current, installation),
+        SshAccess(runtime, workloads._find, find_all=workloads._all_ours),
+    ]
     workloads.register(registry)
     link = AgentLink(config, handlers=registry, state_provider=workloads.snapshot,
                      facts_provider=workloads.facts)
@@ -438,18 +426,15 @@ def make_link(config: AgentConfig, driver: RuntimeDriver | None = None) -> tuple
 
 
 async def run_link(link: AgentLink, workloads: Workloads) -> int:
-    """link.run(), with the runtime's events forwarded while it runs."""
+    """link.run(), with the runtime's events forwarded and the features' work running meanwhile."""
     pump = asyncio.create_task(workloads.forward_events(link))
-    supervisor = asyncio.create_task(workloads.ssh.run_supervisor(SSH_SUPERVISE_S))
-    keeper = asyncio.create_task(workloads.ports.run_keeper())
+    features = asyncio.create_task(workloads.run_features())
     try:
         return await link.run()
     finally:
-        for task in (pump, supervisor, keeper):
+        for task in (pump, features):
             task.cancel()
-        await asyncio.gather(pump, supervisor, keeper, return_exceptions=True)
-        if link.config.credential is None and link.installation_id is not None:
-            await workloads.ports.teardown()  # the node was deleted: its forwarding goes with it
-        else:
-            await workloads.ports.close()  # kernel rules stay: established connections survive
+        await asyncio.gather(pump, features, return_exceptions=True)
+        # Deleted node: its forwarding goes with it; else kernel rules stay (connections survive).
+        await workloads.close_features(node_deleted=link.config.credential is None and link.installation_id is not None)
         await workloads.driver.close()

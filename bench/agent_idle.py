@@ -52,9 +52,11 @@ class FakeDmd:
         await ws.prepare(request)
         first = await ws.receive(timeout=30)
         env = p.decode(first.data)
-        hello = p.Hello.from_data(env.data)
+        hello = p.parse(p.Hello, env.data)
+        for _ in range(hello.snapshot_parts):
+            await ws.receive(timeout=30)
         self.hellos += 1
-        welcome = {"protocol": p.negotiate(hello.protocol_min, hello.protocol_max), "node_id": hello.node_id,
+        welcome = {"protocol": p.negotiate(hello.protocol.min, hello.protocol.max), "node_id": hello.node_id,
                    "heartbeat_s": self.heartbeat_s, "server_version": "bench"}
         await ws.send_str(p.message(p.WELCOME, welcome).to_json())
         self.connected.set()

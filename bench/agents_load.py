@@ -391,9 +391,10 @@ class SimAgent:
             max_msg_size=2 * p.MAX_MESSAGE_BYTES, timeout=aiohttp.ClientWSTimeout(ws_close=10),
         )
         self.ws = ws
-        hello = p.Hello(self.cred.node_id, "0.1.0-sim", p.MIN_PROTOCOL_VERSION, p.PROTOCOL_VERSION,
-                        sim_facts(self.index), {"containers": [], "images": []})
-        await ws.send_str(p.message(p.HELLO, hello.to_data()).to_json())
+        # A simulated agent of protocol 1: its (empty) state inside the hello.
+        hello = p.Hello(self.cred.node_id, "0.1.0-sim", p.ProtocolRange(p.MIN_PROTOCOL_VERSION, p.PROTOCOL_VERSION),
+                        sim_facts(self.index), p.Snapshot(containers=[], images=[]))
+        await ws.send_str(p.notice_envelope(hello).to_json())
         msg = await ws.receive(timeout=60)
         if msg.type != aiohttp.WSMsgType.TEXT:
             await ws.close()

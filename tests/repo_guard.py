@@ -55,11 +55,23 @@ _PATH_CALLS = {"Path", "PurePath", "PosixPath", "open", "join", "joinpath", "abs
 
 
 def _climbing(node: ast.AST) -> str | None:
+    """A literal path that climbs up, or an absolute one beside the repository (``/work/shared/x``)."""
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         value = node.value
         if value == ".." or value.startswith("../") or "/../" in value or value.endswith("/.."):
             return value
+        if value.startswith("/") and _beside_repository(value):
+            return value
     return None
+
+
+def _beside_repository(path: str) -> bool:
+    parent = REPO.parent
+    if parent == Path(parent.anchor):
+        return False
+    p = Path(os.path.normpath(path))
+    return p.is_relative_to(parent) and not p.is_relative_to(REPO) and not any(
+        p.is_relative_to(m) for m in _machine_places())
 
 
 def _python_references(path: Path, depth: int) -> Iterator[str]:
@@ -111,14 +123,14 @@ def symlinks_outside() -> list[str]:
     return out
 
 
+def _machine_places() -> list[Path]:
+    return [Path(x).resolve() for x in (tempfile.gettempdir(), Path.home(), sys.prefix, sys.base_prefix,
+                                         sys.exec_prefix)]
+
+
 def _allowed_siblings(parent: Path) -> set[str]:
     """Folders beside the repository that are the machine's, not another checkout's."""
-    allowed = set()
-    for place in (tempfile.gettempdir(), Path.home(), sys.prefix, sys.base_prefix, sys.exec_prefix):
-        p = Path(place).resolve()
-        if p.is_relative_to(parent) and p != parent:
-            allowed.add(p.relative_to(parent).parts[0])
-    return allowed
+    return {p.relative_to(parent).parts[0] for p in _machine_places() if p.is_relative_to(parent) and p != parent}
 
 
 class OutsideRepository(PermissionError):
@@ -129,8 +141,10 @@ def install_open_guard(repo: Path = REPO) -> Path | None:
     """Refuse, for the rest of the process, to open files in the repository's sibling folders.
     Returns the guarded folder (None where the repository sits at the root of the file system)."""
     parent = repo.parent
-    if parent == Path(parent.anchor):
-        return None  # every folder on the machine is a sibling: nothing sensible to guard
+    if parent == Path(parent.anchor) or parent in _machine_places():
+        # A clone at the top of the file system, or in the temporary folder or a home folder: the
+        # machine's own files are its siblings, and only the source scan can guard it.
+        return None
     allowed = _allowed_siblings(parent) | {repo.name}
     prefix = str(parent) + os.sep
 

@@ -33,6 +33,7 @@ def test_the_gpu_fixtures_are_in_the_repository_with_their_sources() -> None:
     ('FIX = Path(__file__).resolve().parents[3] / "shared"', 2, "parents[3] is above"),
     ('FIX = os.path.join(os.path.dirname(__file__), "../../../shared")', 2, "join() of"),
     ('FIX = Path("../shared/fixtures")', 1, "Path() of"),
+    (f'FIX = Path("{REPO.parent}/shared/fixtures/gpu/x.xml")', 1, "Path() of"),
 ])
 def test_the_scan_finds_each_way_of_climbing_out(tmp_path: Path, source: str, depth: int, found: str) -> None:
     f = tmp_path / "t.py"

@@ -24,13 +24,13 @@ Nothing the user gave reaches a shell: one constant POSIX sh script runs as root
 container (``/bin/sh -c SCRIPT dm-ssh MODE USER``), the keys travel on its stdin, and the user
 name (from the container itself, checked against a strict pattern) is a positional argument.
 
-Public API (the lead wires it into the agent)::
+Public API (a feature of the agent, see :mod:`agent.features`)::
 
     access = SshAccess(driver, workloads._find)      # find(instance_id) -> ContainerInfo | None
-    registry.register(p.INSTANCE_ACCESS, access.handle_access, timeout_s=120)
-    reply = await access.handle_access({"instance_id": 7, "ssh": {"enabled": True, "keys": [...]}})
-        # -> {"ssh": {"state", "user", "message", "host_keys": [{"type", "fingerprint"}]}}
-        # bad input: HandlerError("invalid", ...); runtime failures other than a missing or
+    access.register(registry)                        # handles p.InstanceAccess
+    reply = await access.handle_access(p.InstanceAccess(7, p.SshRequest(True, [...])))
+        # -> p.AccessReply(p.SshStatus(state, user, message, host_keys))
+        # bad keys: HandlerError("invalid", ...); runtime failures other than a missing or
         # stopped container: HandlerError(<driver code>, <message>)
     await access.on_container_event(instance_id, action)   # re-applies after "start"/"restart"
     restarted = await access.supervise_once()               # {instance_id: SshStatus} re-applied
@@ -48,7 +48,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from agent.handlers import HandlerError
+from agent import protocol as p
+from agent.features import Feature
+from agent.handlers import HandlerError, HandlerRegistry
 from agent.runtime.base import (
     ConflictError,
     ContainerInfo,
@@ -177,20 +179,13 @@ class SshSpec:
     keys: tuple[str, ...] = ()
 
     @classmethod
-    def from_data(cls, data: object) -> SshSpec:
-        """Check dmd's ``ssh`` object; raises HandlerError("invalid")."""
-        if not isinstance(data, dict):
-            raise HandlerError(INVALID, "ssh must be an object {enabled, keys}")
-        enabled = data.get("enabled")
-        if not isinstance(enabled, bool):
-            raise HandlerError(INVALID, "ssh.enabled must be true or false")
-        keys = data.get("keys", [] if not enabled else None)
-        if not isinstance(keys, list):
-            raise HandlerError(INVALID, "ssh.keys must be a list of authorized_keys lines")
+    def from_request(cls, ssh: p.SshRequest) -> SshSpec:
+        """Check dmd's keys (the types are checked already); raises HandlerError("invalid")."""
+        enabled, keys = ssh.enabled, ssh.keys if ssh.keys is not None else []
         if len(keys) > MAX_KEYS:
             raise HandlerError(INVALID, f"ssh.keys holds {len(keys)} keys; at most {MAX_KEYS} are accepted")
         for i, key in enumerate(keys):
-            if not isinstance(key, str) or not key.strip():
+            if not key.strip():
                 raise HandlerError(INVALID, f"ssh.keys[{i}] must be a non-empty string")
             if len(key) > MAX_KEY_CHARS:
                 raise HandlerError(INVALID, f"ssh.keys[{i}] is longer than {MAX_KEY_CHARS} characters")
@@ -243,7 +238,12 @@ def _host_keys(stdout: str) -> list[dict[str, str]]:
     return found
 
 
-class SshAccess:
+SUPERVISE_S = 15.0  # how soon a dead sshd comes back
+
+
+class SshAccess(Feature):
+    name = "ssh"
+
     """The ``instance.access`` handler and the sshd supervisor (see the module docstring)."""
 
     def __init__(
@@ -262,23 +262,44 @@ class SshAccess:
         self._status: dict[int, dict[str, Any]] = {}
         self._users: dict[int, tuple[str, str]] = {}  # instance -> (container id, login user)
         self._locks = KeyedLocks()
+        self._reactions: set[asyncio.Task[Any]] = set()  # re-applies after container starts
+
+    # --- the feature's hooks --------------------------------------------------------------
+    def register(self, registry: HandlerRegistry) -> None:
+        registry.register(p.InstanceAccess, self.handle_access)
+
+    def container_changed(self, instance_id: int | None, action: str) -> None:
+        """sshd does not survive a container stop: start it again when the container starts."""
+        if instance_id is None or action not in ("start", "restart", "destroy"):
+            return
+        task = asyncio.get_running_loop().create_task(self.on_container_event(instance_id, action))
+        self._reactions.add(task)
+        task.add_done_callback(self._reacted)
+
+    def _reacted(self, task: asyncio.Task[Any]) -> None:
+        self._reactions.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("SSH after a container event failed: %s", task.exception())
+
+    async def run(self) -> None:
+        await self.run_supervisor(SUPERVISE_S)
+
+    async def close(self, *, node_deleted: bool = False) -> None:
+        for task in list(self._reactions):
+            task.cancel()
+        await asyncio.gather(*self._reactions, return_exceptions=True)
 
     # --- public API -------------------------------------------------------------------
-    async def handle_access(self, data: dict[str, Any]) -> dict[str, Any]:
-        """INSTANCE_ACCESS: remember the spec, apply it, answer ``{"ssh": SshStatus}``."""
-        if not isinstance(data, dict):
-            raise HandlerError(INVALID, "instance.access needs an object")
-        instance_id = data.get("instance_id")
-        if not isinstance(instance_id, int) or isinstance(instance_id, bool) or instance_id < 0:
-            raise HandlerError(INVALID, "instance_id must be a non-negative integer")
-        spec = SshSpec.from_data(data.get("ssh"))
+    async def handle_access(self, req: p.InstanceAccess) -> p.AccessReply:
+        """INSTANCE_ACCESS: remember the spec, apply it, answer with the SSH status."""
+        spec = SshSpec.from_request(req.ssh)
         # Remembered first: a container that is stopped now gets the spec when it starts.
-        self._specs[instance_id] = spec
+        self._specs[req.instance_id] = spec
         try:
-            status = await self._apply(instance_id)
+            status = await self._apply(req.instance_id)
         except DriverError as e:
             raise HandlerError(e.code, e.message) from None
-        return {"ssh": status}
+        return p.AccessReply(p.codec.decode(p.SshStatus, status))
 
     async def on_container_event(self, instance_id: int | None, action: str) -> dict[str, Any] | None:
         """A container event: re-apply the remembered spec after "start"/"restart" (sshd does

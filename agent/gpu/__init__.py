@@ -26,9 +26,10 @@ import re
 import shutil
 import signal
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from agent.protocol.types import VENDORS, GpuInfo, GpuVendor, MigDevice
 
 __all__ = [
     "GpuInfo",
@@ -41,69 +42,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Vendor = Literal["nvidia", "amd", "jetson"]
-VENDORS: tuple[Vendor, ...] = ("nvidia", "amd", "jetson")
+# The reported shapes are part of the wire contract (dmd reads them from the facts).
+Vendor = GpuVendor
 
 DEFAULT_TIMEOUT = 10.0
-
-
-@dataclass(slots=True)
-class MigDevice:
-    """One MIG (Multi-Instance GPU) device of an NVIDIA GPU."""
-
-    index: int
-    uuid: str | None = None
-    profile: str | None = None  # e.g. "1g.20gb" (from ``nvidia-smi -L``)
-    memory_total_mb: int | None = None
-    gpu_instance_id: int | None = None
-    compute_instance_id: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> MigDevice:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-
-@dataclass(slots=True)
-class GpuInfo:
-    """One accelerator as the agent reports it to dmd."""
-
-    vendor: Vendor
-    index: int
-    name: str
-    uuid: str | None = None
-    pci_bus_id: str | None = None  # "0000:81:00.0", lower case
-    memory_total_mb: int | None = None
-    memory_used_mb: int | None = None
-    utilization_pct: float | None = None
-    temperature_c: float | None = None
-    driver_version: str | None = None
-    # CUDA version (NVIDIA), ROCm or driver version (AMD), L4T release (Jetson).
-    runtime_version: str | None = None
-    mig_mode: str | None = None  # "Enabled" / "Disabled" / None when not applicable
-    mig_devices: list[MigDevice] = field(default_factory=list)
-    # AMD: the DRM nodes to pass into a container together with /dev/kfd.
-    dri_card: str | None = None  # "/dev/dri/card1"
-    dri_render: str | None = None  # "/dev/dri/renderD128"
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["mig_devices"] = [m.to_dict() for m in self.mig_devices]
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> GpuInfo:
-        """Build from :meth:`to_dict` output; unknown keys are ignored."""
-        known = {f.name for f in fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in known}
-        vendor = kwargs.get("vendor")
-        if vendor not in VENDORS:
-            raise ValueError(f"unknown GPU vendor: {vendor!r}")
-        kwargs["mig_devices"] = [MigDevice.from_dict(m) for m in (kwargs.get("mig_devices") or [])]
-        return cls(**kwargs)
 
 
 # --------------------------------------------------------------------------- helpers

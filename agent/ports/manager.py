@@ -16,21 +16,19 @@ program listens on it), ``duplicate_port`` (an earlier map in the set has that p
 port), ``no_address`` (the container runs without an address of its own, e.g. host networking),
 ``kernel_unavailable`` (mode "kernel" configured but iptables cannot be used), ``forward_failed``.
 
-Public API (exactly what the agent wires)::
+Public API (a feature of the agent, see :mod:`agent.features`)::
 
     ports = PortForwarding(driver, lambda: link.config, lambda: link.installation_id)
-    registry.register(protocol.PORTS_APPLY, ports.handle_apply, timeout_s=60)   # or ports.register(registry)
-    reply = await ports.handle_apply({"maps": [{"id": 1, "instance_id": 7, "protocol": "tcp",
-                                                "host_port": 20080, "instance_port": 80}]})
-        # -> {"mode", "active": [ids], "waiting": [ids], "failed": [{"id", "code", "message"}],
-        #     "listening": {"tcp": [...], "udp": [...]}}; HandlerError("invalid", ...) for bad input
+    ports.register(registry)                        # handles p.PortsApply
+    reply = await ports.handle_apply(p.PortsApply([p.p.PortMap(1, 7, "tcp", 20080, 80)]))
+        # -> p.PortsReply(mode, active=[ids], waiting=[ids], failed=[p.PortFailure], listening)
     ports.on_container_event(instance_id, action)   # plain call, from the event pump: re-applies
                                                     # (debounced, serialised) for mapped instances
-    ports.facts()               # {"pools": {"tcp": [[20000, 29999]], "udp": [...]}, "mode": "kernel"|"proxy"}
+    ports.port_facts()          # {"pools": {"tcp": [[20000, 29999]], "udp": [...]}, "mode": "kernel"|"proxy"}
     await ports.listening()     # {"tcp": [ports], "udp": [ports]}: host programs' ports in the pools
     await ports.prepare()       # optional: choose the mode now (facts() guesses until then)
     await ports.settle()        # wait until a pending re-apply has run (tests)
-    task = asyncio.create_task(ports.run_keeper())   # re-applies kernel rules a firewall reload removed
+    task = asyncio.create_task(ports.run())         # re-applies kernel rules a firewall reload removed
     await ports.close()         # agent stops: proxies stop; kernel rules stay (connections survive)
     await ports.teardown()      # node deleted: close() and remove the kernel rules too
 """
@@ -43,11 +41,11 @@ import os
 import re
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from agent import protocol
+from agent import protocol as p
 from agent.config import AgentConfig
+from agent.features import Feature
 from agent.handlers import HandlerError, HandlerRegistry
 from agent.ports.base import Failures, Forward
 from agent.ports.kernel import KernelForwarder
@@ -55,7 +53,7 @@ from agent.ports.pools import PROTOCOLS, listening_ports
 from agent.ports.proxy import ProxyForwarder
 from agent.runtime.base import DriverError, RuntimeDriver, ours_by_instance
 
-__all__ = ["INVALID", "PortForwarding", "PortMap"]
+__all__ = ["INVALID", "PortForwarding"]
 
 log = logging.getLogger(__name__)
 
@@ -64,57 +62,6 @@ DEBOUNCE_S = 0.2
 GONE_ACTIONS = ("die", "stop", "kill", "destroy", "oom")
 KEEPER_S = 30.0  # how often kernel rules are checked for removal behind the agent's back
 APPLY_TIMEOUT_S = 60.0
-MAX_MAPS = 65535 * 2
-
-
-@dataclass(frozen=True, slots=True)
-class PortMap:
-    id: int | str
-    instance_id: int
-    protocol: str
-    host_port: int
-    instance_port: int
-
-
-def _int_field(raw: dict[str, Any], key: str, where: str, low: int, high: int) -> int:
-    value = raw.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise HandlerError(INVALID, f"{where}: {key} must be an integer from {low} to {high}, got {value!r}")
-    return value
-
-
-def parse_maps(data: Any) -> list[PortMap]:
-    """The request's maps, checked; HandlerError("invalid", one line) names the first bad one."""
-    if not isinstance(data, dict) or not isinstance(data.get("maps"), list):
-        raise HandlerError(INVALID, "ports.apply needs {\"maps\": [...]}")
-    raw_maps: list[Any] = data["maps"]
-    if len(raw_maps) > MAX_MAPS:
-        raise HandlerError(INVALID, f"too many maps ({len(raw_maps)})")
-    maps: list[PortMap] = []
-    seen: set[int | str] = set()
-    for i, raw in enumerate(raw_maps):
-        where = f"maps[{i}]"
-        if not isinstance(raw, dict):
-            raise HandlerError(INVALID, f"{where} must be an object")
-        map_id = raw.get("id")
-        if isinstance(map_id, bool) or not (
-            (isinstance(map_id, int) and map_id >= 0) or (isinstance(map_id, str) and 0 < len(map_id) <= 64)
-        ):
-            raise HandlerError(INVALID, f"{where}: id must be a non-negative integer or a short string")
-        if map_id in seen:
-            raise HandlerError(INVALID, f"{where}: id {map_id!r} appears twice")
-        seen.add(map_id)
-        proto = raw.get("protocol")
-        if proto not in PROTOCOLS:
-            raise HandlerError(INVALID, f"{where}: protocol must be \"tcp\" or \"udp\", got {proto!r}")
-        maps.append(PortMap(
-            id=map_id,
-            instance_id=_int_field(raw, "instance_id", where, 1, 2**63 - 1),
-            protocol=proto,
-            host_port=_int_field(raw, "host_port", where, 1, 65535),
-            instance_port=_int_field(raw, "instance_port", where, 1, 65535),
-        ))
-    return maps
 
 
 def chain_tag(node_id: int, installation: str | None) -> str:
@@ -123,14 +70,16 @@ def chain_tag(node_id: int, installation: str | None) -> str:
     return f"DM{node_id % 10**12}-{inst}"
 
 
-class PortForwarding:
+class PortForwarding(Feature):
+    name = "ports"
+
     def __init__(self, driver: RuntimeDriver, config_getter: Callable[[], AgentConfig],
                  installation_getter: Callable[[], str | None] = lambda: None, *, proc_root: str = "/") -> None:
         self.driver = driver
         self._config = config_getter
         self._installation = installation_getter
         self._proc_root = proc_root
-        self._desired: list[PortMap] | None = None  # None: dmd has sent nothing yet
+        self._desired: list[p.PortMap] | None = None  # None: dmd has sent nothing yet
         self._lock = asyncio.Lock()
         self._mode: str | None = None
         self._guess: str | None = None
@@ -175,8 +124,14 @@ class PortForwarding:
         return self._guess
 
     # --- what the agent reports ----------------------------------------------------------
-    def facts(self) -> dict[str, Any]:
+    def port_facts(self) -> dict[str, Any]:
         return {"pools": self._config().pools.to_dict(), "mode": self._mode or self._guess_mode()}
+
+    def facts(self) -> dict[str, Any]:
+        return {"ports": self.port_facts()}
+
+    async def report(self) -> dict[str, Any]:
+        return {"listening": await self.listening()}
 
     def _own_ports(self) -> dict[str, set[int]]:
         return self._proxy.held() if self._proxy is not None else {proto: set() for proto in PROTOCOLS}
@@ -189,10 +144,10 @@ class PortForwarding:
 
     # --- apply ---------------------------------------------------------------------------
     def register(self, registry: HandlerRegistry) -> None:
-        registry.register(protocol.PORTS_APPLY, self.handle_apply, timeout_s=APPLY_TIMEOUT_S)
+        registry.register(p.PortsApply, self.handle_apply, timeout_s=APPLY_TIMEOUT_S)
 
-    async def handle_apply(self, data: dict[str, Any]) -> dict[str, Any]:
-        maps = parse_maps(data)
+    async def handle_apply(self, req: p.PortsApply) -> p.PortsReply:
+        maps = req.maps
         self._desired = maps
         async with self._lock:
             try:
@@ -200,20 +155,20 @@ class PortForwarding:
             except DriverError as e:
                 raise HandlerError(e.code, f"cannot list the containers: {e.message}") from None
 
-    async def _apply_locked(self, maps: list[PortMap]) -> dict[str, Any]:
+    async def _apply_locked(self, maps: list[p.PortMap]) -> p.PortsReply:
         mode = await self.prepare()
         pools = self._config().pools
         containers = await ours_by_instance(self.driver, self._config().node_id, self._installation())
         busy = await self.listening()
 
-        active: list[PortMap] = []
+        active: list[p.PortMap] = []
         waiting: list[int | str] = []
-        failed: list[dict[str, Any]] = []
+        failed: list[p.PortFailure] = []
         forwards: dict[tuple[str, int], Forward] = {}
         claimed: set[tuple[str, int]] = set()
 
-        def fail(m: PortMap, code: str, message: str) -> None:
-            failed.append({"id": m.id, "code": code, "message": message})
+        def fail(m: p.PortMap, code: str, message: str) -> None:
+            failed.append(p.PortFailure(m.id, code, message))
 
         for m in maps:
             key = (m.protocol, m.host_port)
@@ -244,13 +199,8 @@ class PortForwarding:
             if problem is not None:
                 active.remove(m)
                 fail(m, *problem)
-        return {
-            "mode": mode,
-            "active": [m.id for m in active],
-            "waiting": waiting,
-            "failed": failed,
-            "listening": busy,
-        }
+        return p.PortsReply(mode=mode, active=[m.id for m in active], waiting=waiting,  # type: ignore[arg-type]
+                            failed=failed, listening=p.Listening(busy["tcp"], busy["udp"]))
 
     async def _forward(self, forwards: list[Forward]) -> Failures:
         if self._kernel is not None:
@@ -316,13 +266,27 @@ class PortForwarding:
             except Exception as e:  # the next round tries again
                 log.warning("port forwarding: checking the rules failed: %s", e)
 
+    # --- the feature's hooks ------------------------------------------------------------------
+    def container_changed(self, instance_id: int | None, action: str) -> None:
+        self.on_container_event(instance_id, action)
+
+    async def run(self) -> None:
+        await self.run_keeper()
+
     async def settle(self) -> None:
         """Wait until a pending re-apply has run."""
         while self._reapply is not None and not self._reapply.done():
             await asyncio.shield(self._reapply)
 
     # --- the end -------------------------------------------------------------------------
-    async def close(self) -> None:
+    async def close(self, *, node_deleted: bool = False) -> None:
+        """The agent stops (see :meth:`stop`); when its node was deleted, :meth:`teardown`."""
+        if node_deleted:
+            await self.teardown()
+        else:
+            await self.stop()
+
+    async def stop(self) -> None:
         """The agent stops: proxies stop; kernel rules stay so connections survive a restart."""
         self._closed = True
         if self._reapply is not None:
@@ -333,8 +297,8 @@ class PortForwarding:
                 await self._proxy.close()
 
     async def teardown(self) -> None:
-        """The node is deleted: close() and remove our kernel rules."""
-        await self.close()
+        """The node is deleted: stop() and remove our kernel rules."""
+        await self.stop()
         kernel = self._kernel
         if kernel is None and (await KernelForwarder.available())[0]:
             kernel = KernelForwarder(self._tag(), proc_root=self._proc_root)

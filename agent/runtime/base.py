@@ -47,14 +47,29 @@ import re
 import tempfile
 import zlib
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import IO, Any, ClassVar, Literal, TypeAlias
 
-from agent.gpu import GpuInfo
+from agent.protocol.types import (
+    CONTAINER_STATES,
+    LABEL_INSTALLATION,
+    LABEL_INSTANCE,
+    LABEL_MANAGED,
+    LABEL_NODE,
+    RESERVED_LABELS,
+    ContainerInfo,
+    ContainerSpec,
+    ContainerState,
+    GpuRequest,
+    GpuVendor,
+    ImageInfo,
+    is_image_ref,
+)
 
 __all__ = [
+    "CONTAINER_STATES",
     "LABEL_INSTALLATION",
     "LABEL_INSTANCE",
     "LABEL_MANAGED",
@@ -96,23 +111,6 @@ __all__ = [
 
 # --------------------------------------------------------------------------- labels
 
-LABEL_MANAGED = "dm.managed"
-LABEL_INSTANCE = "dm.instance"
-LABEL_NODE = "dm.node"
-LABEL_INSTALLATION = "dm.installation"  # set by dmd: containers of another installation are not ours
-RESERVED_LABELS = (LABEL_MANAGED, LABEL_INSTANCE, LABEL_NODE)
-
-ContainerState = Literal["created", "running", "paused", "restarting", "exited", "dead", "removing"]
-CONTAINER_STATES: tuple[ContainerState, ...] = (
-    "created",
-    "running",
-    "paused",
-    "restarting",
-    "exited",
-    "dead",
-    "removing",
-)
-GpuVendor = Literal["nvidia", "amd", "jetson"]
 RestartPolicy = Literal["no", "on-failure", "always", "unless-stopped"]
 EventAction = Literal["create", "start", "restart", "kill", "die", "stop", "oom", "pause", "unpause", "destroy"]
 # The container events a driver reports (for managed containers only).
@@ -275,205 +273,11 @@ def error_for(code: str, message: str) -> DriverError:
 
 # --------------------------------------------------------------------------- specs and results
 
-_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
-_ENV_KEY_RE = re.compile(r"^[^=\x00]+$")
-_DEVICE_RE = re.compile(r"^/dev/[A-Za-z0-9_./-]+$")
-MIN_MEMORY_MB = 6  # the smallest memory limit Docker accepts
-
-
-@dataclass(frozen=True, slots=True)
-class GpuRequest:
-    """One GPU (or MIG slice) given to a container, as DM's ledger assigned it.
-
-    * ``nvidia``: ``uuid`` (``GPU-...`` or ``MIG-...``), else ``index``.
-    * ``amd``: ``dri_render`` (``/dev/dri/renderD128``) and ``dri_card`` (``/dev/dri/card1``).
-      ``gids`` are the *numeric* host groups owning those nodes (``render`` on current
-      distributions), added to the container so that non-root users can open them.
-    * ``jetson``: the whole integrated GPU (the nvidia container runtime exposes it).
-    """
-
-    vendor: GpuVendor
-    uuid: str | None = None
-    index: int | None = None
-    dri_card: str | None = None
-    dri_render: str | None = None
-    gids: tuple[int, ...] = ()
-
-    @classmethod
-    def from_gpu(cls, gpu: GpuInfo, *, gids: Sequence[int] = ()) -> GpuRequest:
-        """The request for a detected GPU (see :mod:`agent.gpu`)."""
-        return cls(
-            vendor=gpu.vendor,
-            uuid=gpu.uuid,
-            index=gpu.index,
-            dri_card=gpu.dri_card,
-            dri_render=gpu.dri_render,
-            gids=tuple(gids),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["gids"] = list(self.gids)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> GpuRequest:
-        return cls(
-            vendor=data["vendor"],
-            uuid=data.get("uuid"),
-            index=data.get("index"),
-            dri_card=data.get("dri_card"),
-            dri_render=data.get("dri_render"),
-            gids=tuple(int(g) for g in data.get("gids") or ()),
-        )
-
-
-@dataclass(slots=True)
-class ContainerSpec:
-    """What DM wants created. Host ports are not here on purpose: DM maps them itself
-    (kernel DNAT / proxy to :attr:`ContainerInfo.ip_address`), never through Docker publishing."""
-
-    instance_id: int
-    node_id: int
-    name: str  # e.g. "dm-3fa2c1-42-web" (dmd adds its installation, see dmd.services.instances)
-    image: str
-    command: list[str] | None = None  # None: the image's CMD
-    env: dict[str, str] = field(default_factory=dict)
-    cpus: float | None = None  # -> HostConfig.NanoCpus
-    memory_mb: int | None = None  # -> HostConfig.Memory (and MemorySwap: no extra swap)
-    gpus: list[GpuRequest] = field(default_factory=list)
-    labels: dict[str, str] = field(default_factory=dict)
-    privileged: bool = False  # only when an admin asks
-    host_network: bool = False  # only when an admin asks
-    restart_policy: RestartPolicy = "no"  # DM restarts what should run
-    hostname: str | None = None
-    init: bool = True  # an init as PID 1 reaps zombies and forwards signals
-    working_dir: str | None = None
-    user: str | None = None
-
-    def validate(self) -> None:
-        """Raise :class:`InvalidError` for a spec no runtime should be given."""
-        problems: list[str] = []
-        if not isinstance(self.instance_id, int) or isinstance(self.instance_id, bool) or self.instance_id < 0:
-            problems.append(f"instance_id must be a non-negative integer, not {self.instance_id!r}")
-        if not isinstance(self.node_id, int) or isinstance(self.node_id, bool) or self.node_id < 0:
-            problems.append(f"node_id must be a non-negative integer, not {self.node_id!r}")
-        if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
-            problems.append(f"container name {self.name!r} must match [a-zA-Z0-9][a-zA-Z0-9_.-]*")
-        if not isinstance(self.image, str) or len(self.image) > 512 or not _IMAGE_REF_RE.match(self.image):
-            problems.append(f"image reference {self.image!r} is not valid")
-        if self.command is not None and (
-            not isinstance(self.command, list) or not all(isinstance(a, str) for a in self.command)
-        ):
-            problems.append("command must be a list of strings")
-        for key, value in self.env.items():
-            if not isinstance(key, str) or not _ENV_KEY_RE.match(key) or not isinstance(value, str):
-                problems.append(f"environment variable {key!r} is not valid")
-            elif "\x00" in value:
-                problems.append(f"environment variable {key!r} holds a NUL byte")
-        if self.cpus is not None and not (isinstance(self.cpus, int | float) and 0 < self.cpus <= 4096):
-            problems.append(f"cpus must be a positive number, not {self.cpus!r}")
-        if self.memory_mb is not None and not (
-            isinstance(self.memory_mb, int) and not isinstance(self.memory_mb, bool) and self.memory_mb >= MIN_MEMORY_MB
-        ):
-            problems.append(f"memory_mb must be an integer of at least {MIN_MEMORY_MB}, not {self.memory_mb!r}")
-        for key, value in self.labels.items():
-            if key in RESERVED_LABELS:
-                problems.append(f"label {key!r} is set by DM and cannot be given")
-            elif not isinstance(key, str) or not key or not isinstance(value, str):
-                problems.append(f"label {key!r} is not valid")
-        if self.restart_policy not in ("no", "on-failure", "always", "unless-stopped"):
-            problems.append(f"restart policy {self.restart_policy!r} is not known")
-        problems.extend(_gpu_problems(self.gpus))
-        if problems:
-            raise InvalidError("; ".join(problems))
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["gpus"] = [g.to_dict() for g in self.gpus]
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ContainerSpec:
-        kwargs = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        kwargs["gpus"] = [GpuRequest.from_dict(g) for g in data.get("gpus") or ()]
-        return cls(**kwargs)
-
-
-def _gpu_problems(gpus: Sequence[GpuRequest]) -> list[str]:
-    problems: list[str] = []
-    vendors = {g.vendor for g in gpus}
-    if "jetson" in vendors and len(vendors) > 1:
-        problems.append("a Jetson GPU cannot be combined with other GPUs")
-    seen: set[str] = set()
-    for gpu in gpus:
-        if gpu.vendor == "nvidia":
-            if not gpu.uuid and gpu.index is None:
-                problems.append("an NVIDIA GPU needs a uuid or an index")
-                continue
-            key = f"nvidia:{gpu.uuid or gpu.index}"
-        elif gpu.vendor == "amd":
-            if not gpu.dri_render:
-                problems.append(f"AMD GPU {gpu.uuid or gpu.index} has no render node (/dev/dri/renderD*)")
-                continue
-            for path in (gpu.dri_render, gpu.dri_card):
-                if path is not None and not _DEVICE_RE.match(path):
-                    problems.append(f"device path {path!r} is not under /dev")
-            key = f"amd:{gpu.dri_render}"
-        elif gpu.vendor == "jetson":
-            key = "jetson"
-        else:
-            problems.append(f"unknown GPU vendor {gpu.vendor!r}")
-            continue
-        if key in seen:
-            problems.append(f"GPU {key} is requested twice")
-        seen.add(key)
-    return problems
-
-
-@dataclass(slots=True)
-class ContainerInfo:
-    """A container as the runtime reports it (managed by DM or not)."""
-
-    id: str
-    name: str
-    image: str  # the reference it was created from
-    state: ContainerState
-    instance_id: int | None = None  # from dm.instance, None for unmanaged containers
-    node_id: int | None = None
-    managed: bool = False
-    exit_code: int | None = None  # set once the container has exited
-    error: str | None = None  # the runtime's message (e.g. State.Error)
-    oom_killed: bool = False
-    created_at: datetime | None = None
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    labels: dict[str, str] = field(default_factory=dict)
-    ip_address: str | None = None  # on its network, while running: DM forwards ports to it
-    image_id: str | None = None
-    cpus: float | None = None
-    memory_mb: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        for key in ("created_at", "started_at", "finished_at"):
-            value = data[key]
-            data[key] = value.isoformat() if value is not None else None
-        return data
-
-
-@dataclass(slots=True)
-class ImageInfo:
-    id: str  # "sha256:..."
-    repo_tags: list[str] = field(default_factory=list)
-    size: int = 0
-    created: datetime | None = None
-    labels: dict[str, str] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["created"] = self.created.isoformat() if self.created is not None else None
-        return data
+def validate_spec(spec: ContainerSpec) -> None:
+    """Raise :class:`InvalidError` for a spec no runtime should be given."""
+    problems = spec.problems()
+    if problems:
+        raise InvalidError("; ".join(problems))
 
 
 @dataclass(slots=True)
@@ -1138,12 +942,6 @@ _CONTAINER_REF_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]{0,254}$")
 # An image reference as the Engine API accepts it in a URL path: [host[:port]/]path[:tag][@digest],
 # or an id ("sha256:<hex>" or a hex prefix). Every path segment starts with a letter or digit, so
 # ".." and the like can never reach the Engine's URL.
-_IMAGE_REF_RE = re.compile(
-    r"^[A-Za-z0-9][A-Za-z0-9._-]*(?::[0-9]+)?"
-    r"(?:/[A-Za-z0-9][A-Za-z0-9._-]*)*"
-    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
-    r"(?:@[A-Za-z][A-Za-z0-9+._-]*:[0-9a-fA-F]{32,})?$"
-)
 _REPOSITORY_RE = re.compile(
     r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*(?::[0-9]+)?/)?"
     r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$"
@@ -1158,7 +956,7 @@ def is_container_ref(ref: object) -> bool:
 
 def check_image_ref(ref: object) -> str:
     """``ref`` when it is a well-formed image reference or id, else :class:`InvalidError`."""
-    if not isinstance(ref, str) or len(ref) > 512 or not _IMAGE_REF_RE.match(ref):
+    if not is_image_ref(ref):
         raise InvalidError(f"{ref!r} is not a valid image reference")
     return ref
 

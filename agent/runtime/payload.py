@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.runtime.base import ContainerSpec, GpuRequest, labels_for
+from agent.runtime.base import ContainerSpec, GpuRequest, labels_for, validate_spec
 
 __all__ = ["MIB", "NVIDIA_ENV", "container_create_payload", "gpu_host_config"]
 
@@ -84,7 +84,7 @@ def container_create_payload(spec: ContainerSpec) -> dict[str, Any]:
 
     Validates the spec first (raises :class:`agent.runtime.base.InvalidError`).
     """
-    spec.validate()
+    validate_spec(spec)
     gpu_host, gpu_env = gpu_host_config(spec.gpus)
     env = {k: v for k, v in spec.env.items() if k != NVIDIA_ENV}
     env.update(gpu_env)

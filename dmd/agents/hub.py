@@ -16,14 +16,20 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import WSCloseCode, web
 
 from agent import protocol as p
+from dmd.agents.dispatch import Incoming
 from dmd.db import Database
 from dmd.errors import ApiError
 from dmd.services import nodes as node_svc
+
+if TYPE_CHECKING:
+    from dmd.agents.handshake import Handshake
+
+R = TypeVar("R")
 
 log = logging.getLogger("dmd.agents")
 
@@ -86,6 +92,7 @@ class AgentConn:
                 return
 
     async def request(self, type_: str, data: dict[str, Any] | None = None, timeout: float = 30.0) -> dict[str, Any]:
+        """One request, its reply's data (see :meth:`Hub.ask` for the typed form)."""
         req_id = self.ids.next()
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.pending[req_id] = fut
@@ -136,10 +143,17 @@ class Hub:
         self.metrics: dict[int, deque[dict[str, Any]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
-        # Called with (node_id, envelope) for event messages, and with (node_id, hello) once a
+        # Called with (node_id, event body) for each event, and with (node_id, handshake) once a
         # link is up; the reconciler subscribes to both.
-        self.event_listeners: list[Callable[[int, p.Envelope], None]] = []
-        self.connect_listeners: list[Callable[[int, p.Hello], None]] = []
+        self.event_listeners: list[Callable[[int, p.EventBody], None]] = []
+        self.connect_listeners: list[Callable[[int, Handshake], None]] = []
+        self.incoming = Incoming()
+        self.incoming.register(p.Heartbeat, lambda conn, msg: None)  # last_seen is updated for every message
+        self.incoming.register(p.Metrics, self._on_metrics)
+        self.incoming.register(p.NodeFacts, self._on_facts)
+        self.incoming.register(p.Event, self._on_event)
+        self.incoming.refuse(p.Hello, "hello was already received on this link")
+        self.incoming.refuse(p.SnapshotPart, "the state was already received on this link")
 
     # --- lifecycle ----------------------------------------------------------------
     async def start(self) -> None:
@@ -172,9 +186,22 @@ class Hub:
     def recent_metrics(self, node_id: int) -> list[dict[str, Any]]:
         return list(self.metrics.get(node_id, ()))
 
+    async def ask(self, node_id: int, req: p.Request[R], timeout: float | None = None) -> R:
+        """Send a request to a node's agent and wait for its reply (at most ``timeout`` seconds,
+        by default the request's own limit). A reply that does not decode is the agent's failure."""
+        data = await self.call(node_id, req.TYPE, p.to_data(req), req.TIMEOUT_S if timeout is None else timeout)
+        try:
+            reply: R = p.parse(req.REPLY, data)
+        except p.DecodeError as e:
+            name = self.conns[node_id].node_name if node_id in self.conns else node_id
+            raise AgentFailed(f"the agent on node {name} sent a malformed {req.TYPE} reply: {e}",
+                              extra={"agent_code": "bad_reply"}) from None
+        return reply
+
     async def call(self, node_id: int, type_: str, data: dict[str, Any] | None = None,
                    timeout: float = 30.0) -> dict[str, Any]:
-        """Send a request to a node's agent and wait for its reply."""
+        """Send a request to a node's agent and wait for its reply (untyped: :meth:`ask` is the
+        protocol's way; this is for requests outside it)."""
         conn = self.conns.get(node_id)
         if conn is None or conn.closing:
             raise NodeOffline(f"node {node_id} is offline")
@@ -199,20 +226,21 @@ class Hub:
         await conn._close(code, reason)
 
     # --- connection bookkeeping ---------------------------------------------------------
-    async def register(self, conn: AgentConn, hello: p.Hello, protocol: int) -> None:
+    async def register(self, conn: AgentConn, shake: Handshake) -> None:
         old = self.conns.get(conn.node_id)
         if old is not None:
             log.info("node %s connected again from %s; closing the older link", conn.node_id, conn.remote)
             self.conns.pop(conn.node_id, None)
             old.fail_pending("the agent reconnected")
             old.close_soon(p.CLOSE_REPLACED, "replaced by a newer connection of the same node")
+        hello, protocol = shake.hello, shake.version
         conn.agent_version, conn.protocol = hello.agent_version, protocol
         async with self.db.begin() as db:
-            await node_svc.mark_online(db, conn.node_id, facts=hello.facts, agent_version=hello.agent_version,
+            await node_svc.mark_online(db, conn.node_id, facts=shake.facts, agent_version=hello.agent_version,
                                        protocol=protocol)
         self.conns[conn.node_id] = conn
         for listener in self.connect_listeners:
-            listener(conn.node_id, hello)
+            listener(conn.node_id, shake)
         log.info("node %s (%s) online from %s, agent %s, protocol %d", conn.node_id, conn.node_name, conn.remote,
                  hello.agent_version, protocol)
 
@@ -224,6 +252,21 @@ class Hub:
         async with self.db.begin() as db:
             await node_svc.mark_offline(db, conn.node_id, dt.datetime.fromtimestamp(conn.last_seen, dt.UTC))
         log.info("node %s (%s) offline: %s", conn.node_id, conn.node_name, why)
+
+    # --- notices from agents ---------------------------------------------------------------
+    def _on_metrics(self, conn: AgentConn, msg: p.Metrics) -> None:
+        self.record_metrics(conn.node_id, p.to_data(msg))
+
+    def _on_facts(self, conn: AgentConn, msg: p.NodeFacts) -> None:
+        self.spawn(self._store_facts(conn.node_id, p.to_data(msg)))
+
+    async def _store_facts(self, node_id: int, facts: dict[str, Any]) -> None:
+        async with self.db.begin() as db:
+            await node_svc.store_facts(db, node_id, facts)
+
+    def _on_event(self, conn: AgentConn, msg: p.Event) -> None:
+        for listener in self.event_listeners:
+            listener(conn.node_id, msg.body)
 
     def record_metrics(self, node_id: int, data: dict[str, Any]) -> None:
         buf = self.metrics.get(node_id)

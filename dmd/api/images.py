@@ -52,11 +52,11 @@ async def pull_image(ctx: Ctx) -> Any:
     # Stream Docker's progress as it comes, then the result (or the error) as the last line.
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(1000)
 
-    def on_event(node_id: int, env: p.Envelope) -> None:
-        d = env.data
-        mine = node_id == node.id and d.get("kind") == "image.progress" and d.get("progress_id") == progress_id
+    def on_event(node_id: int, ev: p.EventBody) -> None:
+        mine = node_id == node.id and isinstance(ev, p.ImageProgress) and ev.progress_id == progress_id
         if mine and not queue.full():
-            queue.put_nowait({k: v for k, v in d.items() if k not in ("kind", "progress_id", "node_id")})
+            queue.put_nowait({k: v for k, v in p.to_data(ev).items()
+                              if k not in ("kind", "progress_id") and v is not None})
 
     hub.event_listeners.append(on_event)
     resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-cache"})

@@ -179,12 +179,11 @@ async def instance_logs(ctx: Ctx) -> Any:
                 break
             await asyncio.sleep(1.0)
             try:
-                reply = await hub.call(inst.node_id, p.INSTANCE_LOGS,
-                                       {"instance_id": inst.id, "tail": None, "since": since}, timeout=15)
+                reply = await hub.ask(inst.node_id, p.InstanceLogs(inst.id, None, since), timeout=15)
             except ApiError:
                 break
-            lines = [str(x) for x in reply.get("lines") or []]
-            since = reply.get("last_ts") or since
+            lines = reply.lines
+            since = reply.last_ts or since
     except ConnectionResetError:
         pass  # the client stopped following
     return resp

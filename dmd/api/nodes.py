@@ -192,8 +192,8 @@ async def ping_node(ctx: Ctx) -> Any:
     async with ctx.app[DB].read() as conn:
         node = await svc.get_visible(conn, ctx.user_identity.user, ctx.path_int("id"))
     started = time.monotonic()
-    reply = await ctx.app[HUB].call(node.id, p.PING, timeout=10)
-    return PingOut(rtt_ms=round((time.monotonic() - started) * 1000, 2), agent_time=float(reply.get("at", 0)))
+    reply = await ctx.app[HUB].ask(node.id, p.Ping())
+    return PingOut(rtt_ms=round((time.monotonic() - started) * 1000, 2), agent_time=reply.at)
 
 
 @api.post("/nodes/{id}/facts/refresh", summary="Ask the agent to collect its facts again now", tag="nodes",
@@ -202,9 +202,9 @@ async def refresh_facts(ctx: Ctx) -> Any:
     user = ctx.user_identity.user
     async with ctx.app[DB].read() as conn:
         node = await svc.get_manageable(conn, user, ctx.path_int("id"))
-    facts = await ctx.app[HUB].call(node.id, p.FACTS_REFRESH, timeout=60)
+    facts = await ctx.app[HUB].ask(node.id, p.FactsRefresh())
     async with ctx.app[DB].begin() as conn:
-        await svc.store_facts(conn, node.id, facts)
+        await svc.store_facts(conn, node.id, p.to_data(facts))
         node = await svc.get(conn, node.id)
     return node_out(ctx.request, node, user)
 
@@ -214,11 +214,9 @@ async def refresh_facts(ctx: Ctx) -> Any:
 async def list_containers(ctx: Ctx) -> Any:
     async with ctx.app[DB].read() as conn:
         node = await svc.get_manageable(conn, ctx.user_identity.user, ctx.path_int("id"))
-    reply = await ctx.app[HUB].call(node.id, p.CONTAINERS_LIST, timeout=30)
-    return [ContainerOut(id=str(c.get("id", "")), name=str(c.get("name", "")), image=str(c.get("image", "")),
-                         state=str(c.get("state", "")), managed=bool(c.get("managed")),
-                         instance_id=c.get("instance_id") if isinstance(c.get("instance_id"), int) else None)
-            for c in reply.get("containers") or [] if isinstance(c, dict)]
+    reply = await ctx.app[HUB].ask(node.id, p.ContainersList(), timeout=30)
+    return [ContainerOut(id=c.id, name=c.name, image=c.image, state=c.state, managed=c.managed,
+                         instance_id=c.instance_id) for c in reply.containers]
 
 
 @api.get("/nodes/{id}/shares", summary="Users a node is shared with", tag="nodes", response=list[ShareOut],

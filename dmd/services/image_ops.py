@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -35,11 +35,12 @@ from dmd.state import DB
 IMPORT_MAX_BYTES = 64 * 1024**3
 TRANSFER_TIMEOUT_S = 3600.0
 
+T = TypeVar("T")
 # Reads up to n bytes of an upload; b"" at its end (StreamReader.read, BodyPartReader.read_chunk).
 Reader = Callable[[int], Awaitable[bytes]]
 
 
-async def agent_reply(call: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+async def agent_reply(call: Awaitable[T]) -> T:
     """An agent's reply; its refusal of bad input (a tarball that is no image, a bad name or
     reference: the runtime's "invalid") is the caller's 422, not a 502."""
     try:
@@ -59,7 +60,7 @@ def _check_manage(user: User, image: dict[str, Any]) -> None:
         raise Forbidden("only the image's owner or an administrator can do this")
 
 
-async def claimed(app: web.Application, actor: Actor, user: User, node_id: int, ref: str, image: dict[str, Any],
+async def claimed(app: web.Application, actor: Actor, user: User, node_id: int, ref: str, image: p.ImageInfo,
                   action: str, **detail: Any) -> dict[str, Any]:
     """The image the user just brought to the node, recorded as theirs (the catalogue row)."""
     await app[RECONCILER].refresh_images(node_id)
@@ -89,13 +90,13 @@ def pull_ref(ref: str) -> str:
     return ref if ":" in ref.rsplit("/", 1)[-1] or "@" in ref else f"{ref}:latest"
 
 
-def pull_auth(ref: str, username: str | None, password: str | None) -> dict[str, str] | None:
+def pull_auth(ref: str, username: str | None, password: str | None) -> p.RegistryAuth | None:
     """Registry credentials for this one pull (never stored), or None."""
     if not (username or password):
         return None
     first = ref.split("/", 1)[0]
     registry = first if "/" in ref and ("." in first or ":" in first) else ""
-    return {"username": username or "", "password": password or "", "serveraddress": registry}
+    return p.RegistryAuth(username=username or "", password=password or "", serveraddress=registry)
 
 
 async def pull(app: web.Application, actor: Actor, user: User, node: Node, ref: str, *,
@@ -104,10 +105,8 @@ async def pull(app: web.Application, actor: Actor, user: User, node: Node, ref: 
     """Pull onto a node the user may see (see visible_node); progress events carry progress_id."""
     auth = pull_auth(ref, username, password)
     ref = pull_ref(ref)
-    reply = await agent_reply(app[HUB].call(node.id, p.IMAGE_PULL, {"ref": ref, "auth": auth,
-                                                                    "progress_id": progress_id},
-                                            timeout=TRANSFER_TIMEOUT_S))
-    return await claimed(app, actor, user, node.id, ref, reply.get("image") or {}, "image.pull")
+    reply = await agent_reply(app[HUB].ask(node.id, p.ImagePull(ref, auth, progress_id or "")))
+    return await claimed(app, actor, user, node.id, ref, reply.image, "image.pull")
 
 
 # --- import ---------------------------------------------------------------------------------
@@ -157,14 +156,12 @@ async def import_tarball(app: web.Application, actor: Actor, user: User, node: N
             raise BadRequest("the tarball is empty", code="empty_body")
         token = blobs.offer(node.id, "get", path)
         try:
-            reply = await agent_reply(app[HUB].call(node.id, p.IMAGE_IMPORT, {
-                "url": blobs.url_path(token), "repository": repository, "tag": tag}, timeout=TRANSFER_TIMEOUT_S))
+            reply = await agent_reply(app[HUB].ask(node.id, p.ImageImport(blobs.url_path(token), repository, tag)))
         finally:
             blobs.close(token)
     finally:
         discard(path)
-    return await claimed(app, actor, user, node.id, f"{repository}:{tag}", reply.get("image") or {},
-                         "image.import", bytes=size)
+    return await claimed(app, actor, user, node.id, f"{repository}:{tag}", reply.image, "image.import", bytes=size)
 
 
 # --- one catalogue entry --------------------------------------------------------------------
@@ -184,7 +181,7 @@ async def delete(app: web.Application, actor: Actor, user: User, image_id: int, 
     if users_of and not force:
         raise Conflict(f"instance(s) {', '.join(users_of)} use {image['ref']}; delete them or pass ?force=true",
                        code="image_in_use")
-    await app[HUB].call(image["node_id"], p.IMAGE_REMOVE, {"ref": image["ref"], "force": force}, timeout=300)
+    await app[HUB].ask(image["node_id"], p.ImageRemove(image["ref"], force))
     async with app[DB].begin() as conn:
         await svc.remove(conn, image["id"])
         await audit.record(conn, actor, "image.delete", "image", image["id"], ref=image["ref"],
@@ -215,22 +212,20 @@ async def copy(app: web.Application, actor: Actor, user: User, image_id: int, no
     path = blobs.new_path()
     up = blobs.offer(image["node_id"], "put", path)
     try:
-        await hub.call(image["node_id"], p.IMAGE_EXPORT, {"ref": image["ref"], "url": blobs.url_path(up)},
-                       timeout=TRANSFER_TIMEOUT_S)
+        await hub.ask(image["node_id"], p.ImageExport(image["ref"], blobs.url_path(up)))
         blob = blobs.get(up)
         if blob is None or blob.error or not path.exists():
             raise ApiError("the source node did not deliver the image", status=502, code="transfer_failed")
         down = blobs.offer(target.id, "get", path)
         repository, tag = split_ref(image["ref"])
         try:
-            reply = await agent_reply(hub.call(target.id, p.IMAGE_IMPORT, {
-                "url": blobs.url_path(down), "repository": repository, "tag": tag}, timeout=TRANSFER_TIMEOUT_S))
+            reply = await agent_reply(hub.ask(target.id, p.ImageImport(blobs.url_path(down), repository, tag)))
         finally:
             blobs.close(down)
     finally:
         blobs.close(up)
         discard(path)
-    row = await claimed(app, actor, user, target.id, image["ref"], reply.get("image") or {}, "image.copy",
+    row = await claimed(app, actor, user, target.id, image["ref"], reply.image, "image.copy",
                         from_node=image["node_id"])
     if image["public"]:
         async with app[DB].begin() as conn:
@@ -244,7 +239,6 @@ async def commit(app: web.Application, actor: Actor, user: User, instance_id: in
     """Save an instance's container as a new image on its node."""
     async with app[DB].read() as conn:
         inst = await inst_svc.get_visible(conn, user, instance_id)
-    reply = await agent_reply(app[HUB].call(inst.node_id, p.IMAGE_COMMIT, {
-        "instance_id": inst.id, "repository": repository, "tag": tag}, timeout=TRANSFER_TIMEOUT_S))
-    return await claimed(app, actor, user, inst.node_id, f"{repository}:{tag}", reply.get("image") or {},
-                         "image.commit", instance_id=inst.id)
+    reply = await agent_reply(app[HUB].ask(inst.node_id, p.ImageCommit(inst.id, repository, tag)))
+    return await claimed(app, actor, user, inst.node_id, f"{repository}:{tag}", reply.image, "image.commit",
+                         instance_id=inst.id)

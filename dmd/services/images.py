@@ -7,27 +7,27 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from agent.protocol import ImageInfo
 from dmd.db.schema import images, instances
 from dmd.db.types import utcnow
 from dmd.errors import NotFound
 from dmd.models import User
 
 
-def refs_of(image: dict[str, Any]) -> list[str]:
-    return [t for t in image.get("repo_tags") or [] if isinstance(t, str) and t and "<none>" not in t]
+def refs_of(image: ImageInfo) -> list[str]:
+    return [t for t in image.repo_tags if t and "<none>" not in t]
 
 
-async def sync_inventory(conn: AsyncConnection, node_id: int, reported: list[dict[str, Any]]) -> None:
+async def sync_inventory(conn: AsyncConnection, node_id: int, reported: list[ImageInfo]) -> None:
     """Make the catalogue of a node match what its agent reports (owners and flags are kept)."""
     now = utcnow()
-    seen: dict[str, dict[str, Any]] = {}
+    seen: dict[str, ImageInfo] = {}
     for img in reported:
         for ref in refs_of(img):
             seen[ref[:255]] = img
     rows = {r.ref: r for r in (await conn.execute(sa.select(images).where(images.c.node_id == node_id))).all()}
     for ref, img in seen.items():
-        size = img.get("size") if isinstance(img.get("size"), int) else None
-        image_id = str(img.get("id", ""))[:128]
+        size, image_id = img.size, img.id[:128]
         if ref in rows:
             if rows[ref].image_id != image_id or rows[ref].size != size:
                 await conn.execute(images.update().where(images.c.id == rows[ref].id).values(
@@ -63,17 +63,16 @@ async def find(conn: AsyncConnection, node_id: int, ref: str) -> dict[str, Any] 
     return None if row is None else dict(row._mapping)
 
 
-async def claim(conn: AsyncConnection, node_id: int, ref: str, image: dict[str, Any], owner: User) -> dict[str, Any]:
+async def claim(conn: AsyncConnection, node_id: int, ref: str, image: ImageInfo, owner: User) -> dict[str, Any]:
     """Record an image the user brought to the node (pull, import, commit, copy) as theirs."""
     now = utcnow()
     existing = await find(conn, node_id, ref)
-    size = image.get("size") if isinstance(image.get("size"), int) else None
     if existing is None:
-        await conn.execute(images.insert().values(node_id=node_id, ref=ref, image_id=str(image.get("id", ""))[:128],
-                                                  size=size, owner_id=owner.id, public=False, created_at=now,
+        await conn.execute(images.insert().values(node_id=node_id, ref=ref, image_id=image.id[:128],
+                                                  size=image.size, owner_id=owner.id, public=False, created_at=now,
                                                   updated_at=now))
     else:
-        values: dict[str, Any] = {"image_id": str(image.get("id", ""))[:128], "size": size, "updated_at": now}
+        values: dict[str, Any] = {"image_id": image.id[:128], "size": image.size, "updated_at": now}
         if existing["owner_id"] is None:
             values["owner_id"] = owner.id
         await conn.execute(images.update().where(images.c.id == existing["id"]).values(**values))

@@ -47,6 +47,35 @@ async def authorized_lines(conn: AsyncConnection, inst: Instance) -> list[str]:
     return list((await conn.execute(q)).scalars())
 
 
+async def access_of_node(conn: AsyncConnection, node_id: int) -> dict[int, tuple[bool, list[str]]]:
+    """For each live instance on the node: SSH on, and the authorized_keys lines that go in (two
+    queries for the whole node, not two per instance)."""
+    rows = (await conn.execute(
+        sa.select(instances.c.id, instances.c.owner_id, instances.c.ssh_enabled, instances.c.ssh_keys_all)
+        .where(instances.c.node_id == node_id, instances.c.desired != "deleted"))).all()
+    if not rows:
+        return {}
+    owners = {r.owner_id for r in rows}
+    keys = (await conn.execute(sa.select(ssh_keys.c.id, ssh_keys.c.user_id, ssh_keys.c.public_key)
+                               .where(ssh_keys.c.user_id.in_(owners)).order_by(ssh_keys.c.id))).all()
+    chosen: dict[int, set[int]] = {}
+    listed = [r.id for r in rows if not r.ssh_keys_all]
+    if listed:
+        q = (sa.select(instance_ssh_keys.c.instance_id, instance_ssh_keys.c.ssh_key_id)
+             .where(instance_ssh_keys.c.instance_id.in_(listed)))
+        for iid, kid in (await conn.execute(q)).all():
+            chosen.setdefault(iid, set()).add(kid)
+    out: dict[int, tuple[bool, list[str]]] = {}
+    for r in rows:
+        if not r.ssh_enabled:
+            out[r.id] = (False, [])
+            continue
+        picked = None if r.ssh_keys_all else chosen.get(r.id, set())
+        out[r.id] = (True, [k.public_key for k in keys
+                            if k.user_id == r.owner_id and (picked is None or k.id in picked)])
+    return out
+
+
 async def set_keys(conn: AsyncConnection, inst: Instance, ids: list[int] | None) -> None:
     """Choose the instance's keys: a list of the owner's key ids, or None for all of them."""
     await conn.execute(instance_ssh_keys.delete().where(instance_ssh_keys.c.instance_id == inst.id))

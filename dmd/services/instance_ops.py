@@ -8,7 +8,6 @@ for a restart, waits for the agent), so that the API and the pages cannot drift 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -115,7 +114,7 @@ async def delete(db: Database, reconciler: Reconciler, actor: Actor, user: User,
 class Logs:
     instance: Instance
     lines: list[str]
-    last_ts: Any  # where a follow-up read resumes (the agent's own marker)
+    last_ts: float | None  # where a follow-up read resumes (the agent's own marker)
 
 
 async def logs(db: Database, hub: Hub, user: User, instance_id: int, tail: int | None = DEFAULT_LOG_TAIL, *,
@@ -123,9 +122,8 @@ async def logs(db: Database, hub: Hub, user: User, instance_id: int, tail: int |
     """The container's last `tail` lines, from its node's agent."""
     async with db.read() as conn:
         inst = await svc.get_visible(conn, user, instance_id)
-    reply = await hub.call(inst.node_id, p.INSTANCE_LOGS, {"instance_id": inst.id, "tail": tail, "since": None},
-                           timeout=timeout)
-    return Logs(inst, [str(x) for x in reply.get("lines") or []], reply.get("last_ts"))
+    reply = await hub.ask(inst.node_id, p.InstanceLogs(inst.id, tail, None), timeout=timeout)
+    return Logs(inst, reply.lines, reply.last_ts)
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,12 +38,6 @@ def check_name(name: str) -> str:
     return name
 
 
-def container_name(instance_id: int, name: str, installation_id: str) -> str:
-    """dm-<installation>-<id>-<name>: readable in `docker ps`, and never the name of another DM
-    installation's container on the same Engine (a reinstall with a fresh database, a test dmd)."""
-    return f"dm-{installation_id[:6]}-{instance_id}-{name}"
-
-
 def gpu_keys(node: Node) -> list[tuple[str, dict[str, Any]]]:
     """(ledger key, GPU facts) for each GPU of the node. The uuid is the key unless two GPUs
     report the same one (seen on real machines with masked ids): then the index is."""
@@ -293,6 +287,16 @@ async def gpus_of(conn: AsyncConnection, instance: Instance) -> list[str]:
     return list((await conn.execute(sa.select(gpu_allocations.c.gpu_key)
                                     .where(gpu_allocations.c.instance_id == instance.id)
                                     .order_by(gpu_allocations.c.gpu_key))).scalars())
+
+
+async def gpus_on_node(conn: AsyncConnection, node_id: int) -> dict[int, list[str]]:
+    """The ledger keys each instance on the node holds (one query)."""
+    out: dict[int, list[str]] = {}
+    q = (sa.select(gpu_allocations.c.instance_id, gpu_allocations.c.gpu_key)
+         .where(gpu_allocations.c.node_id == node_id).order_by(gpu_allocations.c.gpu_key))
+    for iid, key in (await conn.execute(q)).all():
+        out.setdefault(iid, []).append(key)
+    return out
 
 
 async def set_desired(conn: AsyncConnection, instance_id: int, desired: str) -> Instance:

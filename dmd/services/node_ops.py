@@ -79,7 +79,7 @@ async def rotate_credential(
     if hub.is_online(node.id):
         credential = new_secret(svc.CREDENTIAL_PREFIX)
         # The agent saves the new credential before it answers; only then does dmd switch.
-        await hub.call(node.id, p.CREDENTIAL_ROTATE, {"credential": credential}, timeout=ROTATE_TIMEOUT_S)
+        await hub.ask(node.id, p.CredentialRotate(credential), timeout=ROTATE_TIMEOUT_S)
         async with db.begin() as conn:
             await svc.set_credential(conn, node.id, credential)
             await audit.record(conn, actor, "node.rotate_credential", "node", node.id, delivered=True)

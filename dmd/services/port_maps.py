@@ -21,6 +21,8 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from agent.protocol import Listening, PortsReply
+from agent.protocol import PortMap as WireMap
 from dmd.db.schema import instances, nodes, port_maps
 from dmd.db.types import utcnow
 from dmd.errors import ApiError, Conflict, Invalid, NotFound
@@ -59,9 +61,9 @@ class PortMap:
         m = row._mapping
         return cls(**{k: m[k] for k in cls.__slots__ if k in m})  # type: ignore[attr-defined]
 
-    def to_agent(self) -> dict[str, Any]:
-        return {"id": self.id, "instance_id": self.instance_id, "protocol": self.protocol,
-                "host_port": self.host_port, "instance_port": self.instance_port}
+    def to_wire(self) -> WireMap:
+        return WireMap(id=self.id, instance_id=self.instance_id, protocol=self.protocol,  # type: ignore[arg-type]
+                       host_port=self.host_port, instance_port=self.instance_port)
 
 
 # --- pools ----------------------------------------------------------------------------
@@ -101,8 +103,8 @@ async def busy_ports(conn: AsyncConnection, node_id: int) -> dict[str, set[int]]
     return {p: {int(x) for x in data.get(p) or [] if isinstance(x, int)} for p in PROTOCOLS}
 
 
-async def set_busy_ports(conn: AsyncConnection, node_id: int, listening: dict[str, Any]) -> None:
-    clean = {p: sorted({int(x) for x in listening.get(p) or [] if isinstance(x, int)}) for p in PROTOCOLS}
+async def set_busy_ports(conn: AsyncConnection, node_id: int, listening: Listening) -> None:
+    clean = {"tcp": sorted(set(listening.tcp)), "udp": sorted(set(listening.udp))}
     await conn.execute(nodes.update().where(nodes.c.id == node_id).values(busy_ports=json.dumps(clean)))
 
 
@@ -245,16 +247,15 @@ async def delete(conn: AsyncConnection, map_id: int) -> None:
     await conn.execute(port_maps.delete().where(port_maps.c.id == map_id))
 
 
-async def record_apply(conn: AsyncConnection, node_id: int, sent: list[PortMap], reply: dict[str, Any]) -> None:
+async def record_apply(conn: AsyncConnection, node_id: int, sent: list[PortMap], reply: PortsReply) -> None:
     """Store what the agent said of each map it was sent, and the ports host programs hold."""
-    active = {x for x in reply.get("active") or [] if isinstance(x, int)}
-    waiting = {x for x in reply.get("waiting") or [] if isinstance(x, int)}
-    failed = {f["id"]: f for f in reply.get("failed") or [] if isinstance(f, dict) and isinstance(f.get("id"), int)}
+    active, waiting = set(reply.active), set(reply.waiting)
+    failed = {f.id: f for f in reply.failed}
     now = utcnow()
     for m in sent:
         if m.id in failed:
             f = failed[m.id]
-            state, message = "failed", f"{f.get('code', 'error')}: {f.get('message', '')}"[:1000]
+            state, message = "failed", f"{f.code}: {f.message}"[:1000]
         elif m.id in active:
             state, message = "active", None
         elif m.id in waiting:
@@ -264,9 +265,7 @@ async def record_apply(conn: AsyncConnection, node_id: int, sent: list[PortMap],
         if (state, message) != (m.state, m.message):
             await conn.execute(port_maps.update().where(port_maps.c.id == m.id)
                                .values(state=state, message=message, updated_at=now))
-    listening = reply.get("listening")
-    if isinstance(listening, dict):
-        await set_busy_ports(conn, node_id, listening)
+    await set_busy_ports(conn, node_id, reply.listening)
 
 
 async def mark_all(conn: AsyncConnection, node_id: int, state: str, message: str | None) -> None:

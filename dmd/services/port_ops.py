@@ -68,8 +68,7 @@ class PortApplier:
             return True
         self._empty.discard(node_id)
         try:
-            reply = await self.hub.call(node_id, p.PORTS_APPLY, {"maps": [m.to_agent() for m in maps]},
-                                        timeout=APPLY_TIMEOUT_S)
+            reply = await self.hub.ask(node_id, p.PortsApply([m.to_wire() for m in maps]), timeout=APPLY_TIMEOUT_S)
         except AgentFailed as e:
             unknown = e.extra.get("agent_code") == "unknown_type"
             why = "this node's agent cannot forward ports; update dmc" if unknown else e.message

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from agent import protocol as p
 from agent.access.ssh import SshAccess
 from agent.runtime.base import ContainerInfo, ContainerSpec, ExecResult
 from agent.runtime.docker import DockerDriver
@@ -30,6 +31,7 @@ from agent.runtime.docker import DockerDriver
 from tests.instances.conftest import docker, local  # noqa: F401
 from tests.runtime.conftest import docker_test_image  # noqa: F401
 from tests.runtime.images import BUSYBOX_REF, OPENSSH_REF
+from tests.wire import call
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER_HOST = os.environ.get("DM_TEST_DOCKER_HOST", "unix:///var/run/docker.sock")
@@ -160,7 +162,7 @@ class Box:
         return info.ip_address
 
     async def access_ssh(self, keys: list[str], *, enabled: bool = True) -> dict[str, Any]:
-        reply = await self.access.handle_access(
+        reply = await call(self.access.handle_access, p.InstanceAccess,
             {"instance_id": self.instance_id, "ssh": {"enabled": enabled, "keys": keys}}
         )
         status: dict[str, Any] = reply["ssh"]

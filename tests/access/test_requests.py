@@ -11,6 +11,7 @@ from agent.access.ssh import MAX_KEY_CHARS, MAX_KEYS, SshAccess, SshSpec
 from agent.handlers import HandlerError, HandlerRegistry, dispatch
 from agent.runtime.base import ContainerInfo
 from agent.runtime.fake import FakeDriver
+from tests.wire import call
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq0dyJgUWOR0a2lUyBG8bx1lBP6t4HThTwBEexXL+Ah me@here"
 
@@ -41,7 +42,7 @@ async def test_bad_requests_are_invalid(data: dict[str, Any]) -> None:
     driver = FakeDriver()
     access = SshAccess(driver, nothing)
     with pytest.raises(HandlerError) as caught:
-        await access.handle_access(data)
+        await call(access.handle_access, p.InstanceAccess, data)
     assert caught.value.code == "invalid"
     assert access.spec(7) is None  # nothing remembered
     assert driver.calls == []
@@ -49,7 +50,8 @@ async def test_bad_requests_are_invalid(data: dict[str, Any]) -> None:
 
 async def test_missing_container_is_not_running_and_remembered() -> None:
     access = SshAccess(FakeDriver(), nothing)
-    reply = await access.handle_access({"instance_id": 7, "ssh": {"enabled": True, "keys": [KEY]}})
+    reply = await call(access.handle_access, p.InstanceAccess,
+                       {"instance_id": 7, "ssh": {"enabled": True, "keys": [KEY]}})
     assert reply == {"ssh": {"state": "not_running", "user": None, "message": "the instance has no container",
                              "host_keys": []}}
     assert access.spec(7) == SshSpec(enabled=True, keys=(KEY,))
@@ -62,7 +64,7 @@ async def test_missing_container_is_not_running_and_remembered() -> None:
 
 async def test_dispatched_through_a_registry() -> None:
     registry = HandlerRegistry()
-    registry.register(p.INSTANCE_ACCESS, SshAccess(FakeDriver(), nothing).handle_access, timeout_s=120)
+    SshAccess(FakeDriver(), nothing).register(registry)
     ok = await dispatch(registry, p.Envelope(type=p.INSTANCE_ACCESS, id="r1",
                                              data={"instance_id": 3, "ssh": {"enabled": False}}))
     assert ok.ok and ok.data["ssh"]["state"] == "disabled"  # revoked on start: nothing runs until then

@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
+from agent import protocol as p
 from tests.access.conftest import Box, KeyPair, host_key_fingerprints, running_box, ssh, wait_for
+from tests.wire import call
 
 pytestmark = [pytest.mark.docker, pytest.mark.asyncio(loop_scope="module")]
 
@@ -166,7 +168,8 @@ async def test_disabled_revokes_keys_and_stops_dm_sshd(box: Box, keys: dict[str,
     login = await ssh(ip, keys["A"])
     assert not login.ok and not login.refused  # nothing listens any more
     assert await box.access.supervise_once() == {}  # disabled: not brought back
-    assert (await box.access.handle_access({"instance_id": box.instance_id, "ssh": {"enabled": False}}))["ssh"][
+    assert (await call(box.access.handle_access, p.InstanceAccess,
+                       {"instance_id": box.instance_id, "ssh": {"enabled": False}}))["ssh"][
         "state"] == "disabled"
     assert (await box.access_ssh([keys["A"].public]))["state"] == "ready"
     assert (await ssh(ip, keys["A"])).ok

@@ -6,11 +6,14 @@ from __future__ import annotations
 import random
 import secrets
 
+from agent import protocol as p
+from agent.access.ssh import SshAccess
 from agent.config import AgentConfig
 from agent.runtime.base import ContainerSpec
 from agent.runtime.docker import DockerDriver
-from agent.workloads import Workloads
+from agent.workloads import make_link
 from tests.access.conftest import DOCKER_HOST, KeyPair, ssh, wait_for
+from tests.wire import call
 
 
 async def test_workloads_ssh_and_one_listing_per_supervision_round(test_images: tuple[str, str],
@@ -20,15 +23,17 @@ async def test_workloads_ssh_and_one_listing_per_supervision_round(test_images: 
     node_id = random.randint(100_000, 999_999)
     driver = DockerDriver(DOCKER_HOST)
     config = AgentConfig(server="http://127.0.0.1:9", node_id=node_id, credential=None)
-    w = Workloads(driver, lambda: config, lambda: installation)
+    link, w = make_link(config, driver)
+    link.installation_id = installation  # as the welcome would say
+    access = w.feature(SshAccess)
     ids = [random.randint(1_000_000, 2_000_000) for _ in range(2)]
     try:
         for n, iid in enumerate(ids):
             spec = ContainerSpec(instance_id=iid, node_id=node_id, name=f"dmt-wire-{installation}-{n}", image=openssh,
                                  command=["sleep", "infinity"], labels={"dm.installation": installation})
-            await w.ensure({"spec": spec.to_dict(), "desired": "running"})
-            reply = await w.ssh.handle_access({"instance_id": iid, "ssh": {"enabled": True,
-                                                                              "keys": [keys["A"].public]}})
+            await w.ensure(p.InstanceEnsure(spec, "running"))
+            reply = await call(access.handle_access, p.InstanceAccess,
+                               {"instance_id": iid, "ssh": {"enabled": True, "keys": [keys["A"].public]}})
             assert reply["ssh"]["state"] == "ready", reply
         first = await driver.find_instance(ids[0])
         assert first is not None and first.ip_address
@@ -45,7 +50,7 @@ async def test_workloads_ssh_and_one_listing_per_supervision_round(test_images: 
             return await real_list(*a, **kw)
 
         driver.list = counting_list  # type: ignore[method-assign]
-        restarted = await w.ssh.supervise_once()
+        restarted = await access.supervise_once()
         assert set(restarted) == {ids[0]} and restarted[ids[0]]["state"] == "ready"
         assert listings == 1
         driver.list = real_list  # type: ignore[method-assign]

@@ -19,6 +19,7 @@ from agent import protocol as p
 from agent.config import AgentConfig, load_config, save_config
 from agent.handlers import HandlerError, HandlerRegistry
 from agent.link import AgentLink, Backoff, LinkTimings, stable_facts
+from agent.link.snapshot import merge_parts
 
 FAST = LinkTimings(
     backoff_initial_s=0.01,
@@ -51,6 +52,7 @@ class FakeDmd:
         self.hold_s: list[float] = []  # for each coming link: close it (1001) after this many seconds
         self.auth_headers: list[str] = []
         self.hellos: list[dict[str, Any]] = []
+        self.states: list[p.Snapshot] = []  # each hello's state, its parts merged
         self.received: list[tuple[float, p.Envelope]] = []
         self.agent_close_codes: list[int | None] = []
         self.ws: web.WebSocketResponse | None = None
@@ -73,9 +75,12 @@ class FakeDmd:
         assert msg.type == WSMsgType.TEXT, msg
         env = p.decode(msg.data)
         assert env.type == p.HELLO, env
-        hello = p.Hello.from_data(env.data)
+        hello = p.parse(p.Hello, env.data)
+        parts = [p.parse(p.SnapshotPart, p.decode((await ws.receive(timeout=5)).data).data)
+                 for _ in range(hello.snapshot_parts)]
         self.hellos.append(env.data)
-        welcome = {"protocol": p.negotiate(hello.protocol_min, hello.protocol_max), "node_id": hello.node_id,
+        self.states.append(merge_parts(parts) if parts else hello.state)
+        welcome = {"protocol": p.negotiate(hello.protocol.min, hello.protocol.max), "node_id": hello.node_id,
                    "heartbeat_s": self.heartbeat_s, "server_version": "fake-1", **self.welcome}
         await ws.send_str(self.raw_welcome or p.message(p.WELCOME, welcome).to_json())
         self.ws, self.request = ws, request
@@ -179,14 +184,15 @@ async def test_handshake(fake: tuple[FakeDmd, str], start: LinkFactory) -> None:
     link, task = await start()
     await eventually(lambda: link.connected, what="the handshake")
     assert dmd.auth_headers == ["Bearer dmn_good"]
-    hello = p.Hello.from_data(dmd.hellos[0])
+    hello = p.parse(p.Hello, dmd.hellos[0])
     assert hello.node_id == 7
     assert hello.agent_version == agent.__version__
-    assert (hello.protocol_min, hello.protocol_max) == (p.MIN_PROTOCOL_VERSION, p.PROTOCOL_VERSION)
+    # The state follows in parts, which only protocol 2 knows.
+    assert hello.protocol == p.ProtocolRange(p.PROTOCOL_VERSION, p.PROTOCOL_VERSION) == p.ProtocolRange(2, 2)
     assert hello.facts == FACTS
-    assert hello.state == {}
+    assert hello.snapshot_parts == 1 and dmd.states[0] == p.Snapshot()  # nothing reported without a provider
     assert link.connects == 1
-    assert link.negotiated_protocol == 1 and link.server_version == "fake-1"
+    assert link.negotiated_protocol == 2 and link.server_version == "fake-1"
     await link.stop()
     assert await asyncio.wait_for(task, 5) == 0
     await eventually(lambda: dmd.agent_close_codes == [p.CLOSE_NORMAL], what="a clean close")
@@ -199,20 +205,22 @@ async def test_state_snapshot_comes_from_the_provider(fake: tuple[FakeDmd, str],
     dmd, _ = fake
     calls = 0
 
-    def sync_state() -> dict[str, Any]:
+    def sync_state() -> p.Snapshot:
         nonlocal calls
         calls += 1
-        return {"containers": [{"id": "c1"}], "n": calls}
+        return p.Snapshot(containers=[p.ContainerInfo("c1", "web", "debian:12", "running")],
+                          images=[p.ImageInfo(f"sha256:{calls}")])
 
-    async def async_state() -> dict[str, Any]:
+    async def async_state() -> p.Snapshot:
         return sync_state()
 
     link, _ = await start(state_provider=async_state if is_async else sync_state)
     await eventually(lambda: link.connected)
-    assert dmd.hellos[0]["state"] == {"containers": [{"id": "c1"}], "n": 1}
+    assert dmd.states[0] == p.Snapshot(containers=[p.ContainerInfo("c1", "web", "debian:12", "running")],
+                                       images=[p.ImageInfo("sha256:1")])
     dmd.abort()
     await eventually(lambda: len(dmd.hellos) == 2, what="a second hello")
-    assert dmd.hellos[1]["state"]["n"] == 2  # a fresh snapshot on every connect
+    assert dmd.states[1].images == [p.ImageInfo("sha256:2")]  # a fresh snapshot on every connect
 
 
 async def test_real_facts_in_hello(fake: tuple[FakeDmd, str], config_path: Path) -> None:
@@ -300,7 +308,8 @@ async def test_facts_refresh(fake: tuple[FakeDmd, str], start: LinkFactory) -> N
     link, _ = await start()
     await eventually(lambda: link.connected)
     reply = await dmd.call(p.FACTS_REFRESH)
-    assert reply.ok is True and reply.data == FACTS
+    # The facts as the contract has them: every known key, those the host did not report empty.
+    assert reply.ok is True and reply.data == {**p.to_data(p.NodeFacts()), **FACTS}
 
 
 async def test_unknown_type(fake: tuple[FakeDmd, str], start: LinkFactory) -> None:
@@ -566,12 +575,14 @@ async def test_stop_before_run() -> None:
 
 async def test_send_event(fake: tuple[FakeDmd, str], start: LinkFactory) -> None:
     dmd, _ = fake
-    assert await AgentLink(AgentConfig(server="http://h", node_id=1, credential="c")).send_event("x") is False
+    died = p.ContainerEvent(instance_id=3, container_id="c1", action="die", exit_code=137)
+    assert await AgentLink(AgentConfig(server="http://h", node_id=1, credential="c")).send_event(died) is False
     link, _ = await start()
     await eventually(lambda: link.connected)
-    assert await link.send_event("container.died", {"id": "c1"}) is True
+    assert await link.send_event(died) is True
     await eventually(lambda: bool(dmd.of_type(p.EVENT)))
-    assert dmd.of_type(p.EVENT)[-1].data == {"kind": "container.died", "id": "c1"}
+    assert dmd.of_type(p.EVENT)[-1].data == {"kind": "container", "instance_id": 3, "container_id": "c1",
+                                             "action": "die", "exit_code": 137}
 
 
 async def test_backoff_resets_after_a_stable_link(fake: tuple[FakeDmd, str], start: LinkFactory,

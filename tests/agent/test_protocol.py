@@ -12,7 +12,7 @@ from agent import protocol as p
 def test_message_round_trip() -> None:
     env = p.message(p.HEARTBEAT, {"seq": 7})
     text = env.to_json()
-    assert json.loads(text) == {"v": 1, "type": "heartbeat", "data": {"seq": 7}}
+    assert json.loads(text) == {"v": p.PROTOCOL_VERSION, "type": "heartbeat", "data": {"seq": 7}}
     back = p.decode(text)
     assert back == env
     assert not back.is_reply
@@ -33,7 +33,7 @@ def test_unicode_round_trip() -> None:
 def test_reply_ok_round_trip() -> None:
     env = p.reply_ok("a1", {"at": 1.5})
     obj = json.loads(env.to_json())
-    assert obj == {"v": 1, "type": "reply", "id": "a1", "ok": True, "data": {"at": 1.5}}
+    assert obj == {"v": p.PROTOCOL_VERSION, "type": "reply", "id": "a1", "ok": True, "data": {"at": 1.5}}
     back = p.decode(env.to_json())
     assert back.is_reply and back.ok is True and back.data == {"at": 1.5} and back.error is None
 
@@ -46,7 +46,7 @@ def test_reply_ok_without_data() -> None:
 def test_reply_error_round_trip() -> None:
     env = p.reply_error("a2", "unknown_type", "no handler for x")
     obj = json.loads(env.to_json())
-    assert obj == {"v": 1, "type": "reply", "id": "a2", "ok": False,
+    assert obj == {"v": p.PROTOCOL_VERSION, "type": "reply", "id": "a2", "ok": False,
                    "error": {"code": "unknown_type", "message": "no handler for x"}}
     assert "data" not in obj
     back = p.decode(env.to_json())
@@ -77,16 +77,18 @@ def test_missing_data_is_empty() -> None:
 
 
 def test_hello_round_trip() -> None:
-    hello = p.Hello(3, "0.1.0", 1, 1, {"hostname": "h", "gpus": []}, {"containers": []})
-    data = hello.to_data()
-    assert data["protocol"] == {"min": 1, "max": 1}
-    env = p.decode(p.message(p.HELLO, data).to_json())
-    assert p.Hello.from_data(env.data) == hello
+    hello = p.Hello(3, "0.1.0", p.ProtocolRange(1, 2), {"hostname": "h", "gpus": []}, p.Snapshot(containers=[]),
+                    snapshot_parts=0)
+    data = p.to_data(hello)
+    assert data["protocol"] == {"min": 1, "max": 2}
+    env = p.decode(p.notice_envelope(hello).to_json())
+    assert p.parse(p.Hello, env.data) == hello
 
 
 def test_hello_defaults_facts_and_state() -> None:
-    hello = p.Hello.from_data({"node_id": 1, "agent_version": "x", "protocol": {"min": 1, "max": 1}})
-    assert hello.facts == {} and hello.state == {}
+    hello = p.parse(p.Hello, {"node_id": 1, "agent_version": "x", "protocol": {"min": 1, "max": 1}})
+    assert hello.facts == {} and hello.state == p.Snapshot() and hello.snapshot_parts == 0
+    assert hello.state.containers is None and hello.state.images is None  # not reported, not "none"
 
 
 @pytest.mark.parametrize(("data", "words"), [
@@ -96,16 +98,18 @@ def test_hello_defaults_facts_and_state() -> None:
     ({"node_id": 1, "agent_version": 5, "protocol": {"min": 1, "max": 1}}, "agent_version"),
     ({"node_id": 1, "agent_version": "x" * 65, "protocol": {"min": 1, "max": 1}}, "agent_version"),
     ({"node_id": 1, "agent_version": "x"}, "protocol"),
-    ({"node_id": 1, "agent_version": "x", "protocol": {"min": 1}}, "protocol"),
-    ({"node_id": 1, "agent_version": "x", "protocol": {"min": True, "max": 1}}, "protocol"),
+    ({"node_id": 1, "agent_version": "x", "protocol": {"min": 1}}, "protocol.max"),
+    ({"node_id": 1, "agent_version": "x", "protocol": {"min": True, "max": 1}}, "protocol.min"),
     ({"node_id": 1, "agent_version": "x", "protocol": [1, 1]}, "protocol"),
     ({"node_id": 1, "agent_version": "x", "protocol": {"min": 1, "max": 1}, "facts": []}, "facts"),
     ({"node_id": 1, "agent_version": "x", "protocol": {"min": 1, "max": 1}, "state": "x"}, "state"),
+    ({"node_id": 1, "agent_version": "x", "protocol": {"min": 1, "max": 1}, "state": {"images": [{}]}},
+     r"state.images\[0\].id"),
+    ({"node_id": 1, "agent_version": "x", "protocol": {"min": 1, "max": 1}, "snapshot_parts": -1}, "snapshot_parts"),
 ])
 def test_bad_hello(data: dict[str, object], words: str) -> None:
-    with pytest.raises(p.ProtocolError, match=words) as info:
-        p.Hello.from_data(data)
-    assert info.value.close_code == p.CLOSE_PROTOCOL
+    with pytest.raises(p.DecodeError, match=words):
+        p.parse(p.Hello, data)
 
 
 @pytest.mark.parametrize(("raw", "words"), [

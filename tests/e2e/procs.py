@@ -119,21 +119,22 @@ class Dmd:
 class Agent:
     """An agent process: `python -m agent` (or the built binary) with its own config file."""
 
-    def __init__(self, cmd: list[str], config: Path) -> None:
+    def __init__(self, cmd: list[str], config: Path, *, cwd: Path = REPO, env: dict[str, str] | None = None) -> None:
         self.cmd = cmd
         self.config = config
         self.proc: subprocess.Popen[str] | None = None
         self.log = config.with_suffix(".log")
+        self.cwd = cwd  # where `python -m agent` finds its package
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
 
     def join(self, server: str, token: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*self.cmd, "join", server, token, "--config", str(self.config)],
-                              capture_output=True, text=True, timeout=60, cwd=REPO)
+                              capture_output=True, text=True, timeout=60, cwd=self.cwd, env=self.env)
 
     def start(self) -> Agent:
         out = open(self.log, "a")  # noqa: SIM115
         self.proc = subprocess.Popen([*self.cmd, "run", "--config", str(self.config)], stdout=out,
-                                     stderr=subprocess.STDOUT, text=True, cwd=REPO,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                     stderr=subprocess.STDOUT, text=True, cwd=self.cwd, env=self.env)
         return self
 
     def kill9(self) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import aiodocker
 import pytest
 
+from agent.ports.manager import PortForwarding
 from dmd import local_node
 from dmd.local_node import LOCAL_NODE
 from dmd.reconciler import RECONCILER
@@ -56,7 +57,7 @@ async def local(client, admin, docker_test_image):  # noqa: F811
     # Nor this installation's forwarding rules (a real dmd keeps them across restarts).
     workloads = client.app[LOCAL_NODE].workloads
     if workloads is not None:
-        await workloads.ports.teardown()
+        await workloads.feature(PortForwarding).teardown()
 
 
 async def instance(client, headers, iid) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from dmd.reconciler import RECONCILER
 from tests.agent.helpers import FIXTURES
 from tests.conftest import add_user, make_token
 from tests.instances.conftest import instance, wait_for, wait_status
-from tests.nodes.helpers import FakeAgent
+from tests.nodes.helpers import FakeAgent, container, hello_v1
 
 
 def a5000_gpus() -> list[dict]:
@@ -33,7 +33,7 @@ class GpuNode(FakeAgent):
     def _ensure(self, data):
         spec = data["spec"]
         self.ensures.append(spec)
-        c = self.containers.setdefault(spec["instance_id"], {"id": f"c{spec['instance_id']}", "state": "created"})
+        c = self.containers.setdefault(spec["instance_id"], container(spec["instance_id"], "created"))
         c["state"] = "running" if data["desired"] == "running" else "exited"
         return {"container": c}
 
@@ -45,8 +45,7 @@ class GpuNode(FakeAgent):
 
     async def start(self):
         ws = await self.open()
-        hello = p.Hello(self.node_id, "test-agent", 1, 1, self.facts(), self.hello_state())
-        await ws.send_str(p.message(p.HELLO, hello.to_data()).to_json())
+        await ws.send_str(p.message(p.HELLO, hello_v1(self.node_id, self.facts(), self.hello_state())).to_json())
         msg = await ws.receive(timeout=5)
         assert p.decode(msg.data).type == p.WELCOME
         self._reader = asyncio.create_task(self._read())
@@ -161,7 +160,7 @@ async def test_lost_reply_and_delete_while_offline(client, admin):
     iid = (await r.json())["id"]
     await wait_for(lambda: _status_in(client, admin, iid, ("creating",)), "creating")
     # The agent dies before answering; it had created the container.
-    node.containers[iid] = {"id": f"c{iid}", "state": "running"}
+    node.containers[iid] = container(iid)
     await node.close()
     await asyncio.sleep(0.3)
     assert (await instance(client, admin, iid))["status"] == "creating"

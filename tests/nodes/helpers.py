@@ -33,8 +33,8 @@ class FakeAgent:
 
     async def connect(self, facts: dict[str, Any] | None = None, *, answer: bool = True) -> dict[str, Any]:
         ws = await self.open()
-        hello = p.Hello(self.node_id, "test-agent", 1, 1, facts or {"hostname": "fake", "gpus": []}, {})
-        await ws.send_str(p.message(p.HELLO, hello.to_data()).to_json())
+        hello = hello_v1(self.node_id, facts or {"hostname": "fake", "gpus": []})
+        await ws.send_str(p.message(p.HELLO, hello).to_json())
         msg = await ws.receive(timeout=5)
         assert msg.type == aiohttp.WSMsgType.TEXT, (msg.type, msg.data, msg.extra)
         env = p.decode(msg.data)
@@ -99,6 +99,18 @@ class FakeAgent:
             await self.ws.close()
         if self.session is not None:
             await self.session.close()
+
+
+def hello_v1(node_id: int, facts: dict[str, Any], state: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The hello of a protocol-1 agent, as such an agent writes it: its whole state inside."""
+    return {"node_id": node_id, "agent_version": "test-agent", "protocol": {"min": 1, "max": 1}, "facts": facts,
+            "state": state or {}}
+
+
+def container(instance_id: int, state: str = "running", **more: Any) -> dict[str, Any]:
+    """A managed container as an agent reports it (every field a real agent sends)."""
+    return {"id": f"c{instance_id}", "name": f"dm-{instance_id}", "image": "img", "state": state,
+            "instance_id": instance_id, "managed": True, **more}
 
 
 def dumps(obj: Any) -> str:

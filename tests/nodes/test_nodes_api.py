@@ -110,13 +110,14 @@ async def test_cordon_rename(client, admin, joined):
 async def test_online_facts_metrics_ping(client, admin, joined, agents):
     nid, cred = await joined("box")
     agent = agents(nid, cred)
-    facts = {"hostname": "box", "cpu_count": 8, "gpus": [{"vendor": "nvidia", "index": 0, "uuid": "GPU-1"}]}
+    facts = {"hostname": "box", "cpu_count": 8,
+             "gpus": [{"vendor": "nvidia", "index": 0, "name": "A100", "uuid": "GPU-1"}]}
     welcome = await agent.connect(facts)
     assert welcome["node_id"] == nid and welcome["protocol"] == 1 and welcome["heartbeat_s"] == 10
     n = await node(client, admin, nid)
     assert n["status"] == "online" and n["facts"]["cpu_count"] == 8 and n["gpus"][0]["uuid"] == "GPU-1"
     assert n["agent_version"] == "test-agent"
-    await agent.send(p.METRICS, {"cpu_pct": 12.5, "memory_used_mb": 100})
+    await agent.send(p.METRICS, {"at": 1765000000.0, "cpu_pct": 12.5, "memory_used_mb": 100})
     await agent.send(p.FACTS, {"hostname": "box", "cpu_count": 16, "gpus": []})
     await asyncio.sleep(0.2)
     metrics = await (await client.get(f"/api/v1/nodes/{nid}/metrics", headers=admin)).json()

@@ -9,7 +9,6 @@ import datetime as dt
 import html as htmllib
 import re
 import time
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -24,22 +23,17 @@ from dmd.pages.nodes import TIMES
 from dmd.services import audit
 from dmd.services import users as user_svc
 from dmd.state import DB
+from tests.agent.helpers import FIXTURES
 from tests.conftest import add_user
 from tests.nodes.helpers import FakeAgent
 from tests.pages.conftest import get_csrf, page_login, post_form
 
-FIXTURE = Path("/work/shared/fixtures/gpu/nvidia-smi-q-x.rtx-a5000x2.v13.no-supported-clocks.xml")
+FIXTURE = FIXTURES / "nvidia-smi-q-x.rtx-a5000x2.v13.no-supported-clocks.xml"
 _JOIN_RE = re.compile(r'<code class="secret" id="join-command">dmc join (\S+) (dmj_[^<\s]+)</code>')
 
 
 def _gpus() -> list[dict[str, Any]]:
-    if FIXTURE.exists():
-        return [g.to_dict() for g in parse_xml(FIXTURE.read_text())]
-    # The same two cards, should the shared fixture be missing.
-    base = {"vendor": "nvidia", "name": "NVIDIA RTX A5000", "memory_total_mb": 24564, "memory_used_mb": 0,
-            "utilization_pct": 0.0, "temperature_c": 30.0, "driver_version": "590.44.01",
-            "runtime_version": "13.1", "pci_bus_id": None, "mig_mode": None, "mig_devices": []}
-    return [{**base, "index": i, "uuid": f"GPU-{i}"} for i in range(2)]
+    return [g.to_dict() for g in parse_xml(FIXTURE.read_text())]
 
 
 def _facts() -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from agent.ports.manager import PortForwarding
 from dmd.local_node import LOCAL_NODE
 from tests.instances.conftest import docker, instance, local, wait_for, wait_status  # noqa: F401
 from tests.runtime.conftest import docker_test_image  # noqa: F401
@@ -26,7 +27,7 @@ async def teardown_rules(client):
     yield
     holder = client.app[LOCAL_NODE]
     if holder.workloads is not None:
-        await holder.workloads.ports.teardown()
+        await holder.workloads.feature(PortForwarding).teardown()
 
 
 async def create(client, headers, node_id: int, name: str, **extra: Any) -> dict[str, Any]:

@@ -18,10 +18,16 @@ from typing import Any
 
 import pytest
 
+from agent import protocol as p
 from agent.handlers import HandlerError
 from agent.ports.kernel import KernelForwarder, bridge_for
 from agent.ports.manager import PortForwarding, chain_tag
 from tests.ports.conftest import BB, ECHO_PORT, Env, Netns, host_address, ns_connect
+from tests.wire import call
+
+
+async def apply(pf: PortForwarding, data: dict[str, Any]) -> dict[str, Any]:
+    return await call(pf.handle_apply, p.PortsApply, data)
 
 SYNPROBE = Path(__file__).with_name("synprobe.py")
 
@@ -130,7 +136,7 @@ async def test_kernel_map_reaches_the_container_from_loopback_own_address_and_an
     pf = env.manager("kernel")
     assert await refused("127.0.0.1", port)
 
-    reply = await pf.handle_apply({"maps": [pmap(1, c.instance_id or 0, port)]})
+    reply = await call(pf.handle_apply, p.PortsApply, {"maps": [pmap(1, c.instance_id or 0, port)]})
     assert reply["mode"] == "kernel" and reply["active"] == [1]
     assert reply["waiting"] == [] and reply["failed"] == []
     assert set(reply["listening"]) == {"tcp", "udp"}
@@ -149,10 +155,10 @@ async def test_kernel_map_reaches_the_container_from_loopback_own_address_and_an
     guard = [line for line in rules.splitlines() if line.startswith(f"-A {env.tag}-IN ")]
     assert len(guard) == 1 and f"-i {bridge} " in guard[0] and guard[0].endswith("-j DROP"), guard
     assert "! -s 127.0.0.0/8 -d 127.0.0.0/8" in guard[0] and "! --ctstate RELATED,ESTABLISHED,DNAT" in guard[0]
-    assert pf.facts() == {"pools": {"tcp": [[env.ports.first, env.ports.last]],
+    assert pf.port_facts() == {"pools": {"tcp": [[env.ports.first, env.ports.last]],
                                     "udp": [[env.ports.first, env.ports.last]]}, "mode": "kernel"}
 
-    reply = await pf.handle_apply({"maps": []})
+    reply = await call(pf.handle_apply, p.PortsApply, {"maps": []})
     assert reply["active"] == []
     assert await refused("127.0.0.1", port)
     assert await refused(host_address(), port)
@@ -164,12 +170,12 @@ async def test_kernel_removed_map_refuses_at_once_and_others_stay(env: Env) -> N
     keep, drop = env.ports.take(), env.ports.take()
     pf = env.manager("kernel")
     inst = c.instance_id or 0
-    reply = await pf.handle_apply({"maps": [pmap(1, inst, keep), pmap(2, inst, drop)]})
+    reply = await call(pf.handle_apply, p.PortsApply, {"maps": [pmap(1, inst, keep), pmap(2, inst, drop)]})
     assert sorted(reply["active"]) == [1, 2]
     open_conn = await connect("127.0.0.1", drop)
     assert await open_conn.echo(b"before") == b"before"
 
-    reply = await pf.handle_apply({"maps": [pmap(1, inst, keep)]})
+    reply = await call(pf.handle_apply, p.PortsApply, {"maps": [pmap(1, inst, keep)]})
     assert reply["active"] == [1]
     assert await refused("127.0.0.1", drop)  # at once: no waiting, no retry
     assert await refused(host_address(), drop)
@@ -182,7 +188,7 @@ async def test_kernel_rules_removed_behind_the_agents_back_come_back(env: Env) -
     c = await env.echo("a")
     port = env.ports.take()
     pf = env.manager("kernel")
-    assert (await pf.handle_apply({"maps": [pmap(1, c.instance_id or 0, port)]}))["active"] == [1]
+    assert (await apply(pf, {"maps": [pmap(1, c.instance_id or 0, port)]}))["active"] == [1]
     assert await pf.restore_if_lost() is False  # nothing lost: nothing done
     await KernelForwarder(chain_tag(c.node_id or 0, c.labels.get("dm.installation"))).teardown()  # a "reload"
     assert await refused("127.0.0.1", port)
@@ -195,7 +201,7 @@ async def test_kernel_hooks_are_idempotent_and_teardown_removes_everything(env: 
     port = env.ports.take()
     pf = env.manager("kernel")
     for _ in range(3):
-        assert (await pf.handle_apply({"maps": [pmap(1, c.instance_id or 0, port)]}))["active"] == [1]
+        assert (await apply(pf, {"maps": [pmap(1, c.instance_id or 0, port)]}))["active"] == [1]
     rules = await iptables_save()
     tag = env.tag
     for hook in (f"-A PREROUTING -m addrtype --dst-type LOCAL -j {tag}-DNAT",
@@ -225,7 +231,7 @@ async def test_kernel_container_stop_and_start_are_followed(env: Env) -> None:
     inst = a.instance_id or 0
     maps = {"maps": [pmap(1, inst, port)]}
     async with event_pump(env, pf):
-        assert (await pf.handle_apply(maps))["active"] == [1]
+        assert (await call(pf.handle_apply, p.PortsApply, maps))["active"] == [1]
         assert await talk("127.0.0.1", port) == b"id-a"
 
         await env.driver.stop(a.id, timeout=1)
@@ -240,7 +246,7 @@ async def test_kernel_container_stop_and_start_are_followed(env: Env) -> None:
         await pf.settle()
     after = await env.driver.inspect(a.id)
     assert after is not None and after.ip_address and b.ip_address and after.ip_address != b.ip_address
-    reply = await pf.handle_apply(maps)
+    reply = await call(pf.handle_apply, p.PortsApply, maps)
     assert reply["active"] == [1]
 
 
@@ -253,7 +259,7 @@ async def test_established_connection_survives_an_agent_restart(env: Env) -> Non
     port = env.ports.take()
     maps = {"maps": [pmap(1, c.instance_id or 0, port)]}
     first = env.manager("kernel")
-    assert (await first.handle_apply(maps))["active"] == [1]
+    assert (await call(first.handle_apply, p.PortsApply, maps))["active"] == [1]
     local = await connect("127.0.0.1", port)
     remote = await connect(host_address(), port)
     for conn in (local, remote):
@@ -265,7 +271,7 @@ async def test_established_connection_survives_an_agent_restart(env: Env) -> Non
     assert await talk("127.0.0.1", port) == b"id-a"
 
     second = env.manager("kernel")  # the agent is back and dmd applies the same set
-    assert (await second.handle_apply(maps))["active"] == [1]
+    assert (await call(second.handle_apply, p.PortsApply, maps))["active"] == [1]
     for conn in (local, remote):
         assert await conn.echo(b"three") == b"three"
     assert await talk("127.0.0.1", port) == b"id-a"
@@ -277,7 +283,7 @@ async def test_kernel_udp(env: Env) -> None:
     u = await env.udp_echo()
     port = env.ports.take()
     pf = env.manager("kernel")
-    reply = await pf.handle_apply({"maps": [pmap(1, u.instance_id or 0, port, protocol="udp")]})
+    reply = await call(pf.handle_apply, p.PortsApply, {"maps": [pmap(1, u.instance_id or 0, port, protocol="udp")]})
     assert reply["active"] == [1]
     assert await asyncio.to_thread(udp_roundtrip, host_address(), port, b"k1") == b"echo:k1"
     assert await asyncio.to_thread(udp_roundtrip, "127.0.0.1", port, b"k2") == b"echo:k2"
@@ -293,9 +299,9 @@ async def test_proxy_mode_tcp_and_udp(env: Env) -> None:
     pf = env.manager("proxy")
     maps = {"maps": [pmap(1, t.instance_id or 0, tcp_port),
                      pmap(2, u.instance_id or 0, udp_port, protocol="udp")]}
-    reply = await pf.handle_apply(maps)
+    reply = await call(pf.handle_apply, p.PortsApply, maps)
     assert reply["mode"] == "proxy" and sorted(reply["active"]) == [1, 2], reply
-    assert pf.facts()["mode"] == "proxy"
+    assert pf.port_facts()["mode"] == "proxy"
     assert await talk("127.0.0.1", tcp_port) == b"id-t"
     assert await talk(host_address(), tcp_port) == b"id-t"
     assert await asyncio.to_thread(udp_roundtrip, "127.0.0.1", udp_port, b"p1") == b"echo:p1"
@@ -303,12 +309,12 @@ async def test_proxy_mode_tcp_and_udp(env: Env) -> None:
     assert env.tag not in await iptables_save()  # the proxy installs no rules
 
     # Our own listeners are neither "busy" nor reported as host programs' ports.
-    reply = await pf.handle_apply(maps)
+    reply = await call(pf.handle_apply, p.PortsApply, maps)
     assert sorted(reply["active"]) == [1, 2] and reply["failed"] == []
     assert tcp_port not in reply["listening"]["tcp"] and udp_port not in reply["listening"]["udp"]
 
     open_conn = await connect("127.0.0.1", tcp_port)
-    reply = await pf.handle_apply({"maps": [maps["maps"][1]]})
+    reply = await call(pf.handle_apply, p.PortsApply, {"maps": [maps["maps"][1]]})
     assert reply["active"] == [2]
     assert await refused("127.0.0.1", tcp_port)  # the listener is closed at once
     assert await open_conn.echo(b"still") == b"still"
@@ -325,7 +331,7 @@ async def test_proxy_follows_a_container_restart(env: Env) -> None:
     port = env.ports.take()
     pf = env.manager("proxy")
     async with event_pump(env, pf):
-        assert (await pf.handle_apply({"maps": [pmap(1, a.instance_id or 0, port)]}))["active"] == [1]
+        assert (await apply(pf, {"maps": [pmap(1, a.instance_id or 0, port)]}))["active"] == [1]
         assert await talk("127.0.0.1", port) == b"id-a"
         await env.driver.stop(a.id, timeout=1)
         await eventually(lambda: refused("127.0.0.1", port))
@@ -355,7 +361,7 @@ async def test_port_busy_when_a_host_program_listens(env: Env, mode: str) -> Non
         pf = env.manager(mode)
         listening = await pf.listening()
         assert tcp_port in listening["tcp"] and udp_port in listening["udp"]
-        reply = await pf.handle_apply({"maps": [pmap(1, c.instance_id or 0, tcp_port),
+        reply = await call(pf.handle_apply, p.PortsApply, {"maps": [pmap(1, c.instance_id or 0, tcp_port),
                                                 pmap(2, u.instance_id or 0, udp_port, protocol="udp")]})
         assert reply["active"] == []
         assert sorted((f["id"], f["code"]) for f in reply["failed"]) == [(1, "port_busy"), (2, "port_busy")]
@@ -386,7 +392,7 @@ async def test_waiting_out_of_pool_duplicates_and_other_installations(env: Env) 
         pmap("s-7", created.instance_id or 0, p4, protocol="udp"),
     ]}
     async with event_pump(env, pf):
-        reply = await pf.handle_apply(maps)
+        reply = await call(pf.handle_apply, p.PortsApply, maps)
         assert sorted(reply["waiting"], key=str) == [1, 2, 6]
         assert reply["active"] == [4, "s-7"]
         assert sorted((f["id"], f["code"]) for f in reply["failed"]) == [(3, "out_of_pool"), (5, "duplicate_port")]
@@ -396,7 +402,7 @@ async def test_waiting_out_of_pool_duplicates_and_other_installations(env: Env) 
 
         await env.driver.start(stopped.id)  # the event makes the waiting map active
         await eventually(lambda: _greets("127.0.0.1", p1, b"id-late"))
-    reply = await pf.handle_apply(maps)
+    reply = await call(pf.handle_apply, p.PortsApply, maps)
     assert sorted(reply["waiting"], key=str) == [2, 6]
 
 
@@ -419,10 +425,10 @@ async def test_invalid_maps_change_nothing(env: Env, bad: Any) -> None:
     port = env.ports.take()
     pf = env.manager("kernel")
     good = {"maps": [pmap(1, c.instance_id or 0, port)]}
-    reply = await pf.handle_apply(good)
+    reply = await call(pf.handle_apply, p.PortsApply, good)
     assert reply["active"] == [1], reply
     with pytest.raises(HandlerError) as info:
-        await pf.handle_apply(bad)
+        await call(pf.handle_apply, p.PortsApply, bad)
     assert info.value.code == "invalid" and "\n" not in info.value.message
     assert await talk("127.0.0.1", port) == b"id-a"  # the last good set still forwards
 
@@ -435,7 +441,7 @@ async def test_another_container_reaches_a_map_through_the_node_address(env: Env
     client = await env.container([BB, "sleep", "3600"])
     port = env.ports.take()
     pf = env.manager("kernel")
-    assert (await pf.handle_apply({"maps": [pmap(1, server.instance_id or 0, port)]}))["active"] == [1]
+    assert (await apply(pf, {"maps": [pmap(1, server.instance_id or 0, port)]}))["active"] == [1]
     line = f"echo hi | {BB} timeout 5 {BB} nc {host_address()} {port}"
     result = await env.driver.exec(client.id, [BB, "sh", "-c", line])
     assert result.stdout == b"id-srv\nhi\n", result
@@ -449,7 +455,7 @@ async def test_containers_cannot_reach_the_hosts_loopback_services(env: Env) -> 
     port = env.ports.take()
     pf = env.manager("kernel")
     maps = {"maps": [pmap(1, server.instance_id or 0, port)]}
-    assert (await pf.handle_apply(maps))["active"] == [1]
+    assert (await call(pf.handle_apply, p.PortsApply, maps))["active"] == [1]
     raw = await (await env.docker.containers.get(attacker.id)).show()
     pid, mac, ip = raw["State"]["Pid"], raw["NetworkSettings"]["MacAddress"], raw["NetworkSettings"]["IPAddress"]
     bridge = bridge_for(ip)
@@ -493,7 +499,7 @@ async def test_containers_cannot_reach_the_hosts_loopback_services(env: Env) -> 
             await iptables("-I", judge, "1", *accept)
             assert await probe("127.0.0.1", lo_port) == "synack"
             await iptables("-D", judge, "1")
-            assert (await pf.handle_apply(maps))["active"] == [1]  # a re-apply keeps the guard
+            assert (await call(pf.handle_apply, p.PortsApply, maps))["active"] == [1]  # a re-apply keeps the guard
             assert await probe("127.0.0.1", lo_port) == "nothing"
         finally:
             for args in (("-D", "INPUT", "-j", judge), ("-F", judge), ("-X", judge)):

@@ -13,14 +13,16 @@ from typing import Any
 
 import pytest
 
+from agent import protocol as p
 from agent.config import AgentConfig
 from agent.handlers import HandlerError
 from agent.ports.base import Forward
 from agent.ports.kernel import KernelForwarder, bridge_for
-from agent.ports.manager import PortForwarding, chain_tag, parse_maps
+from agent.ports.manager import PortForwarding, chain_tag
 from agent.ports.pools import PoolError, PortPools, listening_ports, parse_ranges
 from agent.ports.proxy import ProxyForwarder
 from agent.runtime.fake import FakeDriver
+from tests.wire import call
 
 # --------------------------------------------------------------------------- pools
 
@@ -147,21 +149,24 @@ def test_bridge_for_takes_the_longest_direct_route(tmp_path: Path) -> None:
     ({"maps": [{"id": 1, "instance_id": 1, "protocol": "udp", "host_port": 1, "instance_port": 1.5}]},
      "instance_port"),
 ])
-def test_parse_maps_refuses_malformed_input(data: Any, words: str) -> None:
+async def test_malformed_maps_are_refused_naming_the_field(data: Any, words: str) -> None:
+    config = AgentConfig(server="http://dm:3150", node_id=1, credential=None, port_forwarding="proxy")
+    pf = PortForwarding(FakeDriver(), lambda: config, lambda: "inst")
     with pytest.raises(HandlerError) as info:
-        parse_maps(data)
+        await call(pf.handle_apply, p.PortsApply, data)
     assert info.value.code == "invalid" and words in info.value.message
+    await pf.close()
 
 
 async def test_invalid_apply_never_touches_the_runtime() -> None:
     config = AgentConfig(server="http://dm:3150", node_id=1, credential=None, port_forwarding="proxy")
     pf = PortForwarding(FakeDriver(), lambda: config, lambda: "inst")
     with pytest.raises(HandlerError) as info:
-        await pf.handle_apply({"maps": [{"id": 1}]})
+        await call(pf.handle_apply, p.PortsApply, {"maps": [{"id": 1}]})
     assert info.value.code == "invalid"
     pf.on_container_event(1, "start")  # nothing applied yet: nothing to re-apply
     await pf.settle()
-    assert pf.facts() == {"pools": {"tcp": [[20000, 29999]], "udp": [[20000, 29999]]}, "mode": "proxy"}
+    assert pf.facts() == {"ports": {"pools": {"tcp": [[20000, 29999]], "udp": [[20000, 29999]]}, "mode": "proxy"}}
     await pf.close()
 
 

@@ -1,4 +1,4 @@
-"""The dmd <-> dmc wire protocol, shared by both ends (standard library only).
+"""The frames of the dmd <-> dmc link: envelopes, close codes, versions (standard library only).
 
 One WebSocket per node, opened by the agent (so NAT and reverse proxies are fine), with
 the node credential in the upgrade request's `Authorization: Bearer` header. Every frame
@@ -11,9 +11,11 @@ Requests and replies: a message that expects an answer carries an `id`; the answ
     {"v": 1, "type": "reply", "id": "a1", "ok": true,  "data": {...}}
     {"v": 1, "type": "reply", "id": "a1", "ok": false, "error": {"code": "...", "message": "..."}}
 
-Handshake: the agent's first message is `hello` (its protocol range, version, node id and
-a full snapshot of its state); dmd answers `welcome` with the version both will speak, or
-closes the link with CLOSE_PROTOCOL. New message types and fields are added without a
+Handshake: the agent's first message is `hello` (its protocol range, version, node id, facts
+and, in protocol 1, a full snapshot of its state); from protocol 2 the snapshot follows the
+hello in `snapshot` parts. dmd answers `welcome` with the version both will speak, or closes
+the link with CLOSE_PROTOCOL. The messages themselves are types in
+:mod:`agent.protocol.messages`. New message types and fields are added without a
 version bump (receivers ignore unknown fields and answer unknown requests with the error
 code `unknown_type`); the version changes only when an existing message changes meaning.
 """
@@ -25,8 +27,15 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-PROTOCOL_VERSION = 1
-MIN_PROTOCOL_VERSION = 1
+__all__ = [
+    "AGENT_WS_PATH", "CLOSE_AUTH", "CLOSE_DELETED", "CLOSE_FORBIDDEN", "CLOSE_GOING_AWAY", "CLOSE_HEARTBEAT",
+    "CLOSE_NORMAL", "CLOSE_PROTOCOL", "CLOSE_REPLACED", "CLOSE_SLOW", "CLOSE_TOO_LARGE", "JOIN_PATH",
+    "MAX_MESSAGE_BYTES", "MIN_PROTOCOL_VERSION", "PROTOCOL_VERSION", "REPLY", "Envelope", "IdSource", "ProtocolError",
+    "RemoteError", "decode", "message", "negotiate", "reply_error", "reply_ok",
+]
+
+PROTOCOL_VERSION = 2  # 2: the hello's state may follow in `snapshot` parts
+MIN_PROTOCOL_VERSION = 1  # dmd still takes protocol-1 agents (the whole state inside the hello)
 MAX_MESSAGE_BYTES = 1 << 20  # 1 MiB: facts with many GPUs fit easily; logs travel in chunks
 AGENT_WS_PATH = "/agent/ws"
 JOIN_PATH = "/api/v1/nodes/join"
@@ -44,66 +53,7 @@ CLOSE_TOO_LARGE = 4413
 CLOSE_SLOW = 4429  # the send queue towards this agent overflowed
 
 
-# --- message types ------------------------------------------------------------------
-# agent -> dmd
-HELLO = "hello"  # data: Hello
-HEARTBEAT = "heartbeat"  # data: {"seq": int}
-METRICS = "metrics"  # data: {"at": float, "cpu_pct": ..., "memory_used_mb": ..., "gpus": [...]}
-FACTS = "facts"  # data: the full facts dict, sent when they change
-EVENT = "event"  # data: {"kind": str, ...}
-# dmd -> agent
-WELCOME = "welcome"  # data: {"protocol", "node_id", "heartbeat_s", "server_version", "installation_id"}
-PING = "ping"  # request; reply data: {"at": float}
-FACTS_REFRESH = "facts.refresh"  # request; reply data: the facts dict
-CREDENTIAL_ROTATE = "credential.rotate"  # request: {"credential": str}; the agent saves it, then replies
-NODE_DELETED = "node.deleted"  # notice: forget the credential and stop
-# dmd -> agent: instances and images (requests; replies carry the data named here).
-# Errors come back as reply errors with the runtime driver's code (not_found, image_not_found,
-# conflict, invalid, unavailable, pull_failed, timeout, runtime_error) and its message.
-INSTANCE_ENSURE = "instance.ensure"  # {"spec": ContainerSpec dict, "desired": "running"|"stopped"}
-#   -> {"container": ContainerInfo dict}; creates when missing (idempotent by instance id), then
-#   starts or stops it to match `desired`.
-INSTANCE_REMOVE = "instance.remove"  # {"instance_id"} -> {"removed": bool}; missing is fine
-INSTANCE_RESTART = "instance.restart"  # {"instance_id"} -> {"container": ContainerInfo dict}
-INSTANCE_INSPECT = "instance.inspect"  # {"instance_id"} -> {"container": ContainerInfo dict | None}
-INSTANCE_LOGS = "instance.logs"  # {"instance_id", "tail": int|None, "since": float|None}
-#   -> {"lines": [str], "truncated": bool, "last_ts": float|None}; at most LOGS_MAX_BYTES
-INSTANCE_SYNC = "instance.sync"  # {"keep": [instance ids]} -> {"removed": [instance ids]}
-#   removes this node's managed containers whose instance no longer exists in dmd
-CONTAINERS_LIST = "containers.list"  # {} -> {"containers": [ContainerInfo dict]}, managed or not
-IMAGES_LIST = "images.list"  # {} -> {"images": [ImageInfo dict]}
-IMAGE_PULL = "image.pull"  # {"ref", "auth": {"username", "password", "serveraddress"}|None,
-#   "progress_id": str} -> {"image": ImageInfo dict}; progress as EVENT kind "image.progress"
-IMAGE_IMPORT = "image.import"  # {"url", "repository", "tag"} -> {"image": ImageInfo dict}
-#   the agent GETs the tarball from dmd's blob URL with its node credential
-IMAGE_EXPORT = "image.export"  # {"ref", "url"} -> {"bytes": int}; the agent PUTs `docker save` output
-IMAGE_REMOVE = "image.remove"  # {"ref", "force": bool} -> {}
-IMAGE_COMMIT = "image.commit"  # {"instance_id", "repository", "tag"} -> {"image": ImageInfo dict}
-# dmd -> agent: access to instances (SSH keys and port maps).
-PORTS_APPLY = "ports.apply"  # {"maps": [PortMap dict]}: the node's *full* set of port maps
-#   -> {"mode": "kernel"|"proxy", "active": [map ids forwarding now],
-#       "waiting": [map ids whose instance is not running], "failed": [{"id", "code", "message"}],
-#       "listening": {"tcp": [host ports in the pools a host program listens on], "udp": [...]}}
-#   PortMap dict: {"id", "instance_id", "protocol": "tcp"|"udp", "host_port", "instance_port"}.
-#   Declarative and idempotent: a map not in the list stops taking new connections at once. The
-#   agent keeps the set and re-applies it whenever a container starts or stops (its address may
-#   change). A failed code "port_busy" means a host program listens on that host port.
-INSTANCE_ACCESS = "instance.access"  # {"instance_id", "ssh": {"enabled": bool, "keys": [str]}}
-#   -> {"ssh": SshStatus dict}. `keys` are whole authorized_keys lines (DM's keys for this
-#   instance; an empty list revokes them all). The agent writes them where the instance's sshd
-#   reads them, generates missing host keys, starts sshd when it is not running, and keeps
-#   supervising it (a container start, or sshd dying, brings it back) with the last keys given.
-#   SshStatus dict: {"state": "ready"|"no_server"|"not_running"|"disabled"|"error", "user": str|None,
-#   "message": str|None, "host_keys": [{"type": str, "fingerprint": str}]}
-# The hello's facts carry "ports": {"pools": {"tcp": [[first, last], ...], "udp": [...]},
-#   "mode": "kernel"|"proxy"}; its state carries "listening": {"tcp": [ports], "udp": [ports]}
-#   (host ports inside the pools that host programs listen on).
-# The hello's "state": {"containers": [ContainerInfo dict, managed or not], "images": [ImageInfo dict]}.
-# Agent events: {"kind": "container", "instance_id", "container_id", "action", "exit_code", "state"},
-# {"kind": "images.changed"}, {"kind": "image.progress", "progress_id", ...Docker's progress fields}.
-LOGS_MAX_BYTES = 512 * 1024
-# both ways
-REPLY = "reply"
+REPLY = "reply"  # both ways: the answer to a request
 
 _ENVELOPE_KEYS = frozenset({"v", "type", "id", "data", "ok", "error"})
 
@@ -220,47 +170,6 @@ def negotiate(agent_min: int, agent_max: int) -> int | None:
     """The highest version both ends speak, or None."""
     best = min(agent_max, PROTOCOL_VERSION)
     return best if best >= max(agent_min, MIN_PROTOCOL_VERSION) else None
-
-
-@dataclass(frozen=True, slots=True)
-class Hello:
-    """The agent's first message."""
-
-    node_id: int
-    agent_version: str
-    protocol_min: int
-    protocol_max: int
-    facts: dict[str, Any]
-    state: dict[str, Any]
-
-    def to_data(self) -> dict[str, Any]:
-        return {
-            "node_id": self.node_id,
-            "agent_version": self.agent_version,
-            "protocol": {"min": self.protocol_min, "max": self.protocol_max},
-            "facts": self.facts,
-            "state": self.state,
-        }
-
-    @classmethod
-    def from_data(cls, data: dict[str, Any]) -> Hello:
-        proto = data.get("protocol")
-        node_id = data.get("node_id")
-        version = data.get("agent_version")
-        if not isinstance(node_id, int) or isinstance(node_id, bool):
-            raise ProtocolError("hello.node_id must be an integer")
-        if not isinstance(version, str) or len(version) > 64:
-            raise ProtocolError("hello.agent_version must be a short string")
-        if not (isinstance(proto, dict) and _is_int(proto.get("min")) and _is_int(proto.get("max"))):
-            raise ProtocolError("hello.protocol must be {min, max}")
-        facts, state = data.get("facts", {}), data.get("state", {})
-        if not isinstance(facts, dict) or not isinstance(state, dict):
-            raise ProtocolError("hello.facts and hello.state must be objects")
-        return cls(node_id, version, proto["min"], proto["max"], facts, state)
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 class IdSource:

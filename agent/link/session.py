@@ -32,185 +32,26 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 
 from agent import __version__, protocol
 from agent.config import AgentConfig, ConfigError, save_config
-from agent.handlers import (
-    BAD_REQUEST,
-    DEFAULT_REQUEST_TIMEOUT_S,
-    HandlerError,
-    HandlerRegistry,
-    dispatch,
-)
-from agent.metrics import MetricsSampler
+from agent.handlers import BAD_REQUEST, HandlerError, HandlerRegistry, dispatch
+from agent.link.backoff import Backoff, LinkTimings
+from agent.link.connection import Connection, LinkEnded, Outcome, Stopped, close_name, describe
+from agent.link.reporting import FactsProvider, Reporter
+from agent.link.snapshot import snapshot_parts
 
-__all__ = [
-    "AgentLink",
-    "Backoff",
-    "FactsProvider",
-    "LinkTimings",
-    "StateProvider",
-    "stable_facts",
-]
+__all__ = ["AgentLink", "StateProvider"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("agent.link")
 
 T = TypeVar("T")
-StateProvider = Callable[[], Awaitable[dict[str, Any]] | dict[str, Any]]
-FactsProvider = Callable[[], Awaitable[dict[str, Any]]]
-
-CLOSE_NAMES = {
-    protocol.CLOSE_NORMAL: "normal",
-    protocol.CLOSE_GOING_AWAY: "going away",
-    1006: "connection lost",
-    1011: "server error",
-    protocol.CLOSE_AUTH: "credential refused",
-    protocol.CLOSE_FORBIDDEN: "forbidden",
-    protocol.CLOSE_HEARTBEAT: "heartbeat missed",
-    protocol.CLOSE_REPLACED: "replaced by a newer link",
-    protocol.CLOSE_DELETED: "node deleted",
-    protocol.CLOSE_PROTOCOL: "protocol error",
-    protocol.CLOSE_TOO_LARGE: "message too large",
-    protocol.CLOSE_SLOW: "agent too slow",
-}
+StateProvider = Callable[[], Awaitable[protocol.Snapshot] | protocol.Snapshot]
 
 MAX_REQUESTS_IN_FLIGHT = 64
-
-
-# --------------------------------------------------------------------------- backoff
-
-
-class Backoff:
-    """Exponential backoff with jitter: ``initial`` doubling up to ``maximum`` seconds,
-    each delay spread by ±``jitter`` (a fraction) and never above ``maximum``."""
-
-    def __init__(
-        self,
-        initial: float = 1.0,
-        maximum: float = 60.0,
-        *,
-        factor: float = 2.0,
-        jitter: float = 0.2,
-        rng: Callable[[], float] = random.random,
-    ) -> None:
-        if not 0 < initial <= maximum or factor < 1 or not 0 <= jitter < 1:
-            raise ValueError("need 0 < initial <= maximum, factor >= 1 and 0 <= jitter < 1")
-        self.initial = initial
-        self.maximum = maximum
-        self.factor = factor
-        self.jitter = jitter
-        self._rng = rng
-        self._base = initial
-
-    @property
-    def base(self) -> float:
-        """The un-jittered delay the next call of :meth:`next` spreads."""
-        return self._base
-
-    def _spread(self, base: float) -> float:
-        spread = base * (1.0 + self.jitter * (2.0 * self._rng() - 1.0))
-        return min(self.maximum, max(0.0, spread))
-
-    def next(self) -> float:
-        delay = self._spread(self._base)
-        self._base = min(self.maximum, self._base * self.factor)
-        return delay
-
-    def longest(self) -> float:
-        """A delay at the maximum (jittered), without changing the sequence."""
-        return self._spread(self.maximum)
-
-    def reset(self) -> None:
-        self._base = self.initial
-
-
-@dataclass(frozen=True, slots=True)
-class LinkTimings:
-    """Every timing of the link; tests shrink them."""
-
-    backoff_initial_s: float = 1.0
-    backoff_max_s: float = 60.0
-    backoff_jitter: float = 0.2
-    stable_after_s: float = 60.0  # a link up this long resets the backoff
-    connect_timeout_s: float = 20.0
-    welcome_timeout_s: float = 20.0
-    close_timeout_s: float = 5.0
-    request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
-    facts_interval_s: float = 300.0
-    gpu_metrics_interval_s: float = 30.0
-
-
-# --------------------------------------------------------------------------- helpers
-
-_VOLATILE_FACTS = frozenset({"memory_available_mb", "disk_free_mb"})
-_VOLATILE_GPU = frozenset({"memory_used_mb", "utilization_pct", "temperature_c"})
-
-
-def stable_facts(facts: dict[str, Any]) -> dict[str, Any]:
-    """``facts`` without the figures that change all the time (they travel as metrics)."""
-    out = {k: v for k, v in facts.items() if k not in _VOLATILE_FACTS}
-    gpus = facts.get("gpus")
-    if isinstance(gpus, list):
-        out["gpus"] = [
-            {k: v for k, v in g.items() if k not in _VOLATILE_GPU} if isinstance(g, dict) else g for g in gpus
-        ]
-    return out
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def close_name(code: int | None) -> str:
-    if code is None:
-        return "no close code"
-    return f"{code} ({CLOSE_NAMES[code]})" if code in CLOSE_NAMES else str(code)
-
-
-OutcomeKind = Literal["dropped", "auth", "refused", "deleted", "stopped"]
-
-
-@dataclass(slots=True)
-class _Outcome:
-    """How one connection ended."""
-
-    kind: OutcomeKind
-    reason: str
-    up_for: float = 0.0  # seconds between welcome and the end (0: never established)
-
-
-class _LinkEnded(Exception):
-    def __init__(self, outcome: _Outcome) -> None:
-        super().__init__(outcome.reason)
-        self.outcome = outcome
-
-
-class _Stopped(Exception):
-    """stop() was called while waiting."""
-
-
-class _Connection:
-    """One established WebSocket: serialised sends and the request tasks running on it."""
-
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse[Any]) -> None:
-        self.ws = ws
-        self.lock = asyncio.Lock()
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    async def send(self, env: protocol.Envelope) -> None:
-        text = env.to_json()
-        async with self.lock:
-            await self.ws.send_str(text)
-
-
-# --------------------------------------------------------------------------- the link
 
 
 class AgentLink:
@@ -230,23 +71,21 @@ class AgentLink:
         self.timings = timings or LinkTimings()
         self._handlers = handlers if handlers is not None else HandlerRegistry()
         self._builtins = HandlerRegistry()
-        self._builtins.register(protocol.PING, self._handle_ping)
-        self._builtins.register(protocol.FACTS_REFRESH, self._handle_facts_refresh)
-        self._builtins.register(protocol.CREDENTIAL_ROTATE, self._handle_credential_rotate)
+        self._builtins.register(protocol.Ping, self._handle_ping, timeout_s=self.timings.request_timeout_s)
+        self._builtins.register(protocol.FactsRefresh, self._handle_facts_refresh,
+                                timeout_s=self.timings.request_timeout_s)
+        self._builtins.register(protocol.CredentialRotate, self._handle_credential_rotate,
+                                timeout_s=self.timings.request_timeout_s)
         self._state_provider = state_provider
-        self._facts_provider = facts_provider
         self._rng = rng
-        self._sampler = MetricsSampler()
+        self._reporter = Reporter(lambda: self.config, self.timings, facts_provider)
         self._stop_event = asyncio.Event()
         self._done = asyncio.Event()
         self._stopping = False
         self._running = False
-        self._conn: _Connection | None = None
+        self._conn: Connection | None = None
         self._connected = False
         self._connects = 0
-        self._last_facts: dict[str, Any] = {}
-        self._gpu_sample: list[dict[str, Any]] = []
-        self._gpu_sampled_at: float | None = None
         self.last_error: str | None = None  # why the previous link ended (for status pages and tests)
         self.negotiated_protocol: int | None = None
         self.server_version: str | None = None
@@ -320,14 +159,14 @@ class AgentLink:
                 async with asyncio.timeout(self.timings.close_timeout_s + 5):
                     await self._done.wait()
 
-    async def send_event(self, kind: str, data: dict[str, Any] | None = None) -> bool:
-        """Send an ``event`` {kind, ...}; False when no link is up (the next hello's
-        snapshot carries the state instead)."""
+    async def send_event(self, body: protocol.EventBody) -> bool:
+        """Send an ``event``; False when no link is up (the next hello's snapshot carries the
+        state instead)."""
         conn = self._conn
         if conn is None or not self._connected:
             return False
         try:
-            await conn.send(protocol.message(protocol.EVENT, {"kind": kind, **(data or {})}))
+            await conn.send(protocol.notice_envelope(protocol.Event(body)))
         except (ConnectionError, RuntimeError, aiohttp.ClientError):
             return False
         return True
@@ -335,7 +174,7 @@ class AgentLink:
     # -- one connection -------------------------------------------------------------
 
     async def _interruptible(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Await ``coro`` unless stop() comes first (then it is cancelled, _Stopped raised)."""
+        """Await ``coro`` unless stop() comes first (then it is cancelled, Stopped raised)."""
         task = asyncio.ensure_future(coro)
         stopper = asyncio.ensure_future(self._stop_event.wait())
         try:
@@ -348,35 +187,35 @@ class AgentLink:
                     await task
         if task.done() and not task.cancelled():
             return task.result()
-        raise _Stopped
+        raise Stopped
 
-    async def _attempt(self, session: aiohttp.ClientSession) -> _Outcome:
+    async def _attempt(self, session: aiohttp.ClientSession) -> Outcome:
         try:
             try:
-                facts = await self._interruptible(self._collect_facts())
-            except _Stopped:
+                facts = await self._interruptible(self._reporter.collect_facts())
+            except Stopped:
                 raise
             except Exception as exc:  # connect anyway; facts follow later
-                log.error("collecting host facts failed: %s", _describe(exc), exc_info=exc)
+                log.error("collecting host facts failed: %s", describe(exc), exc_info=exc)
                 facts = {}
             return await self._connect_and_serve(session, facts)
-        except _Stopped:
-            return _Outcome("stopped", "stopped")
-        except _LinkEnded as ended:
+        except Stopped:
+            return Outcome("stopped", "stopped")
+        except LinkEnded as ended:
             return ended.outcome
 
-    async def _connect_and_serve(self, session: aiohttp.ClientSession, facts: dict[str, Any]) -> _Outcome:
+    async def _connect_and_serve(self, session: aiohttp.ClientSession, facts: dict[str, Any]) -> Outcome:
         url = self.config.ws_url
         credential = self.config.credential or ""
         try:
             ws = await self._interruptible(self._ws_connect(session, url, credential))
         except aiohttp.WSServerHandshakeError as exc:
             if exc.status in (401, 403):
-                return _Outcome("auth", f"dmd refused the node credential (HTTP {exc.status})")
-            return _Outcome("dropped", f"WebSocket handshake with {url} failed: HTTP {exc.status} {exc.message}")
+                return Outcome("auth", f"dmd refused the node credential (HTTP {exc.status})")
+            return Outcome("dropped", f"WebSocket handshake with {url} failed: HTTP {exc.status} {exc.message}")
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            return _Outcome("dropped", f"cannot connect to {url}: {_describe(exc)}")
-        conn = _Connection(ws)
+            return Outcome("dropped", f"cannot connect to {url}: {describe(exc)}")
+        conn = Connection(ws)
         try:
             return await self._serve(conn, facts)
         finally:
@@ -405,39 +244,42 @@ class AgentLink:
             async with asyncio.timeout(self.timings.close_timeout_s):
                 await ws.close(code=code, message=reason.encode()[:120])
 
-    async def _serve(self, conn: _Connection, facts: dict[str, Any]) -> _Outcome:
+    async def _serve(self, conn: Connection, facts: dict[str, Any]) -> Outcome:
         ws = conn.ws
         t = self.timings
         # -- handshake
         try:
             state = await self._interruptible(self._collect_state())
-        except _Stopped:
+        except Stopped:
             await self._close(ws, protocol.CLOSE_NORMAL, "agent stopping")
             raise
         except Exception as exc:  # a broken provider must not end run()
             log.error("the state snapshot failed", exc_info=exc)
             await self._close(ws, 1011, "agent state snapshot failed")
-            return _Outcome("dropped", f"state snapshot failed: {_describe(exc)}")
+            return Outcome("dropped", f"state snapshot failed: {describe(exc)}")
         try:
+            parts = snapshot_parts(state)
             hello = protocol.Hello(
                 node_id=self.config.node_id,
                 agent_version=__version__,
-                protocol_min=protocol.MIN_PROTOCOL_VERSION,
-                protocol_max=protocol.PROTOCOL_VERSION,
+                # The state follows in parts: dmd must speak protocol 2 (dmd has since it had parts).
+                protocol=protocol.ProtocolRange(protocol.PROTOCOL_VERSION, protocol.PROTOCOL_VERSION),
                 facts=facts,
-                state=state,
+                snapshot_parts=len(parts),
             )
-            await conn.send(protocol.message(protocol.HELLO, hello.to_data()))
+            await conn.send(protocol.notice_envelope(hello))
+            for part in parts:
+                await conn.send(protocol.notice_envelope(part))
             welcome = await self._interruptible(self._receive_welcome(ws))
-        except _Stopped:
+        except Stopped:
             await self._close(ws, protocol.CLOSE_NORMAL, "agent stopping")
             raise
         except protocol.ProtocolError as exc:
             await self._close(ws, exc.close_code, str(exc))
-            return _Outcome("dropped", f"handshake failed: {exc}")
+            return Outcome("dropped", f"handshake failed: {exc}")
         except TimeoutError:
             await self._close(ws, protocol.CLOSE_PROTOCOL, "no welcome")
-            return _Outcome("dropped", f"dmd sent no welcome within {t.welcome_timeout_s:g} s")
+            return Outcome("dropped", f"dmd sent no welcome within {t.welcome_timeout_s:g} s")
         except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
             # dmd may have closed the link already (a refused credential): its close frame says why.
             with contextlib.suppress(Exception):
@@ -445,19 +287,15 @@ class AgentLink:
                     msg = await ws.receive()
                 if msg.type == aiohttp.WSMsgType.CLOSE:
                     return self._outcome_of(ws, msg)
-            return _Outcome("dropped", f"handshake failed: {_describe(exc)}")
+            return Outcome("dropped", f"handshake failed: {describe(exc)}")
 
-        heartbeat_s = welcome.get("heartbeat_s")
-        if isinstance(heartbeat_s, int | float) and not isinstance(heartbeat_s, bool) and 0 < heartbeat_s <= 3600:
-            heartbeat_s = float(heartbeat_s)
-        else:
+        heartbeat_s = welcome.heartbeat_s
+        if heartbeat_s is None or not 0 < heartbeat_s <= 3600:
             heartbeat_s = self.config.heartbeat_s
-        self.negotiated_protocol = welcome["protocol"]
-        server_version = welcome.get("server_version")
-        self.server_version = server_version if isinstance(server_version, str) else None
-        installation = welcome.get("installation_id")
-        self.installation_id = installation if isinstance(installation, str) else None
-        self._last_facts = facts
+        self.negotiated_protocol = welcome.protocol
+        self.server_version = welcome.server_version
+        self.installation_id = welcome.installation_id
+        self._reporter.last_facts = facts
         self._conn = conn
         self._connected = True
         self._connects += 1
@@ -469,9 +307,9 @@ class AgentLink:
         # -- the established link
         receiver = asyncio.create_task(self._receive_loop(conn), name="dmc-receive")
         senders = [
-            asyncio.create_task(self._heartbeat_loop(conn, heartbeat_s), name="dmc-heartbeat"),
-            asyncio.create_task(self._metrics_loop(conn), name="dmc-metrics"),
-            asyncio.create_task(self._facts_loop(conn), name="dmc-facts"),
+            asyncio.create_task(self._reporter.heartbeats(conn.send, heartbeat_s), name="dmc-heartbeat"),
+            asyncio.create_task(self._reporter.metrics(conn.send), name="dmc-metrics"),
+            asyncio.create_task(self._reporter.facts_changes(conn.send), name="dmc-facts"),
         ]
         stopper = asyncio.create_task(self._stop_event.wait(), name="dmc-stop")
         everything = {receiver, stopper, *senders}
@@ -485,7 +323,7 @@ class AgentLink:
         up_for = time.monotonic() - up_since
         if stopper in done:
             await self._close(ws, protocol.CLOSE_NORMAL, "agent stopping")
-            return _Outcome("stopped", "stopped", up_for)
+            return Outcome("stopped", "stopped", up_for)
         if receiver in done and not receiver.cancelled() and receiver.exception() is None:
             outcome = receiver.result()
             outcome.up_for = up_for
@@ -497,10 +335,10 @@ class AgentLink:
             await self._close(ws, error.close_code, str(error))
         elif error is not None and not isinstance(error, ConnectionError | aiohttp.ClientError):
             log.error("agent link task failed", exc_info=error)
-        reason = f"sending failed: {_describe(error)}" if error is not None else "link task ended"
-        return _Outcome("dropped", reason, up_for)
+        reason = f"sending failed: {describe(error)}" if error is not None else "link task ended"
+        return Outcome("dropped", reason, up_for)
 
-    async def _receive_welcome(self, ws: aiohttp.ClientWebSocketResponse[Any]) -> dict[str, Any]:
+    async def _receive_welcome(self, ws: aiohttp.ClientWebSocketResponse[Any]) -> protocol.Welcome:
         async with asyncio.timeout(self.timings.welcome_timeout_s):
             msg = await ws.receive()
         if msg.type != aiohttp.WSMsgType.TEXT:
@@ -511,46 +349,47 @@ class AgentLink:
                 # dmd does not accept our hello (most likely our protocol version): a retry
                 # soon will not change that.
                 outcome.kind = "refused"
-            raise _LinkEnded(outcome)
+            raise LinkEnded(outcome)
         env = protocol.decode(msg.data)
         if env.type == protocol.NODE_DELETED:
             await self._close(ws, protocol.CLOSE_NORMAL, "node deleted")
-            raise _LinkEnded(_Outcome("deleted", "dmd sent node.deleted"))
+            raise LinkEnded(Outcome("deleted", "dmd sent node.deleted"))
         if env.type != protocol.WELCOME:
             raise protocol.ProtocolError(f"expected welcome, got {env.type}")
-        version = env.data.get("protocol")
-        if not isinstance(version, int) or isinstance(version, bool) or not (
-            protocol.MIN_PROTOCOL_VERSION <= version <= protocol.PROTOCOL_VERSION
-        ):
-            raise protocol.ProtocolError(f"welcome chose protocol {version!r}, which this agent does not speak")
-        node_id = env.data.get("node_id", self.config.node_id)
-        if node_id != self.config.node_id:
-            raise protocol.ProtocolError(f"welcome is for node {node_id!r}, this is node {self.config.node_id}")
-        return env.data
+        try:
+            welcome = protocol.parse(protocol.Welcome, {"node_id": self.config.node_id, **env.data})
+        except protocol.DecodeError as exc:
+            raise protocol.ProtocolError(f"welcome: {exc}") from None
+        if welcome.protocol != protocol.PROTOCOL_VERSION:
+            raise protocol.ProtocolError(f"welcome chose protocol {welcome.protocol!r}, which this agent does not "
+                                         "speak")
+        if welcome.node_id != self.config.node_id:
+            raise protocol.ProtocolError(f"welcome is for node {welcome.node_id!r}, this is node {self.config.node_id}")
+        return welcome
 
-    def _outcome_of(self, ws: aiohttp.ClientWebSocketResponse[Any], msg: aiohttp.WSMessage) -> _Outcome:
+    def _outcome_of(self, ws: aiohttp.ClientWebSocketResponse[Any], msg: aiohttp.WSMessage) -> Outcome:
         """The outcome of a CLOSE / CLOSING / CLOSED / ERROR message."""
         if msg.type == aiohttp.WSMsgType.ERROR:
             exc = ws.exception() or msg.data
-            return _Outcome("dropped", f"link error: {_describe(exc) if isinstance(exc, BaseException) else exc}")
+            return Outcome("dropped", f"link error: {describe(exc) if isinstance(exc, BaseException) else exc}")
         code = ws.close_code
         if msg.type == aiohttp.WSMsgType.CLOSE and isinstance(msg.data, int):
             code = msg.data
         reason = msg.extra if msg.type == aiohttp.WSMsgType.CLOSE and isinstance(msg.extra, str) else ""
         if code is None or msg.type != aiohttp.WSMsgType.CLOSE:
             exc = ws.exception()
-            detail = f": {_describe(exc)}" if exc is not None else ""
-            return _Outcome("dropped", f"connection lost without a close frame{detail}")
+            detail = f": {describe(exc)}" if exc is not None else ""
+            return Outcome("dropped", f"connection lost without a close frame{detail}")
         text = f"dmd closed the link with code {close_name(code)}" + (f": {reason}" if reason else "")
         if code == protocol.CLOSE_DELETED:
-            return _Outcome("deleted", text)
+            return Outcome("deleted", text)
         if code == protocol.CLOSE_AUTH:
-            return _Outcome("auth", text)
-        return _Outcome("dropped", text)
+            return Outcome("auth", text)
+        return Outcome("dropped", text)
 
     # -- loops of an established link -------------------------------------------------
 
-    async def _receive_loop(self, conn: _Connection) -> _Outcome:
+    async def _receive_loop(self, conn: Connection) -> Outcome:
         ws = conn.ws
         while True:
             msg = await ws.receive()
@@ -559,19 +398,19 @@ class AgentLink:
                     env = protocol.decode(msg.data)
                 except protocol.ProtocolError as exc:
                     await self._close(ws, exc.close_code, str(exc))
-                    return _Outcome("dropped", f"dmd sent a bad message ({exc}); closed with {exc.close_code}")
+                    return Outcome("dropped", f"dmd sent a bad message ({exc}); closed with {exc.close_code}")
                 if env.is_reply:
                     log.debug("reply %s from dmd ignored (no request of ours is outstanding)", env.id)
                 elif env.type == protocol.NODE_DELETED:
                     await self._close(ws, protocol.CLOSE_NORMAL, "node deleted")
-                    return _Outcome("deleted", "dmd sent node.deleted")
+                    return Outcome("deleted", "dmd sent node.deleted")
                 elif env.id is not None:
                     self._start_request(conn, env)
                 else:
                     log.debug("notice %s from dmd ignored", env.type)
             elif msg.type == aiohttp.WSMsgType.BINARY:
                 await self._close(ws, protocol.CLOSE_PROTOCOL, "binary frames are not part of the protocol")
-                return _Outcome("dropped", "dmd sent a binary frame, which is not part of the protocol")
+                return Outcome("dropped", "dmd sent a binary frame, which is not part of the protocol")
             elif msg.type in (
                 aiohttp.WSMsgType.CLOSE,
                 aiohttp.WSMsgType.CLOSING,
@@ -580,7 +419,7 @@ class AgentLink:
             ):
                 return self._outcome_of(ws, msg)
 
-    def _start_request(self, conn: _Connection, env: protocol.Envelope) -> None:
+    def _start_request(self, conn: Connection, env: protocol.Envelope) -> None:
         if len(conn.tasks) >= MAX_REQUESTS_IN_FLIGHT:
             reply = protocol.reply_error(env.id or "", "busy", f"{MAX_REQUESTS_IN_FLIGHT} requests already running")
             task = asyncio.create_task(self._send_reply(conn, reply))
@@ -589,91 +428,45 @@ class AgentLink:
         conn.tasks.add(task)
         task.add_done_callback(conn.tasks.discard)
 
-    async def _run_request(self, conn: _Connection, env: protocol.Envelope) -> None:
+    async def _run_request(self, conn: Connection, env: protocol.Envelope) -> None:
         registry = self._handlers if env.type in self._handlers else self._builtins
         reply = await dispatch(registry, env, default_timeout_s=self.timings.request_timeout_s)
         await self._send_reply(conn, reply)
 
-    async def _send_reply(self, conn: _Connection, reply: protocol.Envelope) -> None:
+    async def _send_reply(self, conn: Connection, reply: protocol.Envelope) -> None:
         try:
             await conn.send(reply)
         except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
-            log.info("reply %s lost: %s", reply.id, _describe(exc))
-
-    async def _heartbeat_loop(self, conn: _Connection, interval: float) -> None:
-        seq = 0
-        while True:
-            await asyncio.sleep(interval)
-            seq += 1
-            await conn.send(protocol.message(protocol.HEARTBEAT, {"seq": seq}))
-
-    async def _metrics_loop(self, conn: _Connection) -> None:
-        while True:
-            data: dict[str, Any] = {"at": time.time(), **self._sampler.sample()}
-            data["gpus"] = await self._gpu_metrics()
-            await conn.send(protocol.message(protocol.METRICS, data))
-            await asyncio.sleep(self.config.metrics_interval_s)
-
-    async def _gpu_metrics(self) -> list[dict[str, Any]]:
-        """GPU figures, re-read at most every gpu_metrics_interval_s; none without GPUs."""
-        if not self._last_facts.get("gpus"):
-            return []
-        now = time.monotonic()
-        if self._gpu_sampled_at is None or now - self._gpu_sampled_at >= self.timings.gpu_metrics_interval_s:
-            self._gpu_sampled_at = now
-            try:
-                self._gpu_sample = await self._sampler.sample_gpus()
-            except Exception:  # detection never raises, but stay safe
-                log.debug("GPU sampling failed", exc_info=True)
-                self._gpu_sample = []
-        return self._gpu_sample
-
-    async def _facts_loop(self, conn: _Connection) -> None:
-        while True:
-            await asyncio.sleep(self.timings.facts_interval_s)
-            facts = await self._collect_facts()
-            if stable_facts(facts) != stable_facts(self._last_facts):
-                log.info("host facts changed; sending them to dmd")
-                await conn.send(protocol.message(protocol.FACTS, facts))
-            self._last_facts = facts
+            log.info("reply %s lost: %s", reply.id, describe(exc))
 
     # -- providers -------------------------------------------------------------------
 
-    async def _collect_facts(self) -> dict[str, Any]:
-        if self._facts_provider is not None:
-            facts = await self._facts_provider()
-        else:
-            from agent.docker_info import node_facts
-
-            facts = await node_facts(self.config.docker_host, public_address=self.config.public_address)
-        if not isinstance(facts, dict):
-            raise TypeError("the facts provider must return a dict")
-        return facts
-
-    async def _collect_state(self) -> dict[str, Any]:
+    async def _collect_state(self) -> protocol.Snapshot:
         if self._state_provider is None:
-            return {}
+            return protocol.Snapshot()
         state = self._state_provider()
         if inspect.isawaitable(state):
             state = await state
-        if not isinstance(state, dict):
-            raise TypeError("the state provider must return a dict")
+        if not isinstance(state, protocol.Snapshot):
+            raise TypeError("the state provider must return a protocol.Snapshot")
         return state
 
     # -- built-in request handlers -------------------------------------------------------
 
-    async def _handle_ping(self, data: dict[str, Any]) -> dict[str, Any]:
-        return {"at": time.time()}
+    async def _handle_ping(self, req: protocol.Ping) -> protocol.PingReply:
+        return protocol.PingReply(time.time())
 
-    async def _handle_facts_refresh(self, data: dict[str, Any]) -> dict[str, Any]:
-        facts = await self._collect_facts()
-        self._last_facts = facts
-        return facts
-
-    async def _handle_credential_rotate(self, data: dict[str, Any]) -> dict[str, Any]:
-        credential = data.get("credential")
+    async def _handle_facts_refresh(self, req: protocol.FactsRefresh) -> protocol.NodeFacts:
+        facts = await self._reporter.collect_facts()
+        self._reporter.last_facts = facts
         try:
-            new = self.config.replace(credential=credential)
+            return protocol.parse(protocol.NodeFacts, facts)
+        except protocol.DecodeError as exc:
+            raise HandlerError(protocol.INTERNAL_ERROR, f"this host's facts are malformed: {exc}") from None
+
+    async def _handle_credential_rotate(self, req: protocol.CredentialRotate) -> protocol.Empty:
+        try:
+            new = self.config.replace(credential=req.credential)
         except ConfigError as exc:
             raise HandlerError(BAD_REQUEST, str(exc)) from None
         if new.credential is None:
@@ -685,7 +478,7 @@ class AgentLink:
                                f"cannot save the new credential to {new.path}: {exc.strerror or exc}") from None
         self.config = new
         log.info("node credential rotated%s", f" and saved to {new.path}" if new.path else "")
-        return {}
+        return protocol.Empty()
 
     async def _forget_credential(self) -> None:
         new = self.config.replace(credential=None)
