@@ -74,21 +74,22 @@ def setup_logging(level: str) -> None:
 async def _serve(cfg: Config) -> int:
     from aiohttp import web
 
-    from dmd.app import SETUP_LINK_KEY, create_app
-    from dmd.state import DB
+    from dmd.app import create_app
+    from dmd.core import DM
 
     app = await create_app(cfg)
+    dm = app[DM]
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10)
     await runner.setup()
     site = web.TCPSite(runner, cfg.host, cfg.port, reuse_address=True)
     await site.start()
     log.info("dmd %s listening on %s:%d (database %s, sessions %s)", __version__, cfg.host, cfg.port,
-             app[DB].describe(), cfg.sessions.split("://")[0])
+             dm.db.describe(), cfg.sessions.split("://")[0])
     if cfg.local_node:
         from dmd import local_node
 
-        await local_node.start(app, local_node.loopback_url(cfg.host, cfg.port))
-    link = app[SETUP_LINK_KEY]
+        await dm.local_node.start(local_node.loopback_url(cfg.host, cfg.port))
+    link = dm.setup_link
     if link:
         log.warning("no users yet: open this one-time link to create the first admin: %s", link)
         print(f"\n  Set up DM: {link}\n", flush=True)

@@ -21,22 +21,22 @@ from agent.protocol import AGENT_WS_PATH
 from dmd.api.registry import error_response
 from dmd.auth import csrf
 from dmd.auth.tokens import hash_secret, looks_like_api_token
+from dmd.core import DM
 from dmd.db.types import utcnow
 from dmd.errors import ApiError, Forbidden, TooLarge, Unauthorized
 from dmd.net import is_https
 from dmd.services import tokens as token_svc
 from dmd.services import users as user_svc
 from dmd.sessions import SESSION_COOKIE
-from dmd.state import DB, IDENTITY_KEY, TOKEN_CACHE, Identity
+from dmd.state import IDENTITY_KEY, Identity
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Renders an HTML error page (status, message): given by app.py, so this module does not
+# import the pages package.
+HtmlError = Callable[[web.Request, int, str], Awaitable[web.StreamResponse]]
 API_PREFIX = "/api/"
-# Render HTML error pages without importing the pages package here (set by app.py).
-HTML_ERROR_KEY: web.AppKey[Callable[[web.Request, int, str], Awaitable[web.StreamResponse]]] = (
-    web.AppKey("dm_html_error")
-)
 LAST_USED_EVERY = 300.0  # seconds between writes of a token's last_used_at
 
 
@@ -51,26 +51,29 @@ _HTTP_CODES = {
 }
 
 
-@web.middleware
-async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return secure_headers(request, await handler(request))
-    except ApiError as e:
-        err = e
-    except web.HTTPException as e:
-        if e.status < 400:
-            raise
-        code, msg = _HTTP_CODES.get(e.status, ("http_error", e.reason))
-        msg = msg.format(method=request.method, path=request.path[:200])
-        err = TooLarge(msg) if e.status == 413 else ApiError(msg, status=e.status, code=code)
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        err = ApiError("internal error; the details are in dmd's log", status=500, code="internal")
-    if _is_api(request) or HTML_ERROR_KEY not in request.app:
-        resp: web.StreamResponse = error_response(err)
-    else:
-        resp = await request.app[HTML_ERROR_KEY](request, err.status, err.message)
-    return secure_headers(request, resp)
+def errors_middleware(html_error: HtmlError | None) -> Middleware:
+    @web.middleware
+    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return secure_headers(request, await handler(request))
+        except ApiError as e:
+            err = e
+        except web.HTTPException as e:
+            if e.status < 400:
+                raise
+            code, msg = _HTTP_CODES.get(e.status, ("http_error", e.reason))
+            msg = msg.format(method=request.method, path=request.path[:200])
+            err = TooLarge(msg) if e.status == 413 else ApiError(msg, status=e.status, code=code)
+        except Exception:
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            err = ApiError("internal error; the details are in dmd's log", status=500, code="internal")
+        if _is_api(request) or html_error is None:
+            resp: web.StreamResponse = error_response(err)
+        else:
+            resp = await html_error(request, err.status, err.message)
+        return secure_headers(request, resp)
+
+    return errors
 
 
 def secure_headers(request: web.Request, resp: web.StreamResponse) -> web.StreamResponse:
@@ -94,11 +97,12 @@ async def _token_identity(request: web.Request, value: str) -> Identity:
     if not looks_like_api_token(value):
         raise Unauthorized("invalid API token")
     th = hash_secret(value)
-    cache = request.app[TOKEN_CACHE]
+    dm = request.app[DM]
+    cache = dm.token_cache
     hit = cache.get(th)
     if hit is not None:
         return Identity(hit[0], "token", hit[1])
-    db = request.app[DB]
+    db = dm.db
     async with db.read() as conn:
         found = await token_svc.lookup(conn, th)
     if found is None:
@@ -119,7 +123,7 @@ async def _session_identity(request: web.Request) -> Identity | None:
     uid = session.get("uid")
     if not isinstance(uid, int):
         return None
-    async with request.app[DB].read() as conn:
+    async with request.app[DM].db.read() as conn:
         user = await user_svc.find(conn, uid)
     if user is None or user.disabled or session.get("av") != user.auth_version:
         # Password changed, disabled or deleted since this session began.
@@ -160,5 +164,5 @@ async def identity_middleware(request: web.Request, handler: Handler) -> web.Str
     return resp
 
 
-def build_middlewares(storage: AbstractStorage) -> list[Middleware]:
-    return [errors_middleware, session_middleware(storage), identity_middleware]
+def build_middlewares(storage: AbstractStorage, html_error: HtmlError | None = None) -> list[Middleware]:
+    return [errors_middleware(html_error), session_middleware(storage), identity_middleware]

@@ -25,8 +25,6 @@ import logging
 import time
 from typing import Any
 
-from aiohttp import web
-
 from agent import protocol as p
 from dmd.agents.hub import AgentFailed, AgentTimeout, Hub, NodeOffline
 from dmd.db import Database
@@ -80,14 +78,14 @@ def build_spec(node: Node, inst: Instance, gpu_keys: list[str], installation_id:
 
 
 class Reconciler:
-    def __init__(self, db: Database, hub: Hub) -> None:
+    def __init__(self, db: Database, hub: Hub, ports: PortApplier) -> None:
         self.db = db
         self.hub = hub
         self.installation_id = hub.installation_id
         self._dirty: set[int] = set()
         self._workers: dict[int, asyncio.Task[None]] = {}
         self.locks: dict[int, asyncio.Lock] = {}
-        self.ports = PortApplier(db, hub)
+        self.ports = ports
         # When each instance's desired state last changed (monotonic): an event older than
         # that says nothing about what the user wants now.
         self._desired_at: dict[int, float] = {}
@@ -287,5 +285,3 @@ class Reconciler:
                 # Its maps' states follow (the agent re-applied them on the same event).
                 await self.ports.apply(node_id)
 
-
-RECONCILER: web.AppKey[Reconciler] = web.AppKey("dm_reconciler", Reconciler)

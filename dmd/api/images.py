@@ -10,7 +10,6 @@ from typing import Any
 from aiohttp import web
 
 from agent import protocol as p
-from dmd.agents import HUB
 from dmd.api.registry import Api, Ctx
 from dmd.api.schemas import CommitIn, CopyIn, ImageOut, ImagePatchIn, PullIn
 from dmd.auth.flows import actor_of
@@ -18,7 +17,6 @@ from dmd.errors import ApiError, BadRequest
 from dmd.services import image_ops as ops
 from dmd.services import images as svc
 from dmd.services import nodes as node_svc
-from dmd.state import DB
 
 api = Api()
 # Kept here too: callers and tests read the limits from the API module.
@@ -30,7 +28,7 @@ TRANSFER_TIMEOUT_S = ops.TRANSFER_TIMEOUT_S
          errors=(404,))
 async def list_images(ctx: Ctx) -> Any:
     user = ctx.user_identity.user
-    async with ctx.app[DB].read() as conn:
+    async with ctx.dm.db.read() as conn:
         node = await node_svc.get_visible(conn, user, ctx.path_int("id"))
         return [ImageOut(**r) for r in await svc.list_on_node(conn, user, node.id)]
 
@@ -41,11 +39,11 @@ async def list_images(ctx: Ctx) -> Any:
 async def pull_image(ctx: Ctx) -> Any:
     b: PullIn = ctx.body
     user = ctx.user_identity.user
-    node = await ops.visible_node(ctx.app, user, ctx.path_int("id"))
+    node = await ops.visible_node(ctx.dm, user, ctx.path_int("id"))
     actor = actor_of(ctx.request, ctx.identity)
-    hub = ctx.app[HUB]
+    hub = ctx.dm.hub
     progress_id = secrets.token_hex(8)
-    call = ops.pull(ctx.app, actor, user, node, b.ref, username=b.username, password=b.password,
+    call = ops.pull(ctx.dm, actor, user, node, b.ref, username=b.username, password=b.password,
                     progress_id=progress_id)
     if "application/x-ndjson" not in ctx.request.headers.get("Accept", ""):
         return ImageOut(**await call)
@@ -89,10 +87,10 @@ async def import_image(ctx: Ctx) -> Any:
     repository = ctx.request.query.get("repository", "")
     tag = ctx.request.query.get("tag", "latest")
     ops.check_import_name(repository, tag)  # before the upload
-    node = await ops.visible_node(ctx.app, user, ctx.path_int("id"))
+    node = await ops.visible_node(ctx.dm, user, ctx.path_int("id"))
     if not ctx.request.body_exists:
         raise BadRequest("send the tarball as the request body", code="empty_body")
-    row = await ops.import_tarball(ctx.app, actor_of(ctx.request, ctx.identity), user, node, repository, tag,
+    row = await ops.import_tarball(ctx.dm, actor_of(ctx.request, ctx.identity), user, node, repository, tag,
                                    ctx.request.content.read, IMPORT_MAX_BYTES)
     return ImageOut(**row)
 
@@ -101,7 +99,7 @@ async def import_image(ctx: Ctx) -> Any:
             "?force=true", tag="images", status=204, errors=(403, 404, 409, 502))
 async def delete_image(ctx: Ctx) -> Any:
     force = ctx.request.query.get("force", "").lower() in ("1", "true", "yes")
-    await ops.delete(ctx.app, actor_of(ctx.request, ctx.identity), ctx.user_identity.user, ctx.path_int("id"),
+    await ops.delete(ctx.dm, actor_of(ctx.request, ctx.identity), ctx.user_identity.user, ctx.path_int("id"),
                      force)
     return None
 
@@ -110,7 +108,7 @@ async def delete_image(ctx: Ctx) -> Any:
            body=ImagePatchIn, response=ImageOut, errors=(403, 404))
 async def patch_image(ctx: Ctx) -> Any:
     b: ImagePatchIn = ctx.body
-    return ImageOut(**await ops.set_public(ctx.app, actor_of(ctx.request, ctx.identity), ctx.user_identity.user,
+    return ImageOut(**await ops.set_public(ctx.dm, actor_of(ctx.request, ctx.identity), ctx.user_identity.user,
                                            ctx.path_int("id"), b.public))
 
 
@@ -118,7 +116,7 @@ async def patch_image(ctx: Ctx) -> Any:
           response=ImageOut, status=201, errors=(403, 404, 409, 502, 504))
 async def copy_image(ctx: Ctx) -> Any:
     b: CopyIn = ctx.body
-    return ImageOut(**await ops.copy(ctx.app, actor_of(ctx.request, ctx.identity), ctx.user_identity.user,
+    return ImageOut(**await ops.copy(ctx.dm, actor_of(ctx.request, ctx.identity), ctx.user_identity.user,
                                      ctx.path_int("id"), b.node_id))
 
 
@@ -126,5 +124,5 @@ async def copy_image(ctx: Ctx) -> Any:
           tag="images", body=CommitIn, response=ImageOut, status=201, errors=(404, 409, 422, 502, 504))
 async def commit_instance(ctx: Ctx) -> Any:
     b: CommitIn = ctx.body
-    return ImageOut(**await ops.commit(ctx.app, actor_of(ctx.request, ctx.identity), ctx.user_identity.user,
+    return ImageOut(**await ops.commit(ctx.dm, actor_of(ctx.request, ctx.identity), ctx.user_identity.user,
                                        ctx.path_int("id"), b.repository, b.tag))

@@ -8,7 +8,6 @@ from typing import Any
 from aiohttp import web
 
 from agent import protocol as p
-from dmd.agents import HUB
 from dmd.api.port_maps import map_out
 from dmd.api.registry import Api, Ctx
 from dmd.api.schemas import (
@@ -26,14 +25,12 @@ from dmd.api.schemas import (
 from dmd.auth.flows import actor_of
 from dmd.errors import ApiError
 from dmd.models import Instance
-from dmd.reconciler import RECONCILER
 from dmd.services import access_ops
 from dmd.services import instance_access as access
 from dmd.services import instance_ops as ops
 from dmd.services import instances as svc
 from dmd.services import nodes as node_svc
 from dmd.services import port_maps as port_svc
-from dmd.state import DB
 
 api = Api()
 
@@ -56,7 +53,7 @@ async def instance_out(conn: Any, inst: Instance) -> InstanceOut:
 
 async def full_out(ctx: Ctx, inst: Instance) -> InstanceOut:
     """The instance as it is now, with its SSH access and port maps (single-instance replies)."""
-    async with ctx.app[DB].read() as conn:
+    async with ctx.dm.db.read() as conn:
         return await full_out_on(ctx, conn, await svc.get(conn, inst.id))
 
 
@@ -82,7 +79,7 @@ def create_request(b: InstanceCreateIn) -> svc.CreateRequest:
 @api.post("/instances", summary="Create an instance; DM places it when node_id is omitted", tag="instances",
           body=InstanceCreateIn, response=InstanceOut, status=201, errors=(403, 409, 422))
 async def create_instance(ctx: Ctx) -> Any:
-    held = await ops.create(ctx.app[DB], ctx.app[HUB], ctx.app[RECONCILER], actor_of(ctx.request, ctx.identity),
+    held = await ops.create(ctx.dm.db, ctx.dm.hub, ctx.dm.reconciler, actor_of(ctx.request, ctx.identity),
                             ctx.user_identity.user, create_request(ctx.body))
     return await full_out(ctx, held.instance)
 
@@ -91,7 +88,7 @@ async def create_instance(ctx: Ctx) -> Any:
          response=Page[InstanceOut])
 async def list_instances(ctx: Ctx) -> Any:
     q: InstanceQuery = ctx.query
-    async with ctx.app[DB].read() as conn:
+    async with ctx.dm.db.read() as conn:
         rows = await svc.list_visible(conn, ctx.user_identity.user, limit=q.limit + 1, after_id=q.cursor_id,
                                       node_id=q.node_id)
         items = [await instance_out(conn, i) for i in rows]
@@ -100,7 +97,7 @@ async def list_instances(ctx: Ctx) -> Any:
 
 @api.get("/instances/{id}", summary="One instance", tag="instances", response=InstanceOut, errors=(404,))
 async def get_instance(ctx: Ctx) -> Any:
-    async with ctx.app[DB].read() as conn:
+    async with ctx.dm.db.read() as conn:
         inst = await svc.get_visible(conn, ctx.user_identity.user, ctx.path_int("id"))
         return await full_out_on(ctx, conn, inst)
 
@@ -110,14 +107,14 @@ async def get_instance(ctx: Ctx) -> Any:
 async def patch_ssh(ctx: Ctx) -> Any:
     b: SshPatchIn = ctx.body
     given = b.model_fields_set
-    inst = await access_ops.set_ssh(ctx.app[DB], ctx.app[RECONCILER], actor_of(ctx.request, ctx.identity),
+    inst = await access_ops.set_ssh(ctx.dm.db, ctx.dm.reconciler, actor_of(ctx.request, ctx.identity),
                              ctx.user_identity.user, ctx.path_int("id"), enabled=b.enabled,
                              key_ids=b.ssh_key_ids, set_keys="ssh_key_ids" in given)
     return await full_out(ctx, inst)
 
 
 async def _set_desired(ctx: Ctx, desired: str, action: str) -> Any:
-    inst = await ops.set_desired(ctx.app[DB], ctx.app[RECONCILER], actor_of(ctx.request, ctx.identity),
+    inst = await ops.set_desired(ctx.dm.db, ctx.dm.reconciler, actor_of(ctx.request, ctx.identity),
                                  ctx.user_identity.user, ctx.path_int("id"), desired, action)
     return await full_out(ctx, inst)
 
@@ -137,7 +134,7 @@ async def stop_instance(ctx: Ctx) -> Any:
 @api.post("/instances/{id}/restart", summary="Restart now (the node must be online)", tag="instances",
           response=InstanceOut, errors=(404, 409, 502, 504))
 async def restart_instance(ctx: Ctx) -> Any:
-    inst = await ops.restart(ctx.app[DB], ctx.app[RECONCILER], actor_of(ctx.request, ctx.identity),
+    inst = await ops.restart(ctx.dm.db, ctx.dm.reconciler, actor_of(ctx.request, ctx.identity),
                              ctx.user_identity.user, ctx.path_int("id"))
     return await full_out(ctx, inst)
 
@@ -145,7 +142,7 @@ async def restart_instance(ctx: Ctx) -> Any:
 @api.delete("/instances/{id}", summary="Delete: the container goes, its GPUs are freed (when the node is "
             "offline: once it returns)", tag="instances", response=InstanceOut, status=202, errors=(404,))
 async def delete_instance(ctx: Ctx) -> Any:
-    held = await ops.delete(ctx.app[DB], ctx.app[RECONCILER], actor_of(ctx.request, ctx.identity),
+    held = await ops.delete(ctx.dm.db, ctx.dm.reconciler, actor_of(ctx.request, ctx.identity),
                             ctx.user_identity.user, ctx.path_int("id"))
     return held_out(held.instance, held.gpus)
 
@@ -158,8 +155,8 @@ def _line(line: str) -> bytes:
          tag="instances", query=LogsQuery, errors=(404, 409, 504))
 async def instance_logs(ctx: Ctx) -> Any:
     q: LogsQuery = ctx.query
-    hub = ctx.app[HUB]
-    got = await ops.logs(ctx.app[DB], hub, ctx.user_identity.user, ctx.path_int("id"), q.tail)
+    hub = ctx.dm.hub
+    got = await ops.logs(ctx.dm.db, hub, ctx.user_identity.user, ctx.path_int("id"), q.tail)
     inst = got.instance
     if not q.follow:
         return web.Response(text="".join(line if line.endswith("\n") else line + "\n" for line in got.lines),
@@ -201,5 +198,5 @@ async def capacity(ctx: Ctx) -> Any:
                        for k, g in c.free.gpus],
             gpus_total=c.free.gpus_total,
         )
-        for c in await ops.capacity(ctx.app[DB], ctx.app[HUB], ctx.user_identity.user)
+        for c in await ops.capacity(ctx.dm.db, ctx.dm.hub, ctx.user_identity.user)
     ]

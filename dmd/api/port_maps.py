@@ -7,12 +7,10 @@ from typing import Any
 from dmd.api.registry import Api, Ctx
 from dmd.api.schemas import Page, PortMapIn, PortMapOut, PortMapQuery, page_of
 from dmd.auth.flows import actor_of
-from dmd.reconciler import RECONCILER
 from dmd.services import instance_access as access
 from dmd.services import nodes as node_svc
 from dmd.services import port_maps as svc
 from dmd.services import port_ops as ops
-from dmd.state import DB
 
 api = Api()
 
@@ -31,7 +29,7 @@ def map_out(m: svc.PortMap, address: str) -> PortMapOut:
 async def _out(ctx: Ctx, maps: list[svc.PortMap]) -> list[PortMapOut]:
     host = ctx.request.url.host
     addresses: dict[int, str] = {}
-    async with ctx.app[DB].read() as conn:
+    async with ctx.dm.db.read() as conn:
         for node_id in {m.node_id for m in maps}:
             addresses[node_id] = access.node_address(await node_svc.get(conn, node_id), host)
     return [map_out(m, addresses[m.node_id]) for m in maps]
@@ -42,7 +40,7 @@ async def _out(ctx: Ctx, maps: list[svc.PortMap]) -> list[PortMapOut]:
           errors=(404, 409, 422))
 async def create_map(ctx: Ctx) -> Any:
     b: PortMapIn = ctx.body
-    m = await ops.add(ctx.app[DB], ctx.app[RECONCILER].ports, actor_of(ctx.request, ctx.identity),
+    m = await ops.add(ctx.dm.db, ctx.dm.ports, actor_of(ctx.request, ctx.identity),
                       ctx.user_identity.user, ctx.path_int("id"), b.protocol, b.instance_port, b.host_port)
     return (await _out(ctx, [m]))[0]
 
@@ -51,7 +49,7 @@ async def create_map(ctx: Ctx) -> Any:
          response=Page[PortMapOut])
 async def list_maps(ctx: Ctx) -> Any:
     q: PortMapQuery = ctx.query
-    async with ctx.app[DB].read() as conn:
+    async with ctx.dm.db.read() as conn:
         rows = await svc.list_visible(conn, ctx.user_identity.user, limit=q.limit + 1, after_id=q.cursor_id,
                                       instance_id=q.instance_id, node_id=q.node_id)
     return page_of(await _out(ctx, rows), q)
@@ -59,7 +57,7 @@ async def list_maps(ctx: Ctx) -> Any:
 
 @api.get("/port-maps/{id}", summary="One port map", tag="port-maps", response=PortMapOut, errors=(404,))
 async def get_map(ctx: Ctx) -> Any:
-    async with ctx.app[DB].read() as conn:
+    async with ctx.dm.db.read() as conn:
         m = await svc.get_visible(conn, ctx.user_identity.user, ctx.path_int("id"))
     return (await _out(ctx, [m]))[0]
 
@@ -67,6 +65,6 @@ async def get_map(ctx: Ctx) -> Any:
 @api.delete("/port-maps/{id}", summary="Remove a port map: its host port stops taking connections at once and "
             "is free again", tag="port-maps", status=204, errors=(404,))
 async def delete_map(ctx: Ctx) -> Any:
-    await ops.remove(ctx.app[DB], ctx.app[RECONCILER].ports, actor_of(ctx.request, ctx.identity),
+    await ops.remove(ctx.dm.db, ctx.dm.ports, actor_of(ctx.request, ctx.identity),
                      ctx.user_identity.user, ctx.path_int("id"))
     return None

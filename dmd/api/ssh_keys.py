@@ -16,11 +16,9 @@ from dmd.api.schemas import (
 )
 from dmd.auth.flows import actor_of
 from dmd.errors import Forbidden
-from dmd.reconciler import RECONCILER
 from dmd.services import access_ops
 from dmd.services import ssh_keys as svc
 from dmd.services import users as user_svc
-from dmd.state import DB
 
 api = Api()
 
@@ -38,7 +36,7 @@ async def list_keys(ctx: Ctx) -> Any:
     q: SshKeyQuery = ctx.query
     me = ctx.user_identity
     user_id = me.user.id
-    async with ctx.app[DB].read() as conn:
+    async with ctx.dm.db.read() as conn:
         if q.user_id is not None and q.user_id != user_id:
             if not me.is_admin:
                 raise Forbidden("only administrators may list another user's SSH keys")
@@ -51,14 +49,14 @@ async def list_keys(ctx: Ctx) -> Any:
           body=SshKeyCreateIn, response=SshKeyCreatedOut, status=201, errors=(409, 422))
 async def create_key(ctx: Ctx) -> Any:
     b: SshKeyCreateIn = ctx.body
-    key, parsed = await access_ops.add_key(ctx.app[DB], ctx.app[RECONCILER], actor_of(ctx.request, ctx.identity),
+    key, parsed = await access_ops.add_key(ctx.dm.db, ctx.dm.reconciler, actor_of(ctx.request, ctx.identity),
                                            ctx.user_identity.user, b.name, b.public_key)
     return SshKeyCreatedOut(**key_out(key).model_dump(), options_removed=list(parsed.options_removed))
 
 
 @api.get("/ssh-keys/{id}", summary="One of your SSH keys", tag="ssh-keys", response=SshKeyOut, errors=(404,))
 async def get_key(ctx: Ctx) -> Any:
-    async with ctx.app[DB].read() as conn:
+    async with ctx.dm.db.read() as conn:
         return key_out(await svc.get(conn, ctx.user_identity.user.id, ctx.path_int("id")))
 
 
@@ -66,13 +64,13 @@ async def get_key(ctx: Ctx) -> Any:
            response=SshKeyOut, errors=(404, 422))
 async def rename_key(ctx: Ctx) -> Any:
     b: SshKeyPatchIn = ctx.body
-    key = await svc.rename(ctx.app[DB], actor_of(ctx.request, ctx.identity), ctx.user_identity.user,
+    key = await svc.rename(ctx.dm.db, actor_of(ctx.request, ctx.identity), ctx.user_identity.user,
                            ctx.path_int("id"), b.name)
     return key_out(key)
 
 
 @api.delete("/ssh-keys/{id}", summary="Delete one of your SSH keys", tag="ssh-keys", status=204, errors=(404,))
 async def delete_key(ctx: Ctx) -> Any:
-    await access_ops.delete_key(ctx.app[DB], ctx.app[RECONCILER], actor_of(ctx.request, ctx.identity),
+    await access_ops.delete_key(ctx.dm.db, ctx.dm.reconciler, actor_of(ctx.request, ctx.identity),
                                 ctx.user_identity.user, ctx.path_int("id"))
     return None

@@ -9,12 +9,13 @@ from aiohttp_session import get_session, new_session
 
 from dmd.auth import csrf
 from dmd.auth.passwords import hash_password, needs_rehash, verify_password
+from dmd.core import DM
 from dmd.errors import Forbidden, TooManyRequests, Unauthorized
 from dmd.models import User
 from dmd.net import client_ip
 from dmd.services import audit, setup, users
 from dmd.services.audit import Actor
-from dmd.state import DB, THROTTLE, TOKEN_CACHE, Identity
+from dmd.state import Identity
 
 WRONG_CREDENTIALS = "wrong email or password"
 
@@ -39,14 +40,14 @@ async def login(request: web.Request, email: str, password: str) -> User:
     ip = client_ip(request)
     email = email.strip().lower()
     acct_key, ip_key = f"acct:{email}", f"ip:{ip}"
-    throttle = request.app[THROTTLE]
+    throttle = request.app[DM].throttle
     wait = throttle.retry_after([acct_key, ip_key])
     if wait > 0:
         raise TooManyRequests(
             f"too many failed logins; try again in {math.ceil(wait)} s",
             extra={"retry_after": math.ceil(wait)},
         )
-    db = request.app[DB]
+    db = request.app[DM].db
     async with db.read() as conn:
         user = await users.get_by_email(conn, email)
         stored = await users.password_hash_for(conn, user.id) if user else None
@@ -75,12 +76,12 @@ async def logout(request: web.Request, response: web.StreamResponse, ident: Iden
     session.invalidate()
     response.del_cookie(csrf.CSRF_COOKIE, path="/")
     if ident is not None:
-        async with request.app[DB].begin() as conn:
+        async with request.app[DM].db.begin() as conn:
             await audit.record(conn, actor_of(request, ident), "auth.logout", "user", ident.user.id)
 
 
 async def change_password(request: web.Request, ident: Identity, current: str, new: str) -> User:
-    db = request.app[DB]
+    db = request.app[DM].db
     async with db.read() as conn:
         stored = await users.password_hash_for(conn, ident.user.id)
     if not await verify_password(stored, current):
@@ -89,7 +90,7 @@ async def change_password(request: web.Request, ident: Identity, current: str, n
     async with db.begin() as conn:
         user = await users.set_password(conn, ident.user.id, new_hash)
         await audit.record(conn, actor_of(request, ident), "user.password_change", "user", user.id)
-    request.app[TOKEN_CACHE].forget_user(user.id)
+    request.app[DM].token_cache.forget_user(user.id)
     if ident.via == "session":
         # Every other session ends; this one carries on under the new version.
         session = await get_session(request)
@@ -101,7 +102,7 @@ async def complete_setup(
     request: web.Request, token: str, email: str, password: str, username: str | None
 ) -> User:
     pw_hash = await hash_password(password)
-    async with request.app[DB].begin() as conn:
+    async with request.app[DM].db.begin() as conn:
         await setup.consume(conn, token)
         user = await users.create(conn, email=email, password_hash=pw_hash, role="admin", username=username)
         await audit.record(conn, Actor(user, client_ip(request)), "setup.complete", "user", user.id)

@@ -17,22 +17,19 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from dmd.agents import HUB
 from dmd.api.port_maps import map_out
 from dmd.api.schemas import PortMapIn
 from dmd.auth.flows import actor_of
 from dmd.errors import ApiError
 from dmd.models import Instance, Node
 from dmd.pages import forms
-from dmd.pages.render import current_identity, flash
-from dmd.reconciler import RECONCILER
+from dmd.pages.render import current_identity, dm_of, flash
 from dmd.services import instance_access as access
 from dmd.services import instances as inst_svc
 from dmd.services import nodes as node_svc
 from dmd.services import port_maps as port_svc
 from dmd.services import port_ops
 from dmd.services import ssh_keys as key_svc
-from dmd.state import DB
 
 MAX_PORTS_TEXT = 2000
 MAP_STATES = ("active", "waiting", "pending", "failed")
@@ -100,14 +97,14 @@ async def add_map(request: web.Request, instance_id: int, data: Any) -> port_svc
     ident = current_identity(request)
     b = validate_map(data)
     try:
-        return await port_ops.add(request.app[DB], request.app[RECONCILER].ports, actor_of(request, ident),
+        return await port_ops.add(dm_of(request).db, dm_of(request).ports, actor_of(request, ident),
                                   ident.user, instance_id, b.protocol, b.instance_port, b.host_port)
     except ApiError as e:
         if e.status in (403, 404):
             raise
         node = None
         with contextlib.suppress(ApiError):  # for the pool in the message; gone meanwhile: no pool
-            async with request.app[DB].read() as conn:
+            async with dm_of(request).db.read() as conn:
                 node = await node_svc.get(conn, (await inst_svc.get_visible(conn, ident.user, instance_id)).node_id)
         raise map_error(e, map_body(data), node) from None
 
@@ -179,7 +176,7 @@ class MapRow:
 
 def map_rows(request: web.Request, maps: list[port_svc.PortMap], nodes: dict[int, Node]) -> list[MapRow]:
     host = request_host(request)
-    hub = request.app[HUB]
+    hub = dm_of(request).hub
     rows = []
     for m in maps:
         node = nodes.get(m.node_id)
@@ -210,7 +207,7 @@ async def instance_context(request: web.Request, conn: AsyncConnection, inst: In
 
 async def flash_added(request: web.Request, m: port_svc.PortMap) -> None:
     """Say where the new map is reached."""
-    async with request.app[DB].read() as conn:
+    async with dm_of(request).db.read() as conn:
         node = await node_svc.get(conn, m.node_id)
     row = map_rows(request, [m], {node.id: node})[0]
     await flash(request, "ok", "flash.port_map_added", name=m.instance_name or "", instance_port=m.instance_port,

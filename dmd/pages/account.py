@@ -14,6 +14,7 @@ from dmd.errors import ApiError, NotFound
 from dmd.pages import forms
 from dmd.pages.render import (
     current_identity,
+    dm_of,
     flash,
     form_data,
     lang_of,
@@ -24,7 +25,6 @@ from dmd.pages.render import (
 )
 from dmd.services import accounts
 from dmd.services import tokens as token_svc
-from dmd.state import DB, TOKEN_CACHE
 
 routes = web.RouteTableDef()
 
@@ -34,7 +34,7 @@ NEW_TOKEN_KEY = "new_token"  # noqa: S105 (a session key, not a secret)
 
 async def _page(request: web.Request, *, status: int = 200, **extra: Any) -> web.Response:
     ident = current_identity(request)
-    async with request.app[DB].read() as conn:
+    async with dm_of(request).db.read() as conn:
         tokens = await token_svc.list_for(conn, ident.user.id, limit=token_svc.MAX_TOKENS_PER_USER)
     new_token = None
     if status == 200:
@@ -98,7 +98,7 @@ async def create_token(request: web.Request) -> web.StreamResponse:
         })
         try:
             tok, secret = await accounts.create_token(
-                request.app[DB], actor_of(request, ident), ident.user.id, body.name, body.expires_in_days
+                dm_of(request).db, actor_of(request, ident), ident.user.id, body.name, body.expires_in_days
             )
         except ApiError as e:
             raise forms.from_api_error(e) from None
@@ -120,7 +120,7 @@ async def revoke_token(request: web.Request) -> web.StreamResponse:
     if token_id is None:
         raise NotFound("no such token")
     tok = await accounts.revoke_token(
-        request.app[DB], request.app[TOKEN_CACHE], actor_of(request, ident), ident.user.id, token_id
+        dm_of(request).db, dm_of(request).token_cache, actor_of(request, ident), ident.user.id, token_id
     )
     await flash(request, "ok", "flash.token_revoked", name=tok.name)
     return redirect("/account")

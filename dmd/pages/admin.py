@@ -14,6 +14,7 @@ from dmd.pages import forms
 from dmd.pages.render import (
     admin_required,
     current_identity,
+    dm_of,
     flash,
     form_data,
     lang_of,
@@ -25,7 +26,6 @@ from dmd.pages.render import (
 from dmd.services import accounts
 from dmd.services import audit as audit_svc
 from dmd.services import users as user_svc
-from dmd.state import DB, TOKEN_CACHE
 
 routes = web.RouteTableDef()
 
@@ -57,7 +57,7 @@ async def _target(request: web.Request) -> User:
     uid = path_id(request)
     if uid is None:
         raise NotFound("no such user")
-    async with request.app[DB].read() as conn:
+    async with dm_of(request).db.read() as conn:
         return await user_svc.get(conn, uid)
 
 
@@ -69,7 +69,7 @@ async def users_list(request: web.Request) -> web.StreamResponse:
     q = _page_query(request, USERS_PER_PAGE)
     if q is None:
         return redirect("/users")
-    async with request.app[DB].read() as conn:
+    async with dm_of(request).db.read() as conn:
         rows = await user_svc.list_page(conn, limit=q.limit + 1, after_id=q.cursor_id)
     page = page_of(rows, q)
     return await render(request, "users.html", {
@@ -107,7 +107,7 @@ async def user_create(request: web.Request) -> web.StreamResponse:
         })
         try:
             user = await accounts.create_user(
-                request.app[DB], actor_of(request, current_identity(request)), **body.model_dump()
+                dm_of(request).db, actor_of(request, current_identity(request)), **body.model_dump()
             )
         except ApiError as e:
             raise forms.from_api_error(e) from None
@@ -141,7 +141,7 @@ async def user_edit(request: web.Request) -> web.StreamResponse:
 async def _apply(request: web.Request, user: User, fields: dict[str, Any]) -> User:
     try:
         return await accounts.update_user(
-            request.app[DB], request.app[TOKEN_CACHE], actor_of(request, current_identity(request)),
+            dm_of(request).db, dm_of(request).token_cache, actor_of(request, current_identity(request)),
             user.id, fields,
         )
     except ApiError as e:
@@ -222,7 +222,7 @@ async def user_delete_confirm(request: web.Request) -> web.StreamResponse:
 async def user_delete(request: web.Request) -> web.StreamResponse:
     user = await _target(request)
     try:
-        await accounts.delete_user(request.app[DB], request.app[TOKEN_CACHE],
+        await accounts.delete_user(dm_of(request).db, dm_of(request).token_cache,
                                    actor_of(request, current_identity(request)), user.id)
     except ApiError as e:
         fe = forms.from_api_error(e)
@@ -272,7 +272,7 @@ async def audit(request: web.Request) -> web.StreamResponse:
     except ValueError:
         ctx["error"] = forms.FormError(422, "err.field.action", "action").view(lang_of(request))
         return await render(request, "audit.html", {**ctx, "first_page": True}, status=422)
-    async with request.app[DB].read() as conn:
+    async with dm_of(request).db.read() as conn:
         rows = await audit_svc.list_entries(conn, limit=q.limit + 1, before_id=q.cursor_id,
                                             action=q.action)
     for r in rows:

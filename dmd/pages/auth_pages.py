@@ -15,6 +15,7 @@ from dmd.pages.render import (
     THEME_COOKIE,
     THEMES,
     check_anon_csrf,
+    dm_of,
     flash,
     form_data,
     identity,
@@ -27,13 +28,12 @@ from dmd.pages.render import (
 from dmd.services import settings
 from dmd.services import setup as setup_svc
 from dmd.services import users as user_svc
-from dmd.state import DB
 
 routes = web.RouteTableDef()
 
 
 async def _setup_pending(request: web.Request) -> bool:
-    async with request.app[DB].read() as conn:
+    async with dm_of(request).db.read() as conn:
         return await user_svc.count(conn) == 0 and await settings.get(conn, setup_svc.KEY) is not None
 
 
@@ -95,7 +95,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
 # --- first run --------------------------------------------------------------------------
 
 async def _setup_state(request: web.Request, token: str) -> str:
-    async with request.app[DB].read() as conn:
+    async with dm_of(request).db.read() as conn:
         if await user_svc.count(conn) > 0:
             return "done"
         if not token:

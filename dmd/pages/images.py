@@ -24,6 +24,7 @@ from dmd.pages import forms
 from dmd.pages.instances import node_status
 from dmd.pages.render import (
     current_identity,
+    dm_of,
     flash,
     form_data,
     lang_of,
@@ -36,7 +37,6 @@ from dmd.services import image_ops
 from dmd.services import images as svc
 from dmd.services import instances as inst_svc
 from dmd.services import users as user_svc
-from dmd.state import DB
 
 routes = web.RouteTableDef()
 
@@ -71,7 +71,7 @@ async def _catalogue_page(request: web.Request, *, status: int = 200, node_id: i
     user = current_identity(request).user
     groups: list[dict[str, Any]] = []
     owner_ids: set[int] = set()
-    async with request.app[DB].read() as conn:
+    async with dm_of(request).db.read() as conn:
         nodes = await inst_svc.usable_nodes(conn, user)
         for n in nodes:
             rows = []
@@ -118,7 +118,7 @@ def _transfer_error(e: ApiError | forms.FormError) -> forms.FormError:
 async def _node(request: web.Request, raw: str) -> Node:
     if not raw.isdigit() or len(raw) > 18:
         raise NotFound("no such node")
-    return await image_ops.visible_node(request.app, current_identity(request).user, int(raw))
+    return await image_ops.visible_node(dm_of(request), current_identity(request).user, int(raw))
 
 
 @routes.post("/images/pull")
@@ -132,7 +132,7 @@ async def image_pull(request: web.Request) -> web.StreamResponse:
             body = forms.validate(PullIn, {"ref": data.get("ref", "").strip(),
                                            "username": forms.optional_text(data.get("username")),
                                            "password": data.get("password") or None})
-            row = await image_ops.pull(request.app, actor_of(request, ident), ident.user, node, body.ref,
+            row = await image_ops.pull(dm_of(request), actor_of(request, ident), ident.user, node, body.ref,
                                        username=body.username, password=body.password)
         except (ApiError, forms.FormError) as e:
             if isinstance(e, ApiError) and e.status in (403, 404):
@@ -181,7 +181,7 @@ async def image_import(request: web.Request) -> web.StreamResponse:
                 repository = fields.get("repository", "").strip()
                 tag = fields.get("tag", "").strip() or "latest"
                 image_ops.check_import_name(repository, tag)
-                row = await image_ops.import_tarball(request.app, actor_of(request, ident), ident.user, node,
+                row = await image_ops.import_tarball(dm_of(request), actor_of(request, ident), ident.user, node,
                                                      repository, tag, part.read_chunk)
                 break
             else:
@@ -213,13 +213,13 @@ async def image_copy(request: web.Request) -> web.StreamResponse:
     ident = current_identity(request)
     iid = _image_id(request)
     data = await form_data(request)
-    async with request.app[DB].read() as conn:
+    async with dm_of(request).db.read() as conn:
         image = await svc.get_visible(conn, ident.user, iid)
     raw = data.get("node_id", "")
     try:
         try:
             body = forms.validate(CopyIn, {"node_id": int(raw) if raw.isdigit() and len(raw) <= 18 else raw})
-            row = await image_ops.copy(request.app, actor_of(request, ident), ident.user, iid, body.node_id)
+            row = await image_ops.copy(dm_of(request), actor_of(request, ident), ident.user, iid, body.node_id)
         except (ApiError, forms.FormError) as e:
             if isinstance(e, ApiError) and e.status in (403, 404):
                 raise
@@ -233,7 +233,7 @@ async def image_copy(request: web.Request) -> web.StreamResponse:
 
 async def _set_public(request: web.Request, public: bool) -> web.StreamResponse:
     ident = current_identity(request)
-    row = await image_ops.set_public(request.app, actor_of(request, ident), ident.user, _image_id(request), public)
+    row = await image_ops.set_public(dm_of(request), actor_of(request, ident), ident.user, _image_id(request), public)
     await flash(request, "ok", "flash.image_public" if public else "flash.image_private", ref=row["ref"])
     return redirect(f"/images#image-{row['id']}")
 
@@ -253,7 +253,7 @@ async def image_private(request: web.Request) -> web.StreamResponse:
 async def _delete_page(request: web.Request, image: dict[str, Any], *, status: int = 200,
                        error: dict[str, Any] | None = None) -> web.Response:
     user = current_identity(request).user
-    async with request.app[DB].read() as conn:
+    async with dm_of(request).db.read() as conn:
         users_of = await svc.users_of(conn, image["node_id"], image["ref"])
     nodes = {n.id: n for n in await _usable(request)}
     return await render(request, "image_delete.html", {
@@ -263,13 +263,13 @@ async def _delete_page(request: web.Request, image: dict[str, Any], *, status: i
 
 
 async def _usable(request: web.Request) -> list[Node]:
-    async with request.app[DB].read() as conn:
+    async with dm_of(request).db.read() as conn:
         return await inst_svc.usable_nodes(conn, current_identity(request).user)
 
 
 async def _manageable(request: web.Request) -> dict[str, Any]:
     user = current_identity(request).user
-    async with request.app[DB].read() as conn:
+    async with dm_of(request).db.read() as conn:
         image = await svc.get_visible(conn, user, _image_id(request))
     if not image_ops.may_manage(user, image):
         raise Forbidden("only the image's owner or an administrator can do this")
@@ -289,7 +289,7 @@ async def image_delete(request: web.Request) -> web.StreamResponse:
     image = await _manageable(request)
     data = await form_data(request)
     try:
-        gone = await image_ops.delete(request.app, actor_of(request, ident), ident.user, image["id"],
+        gone = await image_ops.delete(dm_of(request), actor_of(request, ident), ident.user, image["id"],
                                       bool(data.get("force")))
     except ApiError as e:
         if e.status in (403, 404):

@@ -15,7 +15,6 @@ from typing import Any
 
 from aiohttp import web
 
-from dmd.agents import HUB
 from dmd.api.instances import create_request
 from dmd.api.schemas import CommitIn, InstanceCreateIn, PageQuery, page_of
 from dmd.auth.flows import actor_of
@@ -26,6 +25,7 @@ from dmd.pages import forms
 from dmd.pages.nodes import ago
 from dmd.pages.render import (
     current_identity,
+    dm_of,
     flash,
     lang_of,
     login_required,
@@ -34,14 +34,12 @@ from dmd.pages.render import (
     render,
     translator,
 )
-from dmd.reconciler import RECONCILER
 from dmd.services import access_ops, image_ops, instance_ops
 from dmd.services import images as image_svc
 from dmd.services import instances as svc
 from dmd.services import nodes as node_svc
 from dmd.services import ssh_keys as key_svc
 from dmd.services import users as user_svc
-from dmd.state import DB
 
 routes = web.RouteTableDef()
 
@@ -62,7 +60,7 @@ def cpus_text(v: float | None) -> str:
 
 def node_status(request: web.Request, node: Node) -> str:
     """online / offline / pending, as the node pages show it."""
-    if request.app[HUB].is_online(node.id):
+    if dm_of(request).hub.is_online(node.id):
         return "online"
     return "offline" if node.status == "online" else node.status
 
@@ -79,7 +77,7 @@ async def _names(request: web.Request, user_ids: set[int], node_ids: set[int]) -
                                                                                        dict[int, Node]]:
     users: dict[int, str] = {}
     nodes: dict[int, Node] = {}
-    async with request.app[DB].read() as conn:
+    async with dm_of(request).db.read() as conn:
         for uid in user_ids:
             u = await user_svc.find(conn, uid)
             if u is not None:
@@ -107,7 +105,7 @@ async def instances_list(request: web.Request) -> web.StreamResponse:
     except ValueError:
         q = PageQuery(limit=PER_PAGE)
     user = current_identity(request).user
-    async with request.app[DB].read() as conn:
+    async with dm_of(request).db.read() as conn:
         found = await svc.list_visible(conn, user, limit=q.limit + 1, after_id=q.cursor_id)
         page = page_of(found, q)
         items: list[Instance] = page["items"]
@@ -221,9 +219,9 @@ async def _form_page(request: web.Request, *, status: int = 200, error: dict[str
                      form: dict[str, Any] | None = None) -> web.Response:
     user = current_identity(request).user
     _ = translator(request)
-    caps = await instance_ops.capacity(request.app[DB], request.app[HUB], user)
+    caps = await instance_ops.capacity(dm_of(request).db, dm_of(request).hub, user)
     nodes: list[dict[str, Any]] = []
-    async with request.app[DB].read() as conn:
+    async with dm_of(request).db.read() as conn:
         for c in caps:
             n = c.node
             st = node_status(request, n)
@@ -238,7 +236,7 @@ async def _form_page(request: web.Request, *, status: int = 200, error: dict[str
                 "gpus_total": c.free.gpus_total,
                 "images": [i["ref"] for i in images], "pools": acc.pools_text(n),
             })
-    async with request.app[DB].read() as conn:
+    async with dm_of(request).db.read() as conn:
         keys = await key_svc.list_for(conn, user.id, limit=key_svc.MAX_KEYS_PER_USER)
     f: dict[str, Any] = {k: "" for k in FORM_FIELDS}
     f.update({"node": "auto", "gpus": "0", "gpu": [], "privileged": False, "host_network": False, "ssh": True,
@@ -276,7 +274,7 @@ async def instance_create(request: web.Request) -> web.StreamResponse:
     try:
         try:
             body = forms.validate(InstanceCreateIn, create_body(data))
-            held = await instance_ops.create(request.app[DB], request.app[HUB], request.app[RECONCILER],
+            held = await instance_ops.create(dm_of(request).db, dm_of(request).hub, dm_of(request).reconciler,
                                              actor_of(request, ident), ident.user, create_request(body))
         except (ApiError, forms.FormError) as e:
             if isinstance(e, ApiError) and e.status == 404:
@@ -300,12 +298,12 @@ async def instance_create(request: web.Request) -> web.StreamResponse:
 async def _detail(request: web.Request, *, status: int = 200, **extra: Any) -> web.Response:
     user = current_identity(request).user
     iid = _instance_id(request)
-    async with request.app[DB].read() as conn:
+    async with dm_of(request).db.read() as conn:
         inst = await svc.get_visible(conn, user, iid)
         keys = await svc.gpus_of(conn, inst)
     owners, nodes = await _names(request, {inst.owner_id}, {inst.node_id})
     node = nodes.get(inst.node_id)
-    async with request.app[DB].read() as conn:
+    async with dm_of(request).db.read() as conn:
         access_ctx = await acc.instance_context(request, conn, inst, node)
     by_key = dict(svc.gpu_keys(node)) if node else {}
     held = [{"key": k, "label": gpu_label(by_key[k]) if k in by_key else k, "uuid": (by_key.get(k) or {}).get("uuid")}
@@ -315,7 +313,7 @@ async def _detail(request: web.Request, *, status: int = 200, **extra: Any) -> w
     logs_error = None
     if inst.status not in ("pending", "deleting"):
         try:
-            got = await instance_ops.logs(request.app[DB], request.app[HUB], user, inst.id, LOG_TAIL,
+            got = await instance_ops.logs(dm_of(request).db, dm_of(request).hub, user, inst.id, LOG_TAIL,
                                           timeout=LOG_TIMEOUT_S)
             logs = "".join(line if line.endswith("\n") else line + "\n" for line in got.lines)
         except ApiError as e:
@@ -347,7 +345,7 @@ async def instance_detail(request: web.Request) -> web.StreamResponse:
 async def _action(request: web.Request, action: str) -> web.StreamResponse:
     ident = current_identity(request)
     iid = _instance_id(request)
-    db, reconciler, actor = request.app[DB], request.app[RECONCILER], actor_of(request, ident)
+    db, reconciler, actor = dm_of(request).db, dm_of(request).reconciler, actor_of(request, ident)
     try:
         if action == "start":
             inst = await instance_ops.start(db, reconciler, actor, ident.user, iid)
@@ -392,14 +390,14 @@ async def instance_restart(request: web.Request) -> web.StreamResponse:
 @login_required
 async def instance_delete_confirm(request: web.Request) -> web.StreamResponse:
     user = current_identity(request).user
-    async with request.app[DB].read() as conn:
+    async with dm_of(request).db.read() as conn:
         inst = await svc.get_visible(conn, user, _instance_id(request))
         keys = await svc.gpus_of(conn, inst)
     _, nodes = await _names(request, set(), {inst.node_id})
     node = nodes.get(inst.node_id)
     return await render(request, "instance_delete.html", {
         "nav_active": "instances", "inst": inst, "node": node, "n_gpus": len(keys),
-        "node_online": bool(node and request.app[HUB].is_online(node.id)),
+        "node_online": bool(node and dm_of(request).hub.is_online(node.id)),
     })
 
 
@@ -407,7 +405,7 @@ async def instance_delete_confirm(request: web.Request) -> web.StreamResponse:
 @login_required
 async def instance_delete(request: web.Request) -> web.StreamResponse:
     ident = current_identity(request)
-    held = await instance_ops.delete(request.app[DB], request.app[RECONCILER], actor_of(request, ident), ident.user,
+    held = await instance_ops.delete(dm_of(request).db, dm_of(request).reconciler, actor_of(request, ident), ident.user,
                                      _instance_id(request))
     await flash(request, "ok", "flash.instance_deleted", name=held.instance.name)
     return redirect("/instances")
@@ -424,7 +422,7 @@ async def instance_commit(request: web.Request) -> web.StreamResponse:
         try:
             body = forms.validate(CommitIn, {"repository": raw.get("repository", ""),
                                              "tag": raw.get("tag") or "latest"})
-            row = await image_ops.commit(request.app, actor_of(request, ident), ident.user, iid, body.repository,
+            row = await image_ops.commit(dm_of(request), actor_of(request, ident), ident.user, iid, body.repository,
                                          body.tag)
         except (ApiError, forms.FormError) as e:
             if isinstance(e, ApiError) and e.status in (403, 404):
@@ -460,7 +458,7 @@ async def instance_ssh(request: web.Request) -> web.StreamResponse:
     try:
         try:
             ids = acc.key_choice(data)
-            inst = await access_ops.set_ssh(request.app[DB], request.app[RECONCILER], actor_of(request, ident),
+            inst = await access_ops.set_ssh(dm_of(request).db, dm_of(request).reconciler, actor_of(request, ident),
                                             ident.user, iid, enabled=enabled, key_ids=ids, set_keys=True)
         except ApiError as e:
             if e.status in (403, 404):

@@ -18,15 +18,16 @@ import aiohttp_jinja2
 from aiohttp import web
 from aiohttp_session import get_session
 
-from dmd.agents import HUB
-from dmd.api.nodes import node_out, server_url
+from dmd.api.nodes import node_out
 from dmd.api.schemas import NodeCreateIn, NodeOut, NodePatchIn, PageQuery, ShareIn, page_of
 from dmd.auth.flows import actor_of
 from dmd.errors import ApiError, NotFound
 from dmd.models import Node, User
+from dmd.net import server_url
 from dmd.pages import forms
 from dmd.pages.render import (
     current_identity,
+    dm_of,
     flash,
     form_data,
     lang_of,
@@ -40,7 +41,6 @@ from dmd.services import node_ops
 from dmd.services import nodes as node_svc
 from dmd.services import port_maps as port_svc
 from dmd.services import users as user_svc
-from dmd.state import CONFIG, DB
 
 routes = web.RouteTableDef()
 
@@ -217,7 +217,7 @@ def gpu_rows(node: NodeOut, latest: dict[str, Any] | None) -> list[dict[str, Any
 
 async def _owner_names(request: web.Request, owner_ids: set[int]) -> dict[int, str]:
     names: dict[int, str] = {}
-    async with request.app[DB].read() as conn:
+    async with dm_of(request).db.read() as conn:
         for uid in owner_ids:
             u = await user_svc.find(conn, uid)
             if u is not None:
@@ -259,14 +259,14 @@ async def _node(request: web.Request) -> tuple[Node, User]:
     if node_id is None:
         raise NotFound("no such node")
     user = current_identity(request).user
-    async with request.app[DB].read() as conn:
+    async with dm_of(request).db.read() as conn:
         return await node_svc.get_visible(conn, user, node_id), user
 
 
 async def _manageable(request: web.Request) -> tuple[Node, User]:
     """The node in the path if the user may change it (else 404, or 403 when only shared)."""
     user = current_identity(request).user
-    async with request.app[DB].read() as conn:
+    async with dm_of(request).db.read() as conn:
         return await node_svc.get_manageable(conn, user, _node_id(request)), user
 
 
@@ -321,10 +321,10 @@ async def _list_page(request: web.Request, *, status: int = 200, **extra: Any) -
     except ValueError:
         q = PageQuery(limit=NODES_PER_PAGE)
     user = current_identity(request).user
-    async with request.app[DB].read() as conn:
+    async with dm_of(request).db.read() as conn:
         found = await node_svc.list_visible(conn, user, limit=q.limit + 1, after_id=q.cursor_id)
     page = page_of(found, q)
-    outs = [node_out(request, n, user) for n in page["items"]]
+    outs = [node_out(dm_of(request).hub, n, user) for n in page["items"]]
     owners = await _owner_names(request, {n.owner_id for n in outs if n.owner_id is not None})
     ctx: dict[str, Any] = {
         "nav_active": "nodes",
@@ -332,7 +332,7 @@ async def _list_page(request: web.Request, *, status: int = 200, **extra: Any) -
         "next_cursor": page["next_cursor"], "first_page": q.cursor is None,
         "error": None, "form": {"name": ""},
         "n_online": sum(1 for n in outs if n.status == "online"),
-        "join_ttl": duration(translator(request), request.app[CONFIG].join_token_ttl_s),
+        "join_ttl": duration(translator(request), dm_of(request).config.join_token_ttl_s),
     }
     ctx.update(extra)
     return await render(request, "nodes.html", ctx, status=status)
@@ -352,8 +352,8 @@ async def node_create(request: web.Request) -> web.StreamResponse:
     try:
         try:
             body = forms.validate(NodeCreateIn, {"name": data.get("name", "").strip()})
-            node, token = await node_ops.create(request.app[DB], actor_of(request, ident), ident.user, body.name,
-                                                request.app[CONFIG].join_token_ttl_s)
+            node, token = await node_ops.create(dm_of(request).db, actor_of(request, ident), ident.user, body.name,
+                                                dm_of(request).config.join_token_ttl_s)
         except (ApiError, forms.FormError) as e:
             raise _form_error(e) from None
     except forms.FormError as fe:
@@ -368,14 +368,14 @@ async def node_create(request: web.Request) -> web.StreamResponse:
 async def _detail(request: web.Request, node: Node, user: User, *, status: int = 200,
                   **extra: Any) -> web.Response:
     _ = translator(request)
-    n = node_out(request, node, user)
+    n = node_out(dm_of(request).hub, node, user)
     manage = n.access in ("owner", "admin")
-    samples = request.app[HUB].recent_metrics(node.id)
+    samples = dm_of(request).hub.recent_metrics(node.id)
     latest = samples[-1] if samples else None
     now = time.time()
     shares: list[dict[str, Any]] = []
     owner = None
-    async with request.app[DB].read() as conn:
+    async with dm_of(request).db.read() as conn:
         if manage:
             shares = await node_svc.shares(conn, node.id)
         if node.owner_id is not None:
@@ -415,7 +415,7 @@ async def _detail(request: web.Request, node: Node, user: User, *, status: int =
         "history_min": HISTORY_S // 60,
         "shares": shares,
         "join": join,
-        "join_ttl": duration(_, request.app[CONFIG].join_token_ttl_s),
+        "join_ttl": duration(_, dm_of(request).config.join_token_ttl_s),
         "rename_error": None, "rename_form": {"name": n.name},
         "share_error": None, "share_form": {"username": ""},
         "action_error": None,
@@ -441,7 +441,7 @@ async def node_rename(request: web.Request) -> web.StreamResponse:
     try:
         try:
             body = forms.validate(NodePatchIn, {"name": data.get("name", "").strip()})
-            after = await node_ops.rename(request.app[DB], actor_of(request, ident), user, node.id, body.name)
+            after = await node_ops.rename(dm_of(request).db, actor_of(request, ident), user, node.id, body.name)
         except (ApiError, forms.FormError) as e:
             if isinstance(e, ApiError) and e.status in (403, 404):
                 raise
@@ -455,7 +455,7 @@ async def node_rename(request: web.Request) -> web.StreamResponse:
 
 async def _cordon(request: web.Request, cordoned: bool) -> web.StreamResponse:
     ident = current_identity(request)
-    node = await node_ops.set_cordon(request.app[DB], actor_of(request, ident), ident.user, _node_id(request),
+    node = await node_ops.set_cordon(dm_of(request).db, actor_of(request, ident), ident.user, _node_id(request),
                                      cordoned)
     await flash(request, "ok", "flash.node_cordoned" if cordoned else "flash.node_uncordoned", name=node.name)
     return redirect(f"/nodes/{node.id}")
@@ -477,8 +477,8 @@ async def node_uncordon(request: web.Request) -> web.StreamResponse:
 @login_required
 async def node_join_token(request: web.Request) -> web.StreamResponse:
     ident = current_identity(request)
-    node, token = await node_ops.new_join_token(request.app[DB], actor_of(request, ident), ident.user,
-                                                _node_id(request), request.app[CONFIG].join_token_ttl_s)
+    node, token = await node_ops.new_join_token(dm_of(request).db, actor_of(request, ident), ident.user,
+                                                _node_id(request), dm_of(request).config.join_token_ttl_s)
     await _join_secret(request, node, "token", token)
     return redirect(f"/nodes/{node.id}")
 
@@ -489,8 +489,8 @@ async def node_rotate(request: web.Request) -> web.StreamResponse:
     ident = current_identity(request)
     try:
         rotated = await node_ops.rotate_credential(
-            request.app[DB], request.app[HUB], actor_of(request, ident), ident.user, _node_id(request),
-            request.app[CONFIG].join_token_ttl_s,
+            dm_of(request).db, dm_of(request).hub, actor_of(request, ident), ident.user, _node_id(request),
+            dm_of(request).config.join_token_ttl_s,
         )
     except ApiError as e:
         if e.status in (403, 404):
@@ -510,7 +510,7 @@ async def node_rotate(request: web.Request) -> web.StreamResponse:
 @login_required
 async def node_delete_confirm(request: web.Request) -> web.StreamResponse:
     node, user = await _manageable(request)
-    n = node_out(request, node, user)
+    n = node_out(dm_of(request).hub, node, user)
     return await render(request, "node_delete.html", {"nav_active": "nodes", "node": n})
 
 
@@ -518,7 +518,7 @@ async def node_delete_confirm(request: web.Request) -> web.StreamResponse:
 @login_required
 async def node_delete(request: web.Request) -> web.StreamResponse:
     ident = current_identity(request)
-    node = await node_ops.delete(request.app[DB], request.app[HUB], actor_of(request, ident), ident.user,
+    node = await node_ops.delete(dm_of(request).db, dm_of(request).hub, actor_of(request, ident), ident.user,
                                  _node_id(request))
     await flash(request, "ok", "flash.node_deleted", name=node.name)
     return redirect("/nodes")
@@ -534,7 +534,7 @@ async def node_share(request: web.Request) -> web.StreamResponse:
     try:
         try:
             body = forms.validate(ShareIn, {"username": username})
-            share = await node_ops.share(request.app[DB], actor_of(request, ident), user, node.id,
+            share = await node_ops.share(dm_of(request).db, actor_of(request, ident), user, node.id,
                                          username=body.username)
         except (ApiError, forms.FormError) as e:
             if isinstance(e, ApiError) and e.status in (403, 404):
@@ -555,9 +555,9 @@ async def node_unshare(request: web.Request) -> web.StreamResponse:
     user_id = path_id(request, "user_id")
     if user_id is None:
         raise NotFound("no such share")
-    async with request.app[DB].read() as conn:
+    async with dm_of(request).db.read() as conn:
         target = await user_svc.find(conn, user_id)
-    await node_ops.unshare(request.app[DB], actor_of(request, ident), ident.user, node_id, user_id)
+    await node_ops.unshare(dm_of(request).db, actor_of(request, ident), ident.user, node_id, user_id)
     await flash(request, "ok", "flash.node_unshared", name=target.username if target else str(user_id))
     return redirect(f"/nodes/{node_id}#sharing")
 

@@ -20,6 +20,7 @@ from dmd.pages import access as acc
 from dmd.pages import forms
 from dmd.pages.render import (
     current_identity,
+    dm_of,
     flash,
     lang_of,
     login_required,
@@ -28,13 +29,11 @@ from dmd.pages.render import (
     render,
     safe_next,
 )
-from dmd.reconciler import RECONCILER
 from dmd.services import instances as inst_svc
 from dmd.services import nodes as node_svc
 from dmd.services import port_maps as svc
 from dmd.services import port_ops
 from dmd.services import users as user_svc
-from dmd.state import DB
 
 routes = web.RouteTableDef()
 
@@ -48,7 +47,7 @@ async def _page(request: web.Request, *, status: int = 200, **extra: Any) -> web
         q = PageQuery(limit=PER_PAGE, cursor=request.query.get("cursor") or None)
     except ValueError:
         q = PageQuery(limit=PER_PAGE)
-    async with request.app[DB].read() as conn:
+    async with dm_of(request).db.read() as conn:
         page = page_of(await svc.list_visible(conn, user, limit=q.limit + 1, after_id=q.cursor_id), q)
         maps: list[svc.PortMap] = page["items"]
         choices: list[Instance] = [
@@ -113,7 +112,7 @@ async def map_delete(request: web.Request) -> web.StreamResponse:
         raise NotFound("no such port map")
     data = await request.post()
     nxt = data.get("next")
-    m = await port_ops.remove(request.app[DB], request.app[RECONCILER].ports, actor_of(request, ident), ident.user,
+    m = await port_ops.remove(dm_of(request).db, dm_of(request).ports, actor_of(request, ident), ident.user,
                               map_id)
     await flash(request, "ok", "flash.port_map_removed", host_port=m.host_port, instance_port=m.instance_port,
                 protocol=m.protocol, name=m.instance_name or "")

@@ -14,6 +14,7 @@ from dmd.errors import ApiError, NotFound
 from dmd.pages import forms
 from dmd.pages.render import (
     current_identity,
+    dm_of,
     flash,
     form_data,
     lang_of,
@@ -22,11 +23,9 @@ from dmd.pages.render import (
     redirect,
     render,
 )
-from dmd.reconciler import RECONCILER
 from dmd.services import access_ops
 from dmd.services import ssh_keys as svc
 from dmd.sshkeys import MAX_INPUT_BYTES, looks_private
-from dmd.state import DB
 
 routes = web.RouteTableDef()
 
@@ -56,7 +55,7 @@ def _form_error(e: ApiError | forms.FormError) -> forms.FormError:
 
 async def _page(request: web.Request, *, status: int = 200, **extra: Any) -> web.Response:
     user = current_identity(request).user
-    async with request.app[DB].read() as conn:
+    async with dm_of(request).db.read() as conn:
         keys = await svc.list_for(conn, user.id, limit=svc.MAX_KEYS_PER_USER)
     ctx: dict[str, Any] = {
         "nav_active": "ssh_keys",
@@ -104,8 +103,8 @@ async def key_add(request: web.Request) -> web.StreamResponse:
         if name is not None:
             name = forms.validate(SshKeyPatchIn, {"name": name}).name
         try:
-            key, parsed = await access_ops.add_key(request.app[DB], request.app[RECONCILER], actor_of(request, ident),
-                                                   ident.user, name, text)
+            key, parsed = await access_ops.add_key(dm_of(request).db, dm_of(request).reconciler,
+                                                   actor_of(request, ident), ident.user, name, text)
         except ApiError as e:
             raise _form_error(e) from None
     except forms.FormError as fe:
@@ -131,13 +130,13 @@ async def key_rename(request: web.Request) -> web.StreamResponse:
     try:
         try:
             body = forms.validate(SshKeyPatchIn, {"name": data.get("name", "")})
-            key = await svc.rename(request.app[DB], actor_of(request, ident), ident.user, key_id, body.name)
+            key = await svc.rename(dm_of(request).db, actor_of(request, ident), ident.user, key_id, body.name)
         except (ApiError, forms.FormError) as e:
             if isinstance(e, ApiError) and e.status in (403, 404):
                 raise
             raise _form_error(e) from None
     except forms.FormError as fe:
-        async with request.app[DB].read() as conn:
+        async with dm_of(request).db.read() as conn:
             await svc.get(conn, ident.user.id, key_id)  # 404 when it is not yours
         return await _page(request, status=fe.status, rename_id=key_id, rename_error=fe.view(lang_of(request)),
                            rename_form=forms.kept(data, "name"))
@@ -149,7 +148,7 @@ async def key_rename(request: web.Request) -> web.StreamResponse:
 @login_required
 async def key_delete_confirm(request: web.Request) -> web.StreamResponse:
     user = current_identity(request).user
-    async with request.app[DB].read() as conn:
+    async with dm_of(request).db.read() as conn:
         key = await svc.get(conn, user.id, _key_id(request))
     return await _page(request, confirm=key)
 
@@ -158,8 +157,8 @@ async def key_delete_confirm(request: web.Request) -> web.StreamResponse:
 @login_required
 async def key_delete(request: web.Request) -> web.StreamResponse:
     ident = current_identity(request)
-    key = await access_ops.delete_key(request.app[DB], request.app[RECONCILER], actor_of(request, ident), ident.user,
-                                      _key_id(request))
+    key = await access_ops.delete_key(dm_of(request).db, dm_of(request).reconciler, actor_of(request, ident),
+                                      ident.user, _key_id(request))
     await flash(request, "ok", "flash.ssh_key_deleted", name=key.name)
     return redirect("/ssh-keys")
 

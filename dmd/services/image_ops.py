@@ -15,22 +15,18 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from agent import protocol as p
 from agent.runtime.base import DriverError, check_repository
-from dmd.agents import HUB
 from dmd.agents.hub import AgentFailed
-from dmd.blobs import BLOBS, CHUNK, discard
+from dmd.blobs import CHUNK, discard
+from dmd.core import Dm
 from dmd.errors import ApiError, BadRequest, Conflict, Forbidden, Invalid
 from dmd.models import Node, User
-from dmd.reconciler import RECONCILER
 from dmd.services import audit
 from dmd.services import images as svc
 from dmd.services import instances as inst_svc
 from dmd.services import nodes as node_svc
 from dmd.services.audit import Actor
-from dmd.state import DB
 
 IMPORT_MAX_BYTES = 64 * 1024**3
 TRANSFER_TIMEOUT_S = 3600.0
@@ -59,11 +55,11 @@ def _check_manage(user: User, image: dict[str, Any]) -> None:
         raise Forbidden("only the image's owner or an administrator can do this")
 
 
-async def claimed(app: web.Application, actor: Actor, user: User, node_id: int, ref: str, image: dict[str, Any],
+async def claimed(dm: Dm, actor: Actor, user: User, node_id: int, ref: str, image: dict[str, Any],
                   action: str, **detail: Any) -> dict[str, Any]:
     """The image the user just brought to the node, recorded as theirs (the catalogue row)."""
-    await app[RECONCILER].refresh_images(node_id)
-    async with app[DB].begin() as conn:
+    await dm.reconciler.refresh_images(node_id)
+    async with dm.db.begin() as conn:
         row = await svc.claim(conn, node_id, ref, image, user)
         await audit.record(conn, actor, action, "image", row["id"], ref=ref, node_id=node_id, **detail)
     return row
@@ -77,8 +73,8 @@ def split_ref(ref: str) -> tuple[str, str]:
     return ref, "latest"
 
 
-async def visible_node(app: web.Application, user: User, node_id: int) -> Node:
-    async with app[DB].read() as conn:
+async def visible_node(dm: Dm, user: User, node_id: int) -> Node:
+    async with dm.db.read() as conn:
         return await node_svc.get_visible(conn, user, node_id)
 
 
@@ -98,16 +94,16 @@ def pull_auth(ref: str, username: str | None, password: str | None) -> dict[str,
     return {"username": username or "", "password": password or "", "serveraddress": registry}
 
 
-async def pull(app: web.Application, actor: Actor, user: User, node: Node, ref: str, *,
+async def pull(dm: Dm, actor: Actor, user: User, node: Node, ref: str, *,
                username: str | None = None, password: str | None = None,
                progress_id: str | None = None) -> dict[str, Any]:
     """Pull onto a node the user may see (see visible_node); progress events carry progress_id."""
     auth = pull_auth(ref, username, password)
     ref = pull_ref(ref)
-    reply = await agent_reply(app[HUB].call(node.id, p.IMAGE_PULL, {"ref": ref, "auth": auth,
+    reply = await agent_reply(dm.hub.call(node.id, p.IMAGE_PULL, {"ref": ref, "auth": auth,
                                                                     "progress_id": progress_id},
                                             timeout=TRANSFER_TIMEOUT_S))
-    return await claimed(app, actor, user, node.id, ref, reply.get("image") or {}, "image.pull")
+    return await claimed(dm, actor, user, node.id, ref, reply.get("image") or {}, "image.pull")
 
 
 # --- import ---------------------------------------------------------------------------------
@@ -144,12 +140,12 @@ async def save_upload(read: Reader, path: Path, limit: int = IMPORT_MAX_BYTES) -
     return size
 
 
-async def import_tarball(app: web.Application, actor: Actor, user: User, node: Node, repository: str, tag: str,
+async def import_tarball(dm: Dm, actor: Actor, user: User, node: Node, repository: str, tag: str,
                          read: Reader, limit: int = IMPORT_MAX_BYTES) -> dict[str, Any]:
     """Stream an uploaded tarball (docker save output or a root file system tar) to a blob
     file, let the node's agent import it as repository:tag, and forget the file."""
     check_import_name(repository, tag)
-    blobs = app[BLOBS]
+    blobs = dm.blobs
     path = blobs.new_path()
     try:
         size = await save_upload(read, path, limit)
@@ -157,44 +153,44 @@ async def import_tarball(app: web.Application, actor: Actor, user: User, node: N
             raise BadRequest("the tarball is empty", code="empty_body")
         token = blobs.offer(node.id, "get", path)
         try:
-            reply = await agent_reply(app[HUB].call(node.id, p.IMAGE_IMPORT, {
+            reply = await agent_reply(dm.hub.call(node.id, p.IMAGE_IMPORT, {
                 "url": blobs.url_path(token), "repository": repository, "tag": tag}, timeout=TRANSFER_TIMEOUT_S))
         finally:
             blobs.close(token)
     finally:
         discard(path)
-    return await claimed(app, actor, user, node.id, f"{repository}:{tag}", reply.get("image") or {},
+    return await claimed(dm, actor, user, node.id, f"{repository}:{tag}", reply.get("image") or {},
                          "image.import", bytes=size)
 
 
 # --- one catalogue entry --------------------------------------------------------------------
 
-async def in_use_by(app: web.Application, image: dict[str, Any]) -> list[str]:
-    async with app[DB].read() as conn:
+async def in_use_by(dm: Dm, image: dict[str, Any]) -> list[str]:
+    async with dm.db.read() as conn:
         return await svc.users_of(conn, image["node_id"], image["ref"])
 
 
-async def delete(app: web.Application, actor: Actor, user: User, image_id: int, force: bool) -> dict[str, Any]:
+async def delete(dm: Dm, actor: Actor, user: User, image_id: int, force: bool) -> dict[str, Any]:
     """Remove the image from its node; refused (409 image_in_use) while a live instance uses
     it unless forced. Returns the catalogue row as it was."""
-    async with app[DB].read() as conn:
+    async with dm.db.read() as conn:
         image = await svc.get_visible(conn, user, image_id)
         _check_manage(user, image)
         users_of = await svc.users_of(conn, image["node_id"], image["ref"])
     if users_of and not force:
         raise Conflict(f"instance(s) {', '.join(users_of)} use {image['ref']}; delete them or pass ?force=true",
                        code="image_in_use")
-    await app[HUB].call(image["node_id"], p.IMAGE_REMOVE, {"ref": image["ref"], "force": force}, timeout=300)
-    async with app[DB].begin() as conn:
+    await dm.hub.call(image["node_id"], p.IMAGE_REMOVE, {"ref": image["ref"], "force": force}, timeout=300)
+    async with dm.db.begin() as conn:
         await svc.remove(conn, image["id"])
         await audit.record(conn, actor, "image.delete", "image", image["id"], ref=image["ref"],
                            node_id=image["node_id"], force=force)
     return image
 
 
-async def set_public(app: web.Application, actor: Actor, user: User, image_id: int, public: bool) -> dict[str, Any]:
+async def set_public(dm: Dm, actor: Actor, user: User, image_id: int, public: bool) -> dict[str, Any]:
     """Make an image public (every user may use it) or private again."""
-    async with app[DB].begin() as conn:
+    async with dm.db.begin() as conn:
         image = await svc.get_visible(conn, user, image_id)
         _check_manage(user, image)
         await svc.set_public(conn, image["id"], public)
@@ -203,15 +199,15 @@ async def set_public(app: web.Application, actor: Actor, user: User, image_id: i
         return await svc.get_visible(conn, user, image["id"])
 
 
-async def copy(app: web.Application, actor: Actor, user: User, image_id: int, node_id: int) -> dict[str, Any]:
+async def copy(dm: Dm, actor: Actor, user: User, image_id: int, node_id: int) -> dict[str, Any]:
     """Copy an image to another node through dmd: the source agent uploads it to a blob file,
     the target agent downloads and loads it. A public image stays public."""
-    async with app[DB].read() as conn:
+    async with dm.db.read() as conn:
         image = await svc.get_visible(conn, user, image_id)
         target = await node_svc.get_visible(conn, user, node_id)
     if target.id == image["node_id"]:
         raise Conflict("the image is already on that node", code="same_node")
-    hub, blobs = app[HUB], app[BLOBS]
+    hub, blobs = dm.hub, dm.blobs
     path = blobs.new_path()
     up = blobs.offer(image["node_id"], "put", path)
     try:
@@ -230,21 +226,21 @@ async def copy(app: web.Application, actor: Actor, user: User, image_id: int, no
     finally:
         blobs.close(up)
         discard(path)
-    row = await claimed(app, actor, user, target.id, image["ref"], reply.get("image") or {}, "image.copy",
+    row = await claimed(dm, actor, user, target.id, image["ref"], reply.get("image") or {}, "image.copy",
                         from_node=image["node_id"])
     if image["public"]:
-        async with app[DB].begin() as conn:
+        async with dm.db.begin() as conn:
             await svc.set_public(conn, row["id"], True)
         row = {**row, "public": True}
     return row
 
 
-async def commit(app: web.Application, actor: Actor, user: User, instance_id: int, repository: str,
+async def commit(dm: Dm, actor: Actor, user: User, instance_id: int, repository: str,
                  tag: str) -> dict[str, Any]:
     """Save an instance's container as a new image on its node."""
-    async with app[DB].read() as conn:
+    async with dm.db.read() as conn:
         inst = await inst_svc.get_visible(conn, user, instance_id)
-    reply = await agent_reply(app[HUB].call(inst.node_id, p.IMAGE_COMMIT, {
+    reply = await agent_reply(dm.hub.call(inst.node_id, p.IMAGE_COMMIT, {
         "instance_id": inst.id, "repository": repository, "tag": tag}, timeout=TRANSFER_TIMEOUT_S))
-    return await claimed(app, actor, user, inst.node_id, f"{repository}:{tag}", reply.get("image") or {},
+    return await claimed(dm, actor, user, inst.node_id, f"{repository}:{tag}", reply.get("image") or {},
                          "image.commit", instance_id=inst.id)
