@@ -30,10 +30,10 @@ from dmd.db.migrate import upgrade
 from dmd.errors import StartupError
 from dmd.local_node import LocalNode
 from dmd.middleware import build_middlewares
+from dmd.port_applier import PortApplier
+from dmd.queries import settings as settings_svc
+from dmd.queries import setup as setup_svc
 from dmd.reconciler import Reconciler
-from dmd.services import settings as settings_svc
-from dmd.services import setup as setup_svc
-from dmd.services.port_ops import PortApplier
 from dmd.sessions import make_storage
 
 log = logging.getLogger("dmd")

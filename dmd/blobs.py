@@ -20,7 +20,7 @@ from pathlib import Path
 from aiohttp import StreamReader, web
 
 from dmd.db import Database
-from dmd.services import nodes as node_svc
+from dmd.queries import nodes as node_svc
 
 log = logging.getLogger("dmd.blobs")
 BLOB_PATH = "/agent/blobs/{token}"

@@ -128,7 +128,8 @@ async def _user_create(cfg: Config, args: argparse.Namespace) -> int:
     from dmd.db import Database
     from dmd.db.migrate import upgrade
     from dmd.errors import ApiError
-    from dmd.services import audit, settings, setup, users
+    from dmd.models import Actor
+    from dmd.queries import audit, settings, setup, users
 
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
@@ -148,7 +149,7 @@ async def _user_create(cfg: Config, args: argparse.Namespace) -> int:
             user = await users.create(conn, email=args.email, password_hash=pw,
                                       role="admin" if args.admin else "user", username=args.username)
             await settings.delete(conn, setup.KEY)  # a user exists: the setup link is void
-            await audit.record(conn, audit.Actor(None, None, "cli"), "user.create", "user", user.id,
+            await audit.record(conn, Actor(None, None, "cli"), "user.create", "user", user.id,
                                email=user.email, role=user.role)
     except ApiError as e:
         print(f"dmd: {e.message}", file=sys.stderr)

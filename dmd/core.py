@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from dmd.config import Config
     from dmd.db import Database
     from dmd.local_node import LocalNode
+    from dmd.port_applier import PortApplier
     from dmd.reconciler import Reconciler
-    from dmd.services.port_ops import PortApplier
 
 
 @dataclass(eq=False)

@@ -20,8 +20,9 @@ from dmd.auth.tokens import new_secret
 from dmd.config import Config
 from dmd.db import Database
 from dmd.errors import Conflict
-from dmd.services import audit
-from dmd.services import nodes as node_svc
+from dmd.models import SYSTEM
+from dmd.queries import audit
+from dmd.queries import nodes as node_svc
 
 log = logging.getLogger("dmd.local_node")
 
@@ -82,7 +83,7 @@ async def _ensure_node(db: Database) -> tuple[int, str]:
                 except Conflict:
                     continue
             assert node is not None
-            await audit.record(conn, audit.SYSTEM, "node.create", "node", node.id, name=node.name, local=True)
+            await audit.record(conn, SYSTEM, "node.create", "node", node.id, name=node.name, local=True)
             log.info("created the local node %s (id %d)", node.name, node.id)
         await node_svc.set_credential(conn, node.id, credential)
         await node_svc.update(conn, node.id, join_token_hash=None, join_expires_at=None,

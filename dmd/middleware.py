@@ -4,7 +4,8 @@
                a traceback is logged, never sent. Every reply, failed or not, gets the
                security headers, and Secure on every cookie when the request came over HTTPS.
 2. sessions  - aiohttp-session (loads lazily, saves when changed).
-3. identity  - who is calling: a bearer token, else the session; CSRF for cookie writes.
+3. identity  - who is calling (dmd.usecases.auth): a bearer token, else the session; CSRF for
+               cookie writes.
 """
 
 from __future__ import annotations
@@ -20,15 +21,12 @@ from aiohttp_session import AbstractStorage, get_session, session_middleware
 from agent.protocol import AGENT_WS_PATH
 from dmd.api.registry import error_response
 from dmd.auth import csrf
-from dmd.auth.tokens import hash_secret, looks_like_api_token
 from dmd.core import DM
-from dmd.db.types import utcnow
 from dmd.errors import ApiError, Forbidden, TooLarge, Unauthorized
 from dmd.net import is_https
-from dmd.services import tokens as token_svc
-from dmd.services import users as user_svc
 from dmd.sessions import SESSION_COOKIE
 from dmd.state import IDENTITY_KEY, Identity
+from dmd.usecases import auth as auth_uc
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +35,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # import the pages package.
 HtmlError = Callable[[web.Request, int, str], Awaitable[web.StreamResponse]]
 API_PREFIX = "/api/"
-LAST_USED_EVERY = 300.0  # seconds between writes of a token's last_used_at
 
 
 def _is_api(request: web.Request) -> bool:
@@ -93,29 +90,6 @@ def secure_headers(request: web.Request, resp: web.StreamResponse) -> web.Stream
     return resp
 
 
-async def _token_identity(request: web.Request, value: str) -> Identity:
-    if not looks_like_api_token(value):
-        raise Unauthorized("invalid API token")
-    th = hash_secret(value)
-    dm = request.app[DM]
-    cache = dm.token_cache
-    hit = cache.get(th)
-    if hit is not None:
-        return Identity(hit[0], "token", hit[1])
-    db = dm.db
-    async with db.read() as conn:
-        found = await token_svc.lookup(conn, th)
-    if found is None:
-        raise Unauthorized("invalid, expired or revoked API token")
-    user, tok = found
-    cache.put(th, user, tok.id, tok.expires_at.timestamp() if tok.expires_at else None)
-    now = utcnow()
-    if tok.last_used_at is None or (now - tok.last_used_at).total_seconds() > LAST_USED_EVERY:
-        async with db.begin() as conn:
-            await token_svc.mark_used(conn, [tok.id], now)
-    return Identity(user, "token", tok.id)
-
-
 async def _session_identity(request: web.Request) -> Identity | None:
     if SESSION_COOKIE not in request.cookies:
         return None
@@ -123,8 +97,7 @@ async def _session_identity(request: web.Request) -> Identity | None:
     uid = session.get("uid")
     if not isinstance(uid, int):
         return None
-    async with request.app[DM].db.read() as conn:
-        user = await user_svc.find(conn, uid)
+    user = await auth_uc.session_user(request.app[DM], uid)
     if user is None or user.disabled or session.get("av") != user.auth_version:
         # Password changed, disabled or deleted since this session began.
         session.invalidate()
@@ -143,7 +116,7 @@ async def identity_middleware(request: web.Request, handler: Handler) -> web.Str
         scheme, _, value = auth.partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
             raise Unauthorized("the Authorization header must be 'Bearer <token>'")
-        ident = await _token_identity(request, value.strip())
+        ident = await auth_uc.token_identity(request.app[DM], value.strip())
     else:
         ident = await _session_identity(request)
         exempt = getattr(request.match_info.handler, "csrf_exempt", False)

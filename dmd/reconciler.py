@@ -13,7 +13,7 @@ its desired state becomes stopped too, so no later round restarts it behind the 
 A container found stopped when its node (re)connects while it should run (the node rebooted,
 say) is started again.
 
-Each round ends with the node's full set of port maps (dmd.services.port_ops) and then, for
+Each round ends with the node's full set of port maps (dmd.port_applier) and then, for
 every running instance, its SSH keys (``instance.access``), so an instance says "ready" only
 once its port 22 is forwarded.
 """
@@ -30,12 +30,12 @@ from dmd.agents.hub import AgentFailed, AgentTimeout, Hub, NodeOffline
 from dmd.db import Database
 from dmd.errors import NotFound
 from dmd.models import Instance, Node
-from dmd.services import images as image_svc
-from dmd.services import instance_access as access
-from dmd.services import instances as inst_svc
-from dmd.services import nodes as node_svc
-from dmd.services import port_maps as port_svc
-from dmd.services.port_ops import PortApplier
+from dmd.port_applier import PortApplier
+from dmd.queries import images as image_svc
+from dmd.queries import instance_access as access
+from dmd.queries import instances as inst_svc
+from dmd.queries import nodes as node_svc
+from dmd.queries import port_maps as port_svc
 
 log = logging.getLogger("dmd.reconciler")
 

@@ -17,7 +17,7 @@ from dmd.auth import passwords
 from dmd.config import Config
 from dmd.core import DM
 from dmd.db import Database
-from dmd.services import users
+from dmd.queries import users
 from tests.repo_guard import install_open_guard
 
 REPO = Path(__file__).resolve().parents[1]

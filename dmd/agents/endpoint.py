@@ -15,7 +15,7 @@ from dmd.agents.hub import AgentConn
 from dmd.core import DM
 from dmd.models import Node
 from dmd.net import client_ip
-from dmd.services import nodes as node_svc
+from dmd.queries import nodes as node_svc
 
 log = logging.getLogger("dmd.agents")
 HELLO_TIMEOUT_S = 10.0

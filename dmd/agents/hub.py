@@ -23,7 +23,7 @@ from aiohttp import WSCloseCode, web
 from agent import protocol as p
 from dmd.db import Database
 from dmd.errors import ApiError
-from dmd.services import nodes as node_svc
+from dmd.queries import nodes as node_svc
 
 log = logging.getLogger("dmd.agents")
 

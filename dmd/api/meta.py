@@ -6,18 +6,17 @@ from typing import Any
 
 from dmd import __version__
 from dmd.api.registry import Api, Ctx, json_response
-from dmd.api.schemas import HealthOut
+from dmd.schemas import HealthOut
+from dmd.usecases import auth
 
 api = Api()
 
 
 @api.get("/health", summary="Liveness and storage check", tag="meta", auth="none", response=HealthOut)
 async def health(ctx: Ctx) -> Any:
-    db = ctx.dm.db
-    async with db.read() as conn:
-        await conn.exec_driver_sql("SELECT 1")
+    dialect = await auth.health(ctx.dm)
     sessions = ctx.dm.config.sessions.split("://", 1)[0]
-    return HealthOut(status="ok", version=__version__, database=db.dialect, sessions=sessions)
+    return HealthOut(status="ok", version=__version__, database=dialect, sessions=sessions)
 
 
 @api.get("/openapi.json", summary="This API's OpenAPI 3.1 document", tag="meta", auth="none")

@@ -18,8 +18,6 @@ import aiohttp_jinja2
 from aiohttp import web
 from aiohttp_session import get_session
 
-from dmd.api.nodes import node_out
-from dmd.api.schemas import NodeCreateIn, NodeOut, NodePatchIn, PageQuery, ShareIn, page_of
 from dmd.auth.flows import actor_of
 from dmd.errors import ApiError, NotFound
 from dmd.models import Node, User
@@ -37,10 +35,10 @@ from dmd.pages.render import (
     render,
     translator,
 )
-from dmd.services import node_ops
-from dmd.services import nodes as node_svc
-from dmd.services import port_maps as port_svc
-from dmd.services import users as user_svc
+from dmd.schemas import NodeCreateIn, NodeOut, NodePatchIn, PageQuery, ShareIn, page_of
+from dmd.usecases import nodes as uc
+from dmd.usecases import port_maps as port_uc
+from dmd.views import node_out
 
 routes = web.RouteTableDef()
 
@@ -215,16 +213,6 @@ def gpu_rows(node: NodeOut, latest: dict[str, Any] | None) -> list[dict[str, Any
 
 # --- views of a node -------------------------------------------------------------------
 
-async def _owner_names(request: web.Request, owner_ids: set[int]) -> dict[int, str]:
-    names: dict[int, str] = {}
-    async with dm_of(request).db.read() as conn:
-        for uid in owner_ids:
-            u = await user_svc.find(conn, uid)
-            if u is not None:
-                names[uid] = u.username
-    return names
-
-
 def _join_note(_: Callable[..., str], n: NodeOut) -> str | None:
     if n.join_expires_at is None:
         return None
@@ -259,15 +247,13 @@ async def _node(request: web.Request) -> tuple[Node, User]:
     if node_id is None:
         raise NotFound("no such node")
     user = current_identity(request).user
-    async with dm_of(request).db.read() as conn:
-        return await node_svc.get_visible(conn, user, node_id), user
+    return await uc.get_visible(dm_of(request), user, node_id), user
 
 
 async def _manageable(request: web.Request) -> tuple[Node, User]:
     """The node in the path if the user may change it (else 404, or 403 when only shared)."""
     user = current_identity(request).user
-    async with dm_of(request).db.read() as conn:
-        return await node_svc.get_manageable(conn, user, _node_id(request)), user
+    return await uc.get_manageable(dm_of(request), user, _node_id(request)), user
 
 
 def _node_id(request: web.Request) -> int:
@@ -308,7 +294,7 @@ async def _join_secret(request: web.Request, node: Node, kind: str, token: str) 
     session = await get_session(request)
     session[JOIN_KEY] = {
         "node_id": node.id, "kind": kind, "token": token,
-        "command": node_ops.join_command(server_url(request), token),
+        "command": uc.join_command(server_url(request), token),
         "expires_at": node.join_expires_at.isoformat() if node.join_expires_at else None,
     }
 
@@ -321,18 +307,18 @@ async def _list_page(request: web.Request, *, status: int = 200, **extra: Any) -
     except ValueError:
         q = PageQuery(limit=NODES_PER_PAGE)
     user = current_identity(request).user
-    async with dm_of(request).db.read() as conn:
-        found = await node_svc.list_visible(conn, user, limit=q.limit + 1, after_id=q.cursor_id)
+    dm = dm_of(request)
+    found = await uc.list_visible(dm, user, limit=q.limit + 1, after_id=q.cursor_id)
     page = page_of(found, q)
-    outs = [node_out(dm_of(request).hub, n, user) for n in page["items"]]
-    owners = await _owner_names(request, {n.owner_id for n in outs if n.owner_id is not None})
+    outs = [node_out(dm.hub, n, user) for n in page["items"]]
+    owners = await uc.usernames(dm, {n.owner_id for n in outs if n.owner_id is not None})
     ctx: dict[str, Any] = {
         "nav_active": "nodes",
         "rows": [_row(request, n, owners) for n in outs],
         "next_cursor": page["next_cursor"], "first_page": q.cursor is None,
         "error": None, "form": {"name": ""},
         "n_online": sum(1 for n in outs if n.status == "online"),
-        "join_ttl": duration(translator(request), dm_of(request).config.join_token_ttl_s),
+        "join_ttl": duration(translator(request), dm.config.join_token_ttl_s),
     }
     ctx.update(extra)
     return await render(request, "nodes.html", ctx, status=status)
@@ -352,8 +338,7 @@ async def node_create(request: web.Request) -> web.StreamResponse:
     try:
         try:
             body = forms.validate(NodeCreateIn, {"name": data.get("name", "").strip()})
-            node, token = await node_ops.create(dm_of(request).db, actor_of(request, ident), ident.user, body.name,
-                                                dm_of(request).config.join_token_ttl_s)
+            node, token = await uc.create(dm_of(request), actor_of(request, ident), ident.user, body.name)
         except (ApiError, forms.FormError) as e:
             raise _form_error(e) from None
     except forms.FormError as fe:
@@ -368,19 +353,14 @@ async def node_create(request: web.Request) -> web.StreamResponse:
 async def _detail(request: web.Request, node: Node, user: User, *, status: int = 200,
                   **extra: Any) -> web.Response:
     _ = translator(request)
-    n = node_out(dm_of(request).hub, node, user)
+    dm = dm_of(request)
+    n = node_out(dm.hub, node, user)
     manage = n.access in ("owner", "admin")
-    samples = dm_of(request).hub.recent_metrics(node.id)
+    samples = dm.hub.recent_metrics(node.id)
     latest = samples[-1] if samples else None
     now = time.time()
-    shares: list[dict[str, Any]] = []
-    owner = None
-    async with dm_of(request).db.read() as conn:
-        if manage:
-            shares = await node_svc.shares(conn, node.id)
-        if node.owner_id is not None:
-            o = await user_svc.find(conn, node.owner_id)
-            owner = o.username if o else None
+    found = await uc.detail(dm, node, manage)
+    owner, shares = found.owner, found.shares
     join = None
     if status == 200:
         session = await get_session(request)
@@ -400,7 +380,7 @@ async def _detail(request: web.Request, node: Node, user: User, *, status: int =
         "facts": facts,
         "os_name": os_name(facts),
         "addresses": addresses(facts),
-        "port_pools": {proto: port_svc.describe_pool(ranges) for proto, ranges in port_svc.pools_of(node).items()},
+        "port_pools": {proto: port_uc.describe_pool(ranges) for proto, ranges in port_uc.pools_of(node).items()},
         "port_mode": ((facts.get("ports") or {}).get("mode") if isinstance(facts.get("ports"), dict) else None),
         "runtime": runtime,
         "runtime_error": facts.get("runtime_error"),
@@ -415,7 +395,7 @@ async def _detail(request: web.Request, node: Node, user: User, *, status: int =
         "history_min": HISTORY_S // 60,
         "shares": shares,
         "join": join,
-        "join_ttl": duration(_, dm_of(request).config.join_token_ttl_s),
+        "join_ttl": duration(_, dm.config.join_token_ttl_s),
         "rename_error": None, "rename_form": {"name": n.name},
         "share_error": None, "share_form": {"username": ""},
         "action_error": None,
@@ -441,7 +421,7 @@ async def node_rename(request: web.Request) -> web.StreamResponse:
     try:
         try:
             body = forms.validate(NodePatchIn, {"name": data.get("name", "").strip()})
-            after = await node_ops.rename(dm_of(request).db, actor_of(request, ident), user, node.id, body.name)
+            after = await uc.rename(dm_of(request), actor_of(request, ident), user, node.id, body.name)
         except (ApiError, forms.FormError) as e:
             if isinstance(e, ApiError) and e.status in (403, 404):
                 raise
@@ -455,8 +435,7 @@ async def node_rename(request: web.Request) -> web.StreamResponse:
 
 async def _cordon(request: web.Request, cordoned: bool) -> web.StreamResponse:
     ident = current_identity(request)
-    node = await node_ops.set_cordon(dm_of(request).db, actor_of(request, ident), ident.user, _node_id(request),
-                                     cordoned)
+    node = await uc.set_cordon(dm_of(request), actor_of(request, ident), ident.user, _node_id(request), cordoned)
     await flash(request, "ok", "flash.node_cordoned" if cordoned else "flash.node_uncordoned", name=node.name)
     return redirect(f"/nodes/{node.id}")
 
@@ -477,8 +456,7 @@ async def node_uncordon(request: web.Request) -> web.StreamResponse:
 @login_required
 async def node_join_token(request: web.Request) -> web.StreamResponse:
     ident = current_identity(request)
-    node, token = await node_ops.new_join_token(dm_of(request).db, actor_of(request, ident), ident.user,
-                                                _node_id(request), dm_of(request).config.join_token_ttl_s)
+    node, token = await uc.new_join_token(dm_of(request), actor_of(request, ident), ident.user, _node_id(request))
     await _join_secret(request, node, "token", token)
     return redirect(f"/nodes/{node.id}")
 
@@ -488,10 +466,7 @@ async def node_join_token(request: web.Request) -> web.StreamResponse:
 async def node_rotate(request: web.Request) -> web.StreamResponse:
     ident = current_identity(request)
     try:
-        rotated = await node_ops.rotate_credential(
-            dm_of(request).db, dm_of(request).hub, actor_of(request, ident), ident.user, _node_id(request),
-            dm_of(request).config.join_token_ttl_s,
-        )
+        rotated = await uc.rotate_credential(dm_of(request), actor_of(request, ident), ident.user, _node_id(request))
     except ApiError as e:
         if e.status in (403, 404):
             raise
@@ -518,8 +493,7 @@ async def node_delete_confirm(request: web.Request) -> web.StreamResponse:
 @login_required
 async def node_delete(request: web.Request) -> web.StreamResponse:
     ident = current_identity(request)
-    node = await node_ops.delete(dm_of(request).db, dm_of(request).hub, actor_of(request, ident), ident.user,
-                                 _node_id(request))
+    node = await uc.delete(dm_of(request), actor_of(request, ident), ident.user, _node_id(request))
     await flash(request, "ok", "flash.node_deleted", name=node.name)
     return redirect("/nodes")
 
@@ -534,8 +508,7 @@ async def node_share(request: web.Request) -> web.StreamResponse:
     try:
         try:
             body = forms.validate(ShareIn, {"username": username})
-            share = await node_ops.share(dm_of(request).db, actor_of(request, ident), user, node.id,
-                                         username=body.username)
+            share = await uc.share(dm_of(request), actor_of(request, ident), user, node.id, username=body.username)
         except (ApiError, forms.FormError) as e:
             if isinstance(e, ApiError) and e.status in (403, 404):
                 raise
@@ -555,10 +528,9 @@ async def node_unshare(request: web.Request) -> web.StreamResponse:
     user_id = path_id(request, "user_id")
     if user_id is None:
         raise NotFound("no such share")
-    async with dm_of(request).db.read() as conn:
-        target = await user_svc.find(conn, user_id)
-    await node_ops.unshare(dm_of(request).db, actor_of(request, ident), ident.user, node_id, user_id)
-    await flash(request, "ok", "flash.node_unshared", name=target.username if target else str(user_id))
+    names = await uc.usernames(dm_of(request), {user_id})
+    await uc.unshare(dm_of(request), actor_of(request, ident), ident.user, node_id, user_id)
+    await flash(request, "ok", "flash.node_unshared", name=names.get(user_id, str(user_id)))
     return redirect(f"/nodes/{node_id}#sharing")
 
 

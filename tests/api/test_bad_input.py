@@ -135,7 +135,7 @@ async def test_routes_and_methods(client, admin):
 
 
 async def test_unexpected_failure_is_a_clean_500(client, admin, monkeypatch):
-    from dmd.services import tokens
+    from dmd.queries import tokens
 
     async def boom(*a, **k):
         raise RuntimeError("secret internals")

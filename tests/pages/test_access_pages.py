@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from agent import protocol as p
 from dmd.core import DM
 from dmd.db.schema import port_maps
-from dmd.services import audit
+from dmd.queries import audit
 from tests.conftest import add_user, make_token
 from tests.instances.conftest import (  # noqa: F401 (fixtures)
     IMAGE,
@@ -438,7 +438,7 @@ async def test_instance_page_ssh_card_and_key_choice(client, admin, tmp_path):
             else:
                 assert 'id="ssh-command"' in main
         async with client.app[DM].db.begin() as conn:
-            from dmd.services import instance_access
+            from dmd.queries import instance_access
 
             await instance_access.set_status(conn, web["id"], None)
         main = _main(await (await client.get(f"/instances/{web['id']}")).text())

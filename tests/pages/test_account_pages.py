@@ -7,7 +7,7 @@ import re
 from aiohttp import ClientSession, CookieJar
 
 from dmd.core import DM
-from dmd.services import audit
+from dmd.queries import audit
 from tests.conftest import PASSWORD, add_user
 from tests.pages.conftest import csrf_of, get_csrf, page_login, post_form
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 
 from dmd.core import DM
-from dmd.services import audit
-from dmd.services import users as user_svc
-from dmd.services.audit import SYSTEM
+from dmd.models import SYSTEM
+from dmd.queries import audit
+from dmd.queries import users as user_svc
 from tests.conftest import add_user
 from tests.pages.conftest import get_csrf, page_login, post_form
 

@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlsplit
 from aiohttp import ClientSession, CookieJar
 
 from dmd.core import DM
-from dmd.services import audit
+from dmd.queries import audit
 from tests.conftest import PASSWORD, add_user, setup_link
 from tests.pages.conftest import csrf_of, get_csrf, page_login, post_form
 
@@ -132,7 +132,7 @@ async def test_login_success_and_failure(client):
 
 async def test_disabled_account_cannot_log_in(client):
     uid = await add_user(client, "bob@example.org")
-    from dmd.services import users
+    from dmd.queries import users
 
     async with client.app[DM].db.begin() as conn:
         await users.update(conn, uid, {"disabled": True})

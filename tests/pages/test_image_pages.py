@@ -19,7 +19,7 @@ import pytest
 from agent import protocol as p
 from dmd.config import Config
 from dmd.core import DM
-from dmd.services import audit
+from dmd.queries import audit
 from tests.conftest import add_user, make_token
 from tests.images.conftest import (  # noqa: F401 (fixtures)
     REGISTRY,

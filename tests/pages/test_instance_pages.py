@@ -15,7 +15,7 @@ import aiodocker
 import pytest
 
 from dmd.core import DM
-from dmd.services import audit
+from dmd.queries import audit
 from tests.conftest import add_user, make_token
 from tests.images.conftest import made  # noqa: F401 (fixture)
 from tests.instances.conftest import (  # noqa: F401 (fixtures)

@@ -21,8 +21,8 @@ from dmd.core import DM
 from dmd.db.schema import nodes as nodes_table
 from dmd.pages import nodes as node_pages
 from dmd.pages.nodes import TIMES
-from dmd.services import audit
-from dmd.services import users as user_svc
+from dmd.queries import audit
+from dmd.queries import users as user_svc
 from tests.conftest import add_user
 from tests.nodes.helpers import FakeAgent
 from tests.pages.conftest import get_csrf, page_login, post_form

@@ -1,17 +1,19 @@
-"""Changes to the image catalogue that take several steps, shared by the JSON API and the pages.
+"""Images on nodes: the catalogue, pull, import, delete, public/private, copy, commit.
 
-Each checks who may act, talks to the node's agent (pull, import, export, commit, remove),
-refreshes the node's catalogue, records the image as the user's and writes the audit entry,
-so that the API and the pages cannot drift apart. Tarballs never pass through memory whole:
-an upload is streamed to a file in dmd's blob folder, which the agent then downloads.
+Each change checks who may act, talks to the node's agent (pull, import, export, commit,
+remove), refreshes the node's catalogue, records the image as the user's and writes the audit
+entry. Tarballs never pass through memory whole: an upload is streamed to a file in dmd's blob
+folder, which the agent then downloads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +23,12 @@ from dmd.agents.hub import AgentFailed
 from dmd.blobs import CHUNK, discard
 from dmd.core import Dm
 from dmd.errors import ApiError, BadRequest, Conflict, Forbidden, Invalid
-from dmd.models import Node, User
-from dmd.services import audit
-from dmd.services import images as svc
-from dmd.services import instances as inst_svc
-from dmd.services import nodes as node_svc
-from dmd.services.audit import Actor
+from dmd.models import Actor, Node, User
+from dmd.queries import audit
+from dmd.queries import images as svc
+from dmd.queries import instances as inst_svc
+from dmd.queries import nodes as node_svc
+from dmd.queries import users as user_svc
 
 IMPORT_MAX_BYTES = 64 * 1024**3
 TRANSFER_TIMEOUT_S = 3600.0
@@ -50,7 +52,7 @@ def may_manage(user: User, image: dict[str, Any]) -> bool:
     return user.is_admin or image["owner_id"] == user.id
 
 
-def _check_manage(user: User, image: dict[str, Any]) -> None:
+def check_manage(user: User, image: dict[str, Any]) -> None:
     if not may_manage(user, image):
         raise Forbidden("only the image's owner or an administrator can do this")
 
@@ -166,6 +168,7 @@ async def import_tarball(dm: Dm, actor: Actor, user: User, node: Node, repositor
 # --- one catalogue entry --------------------------------------------------------------------
 
 async def in_use_by(dm: Dm, image: dict[str, Any]) -> list[str]:
+    """Names of the live instances on the image's node that use it."""
     async with dm.db.read() as conn:
         return await svc.users_of(conn, image["node_id"], image["ref"])
 
@@ -175,7 +178,7 @@ async def delete(dm: Dm, actor: Actor, user: User, image_id: int, force: bool) -
     it unless forced. Returns the catalogue row as it was."""
     async with dm.db.read() as conn:
         image = await svc.get_visible(conn, user, image_id)
-        _check_manage(user, image)
+        check_manage(user, image)
         users_of = await svc.users_of(conn, image["node_id"], image["ref"])
     if users_of and not force:
         raise Conflict(f"instance(s) {', '.join(users_of)} use {image['ref']}; delete them or pass ?force=true",
@@ -192,7 +195,7 @@ async def set_public(dm: Dm, actor: Actor, user: User, image_id: int, public: bo
     """Make an image public (every user may use it) or private again."""
     async with dm.db.begin() as conn:
         image = await svc.get_visible(conn, user, image_id)
-        _check_manage(user, image)
+        check_manage(user, image)
         await svc.set_public(conn, image["id"], public)
         await audit.record(conn, actor, "image.public" if public else "image.private", "image", image["id"],
                            ref=image["ref"])
@@ -244,3 +247,83 @@ async def commit(dm: Dm, actor: Actor, user: User, instance_id: int, repository:
         "instance_id": inst.id, "repository": repository, "tag": tag}, timeout=TRANSFER_TIMEOUT_S))
     return await claimed(dm, actor, user, inst.node_id, f"{repository}:{tag}", reply.get("image") or {},
                          "image.commit", instance_id=inst.id)
+
+
+# --- pull progress ------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def pull_progress(dm: Dm, node_id: int, progress_id: str) -> Iterator[asyncio.Queue[dict[str, Any]]]:
+    """The progress events of one pull (Docker's, as the agent relays them), queued while the
+    block runs; a full queue drops the newest."""
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(1000)
+
+    def on_event(event_node: int, env: p.Envelope) -> None:
+        d = env.data
+        mine = event_node == node_id and d.get("kind") == "image.progress" and d.get("progress_id") == progress_id
+        if mine and not queue.full():
+            queue.put_nowait({k: v for k, v in d.items() if k not in ("kind", "progress_id", "node_id")})
+
+    dm.hub.event_listeners.append(on_event)
+    try:
+        yield queue
+    finally:
+        dm.hub.event_listeners.remove(on_event)
+
+
+# --- reads --------------------------------------------------------------------------------------
+
+async def list_on_node(dm: Dm, user: User, node_id: int) -> list[dict[str, Any]]:
+    """The images on a node the user may see that the user may use."""
+    async with dm.db.read() as conn:
+        node = await node_svc.get_visible(conn, user, node_id)
+        return await svc.list_on_node(conn, user, node.id)
+
+
+async def get_visible(dm: Dm, user: User, image_id: int) -> dict[str, Any]:
+    async with dm.db.read() as conn:
+        return await svc.get_visible(conn, user, image_id)
+
+
+async def manageable(dm: Dm, user: User, image_id: int) -> dict[str, Any]:
+    """The image if the user may change it (its owner, or an administrator): else 404 or 403."""
+    image = await get_visible(dm, user, image_id)
+    check_manage(user, image)
+    return image
+
+
+async def usable_nodes(dm: Dm, user: User) -> list[Node]:
+    async with dm.db.read() as conn:
+        return await inst_svc.usable_nodes(conn, user)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    image: dict[str, Any]
+    users_of: list[str]  # the live instances that use it
+
+
+@dataclass(frozen=True, slots=True)
+class Catalogue:
+    """Every node the user may use with the images there, and the images' owners' names."""
+
+    nodes: list[tuple[Node, list[Entry]]]
+    owners: dict[int, str]
+
+
+async def catalogue(dm: Dm, user: User) -> Catalogue:
+    groups: list[tuple[Node, list[Entry]]] = []
+    owner_ids: set[int] = set()
+    async with dm.db.read() as conn:
+        for n in await inst_svc.usable_nodes(conn, user):
+            entries = []
+            for img in await svc.list_on_node(conn, user, n.id):
+                entries.append(Entry(img, await svc.users_of(conn, n.id, img["ref"])))
+                if img["owner_id"] is not None:
+                    owner_ids.add(img["owner_id"])
+            groups.append((n, entries))
+        owners = {}
+        for uid in owner_ids:
+            u = await user_svc.find(conn, uid)
+            if u is not None:
+                owners[uid] = u.username
+    return Catalogue(groups, owners)
