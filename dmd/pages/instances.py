@@ -19,7 +19,7 @@ from dmd.errors import ApiError, NotFound
 from dmd.models import Instance, Node
 from dmd.pages import access as acc
 from dmd.pages import forms
-from dmd.pages.nodes import ago
+from dmd.pages.figures import ago
 from dmd.pages.render import (
     current_identity,
     dm_of,
@@ -119,7 +119,7 @@ FORM_FIELDS = ("name", "image", "node", "cpus", "memory_mb", "gpus", "env", "com
 
 
 def _create_error(e: ApiError | forms.FormError) -> forms.FormError:
-    """A refusal as a form message: the field's own words, or the service's detail (which names
+    """A refusal as a form message: the field's own words, or the use case's detail (which names
     the nodes and what is free on each) inside a translated sentence."""
     if isinstance(e, forms.FormError):
         key = _FIELD_KEYS.get(e.field or "")

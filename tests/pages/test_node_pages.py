@@ -19,8 +19,8 @@ from agent import protocol as p
 from agent.gpu.nvidia import parse_xml
 from dmd.core import DM
 from dmd.db.schema import nodes as nodes_table
-from dmd.pages import nodes as node_pages
-from dmd.pages.nodes import TIMES
+from dmd.pages import figures as node_pages
+from dmd.pages.figures import TIMES
 from dmd.queries import audit
 from dmd.queries import users as user_svc
 from tests.conftest import add_user
