@@ -1,4 +1,10 @@
-"""Build the one aiohttp application that serves pages, the JSON API and (later) WebSockets."""
+"""The one composition root: build dmd's parts once, then the aiohttp application around them.
+
+Every part (configuration, database, hub, reconciler, port applier, blobs, token cache, login
+throttle, session secret, setup link, OpenAPI document, local node) is built here into one
+`dmd.core.Dm`, kept under the application's one key `DM`. Handlers and use cases receive that
+object; nothing else constructs a part.
+"""
 
 from __future__ import annotations
 
@@ -10,29 +16,27 @@ from pathlib import Path
 from aiohttp import web
 
 from agent.protocol import AGENT_WS_PATH
-from dmd.agents import HUB, Hub
+from dmd.agents import Hub
 from dmd.agents.endpoint import agent_ws
 from dmd.api import build_api
-from dmd.api.meta import OPENAPI_KEY
 from dmd.api.openapi import build as build_openapi
 from dmd.auth.cache import TokenCache
 from dmd.auth.throttle import LoginThrottle
-from dmd.blobs import BLOB_PATH, BLOBS, BlobStore
+from dmd.blobs import BLOB_PATH, BlobStore
 from dmd.config import Config
+from dmd.core import DM, Dm
 from dmd.db import Database
 from dmd.db.migrate import upgrade
 from dmd.errors import StartupError
-from dmd.local_node import LOCAL_NODE, LocalNode
+from dmd.local_node import LocalNode
 from dmd.middleware import build_middlewares
-from dmd.reconciler import RECONCILER, Reconciler
-from dmd.services import settings as settings_svc
-from dmd.services import setup as setup_svc
+from dmd.port_applier import PortApplier
+from dmd.queries import settings as settings_svc
+from dmd.queries import setup as setup_svc
+from dmd.reconciler import Reconciler
 from dmd.sessions import make_storage
-from dmd.state import CONFIG, DB, SESSION_SECRET, THROTTLE, TOKEN_CACHE
 
 log = logging.getLogger("dmd")
-
-SETUP_LINK_KEY: web.AppKey[str | None] = web.AppKey("dm_setup_link")
 
 
 def ensure_data_dir(cfg: Config) -> Path:
@@ -59,6 +63,28 @@ def load_session_secret(cfg: Config) -> bytes:
     return secret
 
 
+async def compose(cfg: Config, db: Database, secret: bytes | None = None) -> Dm:
+    """dmd's parts, built once on a migrated database (no web application needed: tests use
+    this to run use cases on a bare database)."""
+    async with db.begin() as conn:
+        installation_id = await settings_svc.get(conn, "installation_id")
+        if installation_id is None:
+            installation_id = secrets.token_hex(8)
+            await settings_svc.put(conn, "installation_id", installation_id)
+    hub = Hub(db, cfg.agent_heartbeat_s, installation_id)
+    ports = PortApplier(db, hub)
+    dm = Dm(
+        config=cfg, db=db, session_secret=secret if secret is not None else load_session_secret(cfg),
+        token_cache=TokenCache(), throttle=LoginThrottle(), hub=hub, ports=ports,
+        reconciler=Reconciler(db, hub, ports), blobs=BlobStore(Path(cfg.data_dir) / "blobs", db),
+        local_node=LocalNode(db, cfg),
+    )
+    async with db.begin() as conn:
+        token = await setup_svc.issue_if_needed(conn)
+    dm.setup_link = f"{cfg.base_url}/setup?token={token}" if token else None
+    return dm
+
+
 async def create_app(cfg: Config, *, db: Database | None = None, migrate: bool = True) -> web.Application:
     """Everything that can fail at start (database, session store) fails here, before listening."""
     ensure_data_dir(cfg)
@@ -72,47 +98,26 @@ async def create_app(cfg: Config, *, db: Database | None = None, migrate: bool =
             raise StartupError(f"database {db.describe()}: {str(e).splitlines()[0]}") from e
     storage, close_storage = await make_storage(cfg.sessions, secret, cfg.session_max_age)
 
-    app = web.Application(middlewares=build_middlewares(storage), client_max_size=cfg.max_body_bytes)
-    app[CONFIG] = cfg
-    app[DB] = db
-    app[SESSION_SECRET] = secret
-    app[TOKEN_CACHE] = TokenCache()
-    app[THROTTLE] = LoginThrottle()
+    from dmd.pages import setup_pages
+    from dmd.pages.render import html_error
 
-    async with db.begin() as conn:
-        installation_id = await settings_svc.get(conn, "installation_id")
-        if installation_id is None:
-            installation_id = secrets.token_hex(8)
-            await settings_svc.put(conn, "installation_id", installation_id)
-    hub = Hub(db, cfg.agent_heartbeat_s, installation_id)
-    app[HUB] = hub
-    app[RECONCILER] = reconciler = Reconciler(db, hub)
+    app = web.Application(middlewares=build_middlewares(storage, html_error), client_max_size=cfg.max_body_bytes)
+    app[DM] = dm = await compose(cfg, db, secret)
     app.router.add_get(AGENT_WS_PATH, agent_ws)
-    app[BLOBS] = blobs = BlobStore(Path(cfg.data_dir) / "blobs")
-    app.router.add_route("*", BLOB_PATH, blobs.handle)
-
+    app.router.add_route("*", BLOB_PATH, dm.blobs.handle)
     api = build_api()
     api.register(app)
-    app[OPENAPI_KEY] = build_openapi(api.routes)
-
-    from dmd.pages import setup_pages
-
+    dm.openapi = build_openapi(api.routes)
     setup_pages(app)
 
-    async with db.begin() as conn:
-        token = await setup_svc.issue_if_needed(conn)
-    app[SETUP_LINK_KEY] = f"{cfg.base_url}/setup?token={token}" if token else None
-
     async def _start(_: web.Application) -> None:
-        await hub.start()
-
-    app[LOCAL_NODE] = LocalNode()
+        await dm.hub.start()
 
     async def _stop_agents(_: web.Application) -> None:
         # Before the server waits for open connections to finish: close the agents' links.
-        await app[LOCAL_NODE].stop()
-        await reconciler.stop()
-        await hub.stop()
+        await dm.local_node.stop()
+        await dm.reconciler.stop()
+        await dm.hub.stop()
 
     async def _close(_: web.Application) -> None:
         await close_storage()

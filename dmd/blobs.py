@@ -19,8 +19,8 @@ from pathlib import Path
 
 from aiohttp import StreamReader, web
 
-from dmd.services import nodes as node_svc
-from dmd.state import DB
+from dmd.db import Database
+from dmd.queries import nodes as node_svc
 
 log = logging.getLogger("dmd.blobs")
 BLOB_PATH = "/agent/blobs/{token}"
@@ -39,8 +39,9 @@ class Blob:
 
 
 class BlobStore:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, db: Database) -> None:
         self.dir = directory
+        self.db = db  # where node credentials are checked
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._blobs: dict[str, Blob] = {}
         for stale in self.dir.glob("*.tar"):  # left over from a crash
@@ -74,7 +75,7 @@ class BlobStore:
         scheme, _, credential = auth.partition(" ")
         node = None
         if scheme.lower() == "bearer" and credential:
-            async with request.app[DB].read() as conn:
+            async with self.db.read() as conn:
                 node = await node_svc.by_credential(conn, credential.strip())
         if node is None:
             raise web.HTTPUnauthorized(text="unknown node credential")
@@ -117,5 +118,3 @@ def discard(path: Path) -> None:
     with contextlib.suppress(OSError):
         path.unlink()
 
-
-BLOBS: web.AppKey[BlobStore] = web.AppKey("dm_blobs", BlobStore)

@@ -74,21 +74,22 @@ def setup_logging(level: str) -> None:
 async def _serve(cfg: Config) -> int:
     from aiohttp import web
 
-    from dmd.app import SETUP_LINK_KEY, create_app
-    from dmd.state import DB
+    from dmd.app import create_app
+    from dmd.core import DM
 
     app = await create_app(cfg)
+    dm = app[DM]
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10)
     await runner.setup()
     site = web.TCPSite(runner, cfg.host, cfg.port, reuse_address=True)
     await site.start()
     log.info("dmd %s listening on %s:%d (database %s, sessions %s)", __version__, cfg.host, cfg.port,
-             app[DB].describe(), cfg.sessions.split("://")[0])
+             dm.db.describe(), cfg.sessions.split("://")[0])
     if cfg.local_node:
         from dmd import local_node
 
-        await local_node.start(app, local_node.loopback_url(cfg.host, cfg.port))
-    link = app[SETUP_LINK_KEY]
+        await dm.local_node.start(local_node.loopback_url(cfg.host, cfg.port))
+    link = dm.setup_link
     if link:
         log.warning("no users yet: open this one-time link to create the first admin: %s", link)
         print(f"\n  Set up DM: {link}\n", flush=True)
@@ -127,7 +128,8 @@ async def _user_create(cfg: Config, args: argparse.Namespace) -> int:
     from dmd.db import Database
     from dmd.db.migrate import upgrade
     from dmd.errors import ApiError
-    from dmd.services import audit, settings, setup, users
+    from dmd.models import Actor
+    from dmd.queries import audit, settings, setup, users
 
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
@@ -147,7 +149,7 @@ async def _user_create(cfg: Config, args: argparse.Namespace) -> int:
             user = await users.create(conn, email=args.email, password_hash=pw,
                                       role="admin" if args.admin else "user", username=args.username)
             await settings.delete(conn, setup.KEY)  # a user exists: the setup link is void
-            await audit.record(conn, audit.Actor(None, None, "cli"), "user.create", "user", user.id,
+            await audit.record(conn, Actor(None, None, "cli"), "user.create", "user", user.id,
                                email=user.email, role=user.role)
     except ApiError as e:
         print(f"dmd: {e.message}", file=sys.stderr)

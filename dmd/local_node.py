@@ -12,30 +12,47 @@ import contextlib
 import logging
 import socket
 
-from aiohttp import web
-
 from agent.config import AgentConfig
 from agent.link import AgentLink
 from agent.runtime.base import RuntimeDriver
 from agent.workloads import Workloads, make_link, run_link
 from dmd.auth.tokens import new_secret
+from dmd.config import Config
+from dmd.db import Database
 from dmd.errors import Conflict
-from dmd.services import audit
-from dmd.services import nodes as node_svc
-from dmd.state import CONFIG, DB
+from dmd.models import SYSTEM
+from dmd.queries import audit
+from dmd.queries import nodes as node_svc
 
 log = logging.getLogger("dmd.local_node")
 
 
-
 class LocalNode:
-    """Holder set on the app at creation; filled by start() once dmd is listening."""
+    """Built with dmd's other parts; start() creates (once) and connects the node, stop() ends it."""
 
-    def __init__(self) -> None:
+    def __init__(self, db: Database, config: Config) -> None:
+        self.db = db
+        self.config = config
         self.link: AgentLink | None = None
         self.workloads: Workloads | None = None
         self.task: asyncio.Task[int] | None = None
         self.node_id: int | None = None
+
+    async def start(self, server_url: str, *, docker_host: str | None = None,
+                    driver: RuntimeDriver | None = None) -> AgentLink:
+        """Create (once) and connect the local node; it is stopped when the app shuts down."""
+        node_id, credential = await _ensure_node(self.db)
+        cfg = self.config
+        config = AgentConfig(server=server_url, node_id=node_id, credential=credential,
+                             heartbeat_s=cfg.agent_heartbeat_s,
+                             port_pools={"tcp": cfg.local_port_pool, "udp": cfg.local_port_pool},
+                             port_forwarding=cfg.local_port_forwarding)
+        if docker_host:
+            config = config.replace(docker_host=docker_host)
+        link, workloads = make_link(config, driver)
+        self.link, self.workloads, self.node_id = link, workloads, node_id
+        self.task = asyncio.get_running_loop().create_task(run_link(link, workloads))
+        return link
 
     async def stop(self) -> None:
         if self.link is not None:
@@ -43,9 +60,6 @@ class LocalNode:
         if self.task is not None:
             with contextlib.suppress(Exception):
                 await self.task
-
-
-LOCAL_NODE: web.AppKey[LocalNode] = web.AppKey("dm_local_node", LocalNode)
 
 
 def loopback_url(host: str, port: int) -> str:
@@ -56,8 +70,7 @@ def loopback_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-async def _ensure_node(app: web.Application) -> tuple[int, str]:
-    db = app[DB]
+async def _ensure_node(db: Database) -> tuple[int, str]:
     credential = new_secret(node_svc.CREDENTIAL_PREFIX)
     async with db.begin() as conn:
         node = await node_svc.local_node(conn)
@@ -70,27 +83,10 @@ async def _ensure_node(app: web.Application) -> tuple[int, str]:
                 except Conflict:
                     continue
             assert node is not None
-            await audit.record(conn, audit.SYSTEM, "node.create", "node", node.id, name=node.name, local=True)
+            await audit.record(conn, SYSTEM, "node.create", "node", node.id, name=node.name, local=True)
             log.info("created the local node %s (id %d)", node.name, node.id)
         await node_svc.set_credential(conn, node.id, credential)
         await node_svc.update(conn, node.id, join_token_hash=None, join_expires_at=None,
                               status="offline" if node.status == "pending" else node.status)
     return node.id, credential
 
-
-async def start(app: web.Application, server_url: str, *, docker_host: str | None = None,
-                driver: RuntimeDriver | None = None) -> AgentLink:
-    """Create (once) and connect the local node; it is stopped when the app shuts down."""
-    node_id, credential = await _ensure_node(app)
-    cfg = app[CONFIG]
-    config = AgentConfig(server=server_url, node_id=node_id, credential=credential,
-                         heartbeat_s=cfg.agent_heartbeat_s,
-                         port_pools={"tcp": cfg.local_port_pool, "udp": cfg.local_port_pool},
-                         port_forwarding=cfg.local_port_forwarding)
-    if docker_host:
-        config = config.replace(docker_host=docker_host)
-    link, workloads = make_link(config, driver)
-    holder = app[LOCAL_NODE]
-    holder.link, holder.workloads, holder.node_id = link, workloads, node_id
-    holder.task = asyncio.get_running_loop().create_task(run_link(link, workloads))
-    return link

@@ -4,7 +4,8 @@
                a traceback is logged, never sent. Every reply, failed or not, gets the
                security headers, and Secure on every cookie when the request came over HTTPS.
 2. sessions  - aiohttp-session (loads lazily, saves when changed).
-3. identity  - who is calling: a bearer token, else the session; CSRF for cookie writes.
+3. identity  - who is calling (dmd.usecases.auth): a bearer token, else the session; CSRF for
+               cookie writes.
 """
 
 from __future__ import annotations
@@ -20,24 +21,20 @@ from aiohttp_session import AbstractStorage, get_session, session_middleware
 from agent.protocol import AGENT_WS_PATH
 from dmd.api.registry import error_response
 from dmd.auth import csrf
-from dmd.auth.tokens import hash_secret, looks_like_api_token
-from dmd.db.types import utcnow
+from dmd.core import DM
 from dmd.errors import ApiError, Forbidden, TooLarge, Unauthorized
 from dmd.net import is_https
-from dmd.services import tokens as token_svc
-from dmd.services import users as user_svc
 from dmd.sessions import SESSION_COOKIE
-from dmd.state import DB, IDENTITY_KEY, TOKEN_CACHE, Identity
+from dmd.state import IDENTITY_KEY, Identity
+from dmd.usecases import auth as auth_uc
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Renders an HTML error page (status, message): given by app.py, so this module does not
+# import the pages package.
+HtmlError = Callable[[web.Request, int, str], Awaitable[web.StreamResponse]]
 API_PREFIX = "/api/"
-# Render HTML error pages without importing the pages package here (set by app.py).
-HTML_ERROR_KEY: web.AppKey[Callable[[web.Request, int, str], Awaitable[web.StreamResponse]]] = (
-    web.AppKey("dm_html_error")
-)
-LAST_USED_EVERY = 300.0  # seconds between writes of a token's last_used_at
 
 
 def _is_api(request: web.Request) -> bool:
@@ -51,26 +48,29 @@ _HTTP_CODES = {
 }
 
 
-@web.middleware
-async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return secure_headers(request, await handler(request))
-    except ApiError as e:
-        err = e
-    except web.HTTPException as e:
-        if e.status < 400:
-            raise
-        code, msg = _HTTP_CODES.get(e.status, ("http_error", e.reason))
-        msg = msg.format(method=request.method, path=request.path[:200])
-        err = TooLarge(msg) if e.status == 413 else ApiError(msg, status=e.status, code=code)
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        err = ApiError("internal error; the details are in dmd's log", status=500, code="internal")
-    if _is_api(request) or HTML_ERROR_KEY not in request.app:
-        resp: web.StreamResponse = error_response(err)
-    else:
-        resp = await request.app[HTML_ERROR_KEY](request, err.status, err.message)
-    return secure_headers(request, resp)
+def errors_middleware(html_error: HtmlError | None) -> Middleware:
+    @web.middleware
+    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return secure_headers(request, await handler(request))
+        except ApiError as e:
+            err = e
+        except web.HTTPException as e:
+            if e.status < 400:
+                raise
+            code, msg = _HTTP_CODES.get(e.status, ("http_error", e.reason))
+            msg = msg.format(method=request.method, path=request.path[:200])
+            err = TooLarge(msg) if e.status == 413 else ApiError(msg, status=e.status, code=code)
+        except Exception:
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            err = ApiError("internal error; the details are in dmd's log", status=500, code="internal")
+        if _is_api(request) or html_error is None:
+            resp: web.StreamResponse = error_response(err)
+        else:
+            resp = await html_error(request, err.status, err.message)
+        return secure_headers(request, resp)
+
+    return errors
 
 
 def secure_headers(request: web.Request, resp: web.StreamResponse) -> web.StreamResponse:
@@ -90,28 +90,6 @@ def secure_headers(request: web.Request, resp: web.StreamResponse) -> web.Stream
     return resp
 
 
-async def _token_identity(request: web.Request, value: str) -> Identity:
-    if not looks_like_api_token(value):
-        raise Unauthorized("invalid API token")
-    th = hash_secret(value)
-    cache = request.app[TOKEN_CACHE]
-    hit = cache.get(th)
-    if hit is not None:
-        return Identity(hit[0], "token", hit[1])
-    db = request.app[DB]
-    async with db.read() as conn:
-        found = await token_svc.lookup(conn, th)
-    if found is None:
-        raise Unauthorized("invalid, expired or revoked API token")
-    user, tok = found
-    cache.put(th, user, tok.id, tok.expires_at.timestamp() if tok.expires_at else None)
-    now = utcnow()
-    if tok.last_used_at is None or (now - tok.last_used_at).total_seconds() > LAST_USED_EVERY:
-        async with db.begin() as conn:
-            await token_svc.mark_used(conn, [tok.id], now)
-    return Identity(user, "token", tok.id)
-
-
 async def _session_identity(request: web.Request) -> Identity | None:
     if SESSION_COOKIE not in request.cookies:
         return None
@@ -119,8 +97,7 @@ async def _session_identity(request: web.Request) -> Identity | None:
     uid = session.get("uid")
     if not isinstance(uid, int):
         return None
-    async with request.app[DB].read() as conn:
-        user = await user_svc.find(conn, uid)
+    user = await auth_uc.session_user(request.app[DM], uid)
     if user is None or user.disabled or session.get("av") != user.auth_version:
         # Password changed, disabled or deleted since this session began.
         session.invalidate()
@@ -139,7 +116,7 @@ async def identity_middleware(request: web.Request, handler: Handler) -> web.Str
         scheme, _, value = auth.partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
             raise Unauthorized("the Authorization header must be 'Bearer <token>'")
-        ident = await _token_identity(request, value.strip())
+        ident = await auth_uc.token_identity(request.app[DM], value.strip())
     else:
         ident = await _session_identity(request)
         exempt = getattr(request.match_info.handler, "csrf_exempt", False)
@@ -160,5 +137,5 @@ async def identity_middleware(request: web.Request, handler: Handler) -> web.Str
     return resp
 
 
-def build_middlewares(storage: AbstractStorage) -> list[Middleware]:
-    return [errors_middleware, session_middleware(storage), identity_middleware]
+def build_middlewares(storage: AbstractStorage, html_error: HtmlError | None = None) -> list[Middleware]:
+    return [errors_middleware(html_error), session_middleware(storage), identity_middleware]

@@ -1,10 +1,16 @@
-"""Rows as the rest of dmd sees them (plain dataclasses, not ORM objects)."""
+"""Rows as the rest of dmd sees them (plain dataclasses, not ORM objects), and who acts."""
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any
+
+from agent.protocol import PortMap as WirePortMap
+
+from dmd.sshkeys import label_of
+
+SSH_PORT = 22  # where an instance's sshd listens (DM maps a host port to it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,3 +123,84 @@ class Instance:
         ssh_status = m["ssh_status"]
         return cls(env=json.loads(m["env"] or "{}"), command=json.loads(m["command"]) if m["command"] else None,
                    ssh_status=json.loads(ssh_status) if ssh_status else None, **values)
+
+
+@dataclass(frozen=True, slots=True)
+class PortMap:
+    id: int
+    node_id: int
+    instance_id: int
+    protocol: str
+    host_port: int
+    instance_port: int
+    state: str  # pending | active | waiting | failed
+    message: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    # Joined for display (None where the query did not join them).
+    instance_name: str | None = None
+    owner_id: int | None = None
+    node_name: str | None = None
+
+    @classmethod
+    def from_row(cls, row: Any) -> PortMap:
+        m = row._mapping
+        return cls(**{k: m[k] for k in cls.__slots__ if k in m})  # type: ignore[attr-defined]
+
+    def to_wire(self) -> WirePortMap:
+        """The map as the agent is given it (``ports.apply``)."""
+        return WirePortMap(id=self.id, instance_id=self.instance_id, protocol=self.protocol,  # type: ignore[arg-type]
+                           host_port=self.host_port, instance_port=self.instance_port)
+
+
+@dataclass(frozen=True, slots=True)
+class SshKey:
+    id: int
+    user_id: int
+    name: str
+    key_type: str
+    public_key: str
+    fingerprint: str
+    bits: int
+    comment: str
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+    @property
+    def label(self) -> str:
+        """ED25519, ECDSA, RSA, ... as `ssh-keygen -l` names the type."""
+        return label_of(self.key_type)
+
+    @classmethod
+    def from_row(cls, row: Any) -> SshKey:
+        m = row._mapping
+        return cls(**{k: m[k] for k in cls.__slots__})  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceDetail:
+    """An instance with what its single-instance views show, read in one transaction."""
+
+    instance: Instance
+    gpus: list[str]  # ledger keys of the GPUs it holds
+    node: Node
+    maps: list[PortMap]
+    key_ids: list[int]  # the SSH keys that go in
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who acts: a user, or the system itself (CLI, start-up) when user is None."""
+
+    user: User | None
+    ip: str | None = None
+    label: str | None = None
+
+    @property
+    def name(self) -> str:
+        if self.user is not None:
+            return self.user.username
+        return self.label or "system"
+
+
+SYSTEM = Actor(None, None, "system")

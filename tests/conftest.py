@@ -12,11 +12,12 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from dmd.app import SETUP_LINK_KEY, create_app
+from dmd.app import create_app
 from dmd.auth import passwords
 from dmd.config import Config
+from dmd.core import DM
 from dmd.db import Database
-from dmd.services import users
+from dmd.queries import users
 from tests.repo_guard import install_open_guard
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,10 +115,9 @@ async def make_client(aiohttp_client: Any, tmp_path: Path) -> AppFactory:
 
     async def factory(**overrides: Any) -> TestClient:  # type: ignore[type-arg]
         app = await create_app(make_config(tmp_path, **overrides))
-        from dmd.agents import HUB
         from tests.leftovers import SEEN
 
-        SEEN.add(app[HUB].installation_id)
+        SEEN.add(app[DM].hub.installation_id)
         return await aiohttp_client(app)  # type: ignore[no-any-return]
 
     return factory
@@ -130,9 +130,7 @@ async def client(make_client: AppFactory) -> TestClient:  # type: ignore[type-ar
 
 async def add_user(client: TestClient, email: str, *, role: str = "user", password: str = PASSWORD,  # type: ignore[type-arg]
                    **kw: Any) -> int:
-    from dmd.state import DB
-
-    db: Database = client.app[DB]
+    db: Database = client.app[DM].db
     pw = await passwords.hash_password(password)
     async with db.begin() as conn:
         u = await users.create(conn, email=email, password_hash=pw, role=role, **kw)
@@ -168,4 +166,4 @@ async def admin(client: TestClient) -> dict[str, str]:  # type: ignore[type-arg]
 
 
 def setup_link(client: TestClient) -> str | None:  # type: ignore[type-arg]
-    return client.app[SETUP_LINK_KEY]
+    return client.app[DM].setup_link

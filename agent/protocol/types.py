@@ -202,7 +202,7 @@ class ContainerSpec:
 
     instance_id: int
     node_id: int
-    name: str  # e.g. "dm-3fa2c1-42-web" (dmd adds its installation, see dmd.services.instances)
+    name: str  # e.g. "dm-3fa2c1-42-web" (dmd adds its installation, see dmd.reconciler.plan)
     image: str
     command: list[str] | None = None  # None: the image's CMD
     env: dict[str, str] = field(default_factory=dict)

@@ -11,13 +11,12 @@ from aiohttp import WSMsgType, web
 
 from agent import protocol as p
 from dmd import __version__
-from dmd.agents import HUB
 from dmd.agents.handshake import Refused, receive_hello
 from dmd.agents.hub import AgentConn, Hub
+from dmd.core import DM
 from dmd.models import Node
 from dmd.net import client_ip
-from dmd.services import nodes as node_svc
-from dmd.state import DB
+from dmd.queries import nodes as node_svc
 
 log = logging.getLogger("dmd.agents")
 
@@ -28,7 +27,7 @@ async def _refuse(ws: web.WebSocketResponse, code: int, reason: str, remote: str
 
 
 async def agent_ws(request: web.Request) -> web.StreamResponse:
-    hub = request.app[HUB]
+    hub = request.app[DM].hub
     remote = client_ip(request)
     auth = request.headers.get("Authorization", "")
     scheme, _, credential = auth.partition(" ")
@@ -98,5 +97,5 @@ async def _serve(hub: Hub, conn: AgentConn, ws: web.WebSocketResponse, node: Nod
 async def _node_of(request: web.Request, credential: str) -> Node | None:
     # A function of its own, so the finished database connection is not kept by agent_ws's
     # long-lived frame.
-    async with request.app[DB].read() as db:
+    async with request.app[DM].db.read() as db:
         return await node_svc.by_credential(db, credential)

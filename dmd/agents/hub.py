@@ -24,7 +24,7 @@ from agent import protocol as p
 from dmd.agents.dispatch import Incoming
 from dmd.db import Database
 from dmd.errors import ApiError
-from dmd.services import nodes as node_svc
+from dmd.queries import nodes as node_svc
 
 if TYPE_CHECKING:
     from dmd.agents.handshake import Handshake

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from dmd.api.registry import Api, Ctx
-from dmd.api.schemas import AuditOut, AuditQuery, Page, page_of
-from dmd.services import audit as svc
-from dmd.state import DB
+from dmd.schemas import AuditOut, AuditQuery, Page, page_of
+from dmd.usecases import audit
 
 api = Api()
 
@@ -16,9 +15,8 @@ api = Api()
          tag="audit", auth="admin", query=AuditQuery, response=Page[AuditOut])
 async def list_audit(ctx: Ctx) -> Any:
     q: AuditQuery = ctx.query
-    async with ctx.app[DB].read() as conn:
-        rows = await svc.list_entries(
-            conn, limit=q.limit + 1, before_id=q.cursor_id, action=q.action, actor_id=q.actor_id,
-            target_type=q.target_type, target_id=q.target_id,
-        )
+    rows = await audit.list_entries(
+        ctx.dm, limit=q.limit + 1, before_id=q.cursor_id, action=q.action, actor_id=q.actor_id,
+        target_type=q.target_type, target_id=q.target_id,
+    )
     return page_of([AuditOut.model_validate(r) for r in rows], q)

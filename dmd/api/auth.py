@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from dmd.api.registry import Api, Ctx, json_response
-from dmd.api.schemas import LoginIn, LoginOut, MeOut, PasswordChangeIn, SetupIn, UserOut
 from dmd.auth import flows
+from dmd.schemas import LoginIn, LoginOut, MeOut, PasswordChangeIn, SetupIn, UserOut
 
 api = Api()
 _USER_FIELDS = tuple(UserOut.model_fields)
@@ -17,7 +17,7 @@ _USER_FIELDS = tuple(UserOut.model_fields)
           csrf_exempt=True)
 async def login(ctx: Ctx) -> Any:
     body: LoginIn = ctx.body
-    user = await flows.login(ctx.request, body.email, body.password)
+    user = await flows.login(ctx.dm, ctx.request, body.email, body.password)
     resp = json_response({})
     token = await flows.start_session(ctx.request, resp, user)
     resp.text = LoginOut(user=UserOut.of(user), csrf_token=token).model_dump_json()
@@ -29,7 +29,7 @@ async def logout(ctx: Ctx) -> Any:
     from aiohttp import web
 
     resp = web.Response(status=204)
-    await flows.logout(ctx.request, resp, ctx.identity)
+    await flows.logout(ctx.dm, ctx.request, resp, ctx.identity)
     return resp
 
 
@@ -45,7 +45,8 @@ async def me(ctx: Ctx) -> Any:
           body=PasswordChangeIn, status=204, errors=(401, 403, 422))
 async def change_password(ctx: Ctx) -> Any:
     body: PasswordChangeIn = ctx.body
-    await flows.change_password(ctx.request, ctx.user_identity, body.current_password, body.new_password)
+    await flows.change_password(ctx.dm, ctx.request, ctx.user_identity, body.current_password,
+                                body.new_password)
     return None
 
 
@@ -53,7 +54,7 @@ async def change_password(ctx: Ctx) -> Any:
           tag="auth", auth="none", body=SetupIn, response=LoginOut, status=201, errors=(403, 409))
 async def setup(ctx: Ctx) -> Any:
     body: SetupIn = ctx.body
-    user = await flows.complete_setup(ctx.request, body.token, body.email, body.password, body.username)
+    user = await flows.complete_setup(ctx.dm, ctx.request, body.token, body.email, body.password, body.username)
     resp = json_response({}, status=201)
     token = await flows.start_session(ctx.request, resp, user)
     resp.text = LoginOut(user=UserOut.of(user), csrf_token=token).model_dump_json()

@@ -7,102 +7,50 @@ from typing import Any
 
 from aiohttp import web
 
-from agent import protocol as p
-from dmd.agents import HUB
-from dmd.api.port_maps import map_out
 from dmd.api.registry import Api, Ctx
-from dmd.api.schemas import (
+from dmd.auth.flows import actor_of
+from dmd.errors import ApiError
+from dmd.models import Instance
+from dmd.schemas import (
     CapacityOut,
     InstanceCreateIn,
     InstanceOut,
     InstanceQuery,
     LogsQuery,
     Page,
-    PortMapOut,
-    SshOut,
     SshPatchIn,
     page_of,
 )
-from dmd.auth.flows import actor_of
-from dmd.errors import ApiError
-from dmd.models import Instance
-from dmd.reconciler import RECONCILER
-from dmd.services import access_ops
-from dmd.services import instance_access as access
-from dmd.services import instance_ops as ops
-from dmd.services import instances as svc
-from dmd.services import nodes as node_svc
-from dmd.services import port_maps as port_svc
-from dmd.state import DB
+from dmd.usecases import instances as uc
+from dmd.views import full_out, held_out
 
 api = Api()
 
 
-def held_out(inst: Instance, keys: list[str], ssh: SshOut | None = None,
-             maps: list[PortMapOut] | None = None) -> InstanceOut:
-    return InstanceOut(
-        id=inst.id, name=inst.name, owner_id=inst.owner_id, node_id=inst.node_id, image=inst.image, cpus=inst.cpus,
-        memory_mb=inst.memory_mb, gpus=keys, env=inst.env, command=inst.command, privileged=inst.privileged,
-        host_network=inst.host_network, desired=inst.desired,  # type: ignore[arg-type]
-        status=inst.status, status_message=inst.status_message,  # type: ignore[arg-type]
-        container_id=inst.container_id, created_at=inst.created_at, updated_at=inst.updated_at,
-        ssh=ssh, port_maps=maps,
-    )
-
-
-async def instance_out(conn: Any, inst: Instance) -> InstanceOut:
-    return held_out(inst, await svc.gpus_of(conn, inst))
-
-
-async def full_out(ctx: Ctx, inst: Instance) -> InstanceOut:
+async def _full(ctx: Ctx, inst: Instance) -> InstanceOut:
     """The instance as it is now, with its SSH access and port maps (single-instance replies)."""
-    async with ctx.app[DB].read() as conn:
-        return await full_out_on(ctx, conn, await svc.get(conn, inst.id))
-
-
-async def full_out_on(ctx: Ctx, conn: Any, inst: Instance) -> InstanceOut:
-    node = await node_svc.get(conn, inst.node_id)
-    maps = await port_svc.of_instance(conn, inst.id)
-    view = access.ssh_view(inst, node, await access.key_ids(conn, inst), maps, ctx.request.url.host)
-    return held_out(inst, await svc.gpus_of(conn, inst), SshOut(**{
-        k: getattr(view, k) for k in SshOut.model_fields}), [map_out(m, view.address) for m in maps])
-
-
-def create_request(b: InstanceCreateIn) -> svc.CreateRequest:
-    return svc.CreateRequest(
-        name=b.name, image=b.image, node_id=b.node_id, cpus=b.cpus, memory_mb=b.memory_mb,
-        gpu_count=b.gpus if isinstance(b.gpus, int) else 0,
-        gpu_uuids=list(dict.fromkeys(b.gpus)) if isinstance(b.gpus, list) else None,
-        env=dict(b.env), command=list(b.command) if b.command else None, privileged=b.privileged,
-        host_network=b.host_network, ssh=b.ssh, ssh_key_ids=b.ssh_key_ids,
-        port_maps=[(m.protocol, m.instance_port, m.host_port) for m in b.port_maps],
-    )
+    return full_out(await uc.detail(ctx.dm, inst.id), ctx.request.url.host)
 
 
 @api.post("/instances", summary="Create an instance; DM places it when node_id is omitted", tag="instances",
           body=InstanceCreateIn, response=InstanceOut, status=201, errors=(403, 409, 422))
 async def create_instance(ctx: Ctx) -> Any:
-    held = await ops.create(ctx.app[DB], ctx.app[HUB], ctx.app[RECONCILER], actor_of(ctx.request, ctx.identity),
-                            ctx.user_identity.user, create_request(ctx.body))
-    return await full_out(ctx, held.instance)
+    held = await uc.create(ctx.dm, actor_of(ctx.request, ctx.identity), ctx.user_identity.user, ctx.body)
+    return await _full(ctx, held.instance)
 
 
 @api.get("/instances", summary="Your instances (admins: all)", tag="instances", query=InstanceQuery,
          response=Page[InstanceOut])
 async def list_instances(ctx: Ctx) -> Any:
     q: InstanceQuery = ctx.query
-    async with ctx.app[DB].read() as conn:
-        rows = await svc.list_visible(conn, ctx.user_identity.user, limit=q.limit + 1, after_id=q.cursor_id,
-                                      node_id=q.node_id)
-        items = [await instance_out(conn, i) for i in rows]
-    return page_of(items, q)
+    rows = await uc.list_held(ctx.dm, ctx.user_identity.user, limit=q.limit + 1, after_id=q.cursor_id,
+                              node_id=q.node_id)
+    return page_of([held_out(h.instance, h.gpus) for h in rows], q)
 
 
 @api.get("/instances/{id}", summary="One instance", tag="instances", response=InstanceOut, errors=(404,))
 async def get_instance(ctx: Ctx) -> Any:
-    async with ctx.app[DB].read() as conn:
-        inst = await svc.get_visible(conn, ctx.user_identity.user, ctx.path_int("id"))
-        return await full_out_on(ctx, conn, inst)
+    return full_out(await uc.detail(ctx.dm, ctx.path_int("id"), ctx.user_identity.user), ctx.request.url.host)
 
 
 @api.patch("/instances/{id}/ssh", summary="Turn SSH on or off, or choose the keys that go in (running "
@@ -110,16 +58,16 @@ async def get_instance(ctx: Ctx) -> Any:
 async def patch_ssh(ctx: Ctx) -> Any:
     b: SshPatchIn = ctx.body
     given = b.model_fields_set
-    inst = await access_ops.set_ssh(ctx.app[DB], ctx.app[RECONCILER], actor_of(ctx.request, ctx.identity),
-                             ctx.user_identity.user, ctx.path_int("id"), enabled=b.enabled,
-                             key_ids=b.ssh_key_ids, set_keys="ssh_key_ids" in given)
-    return await full_out(ctx, inst)
+    inst = await uc.set_ssh(ctx.dm, actor_of(ctx.request, ctx.identity), ctx.user_identity.user,
+                            ctx.path_int("id"), enabled=b.enabled, key_ids=b.ssh_key_ids,
+                            set_keys="ssh_key_ids" in given)
+    return await _full(ctx, inst)
 
 
 async def _set_desired(ctx: Ctx, desired: str, action: str) -> Any:
-    inst = await ops.set_desired(ctx.app[DB], ctx.app[RECONCILER], actor_of(ctx.request, ctx.identity),
-                                 ctx.user_identity.user, ctx.path_int("id"), desired, action)
-    return await full_out(ctx, inst)
+    inst = await uc.set_desired(ctx.dm, actor_of(ctx.request, ctx.identity), ctx.user_identity.user,
+                                ctx.path_int("id"), desired, action)
+    return await _full(ctx, inst)
 
 
 @api.post("/instances/{id}/start", summary="Start (desired state: running)", tag="instances",
@@ -137,16 +85,14 @@ async def stop_instance(ctx: Ctx) -> Any:
 @api.post("/instances/{id}/restart", summary="Restart now (the node must be online)", tag="instances",
           response=InstanceOut, errors=(404, 409, 502, 504))
 async def restart_instance(ctx: Ctx) -> Any:
-    inst = await ops.restart(ctx.app[DB], ctx.app[RECONCILER], actor_of(ctx.request, ctx.identity),
-                             ctx.user_identity.user, ctx.path_int("id"))
-    return await full_out(ctx, inst)
+    inst = await uc.restart(ctx.dm, actor_of(ctx.request, ctx.identity), ctx.user_identity.user, ctx.path_int("id"))
+    return await _full(ctx, inst)
 
 
 @api.delete("/instances/{id}", summary="Delete: the container goes, its GPUs are freed (when the node is "
             "offline: once it returns)", tag="instances", response=InstanceOut, status=202, errors=(404,))
 async def delete_instance(ctx: Ctx) -> Any:
-    held = await ops.delete(ctx.app[DB], ctx.app[RECONCILER], actor_of(ctx.request, ctx.identity),
-                            ctx.user_identity.user, ctx.path_int("id"))
+    held = await uc.delete(ctx.dm, actor_of(ctx.request, ctx.identity), ctx.user_identity.user, ctx.path_int("id"))
     return held_out(held.instance, held.gpus)
 
 
@@ -158,15 +104,12 @@ def _line(line: str) -> bytes:
          tag="instances", query=LogsQuery, errors=(404, 409, 504))
 async def instance_logs(ctx: Ctx) -> Any:
     q: LogsQuery = ctx.query
-    hub = ctx.app[HUB]
-    got = await ops.logs(ctx.app[DB], hub, ctx.user_identity.user, ctx.path_int("id"), q.tail)
-    inst = got.instance
+    got = await uc.logs(ctx.dm, ctx.user_identity.user, ctx.path_int("id"), q.tail)
     if not q.follow:
         return web.Response(text="".join(line if line.endswith("\n") else line + "\n" for line in got.lines),
                             content_type="text/plain")
     resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-cache"})
     await resp.prepare(ctx.request)
-    since = got.last_ts
     lines = got.lines
     # Follow by polling the agent: one short request a second, resumed from the last timestamp,
     # until the client goes away or the node stops answering.
@@ -179,11 +122,10 @@ async def instance_logs(ctx: Ctx) -> Any:
                 break
             await asyncio.sleep(1.0)
             try:
-                reply = await hub.ask(inst.node_id, p.InstanceLogs(inst.id, None, since), timeout=15)
+                got = await uc.logs_since(ctx.dm, got.instance, got.last_ts)
             except ApiError:
                 break
-            lines = reply.lines
-            since = reply.last_ts or since
+            lines = got.lines
     except ConnectionResetError:
         pass  # the client stopped following
     return resp
@@ -200,5 +142,5 @@ async def capacity(ctx: Ctx) -> Any:
                        for k, g in c.free.gpus],
             gpus_total=c.free.gpus_total,
         )
-        for c in await ops.capacity(ctx.app[DB], ctx.app[HUB], ctx.user_identity.user)
+        for c in await uc.capacity(ctx.dm, ctx.user_identity.user)
     ]

@@ -4,26 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiohttp import web
-
 from dmd import __version__
 from dmd.api.registry import Api, Ctx, json_response
-from dmd.api.schemas import HealthOut
-from dmd.state import CONFIG, DB
+from dmd.schemas import HealthOut
+from dmd.usecases import auth
 
 api = Api()
-OPENAPI_KEY: web.AppKey[dict[str, Any]] = web.AppKey("dm_openapi")
 
 
 @api.get("/health", summary="Liveness and storage check", tag="meta", auth="none", response=HealthOut)
 async def health(ctx: Ctx) -> Any:
-    db = ctx.app[DB]
-    async with db.read() as conn:
-        await conn.exec_driver_sql("SELECT 1")
-    sessions = ctx.app[CONFIG].sessions.split("://", 1)[0]
-    return HealthOut(status="ok", version=__version__, database=db.dialect, sessions=sessions)
+    dialect = await auth.health(ctx.dm)
+    sessions = ctx.dm.config.sessions.split("://", 1)[0]
+    return HealthOut(status="ok", version=__version__, database=dialect, sessions=sessions)
 
 
 @api.get("/openapi.json", summary="This API's OpenAPI 3.1 document", tag="meta", auth="none")
 async def openapi(ctx: Ctx) -> Any:
-    return json_response(ctx.app[OPENAPI_KEY])
+    return json_response(ctx.dm.openapi)

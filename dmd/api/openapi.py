@@ -10,7 +10,7 @@ from pydantic.json_schema import models_json_schema
 
 from dmd import __version__
 from dmd.api.registry import Route
-from dmd.api.schemas import ErrorOut
+from dmd.schemas import ErrorOut
 
 _PARAM = re.compile(r"\{(\w+)\}")
 _ERROR_TEXT = {

@@ -16,8 +16,9 @@ from typing import Any, Literal
 import pydantic
 from aiohttp import web
 
+from dmd.core import DM, Dm
 from dmd.errors import ApiError, BadRequest, Forbidden, Invalid, NotFound, TooLarge, Unauthorized
-from dmd.state import CONFIG, IDENTITY_KEY, Identity
+from dmd.state import IDENTITY_KEY, Identity
 
 Auth = Literal["none", "user", "admin", "optional"]
 Handler = Callable[["Ctx"], Awaitable[Any]]
@@ -70,16 +71,13 @@ def validation_message(e: pydantic.ValidationError) -> tuple[str, str]:
 
 @dataclass
 class Ctx:
-    """What a handler gets: the request, who is calling, and the validated input."""
+    """What a handler gets: the request, dmd's parts, who is calling, and the validated input."""
 
     request: web.Request
+    dm: Dm
     identity: Identity | None
     body: Any = None
     query: Any = None
-
-    @property
-    def app(self) -> web.Application:
-        return self.request.app
 
     @property
     def user_identity(self) -> Identity:
@@ -168,7 +166,7 @@ def _wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]
                     raise Unauthorized("authentication required: log in or send 'Authorization: Bearer <token>'")
                 if route.auth == "admin" and not ident.is_admin:
                     raise Forbidden("this needs an administrator")
-            ctx = Ctx(request, ident)
+            ctx = Ctx(request, request.app[DM], ident)
             if route.query is not None:
                 ctx.query = _validate(route.query, dict(request.query), strict=False)
             if route.body is not None:
@@ -197,7 +195,7 @@ async def read_json(request: web.Request) -> Any:
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        raise TooLarge(f"the body is larger than the {request.app[CONFIG].max_body_bytes} bytes allowed") from None
+        raise TooLarge(f"the body is larger than the {request.app[DM].config.max_body_bytes} bytes allowed") from None
     try:
         return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from dmd.api.registry import Api, Ctx
-from dmd.api.schemas import (
+from dmd.auth.flows import actor_of
+from dmd.schemas import (
     Page,
     SshKeyCreatedOut,
     SshKeyCreateIn,
@@ -14,36 +15,17 @@ from dmd.api.schemas import (
     SshKeyQuery,
     page_of,
 )
-from dmd.auth.flows import actor_of
-from dmd.errors import Forbidden
-from dmd.reconciler import RECONCILER
-from dmd.services import access_ops
-from dmd.services import ssh_keys as svc
-from dmd.services import users as user_svc
-from dmd.state import DB
+from dmd.usecases import ssh_keys as uc
+from dmd.views import key_out
 
 api = Api()
-
-
-def key_out(k: svc.SshKey) -> SshKeyOut:
-    return SshKeyOut(
-        id=k.id, user_id=k.user_id, name=k.name, type=k.key_type, bits=k.bits, fingerprint=k.fingerprint,
-        comment=k.comment, public_key=k.public_key, created_at=k.created_at, updated_at=k.updated_at,
-    )
 
 
 @api.get("/ssh-keys", summary="Your SSH keys (administrators: anyone's, with ?user_id=)", tag="ssh-keys",
          query=SshKeyQuery, response=Page[SshKeyOut], errors=(403, 404))
 async def list_keys(ctx: Ctx) -> Any:
     q: SshKeyQuery = ctx.query
-    me = ctx.user_identity
-    user_id = me.user.id
-    async with ctx.app[DB].read() as conn:
-        if q.user_id is not None and q.user_id != user_id:
-            if not me.is_admin:
-                raise Forbidden("only administrators may list another user's SSH keys")
-            user_id = (await user_svc.get(conn, q.user_id)).id
-        rows = await svc.list_for(conn, user_id, limit=q.limit + 1, after_id=q.cursor_id)
+    rows = await uc.list_for(ctx.dm, ctx.user_identity.user, q.user_id, limit=q.limit + 1, after_id=q.cursor_id)
     return page_of([key_out(k) for k in rows], q)
 
 
@@ -51,28 +33,26 @@ async def list_keys(ctx: Ctx) -> Any:
           body=SshKeyCreateIn, response=SshKeyCreatedOut, status=201, errors=(409, 422))
 async def create_key(ctx: Ctx) -> Any:
     b: SshKeyCreateIn = ctx.body
-    key, parsed = await access_ops.add_key(ctx.app[DB], ctx.app[RECONCILER], actor_of(ctx.request, ctx.identity),
-                                           ctx.user_identity.user, b.name, b.public_key)
+    key, parsed = await uc.add(ctx.dm, actor_of(ctx.request, ctx.identity), ctx.user_identity.user, b.name,
+                               b.public_key)
     return SshKeyCreatedOut(**key_out(key).model_dump(), options_removed=list(parsed.options_removed))
 
 
 @api.get("/ssh-keys/{id}", summary="One of your SSH keys", tag="ssh-keys", response=SshKeyOut, errors=(404,))
 async def get_key(ctx: Ctx) -> Any:
-    async with ctx.app[DB].read() as conn:
-        return key_out(await svc.get(conn, ctx.user_identity.user.id, ctx.path_int("id")))
+    return key_out(await uc.get(ctx.dm, ctx.user_identity.user, ctx.path_int("id")))
 
 
 @api.patch("/ssh-keys/{id}", summary="Rename one of your SSH keys", tag="ssh-keys", body=SshKeyPatchIn,
            response=SshKeyOut, errors=(404, 422))
 async def rename_key(ctx: Ctx) -> Any:
     b: SshKeyPatchIn = ctx.body
-    key = await svc.rename(ctx.app[DB], actor_of(ctx.request, ctx.identity), ctx.user_identity.user,
-                           ctx.path_int("id"), b.name)
+    key = await uc.rename(ctx.dm, actor_of(ctx.request, ctx.identity), ctx.user_identity.user,
+                          ctx.path_int("id"), b.name)
     return key_out(key)
 
 
 @api.delete("/ssh-keys/{id}", summary="Delete one of your SSH keys", tag="ssh-keys", status=204, errors=(404,))
 async def delete_key(ctx: Ctx) -> Any:
-    await access_ops.delete_key(ctx.app[DB], ctx.app[RECONCILER], actor_of(ctx.request, ctx.identity),
-                                ctx.user_identity.user, ctx.path_int("id"))
+    await uc.delete(ctx.dm, actor_of(ctx.request, ctx.identity), ctx.user_identity.user, ctx.path_int("id"))
     return None

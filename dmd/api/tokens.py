@@ -5,11 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from dmd.api.registry import Api, Ctx
-from dmd.api.schemas import Page, PageQuery, TokenCreatedOut, TokenCreateIn, TokenOut, page_of
 from dmd.auth.flows import actor_of
-from dmd.services import accounts
-from dmd.services import tokens as svc
-from dmd.state import DB, TOKEN_CACHE
+from dmd.schemas import Page, PageQuery, TokenCreatedOut, TokenCreateIn, TokenOut, page_of
+from dmd.usecases import accounts
 
 api = Api()
 
@@ -18,8 +16,7 @@ api = Api()
          response=Page[TokenOut])
 async def list_tokens(ctx: Ctx) -> Any:
     q: PageQuery = ctx.query
-    async with ctx.app[DB].read() as conn:
-        rows = await svc.list_for(conn, ctx.user_identity.user.id, limit=q.limit + 1, after_id=q.cursor_id)
+    rows = await accounts.list_tokens(ctx.dm, ctx.user_identity.user.id, limit=q.limit + 1, after_id=q.cursor_id)
     return page_of([TokenOut.of(t) for t in rows], q)
 
 
@@ -28,13 +25,13 @@ async def list_tokens(ctx: Ctx) -> Any:
 async def create_token(ctx: Ctx) -> Any:
     b: TokenCreateIn = ctx.body
     tok, secret = await accounts.create_token(
-        ctx.app[DB], actor_of(ctx.request, ctx.identity), ctx.user_identity.user.id, b.name, b.expires_in_days
+        ctx.dm, actor_of(ctx.request, ctx.identity), ctx.user_identity.user.id, b.name, b.expires_in_days
     )
     return TokenCreatedOut(**TokenOut.of(tok).model_dump(), token=secret)
 
 
 @api.delete("/tokens/{id}", summary="Revoke one of your API tokens", tag="tokens", status=204, errors=(404,))
 async def revoke_token(ctx: Ctx) -> Any:
-    await accounts.revoke_token(ctx.app[DB], ctx.app[TOKEN_CACHE], actor_of(ctx.request, ctx.identity),
-                                ctx.user_identity.user.id, ctx.path_int("id"))
+    await accounts.revoke_token(ctx.dm, actor_of(ctx.request, ctx.identity), ctx.user_identity.user.id,
+                                ctx.path_int("id"))
     return None

@@ -5,11 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from dmd.api.registry import Api, Ctx
-from dmd.api.schemas import Page, PageQuery, UserCreateIn, UserOut, UserPatchIn, page_of
 from dmd.auth.flows import actor_of
-from dmd.services import accounts
-from dmd.services import users as svc
-from dmd.state import DB, TOKEN_CACHE
+from dmd.schemas import Page, PageQuery, UserCreateIn, UserOut, UserPatchIn, page_of
+from dmd.usecases import accounts
 
 api = Api()
 
@@ -18,8 +16,7 @@ api = Api()
          response=Page[UserOut])
 async def list_users(ctx: Ctx) -> Any:
     q: PageQuery = ctx.query
-    async with ctx.app[DB].read() as conn:
-        rows = await svc.list_page(conn, limit=q.limit + 1, after_id=q.cursor_id)
+    rows = await accounts.list_users(ctx.dm, limit=q.limit + 1, after_id=q.cursor_id)
     return page_of([UserOut.of(u) for u in rows], q)
 
 
@@ -27,14 +24,13 @@ async def list_users(ctx: Ctx) -> Any:
           response=UserOut, status=201, errors=(409, 422))
 async def create_user(ctx: Ctx) -> Any:
     b: UserCreateIn = ctx.body
-    user = await accounts.create_user(ctx.app[DB], actor_of(ctx.request, ctx.identity), **b.model_dump())
+    user = await accounts.create_user(ctx.dm, actor_of(ctx.request, ctx.identity), **b.model_dump())
     return UserOut.of(user)
 
 
 @api.get("/users/{id}", summary="One user", tag="users", auth="admin", response=UserOut, errors=(404,))
 async def get_user(ctx: Ctx) -> Any:
-    async with ctx.app[DB].read() as conn:
-        return UserOut.of(await svc.get(conn, ctx.path_int("id")))
+    return UserOut.of(await accounts.get_user(ctx.dm, ctx.path_int("id")))
 
 
 @api.patch("/users/{id}", summary="Change a user: role, quotas, disabled, email, password",
@@ -42,7 +38,7 @@ async def get_user(ctx: Ctx) -> Any:
 async def patch_user(ctx: Ctx) -> Any:
     b: UserPatchIn = ctx.body
     after = await accounts.update_user(
-        ctx.app[DB], ctx.app[TOKEN_CACHE], actor_of(ctx.request, ctx.identity), ctx.path_int("id"),
+        ctx.dm, actor_of(ctx.request, ctx.identity), ctx.path_int("id"),
         {k: getattr(b, k) for k in b.model_fields_set},
     )
     return UserOut.of(after)
@@ -51,6 +47,5 @@ async def patch_user(ctx: Ctx) -> Any:
 @api.delete("/users/{id}", summary="Delete a user (their tokens and sessions end)", tag="users",
             auth="admin", status=204, errors=(404, 409))
 async def delete_user(ctx: Ctx) -> Any:
-    await accounts.delete_user(ctx.app[DB], ctx.app[TOKEN_CACHE], actor_of(ctx.request, ctx.identity),
-                               ctx.path_int("id"))
+    await accounts.delete_user(ctx.dm, actor_of(ctx.request, ctx.identity), ctx.path_int("id"))
     return None

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from dmd.middleware import HTML_ERROR_KEY
 from dmd.pages import account, admin, auth_pages, images, instances, nodes, placeholders, port_maps, ssh_keys
-from dmd.pages.render import html_error, setup_jinja, web_dir
+from dmd.pages.render import setup_jinja, web_dir
 
 
 def setup_pages(app: web.Application) -> None:
@@ -25,4 +24,3 @@ def setup_pages(app: web.Application) -> None:
     ssh_keys.setup(app)
     port_maps.setup(app)
     placeholders.register(app)
-    app[HTML_ERROR_KEY] = html_error

@@ -2,9 +2,8 @@
 ~/.ssh/config block, which keys go in) and port maps (host port of the node -> port of the
 instance), shared by the instance page, the port maps page and the create form.
 
-Every change goes through dmd.services.port_ops and dmd.services.access_ops, the same calls
-the JSON API makes; the addresses come from dmd.api.port_maps.map_out, so a page and the API
-never show different addresses.
+Every change goes through dmd.usecases (port_maps, instances), the same calls the JSON API
+makes; the addresses come from dmd.views, so a page and the API never show different addresses.
 """
 
 from __future__ import annotations
@@ -15,24 +14,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from dmd.agents import HUB
-from dmd.api.port_maps import map_out
-from dmd.api.schemas import PortMapIn
 from dmd.auth.flows import actor_of
 from dmd.errors import ApiError
-from dmd.models import Instance, Node
+from dmd.models import Node, PortMap
 from dmd.pages import forms
-from dmd.pages.render import current_identity, flash
-from dmd.reconciler import RECONCILER
-from dmd.services import instance_access as access
-from dmd.services import instances as inst_svc
-from dmd.services import nodes as node_svc
-from dmd.services import port_maps as port_svc
-from dmd.services import port_ops
-from dmd.services import ssh_keys as key_svc
-from dmd.state import DB
+from dmd.pages.render import current_identity, dm_of, flash
+from dmd.schemas import PortMapIn
+from dmd.usecases import instances as inst_uc
+from dmd.usecases import nodes as node_uc
+from dmd.usecases import port_maps as port_uc
+from dmd.views import map_out, node_address, ssh_view
 
 MAX_PORTS_TEXT = 2000
 MAP_STATES = ("active", "waiting", "pending", "failed")
@@ -82,8 +74,8 @@ def map_error(e: ApiError | forms.FormError, body: dict[str, Any], node: Node | 
     protocol = str(body.get("protocol") or "tcp")
     params: dict[str, Any] = {"protocol": protocol, "port": body.get("host_port") or "",
                               "instance_port": body.get("instance_port") or "",
-                              "max": port_svc.MAX_MAPS_PER_INSTANCE,
-                              "pool": port_svc.describe_pool(port_svc.pools_of(node).get(protocol) or [])
+                              "max": port_uc.MAX_MAPS_PER_INSTANCE,
+                              "pool": port_uc.describe_pool(port_uc.pools_of(node).get(protocol) or [])
                               if node else "—"}
     if e.code in MAP_CODES:
         field = {"out_of_pool": "host_port", "port_busy": "host_port", "port_taken": "host_port",
@@ -94,28 +86,27 @@ def map_error(e: ApiError | forms.FormError, body: dict[str, Any], node: Node | 
     return forms.from_api_error(e)
 
 
-async def add_map(request: web.Request, instance_id: int, data: Any) -> port_svc.PortMap:
-    """The add-a-port-map form of either page, through port_ops.add: what the user can fix comes
+async def add_map(request: web.Request, instance_id: int, data: Any) -> PortMap:
+    """The add-a-port-map form of either page, through the port_maps use case: what the user can fix comes
     back as a FormError in their language; 403/404 pass through (each page says those its way)."""
     ident = current_identity(request)
     b = validate_map(data)
     try:
-        return await port_ops.add(request.app[DB], request.app[RECONCILER].ports, actor_of(request, ident),
-                                  ident.user, instance_id, b.protocol, b.instance_port, b.host_port)
+        return await port_uc.add(dm_of(request), actor_of(request, ident), ident.user, instance_id, b.protocol,
+                                  b.instance_port, b.host_port)
     except ApiError as e:
         if e.status in (403, 404):
             raise
         node = None
         with contextlib.suppress(ApiError):  # for the pool in the message; gone meanwhile: no pool
-            async with request.app[DB].read() as conn:
-                node = await node_svc.get(conn, (await inst_svc.get_visible(conn, ident.user, instance_id)).node_id)
+            node = await port_uc.node_of_instance(dm_of(request), ident.user, instance_id)
         raise map_error(e, map_body(data), node) from None
 
 
 def kept_map(data: Any) -> dict[str, str]:
     out = {k: v[:20] if isinstance(v := data.get(k, ""), str) else "" for k in ("instance_port", "host_port")}
     proto = data.get("protocol", "tcp")
-    out["protocol"] = proto if proto in port_svc.PROTOCOLS else "tcp"
+    out["protocol"] = proto if proto in port_uc.PROTOCOLS else "tcp"
     iid = data.get("instance_id", "")
     out["instance_id"] = iid[:20] if isinstance(iid, str) else ""
     return out
@@ -129,12 +120,12 @@ def parse_ports(text: str) -> list[dict[str, Any]]:
     before a colon, protocol after a slash, tcp when left out), separated by commas or spaces.
     Anything else is refused with the piece that is wrong."""
     if len(text) > MAX_PORTS_TEXT:
-        raise forms.FormError(422, "err.inst.ports_many", "port_maps", {"max": port_svc.MAX_MAPS_PER_INSTANCE})
+        raise forms.FormError(422, "err.inst.ports_many", "port_maps", {"max": port_uc.MAX_MAPS_PER_INSTANCE})
     out: list[dict[str, Any]] = []
     seen: set[tuple[int, str]] = set()
     for token in (t for t in re.split(r"[,\s]+", text) if t):
         m = _PORT_TOKEN.fullmatch(token)
-        if not m or (m.group(3) and m.group(3).lower() not in port_svc.PROTOCOLS):
+        if not m or (m.group(3) and m.group(3).lower() not in port_uc.PROTOCOLS):
             raise forms.FormError(422, "err.inst.ports_token", "port_maps", {"token": token[:40]})
         host = int(m.group(1)) if m.group(1) else None
         port = int(m.group(2))
@@ -146,8 +137,8 @@ def parse_ports(text: str) -> list[dict[str, Any]]:
             raise forms.FormError(422, "err.inst.ports_twice", "port_maps", {"port": port, "protocol": protocol})
         seen.add((port, protocol))
         out.append({"instance_port": port, "protocol": protocol, "host_port": host})
-        if len(out) > port_svc.MAX_MAPS_PER_INSTANCE:
-            raise forms.FormError(422, "err.inst.ports_many", "port_maps", {"max": port_svc.MAX_MAPS_PER_INSTANCE})
+        if len(out) > port_uc.MAX_MAPS_PER_INSTANCE:
+            raise forms.FormError(422, "err.inst.ports_many", "port_maps", {"max": port_uc.MAX_MAPS_PER_INSTANCE})
     return out
 
 
@@ -172,46 +163,42 @@ def request_host(request: web.Request) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class MapRow:
-    m: port_svc.PortMap
+    m: PortMap
     address: str
     node_online: bool
 
 
-def map_rows(request: web.Request, maps: list[port_svc.PortMap], nodes: dict[int, Node]) -> list[MapRow]:
+def map_rows(request: web.Request, maps: list[PortMap], nodes: dict[int, Node]) -> list[MapRow]:
     host = request_host(request)
-    hub = request.app[HUB]
+    hub = dm_of(request).hub
     rows = []
     for m in maps:
         node = nodes.get(m.node_id)
-        address = access.node_address(node, host) if node else (host or "?")
+        address = node_address(node, host) if node else (host or "?")
         rows.append(MapRow(m, map_out(m, address).address, hub.is_online(m.node_id)))
     return rows
 
 
 def pools_text(node: Node) -> dict[str, str]:
-    return {p: port_svc.describe_pool(r) for p, r in port_svc.pools_of(node).items()}
+    return {p: port_uc.describe_pool(r) for p, r in port_uc.pools_of(node).items()}
 
 
-async def instance_context(request: web.Request, conn: AsyncConnection, inst: Instance,
-                           node: Node | None) -> dict[str, Any]:
+def instance_context(request: web.Request, page: inst_uc.Page) -> dict[str, Any]:
     """The SSH card and the port maps card of an instance's page."""
-    maps = await port_svc.of_instance(conn, inst.id)
-    ids = await access.key_ids(conn, inst)
-    keys = await key_svc.list_for(conn, inst.owner_id, limit=key_svc.MAX_KEYS_PER_USER)
-    ssh = access.ssh_view(inst, node, ids, maps, request_host(request)) if node else None
+    node, maps = page.node, page.maps
+    ssh = ssh_view(page.instance, node, page.key_ids, maps, request_host(request)) if node else None
     return {
         "ssh": ssh,
-        "owner_keys": keys,
+        "owner_keys": page.owner_keys,
         "map_rows": map_rows(request, maps, {node.id: node} if node else {}),
         "pools": pools_text(node) if node else {},
         "maps_signature": ",".join(f"{m.id}:{m.state}" for m in maps),
     }
 
 
-async def flash_added(request: web.Request, m: port_svc.PortMap) -> None:
+async def flash_added(request: web.Request, m: PortMap) -> None:
     """Say where the new map is reached."""
-    async with request.app[DB].read() as conn:
-        node = await node_svc.get(conn, m.node_id)
+    node = await node_uc.get(dm_of(request), m.node_id)
     row = map_rows(request, [m], {node.id: node})[0]
     await flash(request, "ok", "flash.port_map_added", name=m.instance_name or "", instance_port=m.instance_port,
                 protocol=m.protocol, address=row.address)

@@ -7,13 +7,13 @@ from typing import Any
 from aiohttp import web
 from aiohttp_session import get_session
 
-from dmd.api.schemas import PasswordChangeIn, TokenCreateIn
 from dmd.auth import flows
 from dmd.auth.flows import actor_of
 from dmd.errors import ApiError, NotFound
 from dmd.pages import forms
 from dmd.pages.render import (
     current_identity,
+    dm_of,
     flash,
     form_data,
     lang_of,
@@ -22,9 +22,8 @@ from dmd.pages.render import (
     redirect,
     render,
 )
-from dmd.services import accounts
-from dmd.services import tokens as token_svc
-from dmd.state import DB, TOKEN_CACHE
+from dmd.schemas import PasswordChangeIn, TokenCreateIn
+from dmd.usecases import accounts
 
 routes = web.RouteTableDef()
 
@@ -34,8 +33,7 @@ NEW_TOKEN_KEY = "new_token"  # noqa: S105 (a session key, not a secret)
 
 async def _page(request: web.Request, *, status: int = 200, **extra: Any) -> web.Response:
     ident = current_identity(request)
-    async with request.app[DB].read() as conn:
-        tokens = await token_svc.list_for(conn, ident.user.id, limit=token_svc.MAX_TOKENS_PER_USER)
+    tokens = await accounts.list_tokens(dm_of(request), ident.user.id, limit=accounts.MAX_TOKENS_PER_USER)
     new_token = None
     if status == 200:
         session = await get_session(request)
@@ -45,7 +43,7 @@ async def _page(request: web.Request, *, status: int = 200, **extra: Any) -> web
         "nav_active": "account",
         "user": ident.user,
         "tokens": tokens,
-        "max_tokens": token_svc.MAX_TOKENS_PER_USER,
+        "max_tokens": accounts.MAX_TOKENS_PER_USER,
         "new_token": new_token,
         "pw_error": None,
         "token_error": None,
@@ -75,7 +73,8 @@ async def change_password(request: web.Request) -> web.StreamResponse:
             "new_password": data.get("new_password", ""),
         })
         try:
-            await flows.change_password(request, ident, body.current_password, body.new_password)
+            await flows.change_password(dm_of(request), request, ident, body.current_password,
+                                        body.new_password)
         except ApiError as e:
             raise forms.from_api_error(e) from None
     except forms.FormError as fe:
@@ -98,7 +97,7 @@ async def create_token(request: web.Request) -> web.StreamResponse:
         })
         try:
             tok, secret = await accounts.create_token(
-                request.app[DB], actor_of(request, ident), ident.user.id, body.name, body.expires_in_days
+                dm_of(request), actor_of(request, ident), ident.user.id, body.name, body.expires_in_days
             )
         except ApiError as e:
             raise forms.from_api_error(e) from None
@@ -119,8 +118,6 @@ async def revoke_token(request: web.Request) -> web.StreamResponse:
     token_id = path_id(request)
     if token_id is None:
         raise NotFound("no such token")
-    tok = await accounts.revoke_token(
-        request.app[DB], request.app[TOKEN_CACHE], actor_of(request, ident), ident.user.id, token_id
-    )
+    tok = await accounts.revoke_token(dm_of(request), actor_of(request, ident), ident.user.id, token_id)
     await flash(request, "ok", "flash.token_revoked", name=tok.name)
     return redirect("/account")

@@ -6,7 +6,6 @@ from typing import Any
 
 from aiohttp import web
 
-from dmd.api.schemas import AuditQuery, PageQuery, UserCreateIn, UserPatchIn, page_of
 from dmd.auth.flows import actor_of
 from dmd.errors import ApiError, NotFound
 from dmd.models import User
@@ -14,6 +13,7 @@ from dmd.pages import forms
 from dmd.pages.render import (
     admin_required,
     current_identity,
+    dm_of,
     flash,
     form_data,
     lang_of,
@@ -22,10 +22,9 @@ from dmd.pages.render import (
     render,
     url_with,
 )
-from dmd.services import accounts
-from dmd.services import audit as audit_svc
-from dmd.services import users as user_svc
-from dmd.state import DB, TOKEN_CACHE
+from dmd.schemas import AuditQuery, PageQuery, UserCreateIn, UserPatchIn, page_of
+from dmd.usecases import accounts
+from dmd.usecases import audit as audit_uc
 
 routes = web.RouteTableDef()
 
@@ -57,8 +56,7 @@ async def _target(request: web.Request) -> User:
     uid = path_id(request)
     if uid is None:
         raise NotFound("no such user")
-    async with request.app[DB].read() as conn:
-        return await user_svc.get(conn, uid)
+    return await accounts.get_user(dm_of(request), uid)
 
 
 # --- users ------------------------------------------------------------------------------
@@ -69,8 +67,7 @@ async def users_list(request: web.Request) -> web.StreamResponse:
     q = _page_query(request, USERS_PER_PAGE)
     if q is None:
         return redirect("/users")
-    async with request.app[DB].read() as conn:
-        rows = await user_svc.list_page(conn, limit=q.limit + 1, after_id=q.cursor_id)
+    rows = await accounts.list_users(dm_of(request), limit=q.limit + 1, after_id=q.cursor_id)
     page = page_of(rows, q)
     return await render(request, "users.html", {
         "nav_active": "users", "users": page["items"], "next_cursor": page["next_cursor"],
@@ -107,7 +104,7 @@ async def user_create(request: web.Request) -> web.StreamResponse:
         })
         try:
             user = await accounts.create_user(
-                request.app[DB], actor_of(request, current_identity(request)), **body.model_dump()
+                dm_of(request), actor_of(request, current_identity(request)), **body.model_dump()
             )
         except ApiError as e:
             raise forms.from_api_error(e) from None
@@ -140,10 +137,8 @@ async def user_edit(request: web.Request) -> web.StreamResponse:
 
 async def _apply(request: web.Request, user: User, fields: dict[str, Any]) -> User:
     try:
-        return await accounts.update_user(
-            request.app[DB], request.app[TOKEN_CACHE], actor_of(request, current_identity(request)),
-            user.id, fields,
-        )
+        return await accounts.update_user(dm_of(request), actor_of(request, current_identity(request)), user.id,
+                                          fields)
     except ApiError as e:
         raise forms.from_api_error(e) from None
 
@@ -222,8 +217,7 @@ async def user_delete_confirm(request: web.Request) -> web.StreamResponse:
 async def user_delete(request: web.Request) -> web.StreamResponse:
     user = await _target(request)
     try:
-        await accounts.delete_user(request.app[DB], request.app[TOKEN_CACHE],
-                                   actor_of(request, current_identity(request)), user.id)
+        await accounts.delete_user(dm_of(request), actor_of(request, current_identity(request)), user.id)
     except ApiError as e:
         fe = forms.from_api_error(e)
         return await render(request, "user_delete.html", {
@@ -272,9 +266,7 @@ async def audit(request: web.Request) -> web.StreamResponse:
     except ValueError:
         ctx["error"] = forms.FormError(422, "err.field.action", "action").view(lang_of(request))
         return await render(request, "audit.html", {**ctx, "first_page": True}, status=422)
-    async with request.app[DB].read() as conn:
-        rows = await audit_svc.list_entries(conn, limit=q.limit + 1, before_id=q.cursor_id,
-                                            action=q.action)
+    rows = await audit_uc.list_entries(dm_of(request), limit=q.limit + 1, before_id=q.cursor_id, action=q.action)
     for r in rows:
         r["detail_text"] = detail_text(r["detail"])
     page = page_of(rows, q)

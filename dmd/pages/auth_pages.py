@@ -5,7 +5,6 @@ from __future__ import annotations
 from aiohttp import web
 
 from dmd import i18n
-from dmd.api.schemas import LoginIn, SetupIn
 from dmd.auth import flows
 from dmd.errors import ApiError
 from dmd.pages import forms
@@ -15,6 +14,7 @@ from dmd.pages.render import (
     THEME_COOKIE,
     THEMES,
     check_anon_csrf,
+    dm_of,
     flash,
     form_data,
     identity,
@@ -24,17 +24,14 @@ from dmd.pages.render import (
     safe_next,
     url_with,
 )
-from dmd.services import settings
-from dmd.services import setup as setup_svc
-from dmd.services import users as user_svc
-from dmd.state import DB
+from dmd.schemas import LoginIn, SetupIn
+from dmd.usecases import auth
 
 routes = web.RouteTableDef()
 
 
 async def _setup_pending(request: web.Request) -> bool:
-    async with request.app[DB].read() as conn:
-        return await user_svc.count(conn) == 0 and await settings.get(conn, setup_svc.KEY) is not None
+    return await auth.setup_pending(dm_of(request))
 
 
 @routes.get("/")
@@ -66,7 +63,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
         body = forms.validate(LoginIn, {"email": data.get("email", ""),
                                         "password": data.get("password", "")})
         try:
-            user = await flows.login(request, body.email, body.password)
+            user = await flows.login(dm_of(request), request, body.email, body.password)
         except ApiError as e:
             raise forms.from_api_error(e) from None
     except forms.FormError as fe:
@@ -85,7 +82,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
 async def logout(request: web.Request) -> web.StreamResponse:
     resp = redirect("/login")
     ident = identity(request)
-    await flows.logout(request, resp, ident)
+    await flows.logout(dm_of(request), request, resp, ident)
     if ident is not None:
         # The emptied session keeps only this message: it no longer names anyone.
         await flash(request, "ok", "flash.logged_out")
@@ -95,12 +92,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
 # --- first run --------------------------------------------------------------------------
 
 async def _setup_state(request: web.Request, token: str) -> str:
-    async with request.app[DB].read() as conn:
-        if await user_svc.count(conn) > 0:
-            return "done"
-        if not token:
-            return "need_link"
-        return "form" if await setup_svc.is_valid(conn, token) else "bad_link"
+    return await auth.setup_state(dm_of(request), token)
 
 
 _STATE_STATUS = {"form": 200, "need_link": 200, "done": 200, "bad_link": 403}
@@ -142,7 +134,7 @@ async def setup_submit(request: web.Request) -> web.StreamResponse:
             "username": forms.optional_text(data.get("username")),
         })
         try:
-            user = await flows.complete_setup(request, body.token, body.email, body.password,
+            user = await flows.complete_setup(dm_of(request), request, body.token, body.email, body.password,
                                               body.username)
         except ApiError as e:
             raise forms.from_api_error(e) from None

@@ -1,4 +1,4 @@
-"""Form input: strings from the browser, checked by the API's pydantic schemas, and the
+"""Form input: strings from the browser, checked by the API's pydantic schemas (dmd.schemas), and the
 problems turned into one translated message for the page."""
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def validate(model: type[M], data: dict[str, Any]) -> M:
 
 
 def from_api_error(e: ApiError) -> FormError:
-    """A service's refusal, as a form message (the English text only when nothing fits)."""
+    """A use case's refusal, as a form message (the English text only when nothing fits)."""
     if e.field and i18n.has(f"err.field.{e.field}"):
         return FormError(e.status, f"err.field.{e.field}", e.field)
     if i18n.has(f"err.{e.code}"):

@@ -4,7 +4,7 @@ delete (refused while an instance uses the image, unless forced).
 
 The import form is read as a stream (request.multipart()): its CSRF token and names come
 first, then the file goes straight to a blob file on disk, never whole into memory. The
-changes go through dmd.services.image_ops, the same calls the JSON API makes.
+changes go through dmd.usecases.images, the same calls the JSON API makes.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 from aiohttp_session import get_session
 
-from dmd.api.schemas import CopyIn, PullIn
 from dmd.auth import csrf
 from dmd.auth.flows import actor_of
 from dmd.auth.tokens import same
@@ -24,6 +23,7 @@ from dmd.pages import forms
 from dmd.pages.instances import node_status
 from dmd.pages.render import (
     current_identity,
+    dm_of,
     flash,
     form_data,
     lang_of,
@@ -32,11 +32,8 @@ from dmd.pages.render import (
     redirect,
     render,
 )
-from dmd.services import image_ops
-from dmd.services import images as svc
-from dmd.services import instances as inst_svc
-from dmd.services import users as user_svc
-from dmd.state import DB
+from dmd.schemas import CopyIn, PullIn
+from dmd.usecases import images as uc
 
 routes = web.RouteTableDef()
 
@@ -69,25 +66,14 @@ async def _catalogue_page(request: web.Request, *, status: int = 200, node_id: i
     """Every usable node with its images. A rejected form (kind: pull, import, copy) is shown
     again under its node with the message and the user's input."""
     user = current_identity(request).user
+    found = await uc.catalogue(dm_of(request), user)
     groups: list[dict[str, Any]] = []
-    owner_ids: set[int] = set()
-    async with request.app[DB].read() as conn:
-        nodes = await inst_svc.usable_nodes(conn, user)
-        for n in nodes:
-            rows = []
-            for img in await svc.list_on_node(conn, user, n.id):
-                users_of = await svc.users_of(conn, n.id, img["ref"])
-                if img["owner_id"] is not None:
-                    owner_ids.add(img["owner_id"])
-                rows.append({"img": img, "size": human_bytes(img["size"]), "in_use": len(users_of),
-                             "users_of": users_of if user.is_admin or img["owner_id"] == user.id else [],
-                             "manage": image_ops.may_manage(user, img)})
-            groups.append({"node": n, "status": node_status(request, n), "rows": rows})
-        owners = {}
-        for uid in owner_ids:
-            u = await user_svc.find(conn, uid)
-            if u is not None:
-                owners[uid] = u.username
+    for n, entries in found.nodes:
+        rows = [{"img": e.image, "size": human_bytes(e.image["size"]), "in_use": len(e.users_of),
+                 "users_of": e.users_of if user.is_admin or e.image["owner_id"] == user.id else [],
+                 "manage": uc.may_manage(user, e.image)} for e in entries]
+        groups.append({"node": n, "status": node_status(request, n), "rows": rows})
+    owners = found.owners
     targets = [{"id": g["node"].id, "name": g["node"].name, "online": g["status"] == "online"} for g in groups]
     return await render(request, "images.html", {
         "nav_active": "images", "groups": groups, "owners": owners, "targets": targets,
@@ -118,7 +104,7 @@ def _transfer_error(e: ApiError | forms.FormError) -> forms.FormError:
 async def _node(request: web.Request, raw: str) -> Node:
     if not raw.isdigit() or len(raw) > 18:
         raise NotFound("no such node")
-    return await image_ops.visible_node(request.app, current_identity(request).user, int(raw))
+    return await uc.visible_node(dm_of(request), current_identity(request).user, int(raw))
 
 
 @routes.post("/images/pull")
@@ -132,7 +118,7 @@ async def image_pull(request: web.Request) -> web.StreamResponse:
             body = forms.validate(PullIn, {"ref": data.get("ref", "").strip(),
                                            "username": forms.optional_text(data.get("username")),
                                            "password": data.get("password") or None})
-            row = await image_ops.pull(request.app, actor_of(request, ident), ident.user, node, body.ref,
+            row = await uc.pull(dm_of(request), actor_of(request, ident), ident.user, node, body.ref,
                                        username=body.username, password=body.password)
         except (ApiError, forms.FormError) as e:
             if isinstance(e, ApiError) and e.status in (403, 404):
@@ -180,8 +166,8 @@ async def image_import(request: web.Request) -> web.StreamResponse:
                 node = await _node(request, fields.get("node_id", ""))
                 repository = fields.get("repository", "").strip()
                 tag = fields.get("tag", "").strip() or "latest"
-                image_ops.check_import_name(repository, tag)
-                row = await image_ops.import_tarball(request.app, actor_of(request, ident), ident.user, node,
+                uc.check_import_name(repository, tag)
+                row = await uc.import_tarball(dm_of(request), actor_of(request, ident), ident.user, node,
                                                      repository, tag, part.read_chunk)
                 break
             else:
@@ -213,13 +199,12 @@ async def image_copy(request: web.Request) -> web.StreamResponse:
     ident = current_identity(request)
     iid = _image_id(request)
     data = await form_data(request)
-    async with request.app[DB].read() as conn:
-        image = await svc.get_visible(conn, ident.user, iid)
+    image = await uc.get_visible(dm_of(request), ident.user, iid)
     raw = data.get("node_id", "")
     try:
         try:
             body = forms.validate(CopyIn, {"node_id": int(raw) if raw.isdigit() and len(raw) <= 18 else raw})
-            row = await image_ops.copy(request.app, actor_of(request, ident), ident.user, iid, body.node_id)
+            row = await uc.copy(dm_of(request), actor_of(request, ident), ident.user, iid, body.node_id)
         except (ApiError, forms.FormError) as e:
             if isinstance(e, ApiError) and e.status in (403, 404):
                 raise
@@ -233,7 +218,7 @@ async def image_copy(request: web.Request) -> web.StreamResponse:
 
 async def _set_public(request: web.Request, public: bool) -> web.StreamResponse:
     ident = current_identity(request)
-    row = await image_ops.set_public(request.app, actor_of(request, ident), ident.user, _image_id(request), public)
+    row = await uc.set_public(dm_of(request), actor_of(request, ident), ident.user, _image_id(request), public)
     await flash(request, "ok", "flash.image_public" if public else "flash.image_private", ref=row["ref"])
     return redirect(f"/images#image-{row['id']}")
 
@@ -253,27 +238,20 @@ async def image_private(request: web.Request) -> web.StreamResponse:
 async def _delete_page(request: web.Request, image: dict[str, Any], *, status: int = 200,
                        error: dict[str, Any] | None = None) -> web.Response:
     user = current_identity(request).user
-    async with request.app[DB].read() as conn:
-        users_of = await svc.users_of(conn, image["node_id"], image["ref"])
+    users_of = await uc.in_use_by(dm_of(request), image)
     nodes = {n.id: n for n in await _usable(request)}
     return await render(request, "image_delete.html", {
         "nav_active": "images", "image": image, "node": nodes.get(image["node_id"]), "users_of": users_of,
-        "error": error, "manage": image_ops.may_manage(user, image),
+        "error": error, "manage": uc.may_manage(user, image),
     }, status=status)
 
 
 async def _usable(request: web.Request) -> list[Node]:
-    async with request.app[DB].read() as conn:
-        return await inst_svc.usable_nodes(conn, current_identity(request).user)
+    return await uc.usable_nodes(dm_of(request), current_identity(request).user)
 
 
 async def _manageable(request: web.Request) -> dict[str, Any]:
-    user = current_identity(request).user
-    async with request.app[DB].read() as conn:
-        image = await svc.get_visible(conn, user, _image_id(request))
-    if not image_ops.may_manage(user, image):
-        raise Forbidden("only the image's owner or an administrator can do this")
-    return image
+    return await uc.manageable(dm_of(request), current_identity(request).user, _image_id(request))
 
 
 @routes.get("/images/{id}/delete")
@@ -289,7 +267,7 @@ async def image_delete(request: web.Request) -> web.StreamResponse:
     image = await _manageable(request)
     data = await form_data(request)
     try:
-        gone = await image_ops.delete(request.app, actor_of(request, ident), ident.user, image["id"],
+        gone = await uc.delete(dm_of(request), actor_of(request, ident), ident.user, image["id"],
                                       bool(data.get("force")))
     except ApiError as e:
         if e.status in (403, 404):

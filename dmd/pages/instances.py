@@ -2,30 +2,27 @@
 port maps), an instance's details with its live status, logs and actions (start, stop,
 restart, delete, commit to an image), its SSH access and its port maps.
 
-Every change goes through dmd.services.instance_ops (and image_ops for a commit, access_ops
-for SSH, port_ops for port maps), the same calls the JSON API makes. An instance that is not
+Every change goes through dmd.usecases.instances (and images for a commit, port_maps for port
+maps), the same calls the JSON API makes. An instance that is not
 yours is a 404 (administrators see all).
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
-from dmd.agents import HUB
-from dmd.api.instances import create_request
-from dmd.api.schemas import CommitIn, InstanceCreateIn, PageQuery, page_of
 from dmd.auth.flows import actor_of
 from dmd.errors import ApiError, NotFound
 from dmd.models import Instance, Node
 from dmd.pages import access as acc
 from dmd.pages import forms
-from dmd.pages.nodes import ago
+from dmd.pages.figures import ago
 from dmd.pages.render import (
     current_identity,
+    dm_of,
     flash,
     lang_of,
     login_required,
@@ -34,14 +31,9 @@ from dmd.pages.render import (
     render,
     translator,
 )
-from dmd.reconciler import RECONCILER
-from dmd.services import access_ops, image_ops, instance_ops
-from dmd.services import images as image_svc
-from dmd.services import instances as svc
-from dmd.services import nodes as node_svc
-from dmd.services import ssh_keys as key_svc
-from dmd.services import users as user_svc
-from dmd.state import DB
+from dmd.schemas import CommitIn, InstanceCreateIn, PageQuery, page_of
+from dmd.usecases import images as image_uc
+from dmd.usecases import instances as uc
 
 routes = web.RouteTableDef()
 
@@ -49,7 +41,7 @@ PER_PAGE = 50
 STATUSES = ("pending", "creating", "running", "stopped", "error", "deleting")
 # Statuses that change by themselves: the pages watch these (dm.js) or offer a refresh.
 TRANSITIONAL = frozenset({"pending", "creating", "deleting"})
-LOG_TAIL = instance_ops.DEFAULT_LOG_TAIL
+LOG_TAIL = uc.DEFAULT_LOG_TAIL
 LOG_TIMEOUT_S = 10.0
 MAX_TEXTAREA = 200_000
 
@@ -62,7 +54,7 @@ def cpus_text(v: float | None) -> str:
 
 def node_status(request: web.Request, node: Node) -> str:
     """online / offline / pending, as the node pages show it."""
-    if request.app[HUB].is_online(node.id):
+    if dm_of(request).hub.is_online(node.id):
         return "online"
     return "offline" if node.status == "online" else node.status
 
@@ -73,21 +65,6 @@ def status_labels(_: Callable[..., str]) -> dict[str, str]:
 
 def gpu_label(g: dict[str, Any]) -> str:
     return f"#{g.get('index', '?')} {g.get('name') or 'GPU'}"
-
-
-async def _names(request: web.Request, user_ids: set[int], node_ids: set[int]) -> tuple[dict[int, str],
-                                                                                       dict[int, Node]]:
-    users: dict[int, str] = {}
-    nodes: dict[int, Node] = {}
-    async with request.app[DB].read() as conn:
-        for uid in user_ids:
-            u = await user_svc.find(conn, uid)
-            if u is not None:
-                users[uid] = u.username
-        for nid in node_ids:
-            with contextlib.suppress(NotFound):
-                nodes[nid] = await node_svc.get(conn, nid)
-    return users, nodes
 
 
 def _instance_id(request: web.Request) -> int:
@@ -107,12 +84,13 @@ async def instances_list(request: web.Request) -> web.StreamResponse:
     except ValueError:
         q = PageQuery(limit=PER_PAGE)
     user = current_identity(request).user
-    async with request.app[DB].read() as conn:
-        found = await svc.list_visible(conn, user, limit=q.limit + 1, after_id=q.cursor_id)
-        page = page_of(found, q)
-        items: list[Instance] = page["items"]
-        gpus = {i.id: await svc.gpus_of(conn, i) for i in items}
-    owners, nodes = await _names(request, {i.owner_id for i in items}, {i.node_id for i in items})
+    dm = dm_of(request)
+    page = page_of(await uc.list_held(dm, user, limit=q.limit + 1, after_id=q.cursor_id), q)
+    held: list[uc.Held] = page["items"]
+    items: list[Instance] = [h.instance for h in held]
+    gpus = {h.instance.id: h.gpus for h in held}
+    names = await uc.names(dm, {i.owner_id for i in items}, {i.node_id for i in items})
+    owners, nodes = names.users, names.nodes
     _ = translator(request)
     rows = [{
         "i": i, "node": nodes.get(i.node_id), "owner": owners.get(i.owner_id), "gpus": len(gpus[i.id]),
@@ -141,7 +119,7 @@ FORM_FIELDS = ("name", "image", "node", "cpus", "memory_mb", "gpus", "env", "com
 
 
 def _create_error(e: ApiError | forms.FormError) -> forms.FormError:
-    """A refusal as a form message: the field's own words, or the service's detail (which names
+    """A refusal as a form message: the field's own words, or the use case's detail (which names
     the nodes and what is free on each) inside a translated sentence."""
     if isinstance(e, forms.FormError):
         key = _FIELD_KEYS.get(e.field or "")
@@ -221,25 +199,22 @@ async def _form_page(request: web.Request, *, status: int = 200, error: dict[str
                      form: dict[str, Any] | None = None) -> web.Response:
     user = current_identity(request).user
     _ = translator(request)
-    caps = await instance_ops.capacity(request.app[DB], request.app[HUB], user)
+    offer = await uc.create_form(dm_of(request), user)
     nodes: list[dict[str, Any]] = []
-    async with request.app[DB].read() as conn:
-        for c in caps:
-            n = c.node
-            st = node_status(request, n)
-            facts = n.facts or {}
-            images = await image_svc.list_on_node(conn, user, n.id)
-            nodes.append({
-                "node": n, "status": st, "usable": st == "online" and not n.cordoned,
-                "cpus_free": cpus_text(c.free.cpus), "cpus_total": facts.get("cpu_count"),
-                "mem_free": max(c.free.memory_mb, 0) if c.free.memory_mb is not None else None,
-                "mem_total": facts.get("memory_total_mb"),
-                "gpus_free": [{"uuid": g.get("uuid"), "label": gpu_label(g), "key": k} for k, g in c.free.gpus],
-                "gpus_total": c.free.gpus_total,
-                "images": [i["ref"] for i in images], "pools": acc.pools_text(n),
-            })
-    async with request.app[DB].read() as conn:
-        keys = await key_svc.list_for(conn, user.id, limit=key_svc.MAX_KEYS_PER_USER)
+    for c, images in offer.nodes:
+        n = c.node
+        st = node_status(request, n)
+        facts = n.facts or {}
+        nodes.append({
+            "node": n, "status": st, "usable": st == "online" and not n.cordoned,
+            "cpus_free": cpus_text(c.free.cpus), "cpus_total": facts.get("cpu_count"),
+            "mem_free": max(c.free.memory_mb, 0) if c.free.memory_mb is not None else None,
+            "mem_total": facts.get("memory_total_mb"),
+            "gpus_free": [{"uuid": g.get("uuid"), "label": gpu_label(g), "key": k} for k, g in c.free.gpus],
+            "gpus_total": c.free.gpus_total,
+            "images": images, "pools": acc.pools_text(n),
+        })
+    keys = offer.keys
     f: dict[str, Any] = {k: "" for k in FORM_FIELDS}
     f.update({"node": "auto", "gpus": "0", "gpu": [], "privileged": False, "host_network": False, "ssh": True,
               "ssh_keys": "all", "ssh_key_ids": []})
@@ -276,8 +251,7 @@ async def instance_create(request: web.Request) -> web.StreamResponse:
     try:
         try:
             body = forms.validate(InstanceCreateIn, create_body(data))
-            held = await instance_ops.create(request.app[DB], request.app[HUB], request.app[RECONCILER],
-                                             actor_of(request, ident), ident.user, create_request(body))
+            held = await uc.create(dm_of(request), actor_of(request, ident), ident.user, body)
         except (ApiError, forms.FormError) as e:
             if isinstance(e, ApiError) and e.status == 404:
                 raise
@@ -300,14 +274,11 @@ async def instance_create(request: web.Request) -> web.StreamResponse:
 async def _detail(request: web.Request, *, status: int = 200, **extra: Any) -> web.Response:
     user = current_identity(request).user
     iid = _instance_id(request)
-    async with request.app[DB].read() as conn:
-        inst = await svc.get_visible(conn, user, iid)
-        keys = await svc.gpus_of(conn, inst)
-    owners, nodes = await _names(request, {inst.owner_id}, {inst.node_id})
-    node = nodes.get(inst.node_id)
-    async with request.app[DB].read() as conn:
-        access_ctx = await acc.instance_context(request, conn, inst, node)
-    by_key = dict(svc.gpu_keys(node)) if node else {}
+    dm = dm_of(request)
+    found = await uc.page(dm, user, iid)
+    inst, keys, node = found.instance, found.gpus, found.node
+    access_ctx = acc.instance_context(request, found)
+    by_key = dict(uc.gpu_keys(node)) if node else {}
     held = [{"key": k, "label": gpu_label(by_key[k]) if k in by_key else k, "uuid": (by_key.get(k) or {}).get("uuid")}
             for k in keys]
     _ = translator(request)
@@ -315,15 +286,14 @@ async def _detail(request: web.Request, *, status: int = 200, **extra: Any) -> w
     logs_error = None
     if inst.status not in ("pending", "deleting"):
         try:
-            got = await instance_ops.logs(request.app[DB], request.app[HUB], user, inst.id, LOG_TAIL,
-                                          timeout=LOG_TIMEOUT_S)
+            got = await uc.logs(dm, user, inst.id, LOG_TAIL, timeout=LOG_TIMEOUT_S)
             logs = "".join(line if line.endswith("\n") else line + "\n" for line in got.lines)
         except ApiError as e:
             logs_error = "logs.offline" if e.code == "node_offline" else "logs.unavailable"
     ctx: dict[str, Any] = {
         "nav_active": "instances", "inst": inst, "node": node,
         "node_status": node_status(request, node) if node else None,
-        "owner": owners.get(inst.owner_id), "mine": inst.owner_id == user.id,
+        "owner": found.owner, "mine": inst.owner_id == user.id,
         "gpus": held, "logs": logs, "logs_error": logs_error, "log_tail": LOG_TAIL,
         "live": inst.status in TRANSITIONAL, "labels": status_labels(_),
         "created": ago(_, inst.created_at), "updated": ago(_, inst.updated_at),
@@ -347,14 +317,14 @@ async def instance_detail(request: web.Request) -> web.StreamResponse:
 async def _action(request: web.Request, action: str) -> web.StreamResponse:
     ident = current_identity(request)
     iid = _instance_id(request)
-    db, reconciler, actor = request.app[DB], request.app[RECONCILER], actor_of(request, ident)
+    dm, actor = dm_of(request), actor_of(request, ident)
     try:
         if action == "start":
-            inst = await instance_ops.start(db, reconciler, actor, ident.user, iid)
+            inst = await uc.start(dm, actor, ident.user, iid)
         elif action == "stop":
-            inst = await instance_ops.stop(db, reconciler, actor, ident.user, iid)
+            inst = await uc.stop(dm, actor, ident.user, iid)
         else:
-            inst = await instance_ops.restart(db, reconciler, actor, ident.user, iid)
+            inst = await uc.restart(dm, actor, ident.user, iid)
     except ApiError as e:
         if e.status in (403, 404):
             raise
@@ -392,14 +362,13 @@ async def instance_restart(request: web.Request) -> web.StreamResponse:
 @login_required
 async def instance_delete_confirm(request: web.Request) -> web.StreamResponse:
     user = current_identity(request).user
-    async with request.app[DB].read() as conn:
-        inst = await svc.get_visible(conn, user, _instance_id(request))
-        keys = await svc.gpus_of(conn, inst)
-    _, nodes = await _names(request, set(), {inst.node_id})
-    node = nodes.get(inst.node_id)
+    dm = dm_of(request)
+    held = await uc.get_held(dm, user, _instance_id(request))
+    inst, keys = held.instance, held.gpus
+    node = (await uc.names(dm, set(), {inst.node_id})).nodes.get(inst.node_id)
     return await render(request, "instance_delete.html", {
         "nav_active": "instances", "inst": inst, "node": node, "n_gpus": len(keys),
-        "node_online": bool(node and request.app[HUB].is_online(node.id)),
+        "node_online": bool(node and dm.hub.is_online(node.id)),
     })
 
 
@@ -407,8 +376,7 @@ async def instance_delete_confirm(request: web.Request) -> web.StreamResponse:
 @login_required
 async def instance_delete(request: web.Request) -> web.StreamResponse:
     ident = current_identity(request)
-    held = await instance_ops.delete(request.app[DB], request.app[RECONCILER], actor_of(request, ident), ident.user,
-                                     _instance_id(request))
+    held = await uc.delete(dm_of(request), actor_of(request, ident), ident.user, _instance_id(request))
     await flash(request, "ok", "flash.instance_deleted", name=held.instance.name)
     return redirect("/instances")
 
@@ -424,8 +392,8 @@ async def instance_commit(request: web.Request) -> web.StreamResponse:
         try:
             body = forms.validate(CommitIn, {"repository": raw.get("repository", ""),
                                              "tag": raw.get("tag") or "latest"})
-            row = await image_ops.commit(request.app, actor_of(request, ident), ident.user, iid, body.repository,
-                                         body.tag)
+            row = await image_uc.commit(dm_of(request), actor_of(request, ident), ident.user, iid, body.repository,
+                                        body.tag)
         except (ApiError, forms.FormError) as e:
             if isinstance(e, ApiError) and e.status in (403, 404):
                 raise
@@ -460,8 +428,8 @@ async def instance_ssh(request: web.Request) -> web.StreamResponse:
     try:
         try:
             ids = acc.key_choice(data)
-            inst = await access_ops.set_ssh(request.app[DB], request.app[RECONCILER], actor_of(request, ident),
-                                            ident.user, iid, enabled=enabled, key_ids=ids, set_keys=True)
+            inst = await uc.set_ssh(dm_of(request), actor_of(request, ident), ident.user, iid, enabled=enabled,
+                                    key_ids=ids, set_keys=True)
         except ApiError as e:
             if e.status in (403, 404):
                 raise

@@ -2,31 +2,48 @@
 GPUs and live metrics, and what its owner or an administrator can do with it (rename,
 cordon, new join token, rotate the credential, share, delete).
 
-Who sees what is decided by the same service calls the API uses: a node that is neither
+Who sees what is decided by the same use cases the API calls: a node that is neither
 yours nor shared with you is a 404; a node shared with you is read-only (403 on changes).
 """
 
 from __future__ import annotations
 
-import collections
 import datetime as dt
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import web
 from aiohttp_session import get_session
 
-from dmd.agents import HUB
-from dmd.api.nodes import node_out, server_url
-from dmd.api.schemas import NodeCreateIn, NodeOut, NodePatchIn, PageQuery, ShareIn, page_of
 from dmd.auth.flows import actor_of
 from dmd.errors import ApiError, NotFound
 from dmd.models import Node, User
+from dmd.net import server_url
 from dmd.pages import forms
+from dmd.pages.figures import (
+    HISTORY_S,
+    SERIES,
+    SPARK_H,
+    SPARK_W,
+    addresses,
+    ago,
+    duration,
+    gpu_mem_pct,
+    gpu_rows,
+    gpu_summary,
+    gpu_util,
+    mem_pct,
+    mib,
+    os_name,
+    pct,
+    spark_points,
+    until,
+)
 from dmd.pages.render import (
     current_identity,
+    dm_of,
     flash,
     form_data,
     lang_of,
@@ -36,194 +53,17 @@ from dmd.pages.render import (
     render,
     translator,
 )
-from dmd.services import node_ops
-from dmd.services import nodes as node_svc
-from dmd.services import port_maps as port_svc
-from dmd.services import users as user_svc
-from dmd.state import CONFIG, DB
+from dmd.schemas import NodeCreateIn, NodeOut, NodePatchIn, PageQuery, ShareIn, page_of
+from dmd.usecases import nodes as uc
+from dmd.usecases import port_maps as port_uc
+from dmd.views import node_out
 
 routes = web.RouteTableDef()
 
 NODES_PER_PAGE = 50
 # The one-time join command, kept in the session only until the node's page shows it.
 JOIN_KEY = "node_join"
-# The history drawn under each live figure (the hub keeps about this much).
-HISTORY_S = 15 * 60
-SPARK_W, SPARK_H = 120, 32
-TIMES = "\N{MULTIPLICATION SIGN}"
-
-
-# --- formatting -----------------------------------------------------------------------
-
-def mib(value: Any) -> str:
-    """A size given in MiB, in the largest unit that keeps it readable."""
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return "—"
-    for unit, size in (("TiB", 1024 * 1024), ("GiB", 1024)):
-        if abs(value) >= size:
-            n = value / size
-            return f"{n:.0f} {unit}" if n >= 100 else f"{n:.1f} {unit}"
-    return f"{value:.0f} MiB"
-
-
-def pct(value: Any) -> str:
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return "—"
-    return f"{value:.0f} %" if value >= 10 or value == 0 else f"{value:.1f} %"
-
-
-def ago(_: Callable[..., str], when: dt.datetime | float | None, now: float | None = None) -> str:
-    """"3 min ago" in the page's language."""
-    if when is None:
-        return _("time.never")
-    ts = when.timestamp() if isinstance(when, dt.datetime) else float(when)
-    secs = max(0, int((now if now is not None else time.time()) - ts))
-    if secs < 5:
-        return _("ago.now")
-    if secs < 60:
-        return _("ago.s", n=secs)
-    if secs < 3600:
-        return _("ago.m", n=secs // 60)
-    if secs < 86400:
-        return _("ago.h", n=secs // 3600)
-    return _("ago.d", n=secs // 86400)
-
-
-def until(_: Callable[..., str], when: dt.datetime | None) -> str:
-    """"in 59 min" (or "expired") for a moment still to come."""
-    if when is None:
-        return "—"
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    secs = int(when.timestamp() - time.time())
-    if secs <= 0:
-        return _("until.expired")
-    if secs < 3600:
-        return _("until.m", n=max(1, secs // 60))
-    if secs < 86400:
-        return _("until.h", n=secs // 3600)
-    return _("until.d", n=secs // 86400)
-
-
-def duration(_: Callable[..., str], seconds: int) -> str:
-    if seconds % 86400 == 0:
-        return _("dur.d1") if seconds == 86400 else _("dur.d", n=seconds // 86400)
-    if seconds % 3600 == 0:
-        return _("dur.h1") if seconds == 3600 else _("dur.h", n=seconds // 3600)
-    return _("dur.m", n=max(1, seconds // 60))
-
-
-def gpu_summary(gpus: Sequence[dict[str, Any]]) -> list[str]:
-    """["2 \N{MULTIPLICATION SIGN} NVIDIA RTX A5000", ...] in the order the node lists them."""
-    counts = collections.Counter(str(g.get("name") or "GPU") for g in gpus)
-    return [f"{n} {TIMES} {name}" if n > 1 else name for name, n in counts.items()]
-
-
-def os_name(facts: dict[str, Any]) -> str:
-    os_ = facts.get("os")
-    if isinstance(os_, dict):
-        pretty = os_.get("pretty_name") or " ".join(str(os_.get(k) or "") for k in ("name", "version")).strip()
-        if pretty:
-            return str(pretty)
-    return "—"
-
-
-def addresses(facts: dict[str, Any]) -> list[str]:
-    out: list[str] = []
-    addrs = facts.get("addresses")
-    if isinstance(addrs, dict):
-        for fam in ("ipv4", "ipv6"):
-            out += [str(a) for a in addrs.get(fam) or [] if isinstance(a, str)]
-    return out
-
-
-# --- live metrics ------------------------------------------------------------------------
-
-def _num(v: Any) -> float | None:
-    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
-
-
-def _mem_pct(s: dict[str, Any]) -> float | None:
-    used, total = _num(s.get("memory_used_mb")), _num(s.get("memory_total_mb"))
-    return 100.0 * used / total if used is not None and total else None
-
-
-def _gpus_of(s: dict[str, Any]) -> list[dict[str, Any]]:
-    gpus = s.get("gpus")
-    return [g for g in gpus if isinstance(g, dict)] if isinstance(gpus, list) else []
-
-
-def _gpu_util(s: dict[str, Any]) -> float | None:
-    vals = [v for v in (_num(g.get("utilization_pct")) for g in _gpus_of(s)) if v is not None]
-    return sum(vals) / len(vals) if vals else None
-
-
-def _gpu_mem_pct(s: dict[str, Any]) -> float | None:
-    used = [_num(g.get("memory_used_mb")) for g in _gpus_of(s)]
-    total = [_num(g.get("memory_total_mb")) for g in _gpus_of(s)]
-    if not used or None in used or None in total or not sum(t or 0 for t in total):
-        return None
-    return 100.0 * sum(u or 0 for u in used) / sum(t or 0 for t in total)
-
-
-SERIES: dict[str, Callable[[dict[str, Any]], float | None]] = {
-    "cpu": lambda s: _num(s.get("cpu_pct")),
-    "mem": _mem_pct,
-    "gpu": _gpu_util,
-    "gpumem": _gpu_mem_pct,
-}
-
-
-def spark_points(samples: Sequence[dict[str, Any]], series: str, now: float | None = None) -> str:
-    """An SVG polyline's points for one series (0-100 %): the samples of the last HISTORY_S
-    seconds, spread over the width by time (a node that connected a minute ago fills it too)."""
-    fn = SERIES[series]
-    now = now if now is not None else time.time()
-    start = now - HISTORY_S
-    seen: list[tuple[float, float]] = []
-    for s in samples:
-        t, v = _num(s.get("received_at")), fn(s)
-        if t is not None and v is not None and start <= t <= now + 60:
-            seen.append((t, max(0.0, min(100.0, v))))
-    if len(seen) < 2:
-        return ""
-    t0, t1 = seen[0][0], seen[-1][0]
-    if t1 <= t0:
-        return ""
-    return " ".join(
-        f"{(t - t0) / (t1 - t0) * SPARK_W:.1f},{SPARK_H - 1 - v / 100.0 * (SPARK_H - 2):.1f}" for t, v in seen
-    )
-
-
-def gpu_rows(node: NodeOut, latest: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """The node's GPUs (from its facts) with the newest live figures laid over them."""
-    live = _gpus_of(latest or {})
-    by_uuid = {g["uuid"]: g for g in live if g.get("uuid")}
-    by_index = {g.get("index"): g for g in live}
-    rows = []
-    for g in node.gpus:
-        m = by_uuid.get(g.get("uuid")) or by_index.get(g.get("index")) or {}
-        row = dict(g)
-        for k in ("memory_used_mb", "memory_total_mb", "utilization_pct", "temperature_c"):
-            if m.get(k) is not None:
-                row[k] = m[k]
-        row["live"] = bool(m)
-        row["key"] = str(g.get("uuid") or g.get("index"))
-        rows.append(row)
-    return rows
-
-
 # --- views of a node -------------------------------------------------------------------
-
-async def _owner_names(request: web.Request, owner_ids: set[int]) -> dict[int, str]:
-    names: dict[int, str] = {}
-    async with request.app[DB].read() as conn:
-        for uid in owner_ids:
-            u = await user_svc.find(conn, uid)
-            if u is not None:
-                names[uid] = u.username
-    return names
-
 
 def _join_note(_: Callable[..., str], n: NodeOut) -> str | None:
     if n.join_expires_at is None:
@@ -259,15 +99,13 @@ async def _node(request: web.Request) -> tuple[Node, User]:
     if node_id is None:
         raise NotFound("no such node")
     user = current_identity(request).user
-    async with request.app[DB].read() as conn:
-        return await node_svc.get_visible(conn, user, node_id), user
+    return await uc.get_visible(dm_of(request), user, node_id), user
 
 
 async def _manageable(request: web.Request) -> tuple[Node, User]:
     """The node in the path if the user may change it (else 404, or 403 when only shared)."""
     user = current_identity(request).user
-    async with request.app[DB].read() as conn:
-        return await node_svc.get_manageable(conn, user, _node_id(request)), user
+    return await uc.get_manageable(dm_of(request), user, _node_id(request)), user
 
 
 def _node_id(request: web.Request) -> int:
@@ -308,7 +146,7 @@ async def _join_secret(request: web.Request, node: Node, kind: str, token: str) 
     session = await get_session(request)
     session[JOIN_KEY] = {
         "node_id": node.id, "kind": kind, "token": token,
-        "command": node_ops.join_command(server_url(request), token),
+        "command": uc.join_command(server_url(request), token),
         "expires_at": node.join_expires_at.isoformat() if node.join_expires_at else None,
     }
 
@@ -321,18 +159,18 @@ async def _list_page(request: web.Request, *, status: int = 200, **extra: Any) -
     except ValueError:
         q = PageQuery(limit=NODES_PER_PAGE)
     user = current_identity(request).user
-    async with request.app[DB].read() as conn:
-        found = await node_svc.list_visible(conn, user, limit=q.limit + 1, after_id=q.cursor_id)
+    dm = dm_of(request)
+    found = await uc.list_visible(dm, user, limit=q.limit + 1, after_id=q.cursor_id)
     page = page_of(found, q)
-    outs = [node_out(request, n, user) for n in page["items"]]
-    owners = await _owner_names(request, {n.owner_id for n in outs if n.owner_id is not None})
+    outs = [node_out(dm.hub, n, user) for n in page["items"]]
+    owners = await uc.usernames(dm, {n.owner_id for n in outs if n.owner_id is not None})
     ctx: dict[str, Any] = {
         "nav_active": "nodes",
         "rows": [_row(request, n, owners) for n in outs],
         "next_cursor": page["next_cursor"], "first_page": q.cursor is None,
         "error": None, "form": {"name": ""},
         "n_online": sum(1 for n in outs if n.status == "online"),
-        "join_ttl": duration(translator(request), request.app[CONFIG].join_token_ttl_s),
+        "join_ttl": duration(translator(request), dm.config.join_token_ttl_s),
     }
     ctx.update(extra)
     return await render(request, "nodes.html", ctx, status=status)
@@ -352,8 +190,7 @@ async def node_create(request: web.Request) -> web.StreamResponse:
     try:
         try:
             body = forms.validate(NodeCreateIn, {"name": data.get("name", "").strip()})
-            node, token = await node_ops.create(request.app[DB], actor_of(request, ident), ident.user, body.name,
-                                                request.app[CONFIG].join_token_ttl_s)
+            node, token = await uc.create(dm_of(request), actor_of(request, ident), ident.user, body.name)
         except (ApiError, forms.FormError) as e:
             raise _form_error(e) from None
     except forms.FormError as fe:
@@ -368,19 +205,14 @@ async def node_create(request: web.Request) -> web.StreamResponse:
 async def _detail(request: web.Request, node: Node, user: User, *, status: int = 200,
                   **extra: Any) -> web.Response:
     _ = translator(request)
-    n = node_out(request, node, user)
+    dm = dm_of(request)
+    n = node_out(dm.hub, node, user)
     manage = n.access in ("owner", "admin")
-    samples = request.app[HUB].recent_metrics(node.id)
+    samples = dm.hub.recent_metrics(node.id)
     latest = samples[-1] if samples else None
     now = time.time()
-    shares: list[dict[str, Any]] = []
-    owner = None
-    async with request.app[DB].read() as conn:
-        if manage:
-            shares = await node_svc.shares(conn, node.id)
-        if node.owner_id is not None:
-            o = await user_svc.find(conn, node.owner_id)
-            owner = o.username if o else None
+    found = await uc.detail(dm, node, manage)
+    owner, shares = found.owner, found.shares
     join = None
     if status == 200:
         session = await get_session(request)
@@ -400,22 +232,22 @@ async def _detail(request: web.Request, node: Node, user: User, *, status: int =
         "facts": facts,
         "os_name": os_name(facts),
         "addresses": addresses(facts),
-        "port_pools": {proto: port_svc.describe_pool(ranges) for proto, ranges in port_svc.pools_of(node).items()},
+        "port_pools": {proto: port_uc.describe_pool(ranges) for proto, ranges in port_uc.pools_of(node).items()},
         "port_mode": ((facts.get("ports") or {}).get("mode") if isinstance(facts.get("ports"), dict) else None),
         "runtime": runtime,
         "runtime_error": facts.get("runtime_error"),
         "gpus": gpu_rows(n, latest),
         "latest": latest,
         "latest_ago": ago(_, latest.get("received_at"), now) if latest else None,
-        "mem_pct": _mem_pct(latest) if latest else None,
-        "gpu_util": _gpu_util(latest) if latest else None,
-        "gpu_mem_pct": _gpu_mem_pct(latest) if latest else None,
+        "mem_pct": mem_pct(latest) if latest else None,
+        "gpu_util": gpu_util(latest) if latest else None,
+        "gpu_mem_pct": gpu_mem_pct(latest) if latest else None,
         "sparks": {k: spark_points(samples, k, now) for k in SERIES},
         "spark_w": SPARK_W, "spark_h": SPARK_H,
         "history_min": HISTORY_S // 60,
         "shares": shares,
         "join": join,
-        "join_ttl": duration(_, request.app[CONFIG].join_token_ttl_s),
+        "join_ttl": duration(_, dm.config.join_token_ttl_s),
         "rename_error": None, "rename_form": {"name": n.name},
         "share_error": None, "share_form": {"username": ""},
         "action_error": None,
@@ -441,7 +273,7 @@ async def node_rename(request: web.Request) -> web.StreamResponse:
     try:
         try:
             body = forms.validate(NodePatchIn, {"name": data.get("name", "").strip()})
-            after = await node_ops.rename(request.app[DB], actor_of(request, ident), user, node.id, body.name)
+            after = await uc.rename(dm_of(request), actor_of(request, ident), user, node.id, body.name)
         except (ApiError, forms.FormError) as e:
             if isinstance(e, ApiError) and e.status in (403, 404):
                 raise
@@ -455,8 +287,7 @@ async def node_rename(request: web.Request) -> web.StreamResponse:
 
 async def _cordon(request: web.Request, cordoned: bool) -> web.StreamResponse:
     ident = current_identity(request)
-    node = await node_ops.set_cordon(request.app[DB], actor_of(request, ident), ident.user, _node_id(request),
-                                     cordoned)
+    node = await uc.set_cordon(dm_of(request), actor_of(request, ident), ident.user, _node_id(request), cordoned)
     await flash(request, "ok", "flash.node_cordoned" if cordoned else "flash.node_uncordoned", name=node.name)
     return redirect(f"/nodes/{node.id}")
 
@@ -477,8 +308,7 @@ async def node_uncordon(request: web.Request) -> web.StreamResponse:
 @login_required
 async def node_join_token(request: web.Request) -> web.StreamResponse:
     ident = current_identity(request)
-    node, token = await node_ops.new_join_token(request.app[DB], actor_of(request, ident), ident.user,
-                                                _node_id(request), request.app[CONFIG].join_token_ttl_s)
+    node, token = await uc.new_join_token(dm_of(request), actor_of(request, ident), ident.user, _node_id(request))
     await _join_secret(request, node, "token", token)
     return redirect(f"/nodes/{node.id}")
 
@@ -488,10 +318,7 @@ async def node_join_token(request: web.Request) -> web.StreamResponse:
 async def node_rotate(request: web.Request) -> web.StreamResponse:
     ident = current_identity(request)
     try:
-        rotated = await node_ops.rotate_credential(
-            request.app[DB], request.app[HUB], actor_of(request, ident), ident.user, _node_id(request),
-            request.app[CONFIG].join_token_ttl_s,
-        )
+        rotated = await uc.rotate_credential(dm_of(request), actor_of(request, ident), ident.user, _node_id(request))
     except ApiError as e:
         if e.status in (403, 404):
             raise
@@ -510,7 +337,7 @@ async def node_rotate(request: web.Request) -> web.StreamResponse:
 @login_required
 async def node_delete_confirm(request: web.Request) -> web.StreamResponse:
     node, user = await _manageable(request)
-    n = node_out(request, node, user)
+    n = node_out(dm_of(request).hub, node, user)
     return await render(request, "node_delete.html", {"nav_active": "nodes", "node": n})
 
 
@@ -518,8 +345,7 @@ async def node_delete_confirm(request: web.Request) -> web.StreamResponse:
 @login_required
 async def node_delete(request: web.Request) -> web.StreamResponse:
     ident = current_identity(request)
-    node = await node_ops.delete(request.app[DB], request.app[HUB], actor_of(request, ident), ident.user,
-                                 _node_id(request))
+    node = await uc.delete(dm_of(request), actor_of(request, ident), ident.user, _node_id(request))
     await flash(request, "ok", "flash.node_deleted", name=node.name)
     return redirect("/nodes")
 
@@ -534,8 +360,7 @@ async def node_share(request: web.Request) -> web.StreamResponse:
     try:
         try:
             body = forms.validate(ShareIn, {"username": username})
-            share = await node_ops.share(request.app[DB], actor_of(request, ident), user, node.id,
-                                         username=body.username)
+            share = await uc.share(dm_of(request), actor_of(request, ident), user, node.id, username=body.username)
         except (ApiError, forms.FormError) as e:
             if isinstance(e, ApiError) and e.status in (403, 404):
                 raise
@@ -555,10 +380,9 @@ async def node_unshare(request: web.Request) -> web.StreamResponse:
     user_id = path_id(request, "user_id")
     if user_id is None:
         raise NotFound("no such share")
-    async with request.app[DB].read() as conn:
-        target = await user_svc.find(conn, user_id)
-    await node_ops.unshare(request.app[DB], actor_of(request, ident), ident.user, node_id, user_id)
-    await flash(request, "ok", "flash.node_unshared", name=target.username if target else str(user_id))
+    names = await uc.usernames(dm_of(request), {user_id})
+    await uc.unshare(dm_of(request), actor_of(request, ident), ident.user, node_id, user_id)
+    await flash(request, "ok", "flash.node_unshared", name=names.get(user_id, str(user_id)))
     return redirect(f"/nodes/{node_id}#sharing")
 
 

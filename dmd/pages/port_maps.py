@@ -2,24 +2,23 @@
 address to connect to and whether it forwards; adding one to any of your instances, and
 deleting one (from here or from the instance's page).
 
-Changes go through dmd.services.port_ops, the same calls the JSON API makes.
+Changes go through dmd.usecases.port_maps, the same calls the JSON API makes.
 """
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from aiohttp import web
 
-from dmd.api.schemas import PageQuery, page_of
 from dmd.auth.flows import actor_of
 from dmd.errors import NotFound
-from dmd.models import Instance, Node
+from dmd.models import PortMap
 from dmd.pages import access as acc
 from dmd.pages import forms
 from dmd.pages.render import (
     current_identity,
+    dm_of,
     flash,
     lang_of,
     login_required,
@@ -28,13 +27,8 @@ from dmd.pages.render import (
     render,
     safe_next,
 )
-from dmd.reconciler import RECONCILER
-from dmd.services import instances as inst_svc
-from dmd.services import nodes as node_svc
-from dmd.services import port_maps as svc
-from dmd.services import port_ops
-from dmd.services import users as user_svc
-from dmd.state import DB
+from dmd.schemas import PageQuery, page_of
+from dmd.usecases import port_maps as uc
 
 routes = web.RouteTableDef()
 
@@ -48,22 +42,11 @@ async def _page(request: web.Request, *, status: int = 200, **extra: Any) -> web
         q = PageQuery(limit=PER_PAGE, cursor=request.query.get("cursor") or None)
     except ValueError:
         q = PageQuery(limit=PER_PAGE)
-    async with request.app[DB].read() as conn:
-        page = page_of(await svc.list_visible(conn, user, limit=q.limit + 1, after_id=q.cursor_id), q)
-        maps: list[svc.PortMap] = page["items"]
-        choices: list[Instance] = [
-            i for i in await inst_svc.list_visible(conn, user, limit=MAX_CHOICES, after_id=None)
-            if i.desired != "deleted" and not i.host_network]
-        nodes: dict[int, Node] = {}
-        for nid in {m.node_id for m in maps} | {i.node_id for i in choices}:
-            with contextlib.suppress(NotFound):
-                nodes[nid] = await node_svc.get(conn, nid)
-        owners: dict[int, str] = {}
-        if user.is_admin:
-            for uid in {m.owner_id for m in maps if m.owner_id is not None} | {i.owner_id for i in choices}:
-                u = await user_svc.find(conn, uid)
-                if u is not None:
-                    owners[uid] = u.username
+    found = await uc.overview(dm_of(request), user, limit=q.limit + 1, after_id=q.cursor_id,
+                              max_choices=MAX_CHOICES)
+    page = page_of(found.maps, q)
+    maps: list[PortMap] = page["items"]
+    choices, nodes, owners = found.choices, found.nodes, found.owners
     ctx: dict[str, Any] = {
         "nav_active": "port_maps",
         "rows": acc.map_rows(request, maps, nodes),
@@ -113,8 +96,7 @@ async def map_delete(request: web.Request) -> web.StreamResponse:
         raise NotFound("no such port map")
     data = await request.post()
     nxt = data.get("next")
-    m = await port_ops.remove(request.app[DB], request.app[RECONCILER].ports, actor_of(request, ident), ident.user,
-                              map_id)
+    m = await uc.remove(dm_of(request), actor_of(request, ident), ident.user, map_id)
     await flash(request, "ok", "flash.port_map_removed", host_port=m.host_port, instance_port=m.instance_port,
                 protocol=m.protocol, name=m.instance_name or "")
     return redirect(safe_next(nxt if isinstance(nxt, str) else None, "/port-maps"))

@@ -19,6 +19,7 @@ from aiohttp_session import SESSION_KEY, Session, get_session
 
 from dmd import i18n
 from dmd.auth import csrf
+from dmd.core import DM, Dm
 from dmd.errors import Forbidden
 from dmd.sessions import SESSION_COOKIE
 from dmd.state import IDENTITY_KEY, Identity
@@ -47,7 +48,12 @@ def web_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "web"
 
 
-# --- who is asking --------------------------------------------------------------------
+# --- dmd's parts and who is asking -------------------------------------------------------
+
+def dm_of(request: web.Request) -> Dm:
+    """dmd's parts, for a page handler (the one place the pages read the application)."""
+    return request.app[DM]
+
 
 def identity(request: web.Request) -> Identity | None:
     ident = request.get(IDENTITY_KEY)

@@ -8,12 +8,12 @@ from typing import Any
 from aiohttp import web
 
 from dmd import i18n
-from dmd.api.schemas import SshKeyPatchIn
 from dmd.auth.flows import actor_of
 from dmd.errors import ApiError, NotFound
 from dmd.pages import forms
 from dmd.pages.render import (
     current_identity,
+    dm_of,
     flash,
     form_data,
     lang_of,
@@ -22,11 +22,9 @@ from dmd.pages.render import (
     redirect,
     render,
 )
-from dmd.reconciler import RECONCILER
-from dmd.services import access_ops
-from dmd.services import ssh_keys as svc
+from dmd.schemas import SshKeyPatchIn
 from dmd.sshkeys import MAX_INPUT_BYTES, looks_private
-from dmd.state import DB
+from dmd.usecases import ssh_keys as uc
 
 routes = web.RouteTableDef()
 
@@ -56,12 +54,11 @@ def _form_error(e: ApiError | forms.FormError) -> forms.FormError:
 
 async def _page(request: web.Request, *, status: int = 200, **extra: Any) -> web.Response:
     user = current_identity(request).user
-    async with request.app[DB].read() as conn:
-        keys = await svc.list_for(conn, user.id, limit=svc.MAX_KEYS_PER_USER)
+    keys = await uc.list_for(dm_of(request), user, limit=uc.MAX_KEYS_PER_USER)
     ctx: dict[str, Any] = {
         "nav_active": "ssh_keys",
         "keys": keys,
-        "max_keys": svc.MAX_KEYS_PER_USER,
+        "max_keys": uc.MAX_KEYS_PER_USER,
         "max_kib": MAX_INPUT_BYTES // 1024,
         "error": None,
         "form": {"name": "", "public_key": ""},
@@ -104,8 +101,7 @@ async def key_add(request: web.Request) -> web.StreamResponse:
         if name is not None:
             name = forms.validate(SshKeyPatchIn, {"name": name}).name
         try:
-            key, parsed = await access_ops.add_key(request.app[DB], request.app[RECONCILER], actor_of(request, ident),
-                                                   ident.user, name, text)
+            key, parsed = await uc.add(dm_of(request), actor_of(request, ident), ident.user, name, text)
         except ApiError as e:
             raise _form_error(e) from None
     except forms.FormError as fe:
@@ -131,14 +127,13 @@ async def key_rename(request: web.Request) -> web.StreamResponse:
     try:
         try:
             body = forms.validate(SshKeyPatchIn, {"name": data.get("name", "")})
-            key = await svc.rename(request.app[DB], actor_of(request, ident), ident.user, key_id, body.name)
+            key = await uc.rename(dm_of(request), actor_of(request, ident), ident.user, key_id, body.name)
         except (ApiError, forms.FormError) as e:
             if isinstance(e, ApiError) and e.status in (403, 404):
                 raise
             raise _form_error(e) from None
     except forms.FormError as fe:
-        async with request.app[DB].read() as conn:
-            await svc.get(conn, ident.user.id, key_id)  # 404 when it is not yours
+        await uc.get(dm_of(request), ident.user, key_id)  # 404 when it is not yours
         return await _page(request, status=fe.status, rename_id=key_id, rename_error=fe.view(lang_of(request)),
                            rename_form=forms.kept(data, "name"))
     await flash(request, "ok", "flash.ssh_key_renamed", name=key.name)
@@ -149,8 +144,7 @@ async def key_rename(request: web.Request) -> web.StreamResponse:
 @login_required
 async def key_delete_confirm(request: web.Request) -> web.StreamResponse:
     user = current_identity(request).user
-    async with request.app[DB].read() as conn:
-        key = await svc.get(conn, user.id, _key_id(request))
+    key = await uc.get(dm_of(request), user, _key_id(request))
     return await _page(request, confirm=key)
 
 
@@ -158,8 +152,7 @@ async def key_delete_confirm(request: web.Request) -> web.StreamResponse:
 @login_required
 async def key_delete(request: web.Request) -> web.StreamResponse:
     ident = current_identity(request)
-    key = await access_ops.delete_key(request.app[DB], request.app[RECONCILER], actor_of(request, ident), ident.user,
-                                      _key_id(request))
+    key = await uc.delete(dm_of(request), actor_of(request, ident), ident.user, _key_id(request))
     await flash(request, "ok", "flash.ssh_key_deleted", name=key.name)
     return redirect("/ssh-keys")
 

@@ -22,8 +22,6 @@ import asyncio
 import logging
 import time
 
-from aiohttp import web
-
 from agent import protocol as p
 from dmd.agents.handshake import Handshake
 from dmd.agents.hub import AgentFailed, AgentTimeout, Hub, NodeOffline
@@ -33,12 +31,12 @@ from dmd.models import Instance
 from dmd.reconciler.features import Feature, Ports, Ssh
 from dmd.reconciler.plan import status_of
 from dmd.reconciler.round import DbStore, Executor, KnownContainers
-from dmd.services import images as image_svc
-from dmd.services import instances as inst_svc
-from dmd.services import port_maps as port_svc
-from dmd.services.port_ops import PortApplier
+from dmd.queries import images as image_svc
+from dmd.queries import instances as inst_svc
+from dmd.queries import port_maps as port_svc
+from dmd.port_applier import PortApplier
 
-__all__ = ["RECONCILER", "Reconciler"]
+__all__ = ["Reconciler"]
 
 log = logging.getLogger("dmd.reconciler")
 
@@ -46,14 +44,14 @@ RESTART_TIMEOUT_S = 120.0
 
 
 class Reconciler:
-    def __init__(self, db: Database, hub: Hub) -> None:
+    def __init__(self, db: Database, hub: Hub, ports: PortApplier) -> None:
         self.db = db
         self.hub = hub
         self.installation_id = hub.installation_id
         self._dirty: set[int] = set()
         self._workers: dict[int, asyncio.Task[None]] = {}
         self.locks: dict[int, asyncio.Lock] = {}
-        self.ports = PortApplier(db, hub)
+        self.ports = ports
         self.ssh = Ssh(db, hub)
         self.features: list[Feature] = [Ports(self.ports), self.ssh]  # in this order: see features.py
         self.known = KnownContainers()
@@ -188,5 +186,3 @@ class Reconciler:
                 # Its maps' states follow (the agent re-applied them on the same event).
                 await self.ports.apply(node_id)
 
-
-RECONCILER: web.AppKey[Reconciler] = web.AppKey("dm_reconciler", Reconciler)

@@ -21,11 +21,11 @@ from agent import protocol as p
 from dmd.agents.hub import AgentFailed, Hub
 from dmd.db import Database
 from dmd.reconciler.plan import InstanceView, NodeView
-from dmd.services import instance_access as access
+from dmd.queries import instance_access as access
 
 if TYPE_CHECKING:
     from dmd.agents.handshake import Handshake
-    from dmd.services.port_ops import PortApplier
+    from dmd.port_applier import PortApplier
 
 log = logging.getLogger("dmd.reconciler")
 

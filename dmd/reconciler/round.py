@@ -31,8 +31,8 @@ from dmd.reconciler.plan import (
     status_of,
     sweep,
 )
-from dmd.services import instances as inst_svc
-from dmd.services import nodes as node_svc
+from dmd.queries import instances as inst_svc
+from dmd.queries import nodes as node_svc
 
 log = logging.getLogger("dmd.reconciler")
 R = TypeVar("R")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from dmd.state import CONFIG
+from dmd.core import DM
 from tests.access.conftest import SSH_OPTIONS, KeyPair, Login, host_key_fingerprints
 from tests.conftest import add_user, make_token
 from tests.instances.conftest import instance, wait_for
@@ -43,7 +43,7 @@ async def until(pred, what: str, timeout: float) -> None:
 
 async def test_ssh_into_an_instance_with_the_owners_keys(client, admin, test_images, keys, local):
     openssh, _ = test_images
-    heartbeat = client.app[CONFIG].agent_heartbeat_s
+    heartbeat = client.app[DM].config.agent_heartbeat_s
     key_a = await add_key(client, admin, keys["A"], "a")
     # Another user's key never goes into the admin's instance.
     await add_user(client, "bob@example.org")

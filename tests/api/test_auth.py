@@ -4,7 +4,7 @@ from http.cookies import SimpleCookie
 
 from aiohttp import ClientSession, CookieJar
 
-from dmd.state import DB, THROTTLE
+from dmd.core import DM
 from tests.conftest import PASSWORD, add_user, login, make_token, setup_link
 
 
@@ -89,7 +89,7 @@ async def test_throttling_slows_then_locks(client):
     body = await r.json()
     assert body["error"]["retry_after"] >= 1
     # Locked after lock_after failures: simulate the passage of the delays.
-    throttle = client.app[THROTTLE]
+    throttle = client.app[DM].throttle
     for _ in range(10):
         throttle.failure(["acct:u@example.org"])
     assert throttle.retry_after(["acct:u@example.org"]) > 600
@@ -169,4 +169,4 @@ async def test_audit_records_logins(client, admin):
     r = await client.get("/api/v1/audit?action=auth.", headers=admin)
     actions = [e["action"] for e in (await r.json())["items"]]
     assert "auth.login_failed" in actions and "auth.login" in actions
-    assert client.app[DB] is not None
+    assert client.app[DM].db is not None

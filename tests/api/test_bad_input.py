@@ -5,8 +5,8 @@ import json
 import pytest
 import sqlalchemy as sa
 
+from dmd.core import DM
 from dmd.db.schema import api_tokens, audit_log, users
-from dmd.state import DB
 from tests.conftest import PASSWORD, add_user, login
 
 SQL_NASTIES = ["'; DROP TABLE users; --", "\" OR 1=1 --", "admin'--", "1; DELETE FROM api_tokens", "%_\\",
@@ -14,7 +14,7 @@ SQL_NASTIES = ["'; DROP TABLE users; --", "\" OR 1=1 --", "admin'--", "1; DELETE
 
 
 async def _counts(client):
-    async with client.app[DB].read() as conn:
+    async with client.app[DM].db.read() as conn:
         return tuple([(await conn.execute(sa.select(sa.func.count()).select_from(t))).scalar_one()
                       for t in (users, api_tokens)])
 
@@ -107,7 +107,7 @@ async def test_sql_metacharacters_are_just_data(client, admin, nasty):
     assert r.status == 422
     r = await client.get("/api/v1/audit", params={"target_id": nasty}, headers=admin)
     assert r.status == 200 and (await r.json())["items"] == []
-    async with client.app[DB].read() as conn:
+    async with client.app[DM].db.read() as conn:
         for t in (users, api_tokens, audit_log):
             await conn.execute(sa.select(sa.func.count()).select_from(t))  # every table is still there
 
@@ -135,7 +135,7 @@ async def test_routes_and_methods(client, admin):
 
 
 async def test_unexpected_failure_is_a_clean_500(client, admin, monkeypatch):
-    from dmd.services import tokens
+    from dmd.queries import tokens
 
     async def boom(*a, **k):
         raise RuntimeError("secret internals")

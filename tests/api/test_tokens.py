@@ -2,8 +2,8 @@
 
 import datetime as dt
 
+from dmd.core import DM
 from dmd.db.schema import api_tokens
-from dmd.state import DB
 from tests.conftest import add_user, login, make_token
 
 
@@ -21,7 +21,7 @@ async def test_token_lifecycle(client):
     assert [t["name"] for t in listed["items"]] == ["laptop"]
     assert secret not in str(listed)
     # Only a hash is stored.
-    async with client.app[DB].read() as conn:
+    async with client.app[DM].db.read() as conn:
         stored = (await conn.execute(api_tokens.select())).all()
     assert secret not in str(stored)
     assert (await client.delete(f"/api/v1/tokens/{created['id']}", headers=h)).status == 204
@@ -43,11 +43,9 @@ async def test_cannot_revoke_someone_elses_token(client):
 async def test_expired_token_refused(client):
     await add_user(client, "u@example.org")
     bearer = await make_token(client, "u@example.org")
-    async with client.app[DB].begin() as conn:
+    async with client.app[DM].db.begin() as conn:
         await conn.execute(api_tokens.update().values(expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)))
-    from dmd.state import TOKEN_CACHE
-
-    client.app[TOKEN_CACHE]._entries.clear()  # as if the 5 s cache had run out
+    client.app[DM].token_cache._entries.clear()  # as if the 5 s cache had run out
     assert (await client.get("/api/v1/me", headers=bearer)).status == 401
 
 

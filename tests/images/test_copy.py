@@ -8,8 +8,7 @@ import secrets
 
 import aiodocker
 
-from dmd.blobs import BLOBS
-from dmd.reconciler import RECONCILER
+from dmd.core import DM
 from tests.conftest import add_user, make_token
 from tests.images.conftest import T, catalogue, logs_contain, me, rootfs_tar
 
@@ -42,7 +41,7 @@ async def test_copy_to_another_node(client, admin, node, second_node, docker, ma
         assert (await other.images.inspect(ref))["RepoTags"] == [ref]
         assert ref in await catalogue(client, admin, second_node["id"])
         assert ref in await catalogue(client, admin, node["id"])  # a copy, not a move
-        blobs = client.app[BLOBS]
+        blobs = client.app[DM].blobs
         assert not list(blobs.dir.iterdir()) and not blobs._blobs  # no file, no live one-time URL
 
         # It runs there, on the second engine.
@@ -66,7 +65,7 @@ async def test_copy_to_another_node(client, admin, node, second_node, docker, ma
         ghost = f"{T}/ghost:1"
         made.append(ghost)
         await docker.images.tag(ref, repo=f"{T}/ghost", tag="1")
-        await client.app[RECONCILER].refresh_images(node["id"])
+        await client.app[DM].reconciler.refresh_images(node["id"])
         ghost_row = (await catalogue(client, admin, node["id"]))[ghost]
         await docker.images.delete(ghost)
         r = await client.post(f"/api/v1/images/{ghost_row['id']}/copy", headers=admin,
@@ -94,7 +93,7 @@ async def test_blob_urls_are_bound_to_a_node(client, node, second_node):
     assert (await client.get(base + "no-such-token")).status == 401
     r = await client.get(base + "no-such-token", headers={"Authorization": f"Bearer {second_node['credential']}"})
     assert r.status == 404
-    blobs = client.app[BLOBS]
+    blobs = client.app[DM].blobs
     path = blobs.new_path()
     path.write_bytes(b"tar")
     token = blobs.offer(node["id"], "get", path)

@@ -12,7 +12,7 @@ import tarfile
 
 import aiodocker
 
-from dmd.blobs import BLOBS
+from dmd.core import DM
 from tests.images.conftest import (
     T,
     assert_nothing_left,
@@ -57,7 +57,7 @@ async def test_import_root_filesystem_tars(client, admin, node, docker, made):
     r = await client.post(url(node["id"], f"{T}/imported-rootfs", "gz"), headers=admin,
                           data=gzip.compress(rootfs_tar(marker + "-gz")))
     assert r.status == 201, await r.text()
-    assert not list(client.app[BLOBS].dir.iterdir())  # the upload was not kept
+    assert not list(client.app[DM].blobs.dir.iterdir())  # the upload was not kept
 
 
 async def test_import_docker_save_output(client, admin, node, docker, made):
@@ -115,7 +115,7 @@ async def test_import_of_what_is_not_an_image(client, admin, node, docker):
 
     await assert_nothing_left(docker, before, "dm-test/evil", "127.0.0.1:1/")
     assert set(await catalogue(client, admin, node["id"])) == refs_before
-    assert not list(client.app[BLOBS].dir.iterdir())
+    assert not list(client.app[DM].blobs.dir.iterdir())
 
 
 async def test_import_names_checked_first(client, admin, node, docker):

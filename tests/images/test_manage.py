@@ -7,7 +7,7 @@ import secrets
 
 import aiodocker
 
-from dmd.reconciler import RECONCILER
+from dmd.core import DM
 from tests.conftest import add_user, make_token
 from tests.images.conftest import BUSYBOX_REF, T, catalogue, logs_contain, me, remove_instance, rootfs_tar
 
@@ -31,7 +31,7 @@ async def test_inventory_names_images_by_their_tags(client, admin, node, docker,
     made.extend([f"{T}/inventory:a", f"{T}/inventory:b"])
     for tag in ("a", "b"):
         await docker.images.tag(BUSYBOX_REF, repo=f"{T}/inventory", tag=tag)
-    await client.app[RECONCILER].refresh_images(node["id"])
+    await client.app[DM].reconciler.refresh_images(node["id"])
     listed = await catalogue(client, admin, node["id"])
     busybox_id = (await docker.images.inspect(BUSYBOX_REF))["Id"]
     for ref in (BUSYBOX_REF, f"{T}/inventory:a", f"{T}/inventory:b"):
@@ -39,7 +39,7 @@ async def test_inventory_names_images_by_their_tags(client, admin, node, docker,
         assert listed[ref]["owner_id"] is None and listed[ref]["public"] is False  # found, not brought by anyone
     assert not [ref for ref in listed if "<none>" in ref]
     await docker.images.delete(f"{T}/inventory:a")
-    await client.app[RECONCILER].refresh_images(node["id"])
+    await client.app[DM].reconciler.refresh_images(node["id"])
     listed = await catalogue(client, admin, node["id"])
     assert f"{T}/inventory:a" not in listed and f"{T}/inventory:b" in listed
 

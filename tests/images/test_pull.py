@@ -9,8 +9,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from dmd.core import DM
 from dmd.db.schema import audit_log
-from dmd.state import DB
 from tests.images.conftest import (
     PULL_MARKER,
     assert_nothing_left,
@@ -72,7 +72,7 @@ async def test_pull_json_then_stream_with_credentials(client, admin, node, docke
     assert last["image"]["image_id"] == (await docker.images.inspect(registry_image))["Id"]
 
     # The password is in no table, no file of dmd's data directory, no audit entry, no log line.
-    async with client.app[DB].read() as conn:
+    async with client.app[DM].db.read() as conn:
         details = [str(row.detail) for row in (await conn.execute(sa.select(audit_log))).all()]
     assert any(registry_image in d for d in details)
     assert not any(password in d for d in details)

@@ -9,9 +9,7 @@ import aiodocker
 import pytest
 
 from agent.ports.manager import PortForwarding
-from dmd import local_node
-from dmd.local_node import LOCAL_NODE
-from dmd.reconciler import RECONCILER
+from dmd.core import DM
 from tests.runtime.conftest import docker_test_image  # noqa: F401 (fixture: builds the busybox image)
 from tests.runtime.images import BUSYBOX_REF
 
@@ -38,8 +36,8 @@ async def docker():
 async def local(client, admin, docker_test_image):  # noqa: F811
     """The local node, online, with the busybox test image in its catalogue."""
     base = str(client.make_url("")).rstrip("/")
-    await local_node.start(client.app, base)
-    nid = client.app[LOCAL_NODE].node_id
+    await client.app[DM].local_node.start(base)
+    nid = client.app[DM].local_node.node_id
 
     async def ready():
         r = await client.get(f"/api/v1/nodes/{nid}/images", headers=admin)
@@ -53,9 +51,9 @@ async def local(client, admin, docker_test_image):  # noqa: F811
     r = await client.get("/api/v1/instances?limit=200", headers=admin)
     for inst in (await r.json())["items"]:
         await client.delete(f"/api/v1/instances/{inst['id']}", headers=admin)
-    await client.app[RECONCILER].idle()
+    await client.app[DM].reconciler.idle()
     # Nor this installation's forwarding rules (a real dmd keeps them across restarts).
-    workloads = client.app[LOCAL_NODE].workloads
+    workloads = client.app[DM].local_node.workloads
     if workloads is not None:
         await workloads.feature(PortForwarding).teardown()
 
@@ -79,7 +77,5 @@ async def containers_of(docker: aiodocker.Docker, iid: int, client: Any = None) 
     share the Docker Engine and number their instances the same)."""
     labels = [f"dm.instance={iid}"]
     if client is not None:
-        from dmd.agents import HUB
-
-        labels.append(f"dm.installation={client.app[HUB].installation_id}")
+        labels.append(f"dm.installation={client.app[DM].hub.installation_id}")
     return await docker.containers.list(all=True, filters={"label": labels})  # type: ignore[no-any-return]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from agent import protocol as p
-from dmd.reconciler import RECONCILER
+from dmd.core import DM
 from tests.instances.conftest import instance, wait_status
 from tests.instances.test_gpus_and_reconcile import gpu_node
 
@@ -15,7 +15,7 @@ from tests.instances.test_gpus_and_reconcile import gpu_node
 async def test_a_stops_late_die_event_does_not_undo_the_next_start(client, admin):
     node = await gpu_node(client, admin, "racy", [])
     node.answers[p.INSTANCE_INSPECT] = lambda d: {"container": node.containers.get(d["instance_id"])}
-    reconciler = client.app[RECONCILER]
+    reconciler = client.app[DM].reconciler
     try:
         r = await client.post("/api/v1/instances", headers=admin,
                               json={"name": "web", "image": "cuda:12", "node_id": node.node_id, "ssh": False})

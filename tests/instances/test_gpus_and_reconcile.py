@@ -5,7 +5,7 @@ import time
 
 from agent import protocol as p
 from agent.gpu import nvidia
-from dmd.reconciler import RECONCILER
+from dmd.core import DM
 from tests.agent.helpers import FIXTURES
 from tests.conftest import add_user, make_token
 from tests.instances.conftest import instance, wait_for, wait_status
@@ -173,7 +173,7 @@ async def test_lost_reply_and_delete_while_offline(client, admin):
     await asyncio.sleep(0.3)
     r = await client.delete(f"/api/v1/instances/{iid}", headers=admin)
     assert r.status == 202
-    await client.app[RECONCILER].idle()
+    await client.app[DM].reconciler.idle()
     assert (await instance(client, admin, iid))["status"] == "deleting"
     again = GpuNode(node.base_url, node.credential, node.node_id, gpus=[])
     again.containers = back.containers

@@ -2,7 +2,7 @@
 
 import asyncio
 
-from dmd.reconciler import RECONCILER
+from dmd.core import DM
 from tests.conftest import add_user, make_token
 from tests.instances.conftest import IMAGE, containers_of, instance, wait_for, wait_status
 
@@ -47,7 +47,7 @@ async def test_lifecycle(client, admin, local, docker):
 
     r = await client.delete(f"/api/v1/instances/{iid}", headers=admin)
     assert r.status == 202 and (await r.json())["status"] == "deleting"
-    await client.app[RECONCILER].idle()
+    await client.app[DM].reconciler.idle()
 
     async def gone():
         return (await client.get(f"/api/v1/instances/{iid}", headers=admin)).status == 404
@@ -59,7 +59,7 @@ async def test_lifecycle(client, admin, local, docker):
 async def test_error_carries_the_runtimes_message(client, admin, local, docker):
     # An image DM believes is there, removed behind its back: the create fails on the node.
     await docker.images.tag(IMAGE, repo="dm-test/vanishing", tag="1")
-    await client.app[RECONCILER].refresh_images(local["id"])
+    await client.app[DM].reconciler.refresh_images(local["id"])
     await docker.images.delete("dm-test/vanishing:1")
     r = await client.post("/api/v1/instances", headers=admin, json={"name": "broken", "image": "dm-test/vanishing:1"})
     assert r.status == 201, await r.text()
@@ -156,8 +156,8 @@ async def test_unmanaged_containers_are_listed_and_left_alone(client, admin, loc
         managed = [c for name, c in by_name.items() if name.endswith(f"-{iid}-managed")]
         assert len(managed) == 1 and managed[0]["managed"] is True and managed[0]["instance_id"] == iid
         # A full reconcile round (as after a reconnect) does not touch it.
-        client.app[RECONCILER].kick(local["id"])
-        await client.app[RECONCILER].idle()
+        client.app[DM].reconciler.kick(local["id"])
+        await client.app[DM].reconciler.idle()
         assert (await c.show())["State"]["Running"] is True
         # And it is never imported as an instance.
         names = [i["name"] for i in (await (await client.get("/api/v1/instances", headers=admin)).json())["items"]]

@@ -8,8 +8,8 @@ import logging
 import pytest
 
 from agent import protocol as p
-from dmd.agents import HUB
 from dmd.agents.hub import SEND_QUEUE_MAX, AgentConn
+from dmd.core import DM
 from tests.nodes.conftest import node
 
 
@@ -156,7 +156,7 @@ async def test_send_queue_is_bounded(client):
             self.closed_with = code
 
     ws = StuckWS()
-    conn = AgentConn(client.app[HUB], 1, "stuck", ws, "test")  # type: ignore[arg-type]
+    conn = AgentConn(client.app[DM].hub, 1, "stuck", ws, "test")  # type: ignore[arg-type]
     writer = asyncio.create_task(conn.write_loop())
     for i in range(SEND_QUEUE_MAX + 5):
         conn.send(p.message(p.PING, {"i": i}))
@@ -173,5 +173,5 @@ async def test_request_timeout(client, admin, joined, agents):
     from dmd.agents.hub import AgentTimeout
 
     with pytest.raises(AgentTimeout):
-        await client.app[HUB].call(nid, p.PING, timeout=0.3)
+        await client.app[DM].hub.call(nid, p.PING, timeout=0.3)
     assert (await node(client, admin, nid))["status"] == "online"

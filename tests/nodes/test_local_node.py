@@ -2,8 +2,7 @@
 
 import asyncio
 
-from dmd import local_node
-from dmd.local_node import LOCAL_NODE
+from dmd.core import DM
 from tests.nodes.conftest import node
 
 
@@ -18,8 +17,8 @@ async def _wait_online(client, headers, node_id, timeout=20):
 
 async def test_local_node_comes_online_with_docker_facts(client, admin):
     base = str(client.make_url("")).rstrip("/")
-    await local_node.start(client.app, base)
-    nid = client.app[LOCAL_NODE].node_id
+    await client.app[DM].local_node.start(base)
+    nid = client.app[DM].local_node.node_id
     n = await _wait_online(client, admin, nid)
     assert n["local"] is True and n["owner_id"] is None
     facts = n["facts"]
@@ -29,9 +28,9 @@ async def test_local_node_comes_online_with_docker_facts(client, admin):
     r = await client.post(f"/api/v1/nodes/{nid}/ping", headers=admin)
     assert r.status == 200
     # A restart of dmd reuses the same node with a fresh credential.
-    await client.app[LOCAL_NODE].stop()
-    await local_node.start(client.app, base)
-    assert client.app[LOCAL_NODE].node_id == nid
+    await client.app[DM].local_node.stop()
+    await client.app[DM].local_node.start(base)
+    assert client.app[DM].local_node.node_id == nid
     await _wait_online(client, admin, nid)
     nodes = (await (await client.get("/api/v1/nodes", headers=admin)).json())["items"]
     assert [x["id"] for x in nodes if x["local"]] == [nid]

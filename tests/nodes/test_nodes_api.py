@@ -4,8 +4,8 @@ import asyncio
 import datetime as dt
 
 from agent import protocol as p
+from dmd.core import DM
 from dmd.db.schema import nodes
-from dmd.state import DB
 from tests.conftest import add_user, make_token
 from tests.nodes.conftest import node
 
@@ -27,7 +27,7 @@ async def test_create_and_join(client, admin):
     n = await node(client, admin, created["id"])
     assert n["status"] == "offline" and n["join_expires_at"] is None
     # Neither secret is stored in the clear.
-    async with client.app[DB].read() as conn:
+    async with client.app[DM].db.read() as conn:
         row = (await conn.execute(nodes.select())).first()
     assert joined["credential"] not in str(row) and created["join_token"] not in str(row)
 
@@ -35,7 +35,7 @@ async def test_create_and_join(client, admin):
 async def test_expired_join_token(client, admin):
     r = await client.post("/api/v1/nodes", json={"name": "late"}, headers=admin)
     created = await r.json()
-    async with client.app[DB].begin() as conn:
+    async with client.app[DM].db.begin() as conn:
         await conn.execute(nodes.update().values(join_expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)))
     r = await client.post("/api/v1/nodes/join", json={"token": created["join_token"]})
     assert r.status == 410 and "expired" in (await r.json())["error"]["message"]

@@ -20,10 +20,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from agent import protocol as p
+from dmd.core import DM
 from dmd.db.schema import port_maps
-from dmd.reconciler import RECONCILER
-from dmd.services import audit
-from dmd.state import DB
+from dmd.queries import audit
 from tests.conftest import add_user, make_token
 from tests.instances.conftest import (  # noqa: F401 (fixtures)
     IMAGE,
@@ -114,7 +113,7 @@ async def access_node(client: Any, admin: dict[str, str], name: str = "edge") ->
 
 
 async def _settle(client: Any) -> None:
-    await client.app[RECONCILER].idle()
+    await client.app[DM].reconciler.idle()
 
 
 async def _make(client: Any, headers: dict[str, str], name: str, **extra: Any) -> dict[str, Any]:
@@ -141,7 +140,7 @@ async def _add_key(client: Any, headers: dict[str, str], tmp_path: Path, name: s
 
 
 async def _actions(client: Any, prefix: str) -> list[str]:
-    async with client.app[DB].read() as conn:
+    async with client.app[DM].db.read() as conn:
         return [e["action"] for e in await audit.list_entries(conn, limit=500, action=prefix)]
 
 
@@ -264,7 +263,7 @@ async def test_port_map_states_are_said_plainly(client, admin):
         web = await _make(client, admin, "web", port_maps=[{"instance_port": 80}, {"instance_port": 81}])
         ids = {m["instance_port"]: m["id"] for m in web["port_maps"]}
         node.states = {ids[22]: "active", ids[80]: "failed", ids[81]: "waiting"}
-        client.app[RECONCILER].kick(node.node_id)
+        client.app[DM].reconciler.kick(node.node_id)
         await _settle(client)
         html = await (await client.get("/port-maps")).text()
         assert 'data-map-state="active"' in _map_row(html, ids[22])
@@ -280,7 +279,7 @@ async def test_port_map_states_are_said_plainly(client, admin):
             return (await (await client.get(f"/api/v1/nodes/{node.node_id}", headers=admin)).json())["status"] \
                 == "offline"
         await wait_for(offline, "the node offline")
-        async with client.app[DB].begin() as conn:
+        async with client.app[DM].db.begin() as conn:
             await conn.execute(sa.update(port_maps).where(port_maps.c.id == ids[81]).values(state="pending"))
         html = await (await client.get("/port-maps")).text()
         row = _map_row(html, ids[81])
@@ -427,7 +426,7 @@ async def test_instance_page_ssh_card_and_key_choice(client, admin, tmp_path):
         ]
         for status, text in states:
             node.ssh = {"user": None, "message": None, "host_keys": [], **status}
-            client.app[RECONCILER].kick(node.node_id)
+            client.app[DM].reconciler.kick(node.node_id)
             await _settle(client)
             html = await (await client.get(f"/instances/{web['id']}")).text()
             main = _main(html)
@@ -438,8 +437,8 @@ async def test_instance_page_ssh_card_and_key_choice(client, admin, tmp_path):
                 assert 'id="ssh-command"' not in main  # no command that cannot work
             else:
                 assert 'id="ssh-command"' in main
-        async with client.app[DB].begin() as conn:
-            from dmd.services import instance_access
+        async with client.app[DM].db.begin() as conn:
+            from dmd.queries import instance_access
 
             await instance_access.set_status(conn, web["id"], None)
         main = _main(await (await client.get(f"/instances/{web['id']}")).text())
@@ -496,7 +495,7 @@ async def test_instance_page_port_maps_card(client, admin):
         (ssh_map,) = [m for m in (await instance(client, admin, iid))["port_maps"] if m["instance_port"] == 22]
         assert (await client.delete(f"/api/v1/port-maps/{ssh_map['id']}", headers=admin)).status == 204
         node.ssh = dict(SSH_READY)
-        client.app[RECONCILER].kick(node.node_id)
+        client.app[DM].reconciler.kick(node.node_id)
         await _settle(client)
         main = _main(await (await client.get(f"/instances/{iid}")).text())
         assert "Port 22 of this instance is not mapped" in main and "Map port 22" in main

@@ -6,8 +6,8 @@ import re
 
 from aiohttp import ClientSession, CookieJar
 
-from dmd.services import audit
-from dmd.state import DB
+from dmd.core import DM
+from dmd.queries import audit
 from tests.conftest import PASSWORD, add_user
 from tests.pages.conftest import csrf_of, get_csrf, page_login, post_form
 
@@ -61,7 +61,7 @@ async def test_password_change_ends_other_sessions(client):
         # The other browser's session is over.
         r = await other.get("/account", allow_redirects=False)
         assert r.status == 303 and r.headers["Location"].startswith("/login")
-    async with client.app[DB].read() as conn:
+    async with client.app[DM].db.read() as conn:
         assert await audit.list_entries(conn, limit=10, action="user.password_change")
     # The new password works, the old one does not.
     await post_form(client, "/logout", {})
@@ -89,7 +89,7 @@ async def test_token_is_shown_once_then_only_its_prefix(user_client):
     assert secret not in html
     assert secret[:10] + "…" in html
     assert "laptop CLI" in html
-    async with client.app[DB].read() as conn:
+    async with client.app[DM].db.read() as conn:
         entries = await audit.list_entries(conn, limit=10, action="token.create")
     assert entries and entries[0]["detail"]["name"] == "laptop CLI"
 
@@ -101,7 +101,7 @@ async def test_token_is_shown_once_then_only_its_prefix(user_client):
     assert "has been revoked" in html and secret[:10] not in html
     r = await client.get("/api/v1/me", headers={"Authorization": f"Bearer {secret}"})
     assert r.status == 401
-    async with client.app[DB].read() as conn:
+    async with client.app[DM].db.read() as conn:
         assert await audit.list_entries(conn, limit=10, action="token.revoke")
     # Revoking again, or someone else's token: 404 page.
     r = await post_form(client, f"/account/tokens/{token_id}/revoke", {})

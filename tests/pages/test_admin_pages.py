@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import re
 
-from dmd.services import audit
-from dmd.services import users as user_svc
-from dmd.services.audit import SYSTEM
-from dmd.state import DB
+from dmd.core import DM
+from dmd.models import SYSTEM
+from dmd.queries import audit
+from dmd.queries import users as user_svc
 from tests.conftest import add_user
 from tests.pages.conftest import get_csrf, page_login, post_form
 
 
 async def _user(client, email: str):
-    async with client.app[DB].read() as conn:
+    async with client.app[DM].db.read() as conn:
         return await user_svc.get_by_email(conn, email)
 
 
 async def _actions(client, prefix: str) -> list[str]:
-    async with client.app[DB].read() as conn:
+    async with client.app[DM].db.read() as conn:
         return [e["action"] for e in await audit.list_entries(conn, limit=500, action=prefix)]
 
 
@@ -90,7 +90,7 @@ async def test_edit_disable_enable_reset_delete(admin_client):
     u = await _user(client, "erin@example.org")
     assert u.role == "admin" and (u.instance_limit, u.node_limit, u.gpu_limit) == (10, 2, None)
     assert "Changes to erin have been saved" in await (await client.get(f"/users/{uid}")).text()
-    async with client.app[DB].read() as conn:
+    async with client.app[DM].db.read() as conn:
         entry = (await audit.list_entries(conn, limit=1, action="user.update"))[0]
     assert entry["detail"]["changes"]["role"] == ["user", "admin"]
     assert entry["detail"]["changes"]["gpu_limit"] == [2, None]
@@ -179,7 +179,7 @@ async def test_non_admins_get_403(user_client):
 
 async def test_audit_newest_first_with_cursor_pages_and_filter(admin_client):
     client = admin_client
-    async with client.app[DB].begin() as conn:
+    async with client.app[DM].db.begin() as conn:
         for i in range(120):
             await audit.record(conn, SYSTEM, "node.test" if i % 2 else "image.test", "node", i, n=i)
     r = await client.get("/audit")

@@ -6,8 +6,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from aiohttp import ClientSession, CookieJar
 
-from dmd.services import audit
-from dmd.state import DB
+from dmd.core import DM
+from dmd.queries import audit
 from tests.conftest import PASSWORD, add_user, setup_link
 from tests.pages.conftest import csrf_of, get_csrf, page_login, post_form
 
@@ -19,7 +19,7 @@ def _token(client) -> str:
 
 
 async def _actions(client) -> list[str]:
-    async with client.app[DB].read() as conn:
+    async with client.app[DM].db.read() as conn:
         return [e["action"] for e in await audit.list_entries(conn, limit=500)]
 
 
@@ -132,9 +132,9 @@ async def test_login_success_and_failure(client):
 
 async def test_disabled_account_cannot_log_in(client):
     uid = await add_user(client, "bob@example.org")
-    from dmd.services import users
+    from dmd.queries import users
 
-    async with client.app[DB].begin() as conn:
+    async with client.app[DM].db.begin() as conn:
         await users.update(conn, uid, {"disabled": True})
     csrf = await get_csrf(client, "/login")
     r = await client.post("/login", data={"csrf_token": csrf, "email": "bob@example.org",

@@ -17,10 +17,9 @@ import aiohttp
 import pytest
 
 from agent import protocol as p
-from dmd.blobs import BLOBS
 from dmd.config import Config
-from dmd.services import audit
-from dmd.state import CONFIG, DB
+from dmd.core import DM
+from dmd.queries import audit
 from tests.conftest import add_user, make_token
 from tests.images.conftest import (  # noqa: F401 (fixtures)
     REGISTRY,
@@ -51,7 +50,7 @@ def _row(html: str, image_id: int) -> str:
 
 
 async def _actions(client, prefix: str) -> list[str]:
-    async with client.app[DB].read() as conn:
+    async with client.app[DM].db.read() as conn:
         return [e["action"] for e in await audit.list_entries(conn, limit=500, action=prefix)]
 
 
@@ -94,7 +93,7 @@ async def test_catalogue_and_import(client, admin, node, docker, made):  # noqa:
     # A root file system tar larger than dmd's request body limit: the form is streamed.
     marker = f"page-import-{secrets.token_hex(4)}"
     tar = rootfs_tar(marker)
-    assert len(tar) > client.app[CONFIG].max_body_bytes == Config().max_body_bytes
+    assert len(tar) > client.app[DM].config.max_body_bytes == Config().max_body_bytes
     repo = f"dm-test/page-import-{secrets.token_hex(3)}"
     made.append(f"{repo}:v1")
 
@@ -102,7 +101,7 @@ async def test_catalogue_and_import(client, admin, node, docker, made):  # noqa:
     r = await client.post("/images/import", data=_import_form("wrong", node["id"], repo, "v1", tar),
                           allow_redirects=False)
     assert r.status == 403 and "This form has expired" in await r.text()
-    assert not list(client.app[BLOBS].dir.iterdir())
+    assert not list(client.app[DM].blobs.dir.iterdir())
     # A bad name: shown again under its node with the user's input.
     r = await _import(client, node["id"], "Not A Repo", "v1", tar)
     html = await r.text()
@@ -114,7 +113,7 @@ async def test_catalogue_and_import(client, admin, node, docker, made):  # noqa:
     assert r.status == 400 and "Choose a tarball to upload" in await r.text()
     r = await _import(client, node["id"], repo, "v1", b"this is not a tarball" * 10)
     assert r.status == 422 and "The node refused it" in await r.text()
-    assert not list(client.app[BLOBS].dir.iterdir())
+    assert not list(client.app[DM].blobs.dir.iterdir())
     # Someone else's node: not found.
     r = await _import(client, 999, repo, "v1", tar)
     assert r.status == 404
@@ -126,7 +125,7 @@ async def test_catalogue_and_import(client, admin, node, docker, made):  # noqa:
     assert f"{repo}:v1 has been imported onto" in html
     row = _row(html, image_id)
     assert f"{repo}:v1" in row and ">you<" in row and "Private" in row
-    assert not list(client.app[BLOBS].dir.iterdir())
+    assert not list(client.app[DM].blobs.dir.iterdir())
     assert (await catalogue(client, admin, node["id"]))[f"{repo}:v1"]["id"] == image_id
     await docker.images.inspect(f"{repo}:v1")
     assert "image.import" in await _actions(client, "image.")
@@ -332,7 +331,7 @@ async def test_pull(client, admin, node, pushed):  # noqa: F811
     html = await (await client.get("/images")).text()
     assert f"{ref} has been pulled onto" in html and ">you<" in _row(html, image_id)
     assert "pw-never-stored" not in html
-    async with client.app[DB].read() as conn:
+    async with client.app[DM].db.read() as conn:
         entries = await audit.list_entries(conn, limit=50, action="image.")
     assert entries and "pw-never-stored" not in repr(entries)
     r = await client.post("/api/v1/instances", headers=admin, json={
@@ -393,7 +392,7 @@ async def test_copy_to_another_node(client, admin, node, made):  # noqa: F811
         assert f"{repo}:1 has been copied." in html
         row = _row(_node_section(html, second.node_id), copy_id)
         assert f"{repo}:1" in row and "Public" in row and ">you<" in row  # public stays public
-        assert not list(client.app[BLOBS].dir.iterdir())
+        assert not list(client.app[DM].blobs.dir.iterdir())
     finally:
         await second.close()
 

@@ -14,8 +14,8 @@ from typing import Any
 import aiodocker
 import pytest
 
-from dmd.services import audit
-from dmd.state import DB
+from dmd.core import DM
+from dmd.queries import audit
 from tests.conftest import add_user, make_token
 from tests.images.conftest import made  # noqa: F401 (fixture)
 from tests.instances.conftest import (  # noqa: F401 (fixtures)
@@ -50,7 +50,7 @@ def _form_values(html: str) -> dict[str, str]:
 
 
 async def _actions(client, prefix: str) -> list[str]:
-    async with client.app[DB].read() as conn:
+    async with client.app[DM].db.read() as conn:
         return [e["action"] for e in await audit.list_entries(conn, limit=500, action=prefix)]
 
 

@@ -16,14 +16,13 @@ import pytest
 
 from agent import protocol as p
 from agent.gpu.nvidia import parse_xml
-from dmd.agents import HUB
+from dmd.core import DM
 from dmd.db.schema import nodes as nodes_table
-from dmd.pages import nodes as node_pages
-from dmd.pages.nodes import TIMES
-from dmd.services import audit
-from dmd.services import users as user_svc
-from dmd.state import DB
 from tests.agent.helpers import FIXTURES
+from dmd.pages import figures as node_pages
+from dmd.pages.figures import TIMES
+from dmd.queries import audit
+from dmd.queries import users as user_svc
 from tests.conftest import add_user
 from tests.nodes.helpers import FakeAgent
 from tests.pages.conftest import get_csrf, page_login, post_form
@@ -64,7 +63,7 @@ def _main(html: str) -> str:
 
 
 async def _actions(client, prefix: str) -> list[str]:
-    async with client.app[DB].read() as conn:
+    async with client.app[DM].db.read() as conn:
         return [e["action"] for e in await audit.list_entries(conn, limit=500, action=prefix)]
 
 
@@ -115,7 +114,7 @@ async def online(admin_client):
     credential = await _join(client, token)
     agent = FakeAgent(str(client.make_url("")), credential, node_id)
     await agent.connect(_facts())
-    hub = client.app[HUB]
+    hub = client.app[DM].hub
     await agent.send(p.METRICS, _metrics(12.5, 40.0))
     await agent.send(p.METRICS, _metrics(37.0, 80.0))
     await _wait(lambda: len(hub.recent_metrics(node_id)) == 2)
@@ -170,7 +169,7 @@ async def test_expired_join_command(user_client):
     client = user_client
     node_id, _, _ = await _add_node(client, "late")
     assert re.search(r"join command expires in (59|60) min", await (await client.get("/nodes")).text())
-    async with client.app[DB].begin() as conn:
+    async with client.app[DM].db.begin() as conn:
         await conn.execute(nodes_table.update().values(join_expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(1)))
     for path in ("/nodes", f"/nodes/{node_id}"):
         assert "join command expired: make a new one" in await (await client.get(path)).text()
@@ -253,7 +252,7 @@ async def test_page_refresh_data_for_javascript(online):
 async def test_offline_node_keeps_last_figures(online):
     client, node_id, agent = online
     await agent.close()
-    await _wait(lambda: not client.app[HUB].is_online(node_id))
+    await _wait(lambda: not client.app[DM].hub.is_online(node_id))
     html = await (await client.get(f"/nodes/{node_id}")).text()
     main = _main(html)
     assert "badge-offline" in main and "last seen just now" in main
@@ -273,7 +272,7 @@ async def test_rotate_credential_online_and_offline(online):
     assert code == p.CLOSE_NORMAL
     rotate = next(e for e in agent.received if e.type == p.CREDENTIAL_ROTATE)
     assert rotate.data["credential"].startswith("dmn_")
-    await _wait(lambda: not client.app[HUB].is_online(node_id))
+    await _wait(lambda: not client.app[DM].hub.is_online(node_id))
     # Offline: the old credential is revoked and a new join command is shown, once.
     html = await (await client.get(f"/nodes/{node_id}")).text()
     assert "revokes the old credential at once" in html
@@ -289,7 +288,7 @@ async def test_rotate_when_agent_fails(online):
     agent.answers[p.CREDENTIAL_ROTATE] = RuntimeError("disk full")
     r = await post_form(client, f"/nodes/{node_id}/rotate-credential", {})
     assert r.status == 502 and "could not do it" in await r.text()
-    assert client.app[HUB].is_online(node_id)
+    assert client.app[DM].hub.is_online(node_id)
 
 
 async def test_delete_online_node_tells_the_agent(online):
@@ -304,7 +303,7 @@ async def test_delete_online_node_tells_the_agent(online):
     assert "The node gpu-box-7 has been deleted" in html
     code, _ = await agent.closed()
     assert code == p.CLOSE_DELETED and any(e.type == p.NODE_DELETED for e in agent.received)
-    assert client.app[HUB].recent_metrics(node_id) == []
+    assert client.app[DM].hub.recent_metrics(node_id) == []
     assert (await client.get(f"/nodes/{node_id}")).status == 404
 
 
@@ -434,7 +433,7 @@ async def test_sharing_and_permissions(client):
     html = await (await client.get(f"/nodes/{node_id}")).text()
     forms = re.findall(r'action="/nodes/\d+/shares/(\d+)/revoke"', html)
     assert len(forms) == 2
-    async with client.app[DB].read() as conn:
+    async with client.app[DM].db.read() as conn:
         bob = await user_svc.get_by_email(conn, "bob@example.org")
     assert bob is not None and str(bob.id) in forms
     r = await post_form(client, f"/nodes/{node_id}/shares/{bob.id}/revoke", {})

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from agent.ports.manager import PortForwarding
-from dmd.local_node import LOCAL_NODE
+from dmd.core import DM
 from tests.instances.conftest import docker, instance, local, wait_for, wait_status  # noqa: F401
 from tests.runtime.conftest import docker_test_image  # noqa: F401
 from tests.runtime.images import BUSYBOX_REF
@@ -25,7 +25,7 @@ WEB = ["/bin/busybox", "sh", "-c",
 async def teardown_rules(client):
     """After the test: the local node's kernel rules go (tests must not leave chains behind)."""
     yield
-    holder = client.app[LOCAL_NODE]
+    holder = client.app[DM].local_node
     if holder.workloads is not None:
         await holder.workloads.feature(PortForwarding).teardown()
 

@@ -12,10 +12,10 @@ from dmd.db import Database
 from dmd.db.schema import instances, nodes, port_maps
 from dmd.db.types import utcnow
 from dmd.errors import ApiError
-from dmd.services import instances as inst_svc
-from dmd.services import nodes as node_svc
-from dmd.services import port_maps as svc
-from dmd.services import users as user_svc
+from dmd.queries import instances as inst_svc
+from dmd.queries import nodes as node_svc
+from dmd.queries import port_maps as svc
+from dmd.queries import users as user_svc
 
 
 async def _setup(db: Database, pools: dict | None = None, n_instances: int = 1) -> tuple[int, list[int]]:
@@ -38,7 +38,7 @@ async def _setup(db: Database, pools: dict | None = None, n_instances: int = 1) 
 
 async def _alloc(db: Database, node_id: int, instance_id: int, instance_port: int, host_port: int | None = None,
                  protocol: str = "tcp") -> svc.PortMap:
-    async def record(conn):  # as dmd.services.port_ops runs it: again after a deadlock
+    async def record(conn):  # as dmd.usecases.port_maps runs it: again after a deadlock
         inst = await inst_svc.get(conn, instance_id)
         node = await node_svc.get(conn, node_id)
         return await svc.allocate(conn, inst, node, protocol, instance_port, host_port)

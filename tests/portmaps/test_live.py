@@ -7,10 +7,8 @@ import asyncio
 
 import sqlalchemy as sa
 
-from dmd import local_node
+from dmd.core import DM
 from dmd.db.schema import port_maps
-from dmd.local_node import LOCAL_NODE
-from dmd.state import DB
 from tests.conftest import add_user, make_token
 from tests.portmaps.conftest import answers, create, http_get, instance, refused, wait_for
 
@@ -63,10 +61,10 @@ async def test_maps_survive_stop_start_and_an_agent_restart(client, admin, local
     # The agent restarts (the local node's link is stopped and started again): an established
     # connection and the map itself carry on.
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    holder = client.app[LOCAL_NODE]
+    holder = client.app[DM].local_node
     await holder.stop()
     assert "hello-from-" in await http_get(port)  # kernel rules stay while no agent runs
-    await local_node.start(client.app, str(client.make_url("")).rstrip("/"))
+    await client.app[DM].local_node.start(str(client.make_url("")).rstrip("/"))
 
     async def online() -> bool:
         r = await client.get(f"/api/v1/nodes/{local['id']}", headers=admin)
@@ -91,7 +89,7 @@ async def test_deleting_the_instance_frees_its_ports(client, admin, local):
     assert (await client.delete(f"/api/v1/instances/{inst['id']}", headers=admin)).status == 202
 
     async def freed() -> bool:
-        async with client.app[DB].read() as conn:
+        async with client.app[DM].db.read() as conn:
             return (await conn.execute(sa.select(sa.func.count()).select_from(port_maps))).scalar_one() == 0
 
     await wait_for(freed, "the ledger empty")

@@ -8,8 +8,8 @@ import json
 import pytest
 import sqlalchemy as sa
 
+from dmd.core import DM
 from dmd.db.schema import audit_log, ssh_keys
-from dmd.state import DB
 from tests.conftest import add_user, login, make_token
 from tests.sshkeys.conftest import keygen_l
 
@@ -17,7 +17,7 @@ URL = "/api/v1/ssh-keys"
 
 
 async def _state(client):
-    async with client.app[DB].read() as conn:
+    async with client.app[DM].db.read() as conn:
         rows = (await conn.execute(sa.select(ssh_keys).order_by(ssh_keys.c.id))).all()
         audits = (await conn.execute(
             sa.select(sa.func.count()).select_from(audit_log).where(audit_log.c.action.startswith("ssh_key."))

@@ -8,15 +8,15 @@ import re
 import sqlalchemy as sa
 from aiohttp import FormData
 
+from dmd.core import DM
 from dmd.db.schema import ssh_keys
-from dmd.state import DB
 from tests.conftest import add_user
 from tests.pages.conftest import csrf_of, get_csrf, page_login
 from tests.sshkeys.conftest import keygen_l
 
 
 async def _rows(client):
-    async with client.app[DB].read() as conn:
+    async with client.app[DM].db.read() as conn:
         return [tuple(r) for r in (await conn.execute(sa.select(ssh_keys).order_by(ssh_keys.c.id))).all()]
 
 

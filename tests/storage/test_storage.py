@@ -10,8 +10,8 @@ from dmd.auth.tokens import hash_secret
 from dmd.db.migrate import current_revision, head_revision, upgrade
 from dmd.db.schema import users as users_t
 from dmd.errors import Conflict, Forbidden
-from dmd.services import audit, settings, setup, tokens, users
-from dmd.services.audit import Actor
+from dmd.models import Actor
+from dmd.queries import audit, settings, setup, tokens, users
 
 
 async def test_migrations_are_idempotent(db):
@@ -161,7 +161,7 @@ async def test_sql_injection_strings_stored_verbatim(db):
 
 
 async def test_touch_many_nodes_at_once(db):
-    from dmd.services import nodes
+    from dmd.queries import nodes
 
     async with db.begin() as conn:
         made = [(await nodes.create(conn, name=f"n{i}", owner=None, join_ttl_s=60))[0] for i in range(5)]

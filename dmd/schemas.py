@@ -1,5 +1,5 @@
-"""Request and response schemas of the JSON API (pydantic). They validate requests and
-generate the OpenAPI document."""
+"""Request and response schemas of the JSON API (pydantic). They validate requests (the
+pages' forms too) and generate the OpenAPI document; shared by dmd.api and dmd.pages."""
 
 from __future__ import annotations
 

@@ -1,36 +1,34 @@
-"""Changes to the image catalogue that take several steps, shared by the JSON API and the pages.
+"""Images on nodes: the catalogue, pull, import, delete, public/private, copy, commit.
 
-Each checks who may act, talks to the node's agent (pull, import, export, commit, remove),
-refreshes the node's catalogue, records the image as the user's and writes the audit entry,
-so that the API and the pages cannot drift apart. Tarballs never pass through memory whole:
-an upload is streamed to a file in dmd's blob folder, which the agent then downloads.
+Each change checks who may act, talks to the node's agent (pull, import, export, commit,
+remove), refreshes the node's catalogue, records the image as the user's and writes the audit
+entry. Tarballs never pass through memory whole: an upload is streamed to a file in dmd's blob
+folder, which the agent then downloads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from aiohttp import web
-
 from agent import protocol as p
 from agent.runtime.base import DriverError, check_repository
-from dmd.agents import HUB
 from dmd.agents.hub import AgentFailed
-from dmd.blobs import BLOBS, CHUNK, discard
+from dmd.blobs import CHUNK, discard
+from dmd.core import Dm
 from dmd.errors import ApiError, BadRequest, Conflict, Forbidden, Invalid
-from dmd.models import Node, User
-from dmd.reconciler import RECONCILER
-from dmd.services import audit
-from dmd.services import images as svc
-from dmd.services import instances as inst_svc
-from dmd.services import nodes as node_svc
-from dmd.services.audit import Actor
-from dmd.state import DB
+from dmd.models import Actor, Node, User
+from dmd.queries import audit
+from dmd.queries import images as svc
+from dmd.queries import instances as inst_svc
+from dmd.queries import nodes as node_svc
+from dmd.queries import users as user_svc
 
 IMPORT_MAX_BYTES = 64 * 1024**3
 TRANSFER_TIMEOUT_S = 3600.0
@@ -55,16 +53,16 @@ def may_manage(user: User, image: dict[str, Any]) -> bool:
     return user.is_admin or image["owner_id"] == user.id
 
 
-def _check_manage(user: User, image: dict[str, Any]) -> None:
+def check_manage(user: User, image: dict[str, Any]) -> None:
     if not may_manage(user, image):
         raise Forbidden("only the image's owner or an administrator can do this")
 
 
-async def claimed(app: web.Application, actor: Actor, user: User, node_id: int, ref: str, image: p.ImageInfo,
+async def claimed(dm: Dm, actor: Actor, user: User, node_id: int, ref: str, image: p.ImageInfo,
                   action: str, **detail: Any) -> dict[str, Any]:
     """The image the user just brought to the node, recorded as theirs (the catalogue row)."""
-    await app[RECONCILER].refresh_images(node_id)
-    async with app[DB].begin() as conn:
+    await dm.reconciler.refresh_images(node_id)
+    async with dm.db.begin() as conn:
         row = await svc.claim(conn, node_id, ref, image, user)
         await audit.record(conn, actor, action, "image", row["id"], ref=ref, node_id=node_id, **detail)
     return row
@@ -78,8 +76,8 @@ def split_ref(ref: str) -> tuple[str, str]:
     return ref, "latest"
 
 
-async def visible_node(app: web.Application, user: User, node_id: int) -> Node:
-    async with app[DB].read() as conn:
+async def visible_node(dm: Dm, user: User, node_id: int) -> Node:
+    async with dm.db.read() as conn:
         return await node_svc.get_visible(conn, user, node_id)
 
 
@@ -99,14 +97,14 @@ def pull_auth(ref: str, username: str | None, password: str | None) -> p.Registr
     return p.RegistryAuth(username=username or "", password=password or "", serveraddress=registry)
 
 
-async def pull(app: web.Application, actor: Actor, user: User, node: Node, ref: str, *,
+async def pull(dm: Dm, actor: Actor, user: User, node: Node, ref: str, *,
                username: str | None = None, password: str | None = None,
                progress_id: str | None = None) -> dict[str, Any]:
     """Pull onto a node the user may see (see visible_node); progress events carry progress_id."""
     auth = pull_auth(ref, username, password)
     ref = pull_ref(ref)
-    reply = await agent_reply(app[HUB].ask(node.id, p.ImagePull(ref, auth, progress_id or "")))
-    return await claimed(app, actor, user, node.id, ref, reply.image, "image.pull")
+    reply = await agent_reply(dm.hub.ask(node.id, p.ImagePull(ref, auth, progress_id or "")))
+    return await claimed(dm, actor, user, node.id, ref, reply.image, "image.pull")
 
 
 # --- import ---------------------------------------------------------------------------------
@@ -143,12 +141,12 @@ async def save_upload(read: Reader, path: Path, limit: int = IMPORT_MAX_BYTES) -
     return size
 
 
-async def import_tarball(app: web.Application, actor: Actor, user: User, node: Node, repository: str, tag: str,
+async def import_tarball(dm: Dm, actor: Actor, user: User, node: Node, repository: str, tag: str,
                          read: Reader, limit: int = IMPORT_MAX_BYTES) -> dict[str, Any]:
     """Stream an uploaded tarball (docker save output or a root file system tar) to a blob
     file, let the node's agent import it as repository:tag, and forget the file."""
     check_import_name(repository, tag)
-    blobs = app[BLOBS]
+    blobs = dm.blobs
     path = blobs.new_path()
     try:
         size = await save_upload(read, path, limit)
@@ -156,59 +154,60 @@ async def import_tarball(app: web.Application, actor: Actor, user: User, node: N
             raise BadRequest("the tarball is empty", code="empty_body")
         token = blobs.offer(node.id, "get", path)
         try:
-            reply = await agent_reply(app[HUB].ask(node.id, p.ImageImport(blobs.url_path(token), repository, tag)))
+            reply = await agent_reply(dm.hub.ask(node.id, p.ImageImport(blobs.url_path(token), repository, tag)))
         finally:
             blobs.close(token)
     finally:
         discard(path)
-    return await claimed(app, actor, user, node.id, f"{repository}:{tag}", reply.image, "image.import", bytes=size)
+    return await claimed(dm, actor, user, node.id, f"{repository}:{tag}", reply.image, "image.import", bytes=size)
 
 
 # --- one catalogue entry --------------------------------------------------------------------
 
-async def in_use_by(app: web.Application, image: dict[str, Any]) -> list[str]:
-    async with app[DB].read() as conn:
+async def in_use_by(dm: Dm, image: dict[str, Any]) -> list[str]:
+    """Names of the live instances on the image's node that use it."""
+    async with dm.db.read() as conn:
         return await svc.users_of(conn, image["node_id"], image["ref"])
 
 
-async def delete(app: web.Application, actor: Actor, user: User, image_id: int, force: bool) -> dict[str, Any]:
+async def delete(dm: Dm, actor: Actor, user: User, image_id: int, force: bool) -> dict[str, Any]:
     """Remove the image from its node; refused (409 image_in_use) while a live instance uses
     it unless forced. Returns the catalogue row as it was."""
-    async with app[DB].read() as conn:
+    async with dm.db.read() as conn:
         image = await svc.get_visible(conn, user, image_id)
-        _check_manage(user, image)
+        check_manage(user, image)
         users_of = await svc.users_of(conn, image["node_id"], image["ref"])
     if users_of and not force:
         raise Conflict(f"instance(s) {', '.join(users_of)} use {image['ref']}; delete them or pass ?force=true",
                        code="image_in_use")
-    await app[HUB].ask(image["node_id"], p.ImageRemove(image["ref"], force))
-    async with app[DB].begin() as conn:
+    await dm.hub.ask(image["node_id"], p.ImageRemove(image["ref"], force))
+    async with dm.db.begin() as conn:
         await svc.remove(conn, image["id"])
         await audit.record(conn, actor, "image.delete", "image", image["id"], ref=image["ref"],
                            node_id=image["node_id"], force=force)
     return image
 
 
-async def set_public(app: web.Application, actor: Actor, user: User, image_id: int, public: bool) -> dict[str, Any]:
+async def set_public(dm: Dm, actor: Actor, user: User, image_id: int, public: bool) -> dict[str, Any]:
     """Make an image public (every user may use it) or private again."""
-    async with app[DB].begin() as conn:
+    async with dm.db.begin() as conn:
         image = await svc.get_visible(conn, user, image_id)
-        _check_manage(user, image)
+        check_manage(user, image)
         await svc.set_public(conn, image["id"], public)
         await audit.record(conn, actor, "image.public" if public else "image.private", "image", image["id"],
                            ref=image["ref"])
         return await svc.get_visible(conn, user, image["id"])
 
 
-async def copy(app: web.Application, actor: Actor, user: User, image_id: int, node_id: int) -> dict[str, Any]:
+async def copy(dm: Dm, actor: Actor, user: User, image_id: int, node_id: int) -> dict[str, Any]:
     """Copy an image to another node through dmd: the source agent uploads it to a blob file,
     the target agent downloads and loads it. A public image stays public."""
-    async with app[DB].read() as conn:
+    async with dm.db.read() as conn:
         image = await svc.get_visible(conn, user, image_id)
         target = await node_svc.get_visible(conn, user, node_id)
     if target.id == image["node_id"]:
         raise Conflict("the image is already on that node", code="same_node")
-    hub, blobs = app[HUB], app[BLOBS]
+    hub, blobs = dm.hub, dm.blobs
     path = blobs.new_path()
     up = blobs.offer(image["node_id"], "put", path)
     try:
@@ -225,20 +224,100 @@ async def copy(app: web.Application, actor: Actor, user: User, image_id: int, no
     finally:
         blobs.close(up)
         discard(path)
-    row = await claimed(app, actor, user, target.id, image["ref"], reply.image, "image.copy",
+    row = await claimed(dm, actor, user, target.id, image["ref"], reply.image, "image.copy",
                         from_node=image["node_id"])
     if image["public"]:
-        async with app[DB].begin() as conn:
+        async with dm.db.begin() as conn:
             await svc.set_public(conn, row["id"], True)
         row = {**row, "public": True}
     return row
 
 
-async def commit(app: web.Application, actor: Actor, user: User, instance_id: int, repository: str,
+async def commit(dm: Dm, actor: Actor, user: User, instance_id: int, repository: str,
                  tag: str) -> dict[str, Any]:
     """Save an instance's container as a new image on its node."""
-    async with app[DB].read() as conn:
+    async with dm.db.read() as conn:
         inst = await inst_svc.get_visible(conn, user, instance_id)
-    reply = await agent_reply(app[HUB].ask(inst.node_id, p.ImageCommit(inst.id, repository, tag)))
-    return await claimed(app, actor, user, inst.node_id, f"{repository}:{tag}", reply.image, "image.commit",
+    reply = await agent_reply(dm.hub.ask(inst.node_id, p.ImageCommit(inst.id, repository, tag)))
+    return await claimed(dm, actor, user, inst.node_id, f"{repository}:{tag}", reply.image, "image.commit",
                          instance_id=inst.id)
+
+
+# --- pull progress ------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def pull_progress(dm: Dm, node_id: int, progress_id: str) -> Iterator[asyncio.Queue[dict[str, Any]]]:
+    """The progress events of one pull (Docker's, as the agent relays them), queued while the
+    block runs; a full queue drops the newest."""
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(1000)
+
+    def on_event(event_node: int, ev: p.EventBody) -> None:
+        mine = event_node == node_id and isinstance(ev, p.ImageProgress) and ev.progress_id == progress_id
+        if mine and not queue.full():
+            queue.put_nowait({k: v for k, v in p.to_data(ev).items()
+                              if k not in ("kind", "progress_id") and v is not None})
+
+    dm.hub.event_listeners.append(on_event)
+    try:
+        yield queue
+    finally:
+        dm.hub.event_listeners.remove(on_event)
+
+
+# --- reads --------------------------------------------------------------------------------------
+
+async def list_on_node(dm: Dm, user: User, node_id: int) -> list[dict[str, Any]]:
+    """The images on a node the user may see that the user may use."""
+    async with dm.db.read() as conn:
+        node = await node_svc.get_visible(conn, user, node_id)
+        return await svc.list_on_node(conn, user, node.id)
+
+
+async def get_visible(dm: Dm, user: User, image_id: int) -> dict[str, Any]:
+    async with dm.db.read() as conn:
+        return await svc.get_visible(conn, user, image_id)
+
+
+async def manageable(dm: Dm, user: User, image_id: int) -> dict[str, Any]:
+    """The image if the user may change it (its owner, or an administrator): else 404 or 403."""
+    image = await get_visible(dm, user, image_id)
+    check_manage(user, image)
+    return image
+
+
+async def usable_nodes(dm: Dm, user: User) -> list[Node]:
+    async with dm.db.read() as conn:
+        return await inst_svc.usable_nodes(conn, user)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    image: dict[str, Any]
+    users_of: list[str]  # the live instances that use it
+
+
+@dataclass(frozen=True, slots=True)
+class Catalogue:
+    """Every node the user may use with the images there, and the images' owners' names."""
+
+    nodes: list[tuple[Node, list[Entry]]]
+    owners: dict[int, str]
+
+
+async def catalogue(dm: Dm, user: User) -> Catalogue:
+    groups: list[tuple[Node, list[Entry]]] = []
+    owner_ids: set[int] = set()
+    async with dm.db.read() as conn:
+        for n in await inst_svc.usable_nodes(conn, user):
+            entries = []
+            for img in await svc.list_on_node(conn, user, n.id):
+                entries.append(Entry(img, await svc.users_of(conn, n.id, img["ref"])))
+                if img["owner_id"] is not None:
+                    owner_ids.add(img["owner_id"])
+            groups.append((n, entries))
+        owners = {}
+        for uid in owner_ids:
+            u = await user_svc.find(conn, uid)
+            if u is not None:
+                owners[uid] = u.username
+    return Catalogue(groups, owners)

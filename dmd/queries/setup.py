@@ -6,7 +6,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dmd.auth.tokens import hash_secret, new_secret, same
 from dmd.errors import Conflict, Forbidden
-from dmd.services import settings, users
+from dmd.queries import settings, users
 
 KEY = "setup_token_hash"
 

@@ -1,4 +1,4 @@
-"""Port maps that take several steps: record in the ledger, audit, and have the agent apply.
+"""Have each node's agent apply the port maps in the ledger (one of dmd's parts, built in dmd.app).
 
 The agent gets the node's *full* set of maps each time (``ports.apply``), so a lost reply, a
 restart of either side or a reordering can never leave a stale rule behind: the latest set
@@ -11,23 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from agent import protocol as p
 from dmd.agents.hub import AgentFailed, AgentTimeout, Hub, NodeOffline
 from dmd.db import Database
-from dmd.errors import Conflict
-from dmd.models import Instance, Node, User
-from dmd.services import audit
-from dmd.services import instances as inst_svc
-from dmd.services import nodes as node_svc
-from dmd.services import port_maps as svc
-from dmd.services.audit import Actor
+from dmd.queries import port_maps as svc
 
 log = logging.getLogger("dmd.ports")
 
 APPLY_TIMEOUT_S = 30.0
-_BUSY_RETRIES = 3
 
 
 class PortApplier:
@@ -84,44 +75,3 @@ class PortApplier:
         if not maps:
             self._empty.add(node_id)
         return True
-
-
-async def add(db: Database, applier: PortApplier, actor: Actor, user: User, instance_id: int, protocol: str,
-              instance_port: int, host_port: int | None = None) -> svc.PortMap:
-    """Map a host port of the instance's node to `instance_port`; forwarding by the time this
-    returns when the node is online and the instance runs (state "active")."""
-    async def record(conn: AsyncConnection) -> tuple[Instance, Node, svc.PortMap]:
-        inst = await inst_svc.get_visible(conn, user, instance_id)
-        node = await node_svc.get(conn, inst.node_id)
-        m = await svc.allocate(conn, inst, node, protocol, instance_port, host_port)
-        await audit.record(conn, actor, "port_map.create", "port_map", m.id, instance_id=inst.id,
-                           node_id=node.id, protocol=protocol, host_port=m.host_port, instance_port=instance_port)
-        return inst, node, m
-
-    for _ in range(_BUSY_RETRIES):
-        inst, node, m = await db.run(record)  # again if MariaDB picks it as a deadlock victim
-        await applier.apply(inst.node_id)
-        async with db.begin() as conn:
-            m = await svc.get(conn, m.id)
-            if not (m.state == "failed" and (m.message or "").startswith("port_busy")):
-                return m
-            # A host program took the port after the agent last reported: nothing is kept,
-            # and an automatic pick tries again (the agent's reply updated the busy ports).
-            await svc.delete(conn, m.id)
-            await audit.record(conn, actor, "port_map.delete", "port_map", m.id, reason="port_busy")
-        await applier.apply(inst.node_id)
-        if host_port is not None:
-            raise Conflict(f"host port {host_port}/{protocol} is in use by a program on node {node.name}",
-                           code="port_busy")
-    raise Conflict(f"node {node.name}'s free {protocol} ports keep turning out busy; try again", code="port_busy")
-
-
-async def remove(db: Database, applier: PortApplier, actor: Actor, user: User, map_id: int) -> svc.PortMap:
-    """Delete a map: its host port stops taking new connections and is free again."""
-    async with db.begin() as conn:
-        m = await svc.get_visible(conn, user, map_id)
-        await svc.delete(conn, m.id)
-        await audit.record(conn, actor, "port_map.delete", "port_map", m.id, instance_id=m.instance_id,
-                           node_id=m.node_id, protocol=m.protocol, host_port=m.host_port)
-    await applier.apply(m.node_id)
-    return m

@@ -11,7 +11,6 @@ instances within one round.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,10 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from dmd.db.schema import instance_ssh_keys, instances, ssh_keys
 from dmd.db.types import utcnow
 from dmd.errors import Invalid
-from dmd.models import Instance, Node
-from dmd.services.port_maps import PortMap
-
-SSH_PORT = 22
+from dmd.models import Instance
 
 
 async def key_ids(conn: AsyncConnection, inst: Instance) -> list[int]:
@@ -113,59 +109,3 @@ async def nodes_following(conn: AsyncConnection, user_id: int, key_id: int | Non
     q = sa.select(instances.c.node_id).distinct().where(
         instances.c.owner_id == user_id, instances.c.ssh_enabled.is_(True), instances.c.desired == "running", cond)
     return set((await conn.execute(q)).scalars())
-
-
-# --- what the pages and the API show ------------------------------------------------------
-
-def node_address(node: Node, fallback: str | None = None) -> str:
-    """The address users reach the node at: its public address when the agent was given one,
-    else (for the node dmd itself runs on) the host the browser used, else its first IPv4."""
-    facts = node.facts or {}
-    public = facts.get("public_address")
-    if isinstance(public, str) and public:
-        return public
-    if node.local and fallback:
-        return fallback
-    addrs = facts.get("addresses") or {}
-    for family in ("ipv4", "ipv6"):
-        for a in addrs.get(family) or []:
-            if isinstance(a, str) and a:
-                return a
-    return fallback or "NODE-ADDRESS"
-
-
-@dataclass(frozen=True, slots=True)
-class SshView:
-    enabled: bool
-    keys_all: bool
-    key_ids: list[int]
-    state: str  # unknown | ready | no_server | not_running | disabled | error
-    user: str
-    message: str | None
-    host_keys: list[dict[str, str]]
-    port: int | None
-    address: str
-    command: str | None
-    config: str | None
-
-
-def ssh_view(inst: Instance, node: Node, ids: list[int], maps: list[PortMap], host: str | None) -> SshView:
-    status = inst.ssh_status or {}
-    user = str(status.get("user") or "root")
-    port = next((m.host_port for m in maps if m.protocol == "tcp" and m.instance_port == SSH_PORT), None)
-    address = node_address(node, host)
-    command = config = None
-    if inst.ssh_enabled and port is not None:
-        command = f"ssh -p {port} {user}@{address}"
-        config = (f"Host {inst.name}\n    HostName {address}\n    Port {port}\n    User {user}\n")
-    host_keys = [{"type": str(k.get("type", "")), "fingerprint": str(k.get("fingerprint", ""))}
-                 for k in status.get("host_keys") or [] if isinstance(k, dict)]
-    if not inst.ssh_enabled:
-        state = "disabled"
-    elif inst.status != "running":
-        state = "not_running"  # the agent's last word was about the instance when it ran
-    else:
-        state = str(status.get("state") or "unknown")
-    return SshView(enabled=inst.ssh_enabled, keys_all=inst.ssh_keys_all, key_ids=ids, state=state,
-                   user=user, message=status.get("message"), host_keys=host_keys, port=port, address=address,
-                   command=command, config=config)

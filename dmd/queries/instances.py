@@ -18,7 +18,7 @@ from dmd.db.schema import gpu_allocations, images, instance_ssh_keys, instances,
 from dmd.db.types import utcnow
 from dmd.errors import ApiError, Conflict, Invalid, NotFound
 from dmd.models import Instance, Node, User
-from dmd.services.nodes import NAME_RE
+from dmd.queries.nodes import NAME_RE
 
 LIVE = sa.and_(instances.c.desired != "deleted")
 

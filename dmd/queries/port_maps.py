@@ -6,15 +6,13 @@ any concurrency. A free port is picked at random from the node's pool (as its ag
 it), minus the ports in the ledger and the ports host programs already listen on; a collision
 with a parallel request is caught at insert time and another port is tried.
 
-The forwarding itself is the agent's (see dmd.services.port_ops and agent/ports/).
+The forwarding itself is the agent's (see dmd.port_applier and agent/ports/).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import random
-from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,11 +20,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agent.protocol import Listening, PortsReply
-from agent.protocol import PortMap as WireMap
 from dmd.db.schema import instances, nodes, port_maps
 from dmd.db.types import utcnow
 from dmd.errors import ApiError, Conflict, Invalid, NotFound
-from dmd.models import Instance, Node, User
+from dmd.models import Instance, Node, PortMap, User
 
 PROTOCOLS = ("tcp", "udp")
 DEFAULT_RANGE = (20000, 29999)
@@ -37,33 +34,6 @@ _PICK_TRIES = 20
 
 class PoolExhausted(ApiError):
     status, code = 409, "pool_exhausted"
-
-
-@dataclass(frozen=True, slots=True)
-class PortMap:
-    id: int
-    node_id: int
-    instance_id: int
-    protocol: str
-    host_port: int
-    instance_port: int
-    state: str  # pending | active | waiting | failed
-    message: str | None
-    created_at: dt.datetime
-    updated_at: dt.datetime
-    # Joined for display (None where the query did not join them).
-    instance_name: str | None = None
-    owner_id: int | None = None
-    node_name: str | None = None
-
-    @classmethod
-    def from_row(cls, row: Any) -> PortMap:
-        m = row._mapping
-        return cls(**{k: m[k] for k in cls.__slots__ if k in m})  # type: ignore[attr-defined]
-
-    def to_wire(self) -> WireMap:
-        return WireMap(id=self.id, instance_id=self.instance_id, protocol=self.protocol,  # type: ignore[arg-type]
-                       host_port=self.host_port, instance_port=self.instance_port)
 
 
 # --- pools ----------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -11,25 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dmd.db.schema import audit_log
 from dmd.db.types import utcnow
-from dmd.models import User
-
-
-@dataclass(frozen=True, slots=True)
-class Actor:
-    """Who acts: a user, or the system itself (CLI, start-up) when user is None."""
-
-    user: User | None
-    ip: str | None = None
-    label: str | None = None
-
-    @property
-    def name(self) -> str:
-        if self.user is not None:
-            return self.user.username
-        return self.label or "system"
-
-
-SYSTEM = Actor(None, None, "system")
+from dmd.models import Actor
 
 
 async def record(

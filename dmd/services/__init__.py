@@ -1,1 +1,0 @@
-"""Domain operations over the database. Each takes a connection inside a transaction."""
