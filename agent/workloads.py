@@ -34,17 +34,11 @@ import aiohttp
 from agent import protocol as p
 from agent.config import AgentConfig
 from agent.handlers import BAD_REQUEST, HandlerError, HandlerRegistry
-from agent.runtime.base import (
-    ContainerInfo,
-    ContainerSpec,
-    DriverError,
-    InvalidError,
-    RuntimeDriver,
-    RuntimeFailedError,
-    is_ours,
-    ours_by_instance,
-    prepare_image_tar,
-)
+from agent.runtime.driver import RuntimeDriver
+from agent.runtime.errors import DriverError, InvalidError, RuntimeFailedError
+from agent.runtime.image_tar import prepare_image_tar
+from agent.runtime.ownership import is_ours, ours_by_instance
+from agent.runtime.spec import ContainerInfo, ContainerSpec
 
 if TYPE_CHECKING:
     from agent.link import AgentLink

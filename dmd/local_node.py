@@ -16,7 +16,7 @@ from aiohttp import web
 
 from agent.config import AgentConfig
 from agent.link import AgentLink
-from agent.runtime.base import RuntimeDriver
+from agent.runtime.driver import RuntimeDriver
 from agent.workloads import Workloads, make_link, run_link
 from dmd.auth.tokens import new_secret
 from dmd.errors import Conflict

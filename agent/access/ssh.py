@@ -49,15 +49,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.handlers import HandlerError
-from agent.runtime.base import (
-    ConflictError,
-    ContainerInfo,
-    DriverError,
-    ExecResult,
-    KeyedLocks,
-    NotFoundError,
-    RuntimeDriver,
-)
+from agent.runtime.driver import ExecResult, RuntimeDriver
+from agent.runtime.errors import ConflictError, DriverError, NotFoundError
+from agent.runtime.locks import KeyedLocks
+from agent.runtime.spec import ContainerInfo
 
 __all__ = ["MAX_KEYS", "MAX_KEY_CHARS", "SCRIPT", "SshAccess", "SshSpec"]
 

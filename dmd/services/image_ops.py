@@ -18,7 +18,8 @@ from typing import Any
 from aiohttp import web
 
 from agent import protocol as p
-from agent.runtime.base import DriverError, check_repository
+from agent.runtime.errors import DriverError
+from agent.runtime.refs import check_repository
 from dmd.agents import HUB
 from dmd.agents.hub import AgentFailed
 from dmd.blobs import BLOBS, CHUNK, discard

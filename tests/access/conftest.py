@@ -23,8 +23,9 @@ from typing import Any
 import pytest
 
 from agent.access.ssh import SshAccess
-from agent.runtime.base import ContainerInfo, ContainerSpec, ExecResult
 from agent.runtime.docker import DockerDriver
+from agent.runtime.driver import ExecResult
+from agent.runtime.spec import ContainerInfo, ContainerSpec
 
 # The dmd-level tests (test_via_dmd.py) use the in-process local node on the real dockerd.
 from tests.instances.conftest import docker, local  # noqa: F401

@@ -9,8 +9,8 @@ import pytest
 from agent import protocol as p
 from agent.access.ssh import MAX_KEY_CHARS, MAX_KEYS, SshAccess, SshSpec
 from agent.handlers import HandlerError, HandlerRegistry, dispatch
-from agent.runtime.base import ContainerInfo
 from agent.runtime.fake import FakeDriver
+from agent.runtime.spec import ContainerInfo
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq0dyJgUWOR0a2lUyBG8bx1lBP6t4HThTwBEexXL+Ah me@here"
 

@@ -7,8 +7,8 @@ import random
 import secrets
 
 from agent.config import AgentConfig
-from agent.runtime.base import ContainerSpec
 from agent.runtime.docker import DockerDriver
+from agent.runtime.spec import ContainerSpec
 from agent.workloads import Workloads
 from tests.access.conftest import DOCKER_HOST, KeyPair, ssh, wait_for
 

@@ -27,8 +27,8 @@ from agent.config import AgentConfig
 from agent.ports.kernel import KernelForwarder
 from agent.ports.manager import PortForwarding, chain_tag
 from agent.ports.pools import PortPools, listening_ports
-from agent.runtime.base import ContainerInfo, ContainerSpec
 from agent.runtime.docker import DockerDriver
+from agent.runtime.spec import ContainerInfo, ContainerSpec
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER_HOST = os.environ.get("DM_TEST_DOCKER_HOST", "unix:///var/run/docker.sock")

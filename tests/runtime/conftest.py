@@ -25,9 +25,10 @@ from typing import Any
 import aiodocker
 import pytest
 
-from agent.runtime.base import ContainerSpec, RuntimeDriver
 from agent.runtime.docker import DockerDriver
+from agent.runtime.driver import RuntimeDriver
 from agent.runtime.fake import FakeDriver, FakeProcess
+from agent.runtime.spec import ContainerSpec
 from tests.runtime.images import BUSYBOX_REF
 
 REPO = Path(__file__).resolve().parents[2]
