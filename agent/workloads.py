@@ -188,12 +188,14 @@ class Workloads:
                 "listening": await self.ports.listening()}
 
     async def facts(self) -> dict[str, Any]:
-        """The host's facts, with the port pools and the forwarding mode."""
+        """The host's facts, with the port pools and the forwarding mode, and what the runtime
+        driver can do (dmd refuses the rest before it asks)."""
         from agent.docker_info import node_facts
 
         config = self._config()
         facts = await node_facts(config.docker_host, public_address=config.public_address)
         facts["ports"] = self.ports.facts()
+        facts["capabilities"] = self.driver.capabilities().to_dict()
         return facts
 
     def _container_changed(self, instance_id: int | None, action: str) -> None:

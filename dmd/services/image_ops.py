@@ -20,6 +20,7 @@ from aiohttp import web
 from agent import protocol as p
 from agent.runtime.errors import DriverError
 from agent.runtime.refs import check_repository
+from dmd import capabilities
 from dmd.agents import HUB
 from dmd.agents.hub import AgentFailed
 from dmd.blobs import BLOBS, CHUNK, discard
@@ -103,6 +104,7 @@ async def pull(app: web.Application, actor: Actor, user: User, node: Node, ref: 
                username: str | None = None, password: str | None = None,
                progress_id: str | None = None) -> dict[str, Any]:
     """Pull onto a node the user may see (see visible_node); progress events carry progress_id."""
+    capabilities.require(node, "pull")
     auth = pull_auth(ref, username, password)
     ref = pull_ref(ref)
     reply = await agent_reply(app[HUB].call(node.id, p.IMAGE_PULL, {"ref": ref, "auth": auth,
@@ -150,6 +152,7 @@ async def import_tarball(app: web.Application, actor: Actor, user: User, node: N
     """Stream an uploaded tarball (docker save output or a root file system tar) to a blob
     file, let the node's agent import it as repository:tag, and forget the file."""
     check_import_name(repository, tag)
+    capabilities.require(node, "image_import")  # before a byte of the upload is stored
     blobs = app[BLOBS]
     path = blobs.new_path()
     try:
@@ -210,8 +213,11 @@ async def copy(app: web.Application, actor: Actor, user: User, image_id: int, no
     async with app[DB].read() as conn:
         image = await svc.get_visible(conn, user, image_id)
         target = await node_svc.get_visible(conn, user, node_id)
+        source = await node_svc.get(conn, image["node_id"])
     if target.id == image["node_id"]:
         raise Conflict("the image is already on that node", code="same_node")
+    capabilities.require(source, "image_export")
+    capabilities.require(target, "image_import")
     hub, blobs = app[HUB], app[BLOBS]
     path = blobs.new_path()
     up = blobs.offer(image["node_id"], "put", path)
@@ -245,6 +251,8 @@ async def commit(app: web.Application, actor: Actor, user: User, instance_id: in
     """Save an instance's container as a new image on its node."""
     async with app[DB].read() as conn:
         inst = await inst_svc.get_visible(conn, user, instance_id)
+        node = await node_svc.get(conn, inst.node_id)
+    capabilities.require(node, "commit")
     reply = await agent_reply(app[HUB].call(inst.node_id, p.IMAGE_COMMIT, {
         "instance_id": inst.id, "repository": repository, "tag": tag}, timeout=TRANSFER_TIMEOUT_S))
     return await claimed(app, actor, user, inst.node_id, f"{repository}:{tag}", reply.get("image") or {},
