@@ -190,13 +190,13 @@ class Capabilities:
     privileged: bool = False  # ContainerSpec.privileged
     host_network: bool = False  # ContainerSpec.host_network
     exec: bool = False  # run a command in a running container, output collected (no TTY)
-    exec_tty: bool = False  # an interactive command on a terminal (a shell, later: SSH-less terminals)
+    exec_tty: bool = False  # an interactive command on a terminal (a shell); no driver call does it yet
     logs_follow: bool = False  # logs(follow=True) streams until the container stops
     pull: bool = False  # from a registry
     image_import: bool = False  # a `docker save` archive or a root file system tar (upload, copy target)
     image_export: bool = False  # as a `docker save` archive (copy source)
     commit: bool = False  # a container's file system as a new image
-    file_copy: bool = False  # files into and out of a container
+    file_copy: bool = False  # files into and out of a container; no driver call does it yet
 
     def can(self, name: str) -> bool:
         """Whether the boolean capability ``name`` is there (False for names it does not know)."""
