@@ -274,6 +274,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _facts(args: argparse.Namespace) -> int:
     from agent.docker_info import node_facts
+    from agent.runtime.docker import CAPABILITIES
 
     docker_host, public_address = DEFAULT_DOCKER_HOST, None
     if args.config or os.access(DEFAULT_CONFIG_PATH, os.R_OK):
@@ -289,6 +290,7 @@ def _facts(args: argparse.Namespace) -> int:
     if args.docker_host:
         docker_host = args.docker_host
     facts = asyncio.run(node_facts(docker_host, public_address=public_address))
+    facts["capabilities"] = CAPABILITIES.to_dict()  # as `dmc run` reports them (it drives Docker)
     print(json.dumps(facts, indent=2, sort_keys=True))
     return EXIT_OK
 

@@ -33,16 +33,11 @@ from agent import protocol as p
 from agent.config import AgentConfig
 from agent.features import Feature
 from agent.handlers import BAD_REQUEST, HandlerError, HandlerRegistry
-from agent.runtime.base import (
-    ContainerInfo,
-    DriverError,
-    InvalidError,
-    RuntimeDriver,
-    RuntimeFailedError,
-    is_ours,
-    ours_by_instance,
-    prepare_image_tar,
-)
+from agent.protocol.types import ContainerInfo
+from agent.runtime.driver import RuntimeDriver
+from agent.runtime.errors import DriverError, InvalidError, RuntimeFailedError
+from agent.runtime.image_tar import prepare_image_tar
+from agent.runtime.ownership import is_ours, ours_by_instance
 
 if TYPE_CHECKING:
     from agent.link import AgentLink
@@ -189,13 +184,15 @@ class Workloads:
         return p.Snapshot(containers=containers, images=images, listening=heard)
 
     async def facts(self) -> dict[str, Any]:
-        """The host's facts, with what each feature adds (the port pools and forwarding mode)."""
+        """The host's facts, with what each feature adds (the port pools and the forwarding mode) and
+        what the runtime driver can do (dmd refuses the rest before it asks)."""
         from agent.docker_info import node_facts
 
         config = self._config()
         facts = await node_facts(config.docker_host, public_address=config.public_address)
         for f in self.features:
             facts.update(f.facts())
+        facts["capabilities"] = self.driver.capabilities().to_dict()
         return facts
 
     async def forward_events(self, link: AgentLink) -> None:

@@ -14,7 +14,7 @@ import socket
 
 from agent.config import AgentConfig
 from agent.link import AgentLink
-from agent.runtime.base import RuntimeDriver
+from agent.runtime.driver import RuntimeDriver
 from agent.workloads import Workloads, make_link, run_link
 from dmd.auth.tokens import new_secret
 from dmd.config import Config

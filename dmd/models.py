@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.protocol import PortMap as WirePortMap
-
 from dmd.sshkeys import label_of
 
 SSH_PORT = 22  # where an instance's sshd listens (DM maps a host port to it)

@@ -51,15 +51,10 @@ from typing import Any
 from agent import protocol as p
 from agent.features import Feature
 from agent.handlers import HandlerError, HandlerRegistry
-from agent.runtime.base import (
-    ConflictError,
-    ContainerInfo,
-    DriverError,
-    ExecResult,
-    KeyedLocks,
-    NotFoundError,
-    RuntimeDriver,
-)
+from agent.protocol.types import ContainerInfo
+from agent.runtime.driver import ExecResult, RuntimeDriver
+from agent.runtime.errors import ConflictError, DriverError, NotFoundError
+from agent.runtime.locks import KeyedLocks
 
 __all__ = ["MAX_KEYS", "MAX_KEY_CHARS", "SCRIPT", "SshAccess", "SshSpec"]
 

@@ -51,7 +51,9 @@ from agent.ports.base import Failures, Forward
 from agent.ports.kernel import KernelForwarder
 from agent.ports.pools import PROTOCOLS, listening_ports
 from agent.ports.proxy import ProxyForwarder
-from agent.runtime.base import DriverError, RuntimeDriver, ours_by_instance
+from agent.runtime.driver import RuntimeDriver
+from agent.runtime.errors import DriverError
+from agent.runtime.ownership import ours_by_instance
 
 __all__ = ["INVALID", "PortForwarding"]
 

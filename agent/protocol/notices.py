@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from agent.protocol.base import Notice
-from agent.protocol.types import ContainerInfo, GpuInfo, ImageInfo
+from agent.protocol.types import Capabilities, ContainerInfo, GpuInfo, ImageInfo
 
 __all__ = [
     "EVENT_KINDS",
@@ -111,6 +111,7 @@ class NodeFacts(Notice):
     runtime: RuntimeInfo | None = None
     runtime_error: str | None = None
     ports: PortFacts | None = None
+    capabilities: Capabilities | None = None  # None: an agent from before capabilities (see LEGACY_CAPABILITIES)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,11 +7,10 @@ Standard library only.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
-from typing import Any, Literal, TypeGuard
+from typing import Any, Literal
 
 from agent.protocol import codec
 
@@ -21,6 +20,7 @@ __all__ = [
     "CONFLICT",
     "CONTAINER_STATES",
     "ERROR_CODES",
+    "GPU_VENDORS",
     "IMAGE_NOT_FOUND",
     "INTERNAL_ERROR",
     "INVALID",
@@ -29,6 +29,7 @@ __all__ = [
     "LABEL_MANAGED",
     "LABEL_NODE",
     "LABEL_OWNER",
+    "LEGACY_CAPABILITIES",
     "NOT_FOUND",
     "PULL_FAILED",
     "RESERVED_LABELS",
@@ -36,7 +37,9 @@ __all__ = [
     "TIMEOUT",
     "UNAVAILABLE",
     "UNKNOWN_TYPE",
+    "UNSUPPORTED",
     "VENDORS",
+    "Capabilities",
     "ContainerInfo",
     "ContainerSpec",
     "ContainerState",
@@ -48,7 +51,6 @@ __all__ = [
     "PortMap",
     "SshHostKey",
     "SshStatus",
-    "is_image_ref",
 ]
 
 # --------------------------------------------------------------------------- labels
@@ -76,13 +78,15 @@ UNKNOWN_TYPE = "unknown_type"  # the peer does not handle this request (an older
 BAD_REQUEST = "bad_request"
 INTERNAL_ERROR = "internal_error"
 BUSY = "busy"
+UNSUPPORTED = "unsupported"  # the node's runtime cannot do this (see Capabilities)
 ERROR_CODES = (NOT_FOUND, IMAGE_NOT_FOUND, CONFLICT, INVALID, UNAVAILABLE, PULL_FAILED, TIMEOUT, RUNTIME_ERROR,
-               UNKNOWN_TYPE, BAD_REQUEST, INTERNAL_ERROR, BUSY)
+               UNKNOWN_TYPE, BAD_REQUEST, INTERNAL_ERROR, BUSY, UNSUPPORTED)
 
 # --------------------------------------------------------------------------- GPUs
 
 GpuVendor = Literal["nvidia", "amd", "jetson"]
 VENDORS: tuple[GpuVendor, ...] = ("nvidia", "amd", "jetson")
+GPU_VENDORS = VENDORS
 
 
 @dataclass(slots=True)
@@ -153,12 +157,6 @@ class GpuRequest:
     dri_render: str | None = None
     gids: tuple[int, ...] = ()
 
-    @classmethod
-    def from_gpu(cls, gpu: GpuInfo, *, gids: Sequence[int] = ()) -> GpuRequest:
-        """The request for a detected (or reported) GPU."""
-        return cls(vendor=gpu.vendor, uuid=gpu.uuid, index=gpu.index, dri_card=gpu.dri_card,
-                   dri_render=gpu.dri_render, gids=tuple(gids))
-
     def to_dict(self) -> dict[str, Any]:
         return codec.encode(self)  # type: ignore[no-any-return]
 
@@ -174,26 +172,6 @@ CONTAINER_STATES: tuple[ContainerState, ...] = (
     "created", "running", "paused", "restarting", "exited", "dead", "removing",
 )
 RestartPolicy = Literal["no", "on-failure", "always", "unless-stopped"]
-
-# An image reference as the Engine API accepts it in a URL path: [host[:port]/]path[:tag][@digest],
-# or an id ("sha256:<hex>" or a hex prefix). Every path segment starts with a letter or digit, so
-# ".." and the like can never reach the Engine's URL.
-IMAGE_REF_RE = re.compile(
-    r"^[A-Za-z0-9][A-Za-z0-9._-]*(?::[0-9]+)?"
-    r"(?:/[A-Za-z0-9][A-Za-z0-9._-]*)*"
-    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
-    r"(?:@[A-Za-z][A-Za-z0-9+._-]*:[0-9a-fA-F]{32,})?$"
-)
-_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
-_ENV_KEY_RE = re.compile(r"^[^=\x00]+$")
-_DEVICE_RE = re.compile(r"^/dev/[A-Za-z0-9_./-]+$")
-MIN_MEMORY_MB = 6  # the smallest memory limit Docker accepts
-
-
-def is_image_ref(ref: object) -> TypeGuard[str]:
-    """Whether ``ref`` is a well-formed image reference or id."""
-    return isinstance(ref, str) and len(ref) <= 512 and bool(IMAGE_REF_RE.match(ref))
-
 
 @dataclass(slots=True)
 class ContainerSpec:
@@ -218,79 +196,12 @@ class ContainerSpec:
     working_dir: str | None = None
     user: str | None = None
 
-    def problems(self) -> list[str]:
-        """What makes this spec one no runtime should be given (empty when none)."""
-        problems: list[str] = []
-        if not isinstance(self.instance_id, int) or isinstance(self.instance_id, bool) or self.instance_id < 0:
-            problems.append(f"instance_id must be a non-negative integer, not {self.instance_id!r}")
-        if not isinstance(self.node_id, int) or isinstance(self.node_id, bool) or self.node_id < 0:
-            problems.append(f"node_id must be a non-negative integer, not {self.node_id!r}")
-        if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
-            problems.append(f"container name {self.name!r} must match [a-zA-Z0-9][a-zA-Z0-9_.-]*")
-        if not is_image_ref(self.image):
-            problems.append(f"image reference {self.image!r} is not valid")
-        if self.command is not None and (
-            not isinstance(self.command, list) or not all(isinstance(a, str) for a in self.command)
-        ):
-            problems.append("command must be a list of strings")
-        for key, value in self.env.items():
-            if not isinstance(key, str) or not _ENV_KEY_RE.match(key) or not isinstance(value, str):
-                problems.append(f"environment variable {key!r} is not valid")
-            elif "\x00" in value:
-                problems.append(f"environment variable {key!r} holds a NUL byte")
-        if self.cpus is not None and not (isinstance(self.cpus, int | float) and 0 < self.cpus <= 4096):
-            problems.append(f"cpus must be a positive number, not {self.cpus!r}")
-        if self.memory_mb is not None and not (
-            isinstance(self.memory_mb, int) and not isinstance(self.memory_mb, bool) and self.memory_mb >= MIN_MEMORY_MB
-        ):
-            problems.append(f"memory_mb must be an integer of at least {MIN_MEMORY_MB}, not {self.memory_mb!r}")
-        for key, value in self.labels.items():
-            if key in RESERVED_LABELS:
-                problems.append(f"label {key!r} is set by DM and cannot be given")
-            elif not isinstance(key, str) or not key or not isinstance(value, str):
-                problems.append(f"label {key!r} is not valid")
-        if self.restart_policy not in ("no", "on-failure", "always", "unless-stopped"):
-            problems.append(f"restart policy {self.restart_policy!r} is not known")
-        problems.extend(_gpu_problems(self.gpus))
-        return problems
-
     def to_dict(self) -> dict[str, Any]:
         return codec.encode(self)  # type: ignore[no-any-return]
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ContainerSpec:
         return codec.decode(cls, dict(data))
-
-
-def _gpu_problems(gpus: Sequence[GpuRequest]) -> list[str]:
-    problems: list[str] = []
-    vendors = {g.vendor for g in gpus}
-    if "jetson" in vendors and len(vendors) > 1:
-        problems.append("a Jetson GPU cannot be combined with other GPUs")
-    seen: set[str] = set()
-    for gpu in gpus:
-        if gpu.vendor == "nvidia":
-            if not gpu.uuid and gpu.index is None:
-                problems.append("an NVIDIA GPU needs a uuid or an index")
-                continue
-            key = f"nvidia:{gpu.uuid or gpu.index}"
-        elif gpu.vendor == "amd":
-            if not gpu.dri_render:
-                problems.append(f"AMD GPU {gpu.uuid or gpu.index} has no render node (/dev/dri/renderD*)")
-                continue
-            for path in (gpu.dri_render, gpu.dri_card):
-                if path is not None and not _DEVICE_RE.match(path):
-                    problems.append(f"device path {path!r} is not under /dev")
-            key = f"amd:{gpu.dri_render}"
-        elif gpu.vendor == "jetson":
-            key = "jetson"
-        else:
-            problems.append(f"unknown GPU vendor {gpu.vendor!r}")
-            continue
-        if key in seen:
-            problems.append(f"GPU {key} is requested twice")
-        seen.add(key)
-    return problems
 
 
 @dataclass(slots=True)
@@ -375,3 +286,73 @@ class SshStatus:
     user: str | None = None
     message: str | None = None
     host_keys: list[SshHostKey] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- what a runtime can do
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a node's runtime driver can do, reported in the node's facts (``"capabilities"``).
+
+    dmd refuses what a node cannot do before it asks (409 ``unsupported``); a driver refuses
+    it too (``unsupported``). A driver claims only what it does today: the conformance suite
+    checks every claim against what the driver actually does.
+    """
+
+    # Whose GPUs it can pass into a container (text, not GpuVendor: a newer agent may name more).
+    gpu_vendors: tuple[str, ...] = ()
+    privileged: bool = False  # ContainerSpec.privileged
+    host_network: bool = False  # ContainerSpec.host_network
+    exec: bool = False  # run a command in a running container, output collected (no TTY)
+    exec_tty: bool = False  # an interactive command on a terminal (a shell); no driver call does it yet
+    logs_follow: bool = False  # logs(follow=True) streams until the container stops
+    pull: bool = False  # from a registry
+    image_import: bool = False  # a `docker save` archive or a root file system tar (upload, copy target)
+    image_export: bool = False  # as a `docker save` archive (copy source)
+    commit: bool = False  # a container's file system as a new image
+    file_copy: bool = False  # files into and out of a container; no driver call does it yet
+
+    def can(self, name: str) -> bool:
+        """Whether the boolean capability ``name`` is there (False for names it does not know)."""
+        if name == "gpu_vendors" or name not in _BOOLEAN:
+            return False
+        return bool(getattr(self, name))
+
+    def can_pass(self, vendor: str) -> bool:
+        return vendor in self.gpu_vendors
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["gpu_vendors"] = list(self.gpu_vendors)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Capabilities:
+        """Tolerant on purpose (facts are a report, not a request): what a peer does not say,
+        or says in a shape this side does not know, it cannot do; unknown names are ignored."""
+        vendors = data.get("gpu_vendors")
+        known: tuple[str, ...] = ()
+        if isinstance(vendors, list | tuple):
+            known = tuple(v for v in VENDORS if v in vendors)
+        flags = {name: data.get(name) is True for name in _BOOLEAN}
+        return cls(gpu_vendors=known, **flags)
+
+
+_BOOLEAN = tuple(f.name for f in fields(Capabilities) if f.name != "gpu_vendors")
+
+# What every agent could do before agents reported capabilities (the Docker driver of then):
+# dmd assumes it of a node whose facts carry none.
+LEGACY_CAPABILITIES = Capabilities(
+    gpu_vendors=VENDORS,
+    privileged=True,
+    host_network=True,
+    exec=True,
+    exec_tty=False,
+    logs_follow=True,
+    pull=True,
+    image_import=True,
+    image_export=True,
+    commit=True,
+    file_copy=False,
+)

@@ -1,10 +1,17 @@
-"""Container runtimes behind one driver interface (see :mod:`agent.runtime.base`).
+"""Container runtimes behind one driver interface (see :mod:`agent.runtime.driver`).
+
+The package's modules say what they hold: :mod:`.driver` (the interface), :mod:`.spec` (the
+data that crosses the wire, and :class:`Capabilities`), :mod:`.errors`, :mod:`.validate`,
+:mod:`.ownership` (DM's labels), :mod:`.refs` (image and container references),
+:mod:`.image_tar` (image archives), :mod:`.locks`, :mod:`.payload` (the Engine API body), and
+the drivers :mod:`.docker` and :mod:`.fake`.
 
 Public API::
 
     from agent.runtime import ContainerSpec, DriverError, GpuRequest, RuntimeDriver, make_driver
 
     driver = make_driver("docker", url="unix:///var/run/docker.sock")   # or make_driver("fake")
+    driver.capabilities().to_dict()                                       # reported in the facts
 
 The Docker driver (and with it aiodocker) is imported only when it is asked for.
 """
@@ -13,27 +20,30 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.runtime.base import (
+from agent.protocol.types import (
     LABEL_INSTANCE,
     LABEL_MANAGED,
     LABEL_NODE,
-    ConflictError,
+    LEGACY_CAPABILITIES,
+    Capabilities,
     ContainerInfo,
     ContainerSpec,
     ContainerState,
-    DriverError,
-    DriverTimeoutError,
-    ExecResult,
     GpuRequest,
     ImageInfo,
+)
+from agent.runtime.driver import ExecResult, RuntimeDriver, RuntimeEvent
+from agent.runtime.errors import (
+    ConflictError,
+    DriverError,
+    DriverTimeoutError,
     ImageNotFoundError,
     InvalidError,
     NotFoundError,
     PullFailedError,
-    RuntimeDriver,
-    RuntimeEvent,
     RuntimeFailedError,
     UnavailableError,
+    UnsupportedError,
     error_for,
 )
 from agent.runtime.payload import container_create_payload
@@ -43,6 +53,8 @@ __all__ = [
     "LABEL_INSTANCE",
     "LABEL_MANAGED",
     "LABEL_NODE",
+    "LEGACY_CAPABILITIES",
+    "Capabilities",
     "ConflictError",
     "ContainerInfo",
     "ContainerSpec",
@@ -60,6 +72,7 @@ __all__ = [
     "RuntimeEvent",
     "RuntimeFailedError",
     "UnavailableError",
+    "UnsupportedError",
     "container_create_payload",
     "error_for",
     "make_driver",

@@ -27,15 +27,31 @@ GPUs (one spec may combine NVIDIA and AMD GPUs; a Jetson's GPU stands alone):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from agent.runtime.base import ContainerSpec, GpuRequest, labels_for, validate_spec
+from agent.gpu import GpuInfo
+from agent.protocol.types import ContainerSpec, GpuRequest
+from agent.runtime.ownership import labels_for
+from agent.runtime.validate import validate_spec
 
-__all__ = ["MIB", "NVIDIA_ENV", "container_create_payload", "gpu_host_config"]
+__all__ = ["MIB", "NVIDIA_ENV", "container_create_payload", "gpu_host_config", "gpu_request"]
 
 MIB = 1024 * 1024
 NVIDIA_ENV = "NVIDIA_VISIBLE_DEVICES"
 KFD = "/dev/kfd"
+
+
+def gpu_request(gpu: GpuInfo, *, gids: Sequence[int] = ()) -> GpuRequest:
+    """The request for a detected GPU (see :mod:`agent.gpu`)."""
+    return GpuRequest(
+        vendor=gpu.vendor,
+        uuid=gpu.uuid,
+        index=gpu.index,
+        dri_card=gpu.dri_card,
+        dri_render=gpu.dri_render,
+        gids=tuple(gids),
+    )
 
 
 def _device(path: str) -> dict[str, str]:
@@ -82,7 +98,7 @@ def gpu_host_config(gpus: list[GpuRequest]) -> tuple[dict[str, Any], dict[str, s
 def container_create_payload(spec: ContainerSpec) -> dict[str, Any]:
     """The JSON body for ``POST /containers/create?name=<spec.name>``.
 
-    Validates the spec first (raises :class:`agent.runtime.base.InvalidError`).
+    Validates the spec first (raises :class:`agent.runtime.errors.InvalidError`).
     """
     validate_spec(spec)
     gpu_host, gpu_env = gpu_host_config(spec.gpus)

@@ -63,7 +63,7 @@ async def pull_image(ctx: Ctx) -> Any:
 
 @api.post("/nodes/{id}/images/import", summary="Import a tarball (docker save output or a root filesystem tar) "
           "sent as the raw request body; ?repository=NAME&tag=TAG", tag="images", response=ImageOut, status=201,
-          errors=(400, 404, 413, 422, 502, 504))
+          errors=(400, 404, 409, 413, 422, 502, 504))
 async def import_image(ctx: Ctx) -> Any:
     user = ctx.user_identity.user
     repository = ctx.request.query.get("repository", "")

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from dmd import capabilities
 from dmd.db.schema import gpu_allocations, images, instance_ssh_keys, instances, node_shares, nodes, port_maps, users
 from dmd.db.types import utcnow
 from dmd.errors import ApiError, Conflict, Invalid, NotFound
@@ -86,7 +87,7 @@ async def free_on(conn: AsyncConnection, node: Node) -> Free:
         node=node,
         cpus=float(cpu_total) - usage.cpus if isinstance(cpu_total, int | float) else None,
         memory_mb=int(mem_total) - usage.memory_mb if isinstance(mem_total, int | float) else None,
-        gpus=[(k, g) for k, g in keys if k not in usage.gpus_taken],
+        gpus=capabilities.passable(node, [(k, g) for k, g in keys if k not in usage.gpus_taken]),
         gpus_total=len(keys),
     )
 
@@ -199,6 +200,7 @@ async def create(conn: AsyncConnection, owner: User, req: CreateRequest, online:
                           f"{', '.join(sorted(node_uuids)) or 'none'}", field="gpus")
 
     reasons: list[str] = []
+    unsupported: list[str] = []  # nodes whose runtime cannot do it at all
     chosen: Free | None = None
     for node in candidates:
         if node.id not in online:
@@ -206,6 +208,11 @@ async def create(conn: AsyncConnection, owner: User, req: CreateRequest, online:
             continue
         if node.cordoned:
             reasons.append(f"{node.name}: cordoned")
+            continue
+        if why := capabilities.instance_refusal(node, privileged=req.privileged, host_network=req.host_network,
+                                                gpu_uuids=req.gpu_uuids, gpu_count=req.gpu_count):
+            reasons.append(why)
+            unsupported.append(why)
             continue
         if not await image_usable(conn, owner, node.id, req.image):
             reasons.append(f"{node.name}: no image {req.image} you may use")
@@ -221,6 +228,8 @@ async def create(conn: AsyncConnection, owner: User, req: CreateRequest, online:
     if chosen is None:
         if not candidates:
             raise NoCapacity("there is no node you may use; ask an administrator to share one")
+        if unsupported and len(unsupported) == len(reasons):  # waiting for capacity would not help
+            raise capabilities.Unsupported("no node can take this instance: " + "; ".join(reasons))
         raise NoCapacity("no node can take this instance: " + "; ".join(reasons))
 
     now = utcnow()

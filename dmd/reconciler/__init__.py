@@ -28,13 +28,13 @@ from dmd.agents.hub import AgentFailed, AgentTimeout, Hub, NodeOffline
 from dmd.db import Database
 from dmd.errors import NotFound
 from dmd.models import Instance
-from dmd.reconciler.features import Feature, Ports, Ssh
-from dmd.reconciler.plan import status_of
-from dmd.reconciler.round import DbStore, Executor, KnownContainers
+from dmd.port_applier import PortApplier
 from dmd.queries import images as image_svc
 from dmd.queries import instances as inst_svc
 from dmd.queries import port_maps as port_svc
-from dmd.port_applier import PortApplier
+from dmd.reconciler.features import Feature, Ports, Ssh
+from dmd.reconciler.plan import status_of
+from dmd.reconciler.round import DbStore, Executor, KnownContainers
 
 __all__ = ["Reconciler"]
 

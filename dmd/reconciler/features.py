@@ -20,8 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from agent import protocol as p
 from dmd.agents.hub import AgentFailed, Hub
 from dmd.db import Database
-from dmd.reconciler.plan import InstanceView, NodeView
 from dmd.queries import instance_access as access
+from dmd.reconciler.plan import InstanceView, NodeView
 
 if TYPE_CHECKING:
     from dmd.agents.handshake import Handshake

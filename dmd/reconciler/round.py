@@ -19,6 +19,8 @@ from dmd.agents.hub import AgentFailed, AgentTimeout, NodeOffline
 from dmd.db import Database
 from dmd.errors import NotFound
 from dmd.models import Instance, Node
+from dmd.queries import instances as inst_svc
+from dmd.queries import nodes as node_svc
 from dmd.reconciler.features import Feature, RoundView
 from dmd.reconciler.plan import (
     Ensure,
@@ -31,8 +33,6 @@ from dmd.reconciler.plan import (
     status_of,
     sweep,
 )
-from dmd.queries import instances as inst_svc
-from dmd.queries import nodes as node_svc
 
 log = logging.getLogger("dmd.reconciler")
 R = TypeVar("R")

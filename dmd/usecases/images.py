@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from agent import protocol as p
-from agent.runtime.base import DriverError, check_repository
+from agent.runtime.errors import DriverError
+from agent.runtime.refs import check_repository
+from dmd import capabilities
 from dmd.agents.hub import AgentFailed
 from dmd.blobs import CHUNK, discard
 from dmd.core import Dm
@@ -101,6 +103,7 @@ async def pull(dm: Dm, actor: Actor, user: User, node: Node, ref: str, *,
                username: str | None = None, password: str | None = None,
                progress_id: str | None = None) -> dict[str, Any]:
     """Pull onto a node the user may see (see visible_node); progress events carry progress_id."""
+    capabilities.require(node, "pull")
     auth = pull_auth(ref, username, password)
     ref = pull_ref(ref)
     reply = await agent_reply(dm.hub.ask(node.id, p.ImagePull(ref, auth, progress_id or "")))
@@ -146,6 +149,7 @@ async def import_tarball(dm: Dm, actor: Actor, user: User, node: Node, repositor
     """Stream an uploaded tarball (docker save output or a root file system tar) to a blob
     file, let the node's agent import it as repository:tag, and forget the file."""
     check_import_name(repository, tag)
+    capabilities.require(node, "image_import")  # before a byte of the upload is stored
     blobs = dm.blobs
     path = blobs.new_path()
     try:
@@ -205,8 +209,11 @@ async def copy(dm: Dm, actor: Actor, user: User, image_id: int, node_id: int) ->
     async with dm.db.read() as conn:
         image = await svc.get_visible(conn, user, image_id)
         target = await node_svc.get_visible(conn, user, node_id)
+        source = await node_svc.get(conn, image["node_id"])
     if target.id == image["node_id"]:
         raise Conflict("the image is already on that node", code="same_node")
+    capabilities.require(source, "image_export")
+    capabilities.require(target, "image_import")
     hub, blobs = dm.hub, dm.blobs
     path = blobs.new_path()
     up = blobs.offer(image["node_id"], "put", path)
@@ -238,6 +245,8 @@ async def commit(dm: Dm, actor: Actor, user: User, instance_id: int, repository:
     """Save an instance's container as a new image on its node."""
     async with dm.db.read() as conn:
         inst = await inst_svc.get_visible(conn, user, instance_id)
+        node = await node_svc.get(conn, inst.node_id)
+    capabilities.require(node, "commit")
     reply = await agent_reply(dm.hub.ask(inst.node_id, p.ImageCommit(inst.id, repository, tag)))
     return await claimed(dm, actor, user, inst.node_id, f"{repository}:{tag}", reply.image, "image.commit",
                          instance_id=inst.id)

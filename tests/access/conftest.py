@@ -24,8 +24,9 @@ import pytest
 
 from agent import protocol as p
 from agent.access.ssh import SshAccess
-from agent.runtime.base import ContainerInfo, ContainerSpec, ExecResult
+from agent.protocol.types import ContainerInfo, ContainerSpec
 from agent.runtime.docker import DockerDriver
+from agent.runtime.driver import ExecResult
 
 # The dmd-level tests (test_via_dmd.py) use the in-process local node on the real dockerd.
 from tests.instances.conftest import docker, local  # noqa: F401

@@ -9,7 +9,7 @@ import pytest
 from agent import protocol as p
 from agent.access.ssh import MAX_KEY_CHARS, MAX_KEYS, SshAccess, SshSpec
 from agent.handlers import HandlerError, HandlerRegistry, dispatch
-from agent.runtime.base import ContainerInfo
+from agent.protocol.types import ContainerInfo
 from agent.runtime.fake import FakeDriver
 from tests.wire import call
 

@@ -9,7 +9,7 @@ import secrets
 from agent import protocol as p
 from agent.access.ssh import SshAccess
 from agent.config import AgentConfig
-from agent.runtime.base import ContainerSpec
+from agent.protocol.types import ContainerSpec
 from agent.runtime.docker import DockerDriver
 from agent.workloads import make_link
 from tests.access.conftest import DOCKER_HOST, KeyPair, ssh, wait_for

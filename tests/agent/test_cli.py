@@ -19,6 +19,7 @@ from aiohttp import web
 from agent import __version__, cli
 from agent import protocol as p
 from agent.config import AgentConfig, load_config, save_config
+from agent.runtime.docker import CAPABILITIES as DOCKER_CAPABILITIES
 from tests.agent.test_link import FakeDmd
 
 REPO = Path(__file__).resolve().parents[2]
@@ -157,6 +158,7 @@ async def test_facts_prints_json() -> None:
     assert facts["hostname"] == socket.gethostname()
     assert facts["cpu_count"] >= 1 and facts["memory_total_mb"] > 0 and isinstance(facts["gpus"], list)
     assert facts["runtime"] is None and "nonexistent" in facts["runtime_error"]
+    assert facts["capabilities"] == DOCKER_CAPABILITIES.to_dict()  # the driver's, with or without the Engine
 
 
 async def test_facts_reads_the_config(tmp_path: Path) -> None:

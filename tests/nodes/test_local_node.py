@@ -2,6 +2,7 @@
 
 import asyncio
 
+from agent.runtime.docker import CAPABILITIES as DOCKER_CAPABILITIES
 from dmd.core import DM
 from tests.nodes.conftest import node
 
@@ -25,6 +26,7 @@ async def test_local_node_comes_online_with_docker_facts(client, admin):
     assert facts["cpu_count"] >= 1 and facts["memory_total_mb"] > 0
     runtime = facts.get("runtime")
     assert runtime and runtime["name"] == "docker" and runtime["version"], facts.get("runtime_error")
+    assert facts["capabilities"] == DOCKER_CAPABILITIES.to_dict()
     r = await client.post(f"/api/v1/nodes/{nid}/ping", headers=admin)
     assert r.status == 200
     # A restart of dmd reuses the same node with a fresh credential.

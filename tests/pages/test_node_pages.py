@@ -18,11 +18,11 @@ from agent import protocol as p
 from agent.gpu.nvidia import parse_xml
 from dmd.core import DM
 from dmd.db.schema import nodes as nodes_table
-from tests.agent.helpers import FIXTURES
 from dmd.pages import figures as node_pages
 from dmd.pages.figures import TIMES
 from dmd.queries import audit
 from dmd.queries import users as user_svc
+from tests.agent.helpers import FIXTURES
 from tests.conftest import add_user
 from tests.nodes.helpers import FakeAgent
 from tests.pages.conftest import get_csrf, page_login, post_form

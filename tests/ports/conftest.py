@@ -27,7 +27,7 @@ from agent.config import AgentConfig
 from agent.ports.kernel import KernelForwarder
 from agent.ports.manager import PortForwarding, chain_tag
 from agent.ports.pools import PortPools, listening_ports
-from agent.runtime.base import ContainerInfo, ContainerSpec
+from agent.protocol.types import ContainerInfo, ContainerSpec
 from agent.runtime.docker import DockerDriver
 
 REPO = Path(__file__).resolve().parents[2]

@@ -25,8 +25,9 @@ from typing import Any
 import aiodocker
 import pytest
 
-from agent.runtime.base import ContainerSpec, RuntimeDriver
+from agent.protocol.types import ContainerSpec
 from agent.runtime.docker import DockerDriver
+from agent.runtime.driver import RuntimeDriver
 from agent.runtime.fake import FakeDriver, FakeProcess
 from tests.runtime.images import BUSYBOX_REF
 

@@ -12,7 +12,7 @@ import gzip
 import io
 import tarfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
 import pytest
@@ -21,14 +21,18 @@ from agent.runtime import (
     LABEL_INSTANCE,
     LABEL_MANAGED,
     LABEL_NODE,
+    Capabilities,
     ConflictError,
     ContainerInfo,
+    DriverError,
     DriverTimeoutError,
+    GpuRequest,
     ImageNotFoundError,
     InvalidError,
     NotFoundError,
     PullFailedError,
     RuntimeEvent,
+    UnsupportedError,
 )
 from agent.runtime.fake import FakeProcess
 from tests.runtime.conftest import TEST_LABEL, Harness
@@ -519,3 +523,101 @@ async def test_close_ends_follows_and_event_streams(harness: Harness) -> None:
     await asyncio.wait_for(asyncio.gather(*tasks), 10)  # both end, neither raises
     assert lines and lines[0] == "tick 1"
     assert any(e.container_id == info.id and e.action == "start" for e in events)
+
+
+# --------------------------------------------------------------------------- capabilities
+
+# One GPU of each vendor (nothing on the test host has them: what counts is what the driver asks).
+GPUS = {
+    "nvidia": (GpuRequest(vendor="nvidia", uuid="GPU-7a5d1e55-0000-4000-8000-000000000000"), "DeviceRequests"),
+    "amd": (GpuRequest(vendor="amd", dri_card="/dev/dri/card1", dri_render="/dev/dri/renderD128"), "Devices"),
+    "jetson": (GpuRequest(vendor="jetson"), "Runtime"),
+}
+
+
+async def refused(call: Awaitable[object]) -> None:
+    with pytest.raises(UnsupportedError) as excinfo:
+        await call
+    assert excinfo.value.code == "unsupported" and "capability" in excinfo.value.message
+
+
+async def check_claims(h: Harness, tag: str) -> None:
+    """Each capability the driver claims, it has; each it does not claim, it refuses
+    (``unsupported``) without doing any of it."""
+    d = h.driver
+    caps = d.capabilities()
+    assert not caps.exec_tty and not caps.file_copy  # no call of the interface does either yet
+
+    for name, key, value in (("privileged", "Privileged", True), ("host_network", "NetworkMode", "host")):
+        spec = h.spec(f"{tag}-{name}", command=SLEEPER, **{name: True})
+        if caps.can(name):
+            info = await d.create(spec)
+            assert (await h.host_config(info.id))[key] == value
+        else:
+            await refused(d.create(spec))
+            assert await d.find_instance(spec.instance_id) is None
+
+    for vendor, (gpu, key) in GPUS.items():
+        spec = h.spec(f"{tag}-{vendor}", command=SLEEPER, gpus=[gpu])
+        if not caps.can_pass(vendor):
+            await refused(d.create(spec))
+            assert await d.find_instance(spec.instance_id) is None
+            continue
+        try:
+            info = await d.create(spec)
+        except DriverError as exc:  # the engine may lack the vendor's runtime (Jetson's nvidia runtime)
+            assert exc.code == "invalid" and vendor == "jetson", exc
+        else:
+            assert (await h.host_config(info.id)).get(key)
+
+    h.program(FIVE_LINES, _five_lines)
+    done = await d.create(h.spec(f"{tag}-done", command=FIVE_LINES))
+    await d.start(done.id)
+    await wait_for_state(h, done.id, "exited")
+    if caps.logs_follow:
+        assert await asyncio.wait_for(collect(d.logs(done.id, follow=True)), 10) == [f"line {i}" for i in range(1, 6)]
+    else:
+        await refused(collect(d.logs(done.id, follow=True)))
+        assert await collect(d.logs(done.id)) == [f"line {i}" for i in range(1, 6)]  # without follow: as ever
+
+    running = await d.create(h.spec(f"{tag}-running", command=SLEEPER))
+    await d.start(running.id)
+    if caps.exec:
+        assert (await d.exec(running.id, ["echo", "can"])).stdout == b"can\n"
+    else:
+        await refused(d.exec(running.id, ["echo", "cannot"]))
+
+    repo = h.repository(f"{tag}-caps")
+    if caps.commit:
+        assert f"{repo}:commit" in (await d.commit(running.id, repository=repo, tag="commit")).repo_tags
+    else:
+        await refused(d.commit(running.id, repository=repo, tag="commit"))
+        assert await d.inspect_image(f"{repo}:commit") is None
+
+    imported = d.import_image(chunks_of(rootfs_tar()), repository=repo, tag="import", changes=[h.label_change])
+    if caps.image_import:
+        assert f"{repo}:import" in (await imported).repo_tags
+    else:
+        await refused(imported)
+        assert await d.inspect_image(f"{repo}:import") is None
+
+    if caps.image_export:
+        with tarfile.open(fileobj=io.BytesIO(await collect_bytes(d.export_image(h.image)))) as archive:
+            assert "manifest.json" in archive.getnames()
+    else:
+        await refused(collect_bytes(d.export_image(h.image)))
+
+    if caps.pull:  # it tries: the failure is the (unreachable) registry's
+        with pytest.raises(PullFailedError):
+            await d.pull(f"127.0.0.1:1/{h.prefix}/nothing:1")
+    else:
+        await refused(d.pull(f"127.0.0.1:1/{h.prefix}/nothing:1"))
+
+
+async def test_capabilities_are_what_the_driver_does(harness: Harness) -> None:
+    caps = harness.driver.capabilities()
+    assert Capabilities.from_dict(caps.to_dict()) == caps  # as the facts carry them
+    await check_claims(harness, "claimed")
+    if harness.fake is not None:  # a runtime that can do none of it refuses each
+        harness.fake.set_capabilities(**{n: () if n == "gpu_vendors" else False for n in caps.to_dict()})
+        await check_claims(harness, "none")

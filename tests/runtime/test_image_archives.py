@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.runtime.base import ImageTarSniffer, InvalidError, prepare_image_tar
+from agent.runtime.errors import InvalidError
+from agent.runtime.image_tar import ImageTarSniffer, prepare_image_tar
 
 HEX = "a" * 64
 

@@ -14,7 +14,7 @@ import pytest
 
 from agent.gpu import GpuInfo, amd, jetson, nvidia
 from agent.runtime import ContainerSpec, GpuRequest, InvalidError, container_create_payload
-from agent.runtime.payload import MIB
+from agent.runtime.payload import MIB, gpu_request
 from tests.agent.helpers import FIXTURES
 
 PATH_ENV = "NVIDIA_VISIBLE_DEVICES"
@@ -125,7 +125,7 @@ def test_restart_policy_and_init_follow_the_spec() -> None:
 def test_nvidia_two_rtx_a5000_exact_payload() -> None:
     gpus = nvidia.parse_xml(fixture("nvidia-smi-q-x.rtx-a5000x2.v13.no-supported-clocks.xml"))
     assert len(gpus) == 2
-    payload = container_create_payload(spec(gpus=[GpuRequest.from_gpu(g) for g in gpus]))
+    payload = container_create_payload(spec(gpus=[gpu_request(g) for g in gpus]))
     assert payload == base_payload(
         [],
         {
@@ -145,7 +145,7 @@ def test_nvidia_two_rtx_a5000_exact_payload() -> None:
 
 def test_nvidia_one_of_two_rtx2080_and_env_cannot_widen_it() -> None:
     gpus = nvidia.parse_xml(fixture("nvidia-smi-q-x.geforce-rtx2080x2.v13.no-supported-clocks.xml"))
-    second = GpuRequest.from_gpu(gpus[1])
+    second = gpu_request(gpus[1])
     payload = container_create_payload(spec(gpus=[second], env={PATH_ENV: "all", "A": "b"}))
     assert payload["HostConfig"]["DeviceRequests"] == [
         {"Driver": "nvidia", "DeviceIDs": [gpus[1].uuid], "Capabilities": [["gpu"]]}
@@ -165,7 +165,7 @@ def test_nvidia_mig_slice_by_its_uuid() -> None:
 
 def test_nvidia_by_index_when_no_uuid() -> None:
     (t4,) = nvidia.parse_xml(fixture("nvidia-smi-q-x.tesla-t4.xml"))
-    request = dataclasses.replace(GpuRequest.from_gpu(t4), uuid=None)
+    request = dataclasses.replace(gpu_request(t4), uuid=None)
     host = container_create_payload(spec(gpus=[request]))["HostConfig"]
     assert host["DeviceRequests"] == [{"Driver": "nvidia", "DeviceIDs": ["0"], "Capabilities": [["gpu"]]}]
 
@@ -194,7 +194,7 @@ def _amd_mi100(tmp_path: Path) -> list[GpuInfo]:
 
 def test_amd_two_of_four_mi100_exact_payload(tmp_path: Path) -> None:
     gpus = _amd_mi100(tmp_path)
-    requests = [GpuRequest.from_gpu(gpus[1]), GpuRequest.from_gpu(gpus[3])]
+    requests = [gpu_request(gpus[1]), gpu_request(gpus[3])]
     assert requests[0].dri_card == "/dev/dri/card2" and requests[1].dri_render == "/dev/dri/renderD131"
     payload = container_create_payload(spec(gpus=requests))
 
@@ -220,7 +220,7 @@ def test_amd_two_of_four_mi100_exact_payload(tmp_path: Path) -> None:
 
 def test_amd_numeric_render_group(tmp_path: Path) -> None:
     gpus = _amd_mi100(tmp_path)
-    requests = [GpuRequest.from_gpu(gpus[0], gids=[109]), GpuRequest.from_gpu(gpus[2], gids=[109, 44])]
+    requests = [gpu_request(gpus[0], gids=[109]), gpu_request(gpus[2], gids=[109, 44])]
     host = container_create_payload(spec(gpus=requests))["HostConfig"]
     assert host["GroupAdd"] == ["video", "109", "44"]
     assert [d["PathOnHost"] for d in host["Devices"]] == [
@@ -245,7 +245,7 @@ def test_amd_single_gpu_render_node_only(name: str, parse: Any) -> None:
     (gpu, *_) = parse(fixture(name))
     # These outputs carry no PCI address: only the render node is known (a fake one here).
     gpu.dri_render = "/dev/dri/renderD128"
-    host = container_create_payload(spec(gpus=[GpuRequest.from_gpu(gpu)]))["HostConfig"]
+    host = container_create_payload(spec(gpus=[gpu_request(gpu)]))["HostConfig"]
     assert host["Devices"] == [
         {"PathOnHost": "/dev/kfd", "PathInContainer": "/dev/kfd", "CgroupPermissions": "rwm"},
         {"PathOnHost": "/dev/dri/renderD128", "PathInContainer": "/dev/dri/renderD128", "CgroupPermissions": "rwm"},
@@ -256,7 +256,7 @@ def test_amd_single_gpu_render_node_only(name: str, parse: Any) -> None:
 def test_amd_without_render_node_is_invalid() -> None:
     (gpu,) = amd.parse_amd_smi_static_json(fixture("amd-smi-static-json.mi210.json"))
     with pytest.raises(InvalidError, match="render node"):
-        container_create_payload(spec(gpus=[GpuRequest.from_gpu(gpu)]))
+        container_create_payload(spec(gpus=[gpu_request(gpu)]))
 
 
 # --------------------------------------------------------------------------- Jetson
@@ -275,7 +275,7 @@ def test_jetson_exact_payload(tmp_path: Path, release: str, model: str) -> None:
     (tmp_path / "proc" / "device-tree").mkdir(parents=True)
     (tmp_path / "proc" / "device-tree" / "model").write_text(fixture(model))
     (gpu,) = jetson.detect_sync(root=str(tmp_path))
-    payload = container_create_payload(spec(gpus=[GpuRequest.from_gpu(gpu)], env={PATH_ENV: "0", "X": "1"}))
+    payload = container_create_payload(spec(gpus=[gpu_request(gpu)], env={PATH_ENV: "0", "X": "1"}))
     assert payload == base_payload(["X=1", "NVIDIA_VISIBLE_DEVICES=all"], {"Runtime": "nvidia"})
 
 

@@ -1,0 +1,295 @@
+"""The container runtime driver interface: what the agent asks of Docker (and, later, others).
+
+A driver turns DM's requests into one runtime's calls. Every driver keeps the same contract,
+checked by one conformance suite (``tests/runtime/test_conformance.py``) that the Docker
+driver passes against a real dockerd and the in-memory fake passes in milliseconds.
+
+The contract, in short:
+
+* Every container DM creates carries the labels ``dm.managed=1``, ``dm.instance=<id>`` and
+  ``dm.node=<id>`` (:mod:`agent.runtime.ownership`). :meth:`RuntimeDriver.create` is
+  idempotent by instance id: when a managed container with that instance id exists it is
+  returned and no second one is made (this is how a lost "create" reply is detected). A name
+  that is taken by another container is a ``conflict``. Containers without ``dm.managed=1``
+  are reported with ``managed=False`` and never adopted.
+* ``start``/``stop`` are idempotent; ``remove`` of a missing container is not an error;
+  ``inspect`` of a missing container is ``None``; every other call on a missing container
+  raises ``not_found``.
+* Failures are :class:`~agent.runtime.errors.DriverError` with a short ``code`` and the
+  runtime's own message. No other exception escapes a driver (cancellation aside).
+* :meth:`RuntimeDriver.capabilities` says what the driver can do; what it cannot do it
+  refuses with ``unsupported`` (and claims nothing it does not do).
+* DM, not the runtime, owns host ports (no ``PortBindings``/publishing at all), restarts
+  (restart policy ``no``), GPU assignment (by device) and the image catalogue (``create``
+  never pulls).
+
+Public API::
+
+    driver: RuntimeDriver = DockerDriver("unix:///var/run/docker.sock")   # or FakeDriver()
+    driver.capabilities().commit                             # True
+    info = await driver.create(ContainerSpec(instance_id=7, node_id=1, name="dm-7-web",
+                                             image="debian:12", cpus=2, memory_mb=4096))
+    await driver.start(info.id)
+    async for line in driver.logs(info.id, tail=100): ...
+    result = await driver.exec(info.id, ["id", "-u"])       # ExecResult(exit_code, stdout, stderr)
+    async for event in driver.events(): ...                  # RuntimeEvent(action="die", ...)
+    image = await driver.import_image("/tmp/rootfs.tar", repository="dm/base", tag="1")
+"""
+
+from __future__ import annotations
+
+import abc
+import builtins
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Any, ClassVar, Literal, TypeAlias
+
+from agent.protocol.types import Capabilities, ContainerInfo, ContainerSpec, ImageInfo
+from agent.runtime.errors import UnsupportedError
+from agent.runtime.image_tar import ImageSource
+
+__all__ = [
+    "DEFAULT_EXEC_OUTPUT_LIMIT",
+    "MANAGED_ACTIONS",
+    "EventAction",
+    "ExecResult",
+    "ProgressCallback",
+    "RuntimeDriver",
+    "RuntimeEvent",
+    "call_progress",
+    "require",
+]
+
+EventAction = Literal["create", "start", "restart", "kill", "die", "stop", "oom", "pause", "unpause", "destroy"]
+# The container events a driver reports (for managed containers only).
+MANAGED_ACTIONS: tuple[EventAction, ...] = (
+    "create",
+    "start",
+    "restart",
+    "kill",
+    "die",
+    "stop",
+    "oom",
+    "pause",
+    "unpause",
+    "destroy",
+)
+
+DEFAULT_EXEC_OUTPUT_LIMIT = 16 * 1024 * 1024  # bytes per stream
+
+ProgressCallback: TypeAlias = Callable[[dict[str, Any]], Awaitable[None] | None]
+
+
+@dataclass(slots=True)
+class RuntimeEvent:
+    """A lifecycle event of a managed container."""
+
+    action: EventAction
+    container_id: str
+    name: str | None = None
+    instance_id: int | None = None
+    node_id: int | None = None
+    exit_code: int | None = None  # "die"
+    time: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["time"] = self.time.isoformat() if self.time is not None else None
+        return data
+
+
+@dataclass(slots=True)
+class ExecResult:
+    exit_code: int
+    stdout: bytes = b""
+    stderr: bytes = b""
+    truncated: bool = False  # output beyond the driver's limit was dropped
+
+    @property
+    def stdout_text(self) -> str:
+        return self.stdout.decode("utf-8", "replace")
+
+    @property
+    def stderr_text(self) -> str:
+        return self.stderr.decode("utf-8", "replace")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "exit_code": self.exit_code,
+            "stdout": self.stdout_text,
+            "stderr": self.stderr_text,
+            "truncated": self.truncated,
+        }
+
+
+async def call_progress(progress: ProgressCallback | None, message: dict[str, Any]) -> None:
+    if progress is None:
+        return
+    result = progress(message)
+    if result is not None:
+        await result
+
+
+def require(capabilities: Capabilities, name: str, what: str) -> None:
+    """Raise :class:`UnsupportedError` unless the boolean capability ``name`` is there."""
+    if not capabilities.can(name):
+        raise UnsupportedError(f"{what}: this runtime driver cannot do that (capability {name})")
+
+
+class RuntimeDriver(abc.ABC):
+    """The calls the agent makes on a container runtime. All methods are coroutines or
+    async iterators, raise only :class:`DriverError`, and are safe to call concurrently."""
+
+    name: ClassVar[str] = "abstract"
+
+    @abc.abstractmethod
+    def capabilities(self) -> Capabilities:
+        """What this driver can do (see :class:`~agent.protocol.types.Capabilities`); it refuses the
+        rest with ``unsupported``. Constant for a driver's life unless a test scripts it."""
+
+    # -- lifecycle of the driver itself
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Release connections; iterators still running end."""
+
+    async def __aenter__(self) -> RuntimeDriver:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @abc.abstractmethod
+    async def version(self) -> dict[str, Any]:
+        """``{"name": "docker", "version": ..., "api_version": ..., ...}``."""
+
+    # -- containers
+
+    @abc.abstractmethod
+    async def create(self, spec: ContainerSpec) -> ContainerInfo:
+        """Create (not start) the container, or return the managed container that already
+        has ``spec.instance_id`` on ``spec.node_id`` (and, when the spec carries one, the same
+        ``dm.installation`` label: two DM installations may share an Engine and number their
+        instances alike). Raises invalid, image_not_found, conflict (name taken)."""
+
+    @abc.abstractmethod
+    async def find_instance(self, instance_id: int, *, labels: Mapping[str, str] | None = None) -> ContainerInfo | None:
+        """The managed container labelled with ``instance_id`` (and every one of ``labels``), if any."""
+
+    @abc.abstractmethod
+    async def start(self, container: str) -> None:
+        """Start; a running container is left as it is."""
+
+    @abc.abstractmethod
+    async def stop(self, container: str, timeout: float = 10) -> None:
+        """SIGTERM, then SIGKILL after ``timeout`` seconds; a stopped container is fine."""
+
+    @abc.abstractmethod
+    async def restart(self, container: str, timeout: float = 10) -> None:
+        """Stop (as :meth:`stop`) and start again."""
+
+    @abc.abstractmethod
+    async def remove(self, container: str, *, force: bool = False) -> None:
+        """Remove; a missing container is not an error. A running one needs ``force``
+        (else conflict)."""
+
+    @abc.abstractmethod
+    async def inspect(self, container: str) -> ContainerInfo | None:
+        """By id, unique id prefix or name; None when there is no such container."""
+
+    @abc.abstractmethod
+    def logs(
+        self,
+        container: str,
+        *,
+        tail: int | None = None,
+        follow: bool = False,
+        timestamps: bool = False,
+    ) -> AsyncIterator[str]:
+        """Output lines (stdout and stderr, in order, without the newline). ``tail``: only the
+        last n lines (None: all). ``follow``: keep going until the container stops."""
+
+    @abc.abstractmethod
+    async def exec(
+        self,
+        container: str,
+        cmd: Sequence[str],
+        *,
+        user: str | None = None,
+        env: Mapping[str, str] | None = None,
+        stdin: bytes | None = None,
+        timeout: float = 60,
+    ) -> ExecResult:
+        """Run ``cmd`` (an argv, never a shell line) in a running container and wait for it.
+        Raises conflict when the container is not running, timeout after ``timeout`` s."""
+
+    @abc.abstractmethod
+    def events(self, *, since: float | None = None) -> AsyncIterator[RuntimeEvent]:
+        """Lifecycle events of managed containers, from ``since`` (unix time; None: from now)
+        on, until the driver is closed. The stream breaking raises unavailable."""
+
+    # -- images
+
+    @abc.abstractmethod
+    async def inspect_image(self, ref: str) -> ImageInfo | None:
+        """By reference or id; None when there is no such image."""
+
+    @abc.abstractmethod
+    async def pull(
+        self,
+        ref: str,
+        *,
+        auth: Mapping[str, str] | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> ImageInfo:
+        """Pull from a registry, calling ``progress`` with each of the runtime's progress
+        messages (``{"status": ..., "id": ..., "progressDetail": ...}``). Raises pull_failed."""
+
+    @abc.abstractmethod
+    async def import_image(
+        self,
+        source: ImageSource,
+        *,
+        repository: str | None = None,
+        tag: str = "latest",
+        changes: Sequence[str] | None = None,
+    ) -> ImageInfo:
+        """Import a ``docker save`` archive or a root file system tar (plain, gzip, bzip2 or
+        xz), told apart by the archive's members. The image is tagged ``repository:tag`` when
+        a repository is given. ``changes`` (Dockerfile lines such as ``CMD ["/bin/sh"]``)
+        apply to root file systems only. Raises invalid for anything else."""
+
+    @abc.abstractmethod
+    def export_image(self, ref: str) -> AsyncIterator[bytes]:
+        """The image as a ``docker save`` archive, in chunks."""
+
+    @abc.abstractmethod
+    async def remove_image(self, ref: str, *, force: bool = False) -> None:
+        """Remove (untag) an image; a missing image is not an error. Refused (conflict)
+        while a container uses it, unless ``force``."""
+
+    @abc.abstractmethod
+    async def commit(
+        self,
+        container: str,
+        *,
+        repository: str,
+        tag: str = "latest",
+        message: str | None = None,
+    ) -> ImageInfo:
+        """A new image from the container's file system. DM's own labels are blanked in the
+        image, so containers made from it are not mistaken for the original instance."""
+
+    @abc.abstractmethod
+    async def list_images(self) -> builtins.list[ImageInfo]:
+        """Every image (with its tags)."""
+
+    @abc.abstractmethod
+    async def list(self, *, all: bool = True, managed_only: bool = False) -> builtins.list[ContainerInfo]:
+        """Containers (``all``: stopped ones too; ``managed_only``: only DM's)."""
