@@ -8,6 +8,7 @@ import json
 import pytest
 import sqlalchemy as sa
 
+from agent import protocol as p
 from dmd.db import Database
 from dmd.db.schema import instances, nodes, port_maps
 from dmd.db.types import utcnow
@@ -89,7 +90,7 @@ async def test_requested_ports_and_their_errors(db: Database) -> None:
 async def test_busy_ports_are_never_handed_out_and_the_pool_runs_out(db: Database) -> None:
     node_id, (a,) = await _setup(db, {"tcp": [[31000, 31003]], "udp": [[31000, 31000]]})
     async with db.begin() as conn:
-        await svc.set_busy_ports(conn, node_id, {"tcp": [31001], "udp": []})
+        await svc.set_busy_ports(conn, node_id, p.Listening(tcp=[31001], udp=[]))
     with pytest.raises(ApiError) as e:
         await _alloc(db, node_id, a, 1, 31001)
     assert (e.value.status, e.value.code) == (409, "port_busy")
