@@ -10,7 +10,7 @@ from typing import Any
 from agent import protocol as p
 from agent.gpu.amd import parse_amd_smi_static_json
 from agent.protocol.types import LEGACY_CAPABILITIES, Capabilities
-from dmd.blobs import BLOBS
+from dmd.core import DM
 from tests.agent.helpers import FIXTURES
 from tests.instances.conftest import wait_status
 from tests.instances.test_gpus_and_reconcile import GpuNode, a5000_gpus, gpu_node
@@ -162,7 +162,7 @@ async def test_pull_and_import_refused(client, admin):
         error = await refused(r, "node no-images", "image_import")
         assert error["capability"] == "image_import"
         assert node.asked(p.IMAGE_PULL, p.IMAGE_IMPORT) == []
-        assert not list(client.app[BLOBS].dir.iterdir())  # nothing of the upload stored
+        assert not list(client.app[DM].blobs.dir.iterdir())  # nothing of the upload stored
         r = await client.get(f"/api/v1/nodes/{node.node_id}/images", headers=admin)
         assert [i["ref"] for i in await r.json()] == ["cuda:12"]
     finally:
@@ -186,7 +186,7 @@ async def test_copy_refused_by_either_end(client, admin):
         assert (await refused(r, "node target", "image_import"))["node_id"] == target.node_id
         for node in (source, target, old):
             assert node.asked(p.IMAGE_EXPORT, p.IMAGE_IMPORT) == []
-        assert not list(client.app[BLOBS].dir.iterdir())
+        assert not list(client.app[DM].blobs.dir.iterdir())
     finally:
         for node in (source, target, old):
             await node.close()
