@@ -11,6 +11,7 @@ instances within one round.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -43,11 +44,21 @@ async def authorized_lines(conn: AsyncConnection, inst: Instance) -> list[str]:
     return list((await conn.execute(q)).scalars())
 
 
-async def access_of_node(conn: AsyncConnection, node_id: int) -> dict[int, tuple[bool, list[str]]]:
-    """For each live instance on the node: SSH on, and the authorized_keys lines that go in (two
-    queries for the whole node, not two per instance)."""
+@dataclass(frozen=True, slots=True)
+class Access:
+    """What an instance's SSH should be, and what its node last said of it."""
+
+    enabled: bool
+    keys: list[str]  # the authorized_keys lines that go in
+    reported: str | None  # the state the agent last reported (None: never)
+
+
+async def access_of_node(conn: AsyncConnection, node_id: int) -> dict[int, Access]:
+    """Each live instance's SSH on the node (two or three queries for the whole node, not two per
+    instance)."""
     rows = (await conn.execute(
-        sa.select(instances.c.id, instances.c.owner_id, instances.c.ssh_enabled, instances.c.ssh_keys_all)
+        sa.select(instances.c.id, instances.c.owner_id, instances.c.ssh_enabled, instances.c.ssh_keys_all,
+                  instances.c.ssh_status)
         .where(instances.c.node_id == node_id, instances.c.desired != "deleted"))).all()
     if not rows:
         return {}
@@ -61,14 +72,15 @@ async def access_of_node(conn: AsyncConnection, node_id: int) -> dict[int, tuple
              .where(instance_ssh_keys.c.instance_id.in_(listed)))
         for iid, kid in (await conn.execute(q)).all():
             chosen.setdefault(iid, set()).add(kid)
-    out: dict[int, tuple[bool, list[str]]] = {}
+    out: dict[int, Access] = {}
     for r in rows:
+        reported = json.loads(r.ssh_status).get("state") if r.ssh_status else None
         if not r.ssh_enabled:
-            out[r.id] = (False, [])
+            out[r.id] = Access(False, [], reported)
             continue
         picked = None if r.ssh_keys_all else chosen.get(r.id, set())
-        out[r.id] = (True, [k.public_key for k in keys
-                            if k.user_id == r.owner_id and (picked is None or k.id in picked)])
+        out[r.id] = Access(True, [k.public_key for k in keys
+                                  if k.user_id == r.owner_id and (picked is None or k.id in picked)], reported)
     return out
 
 

@@ -52,8 +52,7 @@ class Reconciler:
         self._workers: dict[int, asyncio.Task[None]] = {}
         self.locks: dict[int, asyncio.Lock] = {}
         self.ports = ports
-        self.ssh = Ssh(db, hub)
-        self.features: list[Feature] = [Ports(self.ports), self.ssh]  # in this order: see features.py
+        self.features: list[Feature] = [Ports(self.ports), Ssh(db, hub)]  # in this order: see features.py
         self.known = KnownContainers()
         self.executor = Executor(hub, DbStore(db), self.features, self.known, self.installation_id,
                                  on_forget=self._forgotten)
@@ -104,7 +103,6 @@ class Reconciler:
 
     def _forgotten(self, node_id: int, instance_id: int) -> None:
         self._desired_at.pop(instance_id, None)
-        self.ssh.forget(node_id, instance_id)
 
     async def restart(self, inst: Instance) -> None:
         async with self.lock(inst.node_id):

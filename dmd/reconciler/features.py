@@ -9,7 +9,6 @@ port 22 is forwarded.
 from __future__ import annotations
 
 import abc
-import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -100,43 +99,39 @@ class Ports(Feature):
 
 @dataclass(frozen=True, slots=True)
 class PushAccess:
-    """Give the agent an instance's SSH keys: it writes them, starts and supervises sshd."""
+    """Give the agent an instance's SSH keys: it writes them, starts sshd (again, if it died)
+    and supervises it, and says how it stands."""
 
     instance_id: int
     enabled: bool
     keys: tuple[str, ...]
-    container_id: str | None  # the container this is for (a new container needs it again)
-
-
-def _digest(step: PushAccess) -> str:
-    return hashlib.sha256("\n".join([str(step.enabled), *step.keys]).encode()).hexdigest()
 
 
 class Ssh(Feature):
-    """Each running instance gets its keys once per container and key list: the agent keeps
-    supervising sshd by itself, and a key change kicks the round that sends them again."""
+    """Every round tells each running instance's agent its keys (idempotent: sshd is started
+    again if it died) and records what the agent says of it, so a kick also refreshes what the
+    page shows. An instance whose SSH is off and already said so is left alone: there is
+    nothing to revoke and nothing new to learn."""
 
     name = "ssh"
 
     def __init__(self, db: Database, hub: Hub) -> None:
         self.db = db
         self.hub = hub
-        # (node, instance) -> (container id, digest of what it was given), on the current link.
-        self._given: dict[tuple[int, int], tuple[str | None, str]] = {}
 
     async def load(self, conn: AsyncConnection, node: NodeView, instances: Sequence[InstanceView]) -> Any:
         return await access.access_of_node(conn, node.id)
 
     def after(self, view: RoundView) -> list[Any]:
-        wanted: Mapping[int, tuple[bool, list[str]]] = view.loaded.get(self.name) or {}
+        wanted: Mapping[int, access.Access] = view.loaded.get(self.name) or {}
         steps: list[Any] = []
         for inst in view.instances:
-            if inst.id not in view.running or inst.id not in wanted:
+            want = wanted.get(inst.id)
+            if inst.id not in view.running or want is None:
                 continue
-            enabled, keys = wanted[inst.id]
-            step = PushAccess(inst.id, enabled, tuple(keys), inst.container_id)
-            if self._given.get((view.node.id, inst.id)) != (inst.container_id, _digest(step)):
-                steps.append(step)
+            if not want.enabled and want.reported == "disabled":
+                continue
+            steps.append(PushAccess(inst.id, want.enabled, tuple(want.keys)))
         return steps
 
     async def run(self, node_id: int, step: Any) -> None:
@@ -145,17 +140,9 @@ class Ssh(Feature):
             reply = await self.hub.ask(node_id, p.InstanceAccess(
                 step.instance_id, p.SshRequest(step.enabled, list(step.keys))), timeout=ACCESS_TIMEOUT_S)
             status: dict[str, Any] = p.to_data(reply.ssh)
-            self._given[(node_id, step.instance_id)] = (step.container_id, _digest(step))
         except AgentFailed as e:
             unknown = e.extra.get("agent_code") == p.UNKNOWN_TYPE
             why = "this node's agent cannot set up SSH; update dmc" if unknown else e.message
             status = {"state": "error", "message": why}
         async with self.db.begin() as conn:
             await access.set_status(conn, step.instance_id, status)
-
-    def connected(self, node_id: int, shake: Handshake) -> None:
-        for key in [k for k in self._given if k[0] == node_id]:
-            del self._given[key]
-
-    def forget(self, node_id: int, instance_id: int) -> None:
-        self._given.pop((node_id, instance_id), None)

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from agent import protocol as p
 from tests.e2e.procs import Agent, Dmd
 
 pytestmark = pytest.mark.slow
@@ -93,7 +94,7 @@ def test_the_binary_joins_reports_facts_and_goes_offline(dmd, tmp_path, binary):
         n = dmd.node(agent.node_id)
         facts = n["facts"]
         assert facts["cpu_count"] >= 1 and facts["memory_total_mb"] > 0 and facts["kernel"]
-        assert n["agent_version"] and n["protocol_version"] == 1
+        assert n["agent_version"] and n["protocol_version"] == p.PROTOCOL_VERSION == 2
         assert dmd.request("POST", f"/api/v1/nodes/{agent.node_id}/ping")["rtt_ms"] >= 0
     finally:
         assert agent.stop() == 0

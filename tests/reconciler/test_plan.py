@@ -99,20 +99,16 @@ def test_the_sweep_keeps_every_instance_dmd_still_has() -> None:
     assert sweep([inst(1), inst(4, "stopped")]).keep == (1, 4)
 
 
-def test_ssh_keys_go_once_per_container_and_key_list() -> None:
-    from dmd.reconciler.features import PushAccess, Ssh, _digest
+def test_every_running_instance_is_told_its_ssh_keys_each_round() -> None:
+    from dmd.queries.instance_access import Access
+    from dmd.reconciler.features import PushAccess, Ssh
 
     ssh = Ssh(db=None, hub=None)  # type: ignore[arg-type]  # planning needs neither
-    on = inst(1, status="running", container_id="c1")
-    view = RoundView(NODE, [on, inst(2, "stopped", status="stopped")], frozenset({1}),
-                     {"ssh": {1: (True, ["ssh-ed25519 AAAA a"]), 2: (True, ["ssh-ed25519 AAAA b"])}})
-    first = ssh.after(view)
-    assert first == [PushAccess(1, True, ("ssh-ed25519 AAAA a",), "c1")]  # the stopped one waits
-    ssh._given[(NODE.id, 1)] = ("c1", _digest(first[0]))  # what a successful push records
-    assert ssh.after(view) == []
-    changed = RoundView(NODE, view.instances, view.running, {"ssh": {1: (True, ["ssh-ed25519 AAAA a", "k2"])}})
-    assert [s.keys for s in ssh.after(changed)] == [("ssh-ed25519 AAAA a", "k2")]
-    recreated = RoundView(NODE, [inst(1, status="running", container_id="c9")], frozenset({1}), view.loaded)
-    assert [s.container_id for s in ssh.after(recreated)] == ["c9"]
-    ssh.connected(NODE.id, None)  # type: ignore[arg-type]  # a new link: the agent may have forgotten
-    assert ssh.after(view) == first
+    view = RoundView(NODE, [inst(1, status="running"), inst(2, "stopped", status="stopped"),
+                            inst(3, status="running"), inst(4, status="running")], frozenset({1, 3, 4}),
+                     {"ssh": {1: Access(True, ["ssh-ed25519 AAAA a"], "ready"),
+                              2: Access(True, ["ssh-ed25519 AAAA b"], None),
+                              3: Access(False, [], "ready"),  # just turned off: revoke
+                              4: Access(False, [], "disabled")}})  # off, and the agent said so
+    assert ssh.after(view) == [PushAccess(1, True, ("ssh-ed25519 AAAA a",)), PushAccess(3, False, ())]
+    assert ssh.after(view) == ssh.after(view)  # again next round: a kick refreshes what the page shows
