@@ -99,6 +99,15 @@ def instrument() -> None:
         setattr(DockerDriver, name, timed(f"engine: {name.strip('_')}")(getattr(DockerDriver, name)))
 
 
+def calls(windows: list[tuple[float, float]]) -> dict[str, float]:
+    """For each stage: how many of its calls fall inside the windows, per window."""
+    out: dict[str, float] = defaultdict(float)
+    for started, ended, label in EVENTS:
+        if any(min(ended, w1) > max(started, w0) for w0, w1 in windows):
+            out[label] += 1 / len(windows)
+    return out
+
+
 def breakdown(windows: list[tuple[float, float]]) -> dict[str, list[float]]:
     """For each stage: its summed time inside each window (ms)."""
     per: dict[str, list[float]] = defaultdict(lambda: [0.0] * len(windows))
@@ -144,7 +153,8 @@ async def run(rounds: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     try:
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
-            r = await s.post(f"{base}/api/v1/auth/login", json={"email": "bench@example.org", "password": "pw-bench-12"})
+            login = {"email": "bench@example.org", "password": "pw-bench-12"}
+            r = await s.post(f"{base}/api/v1/auth/login", json=login)
             csrf = (await r.json())["csrf_token"]
             r = await s.post(f"{base}/api/v1/tokens", json={"name": "p"}, headers={"X-CSRF-Token": csrf})
             h = {"Authorization": f"Bearer {(await r.json())['token']}"}
@@ -187,7 +197,7 @@ async def starts(s: aiohttp.ClientSession, base: str, h: dict[str, str], rounds:
             await asyncio.sleep(0.02)
     return {"total": statistics.median(t for t, _ in totals), "post": statistics.median(p for _, p in totals),
             "stages": {k: statistics.median(v) for k, v in breakdown(windows).items()},
-            "counts": {k: sum(1 for *_, lab in EVENTS if lab == k) / len(windows) for k in breakdown(windows)}}
+            "counts": calls(windows)}
 
 
 async def port_maps(s: aiohttp.ClientSession, base: str, h: dict[str, str], rounds: int, image: str) -> dict[str, Any]:
@@ -222,7 +232,7 @@ async def port_maps(s: aiohttp.ClientSession, base: str, h: dict[str, str], roun
     await s.delete(f"{base}/api/v1/instances/{iid}", headers=h)
     return {"total": statistics.median(t for t, _ in totals), "post": statistics.median(p for _, p in totals),
             "stages": {k: statistics.median(v) for k, v in breakdown(windows).items()},
-            "counts": {k: sum(1 for *_, lab in EVENTS if lab == k) / len(windows) for k in breakdown(windows)}}
+            "counts": calls(windows)}
 
 
 def table(res: dict[str, Any]) -> str:

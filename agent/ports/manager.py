@@ -160,8 +160,10 @@ class PortForwarding(Feature):
     async def _apply_locked(self, maps: list[p.PortMap]) -> p.PortsReply:
         mode = await self.prepare()
         pools = self._config().pools
-        containers = await ours_by_instance(self.driver, self._config().node_id, self._installation())
-        busy = await self.listening()
+        # The Engine's listing and the host's sockets (read in a thread) at once: both are on the
+        # way of every new map.
+        containers, busy = await asyncio.gather(
+            ours_by_instance(self.driver, self._config().node_id, self._installation()), self.listening())
 
         active: list[p.PortMap] = []
         waiting: list[int | str] = []

@@ -27,9 +27,9 @@ async def _out(ctx: Ctx, maps: list[PortMap]) -> list[PortMapOut]:
           errors=(404, 409, 422))
 async def create_map(ctx: Ctx) -> Any:
     b: PortMapIn = ctx.body
-    m = await uc.add(ctx.dm, actor_of(ctx.request, ctx.identity), ctx.user_identity.user, ctx.path_int("id"),
-                     b.protocol, b.instance_port, b.host_port)
-    return (await _out(ctx, [m]))[0]
+    m, node = await uc.add(ctx.dm, actor_of(ctx.request, ctx.identity), ctx.user_identity.user, ctx.path_int("id"),
+                           b.protocol, b.instance_port, b.host_port)
+    return map_out(m, node_address(node, ctx.request.url.host))
 
 
 @api.get("/port-maps", summary="Your port maps (administrators: all)", tag="port-maps", query=PortMapQuery,

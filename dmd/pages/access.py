@@ -92,8 +92,9 @@ async def add_map(request: web.Request, instance_id: int, data: Any) -> PortMap:
     ident = current_identity(request)
     b = validate_map(data)
     try:
-        return await port_uc.add(dm_of(request), actor_of(request, ident), ident.user, instance_id, b.protocol,
-                                  b.instance_port, b.host_port)
+        m, _ = await port_uc.add(dm_of(request), actor_of(request, ident), ident.user, instance_id, b.protocol,
+                                 b.instance_port, b.host_port)
+        return m
     except ApiError as e:
         if e.status in (403, 404):
             raise

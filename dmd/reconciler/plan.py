@@ -64,11 +64,14 @@ class SetStatus:
 
 @dataclass(frozen=True, slots=True)
 class Ensure:
-    """Have the agent create the container if it has none, then start or stop it."""
+    """Have the agent create the container if it has none, then start or stop it. ``creating``:
+    the instance was never sent before, and says "creating" meanwhile (recorded while the agent
+    works, not before: the start waits for nothing of dmd's)."""
 
     instance_id: int
     spec: p.ContainerSpec
     desired: Literal["running", "stopped"]
+    creating: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,9 +156,7 @@ def plan_containers(node: NodeView, instances: Sequence[InstanceView],
             if (status, message, container.id) != (inst.status, inst.status_message, inst.container_id):
                 steps.append(SetStatus(inst.id, status, message, container.id))
             continue
-        if inst.status == "pending":
-            steps.append(SetStatus(inst.id, "creating"))
-        steps.append(Ensure(inst.id, build_spec(node, inst), inst.desired))
+        steps.append(Ensure(inst.id, build_spec(node, inst), inst.desired, creating=inst.status == "pending"))
     return steps
 
 

@@ -6,6 +6,7 @@ executor against a model of an agent that loses replies and reconnects (tests/re
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable, Sequence
@@ -185,6 +186,9 @@ class Executor:
             await self.store.set_status(step)
             now[step.instance_id] = _with_status(now[step.instance_id], step)
         elif isinstance(step, Ensure):
+            # "creating" is written while the agent works, so that the start waits for nothing of dmd's.
+            marking = (asyncio.ensure_future(self.store.set_status(SetStatus(step.instance_id, "creating")))
+                       if step.creating else None)
             try:
                 reply = await self.agent.ask(node_id, p.InstanceEnsure(step.spec, step.desired), ENSURE_TIMEOUT_S)
             except AgentFailed as e:
@@ -193,6 +197,9 @@ class Executor:
                 self.known.put(node_id, step.instance_id, reply.container)
                 status, message = status_of(reply.container)
                 done = SetStatus(step.instance_id, status, message, reply.container.id)
+            finally:
+                if marking is not None:
+                    await marking  # before what came of it, never after
             await self.store.set_status(done)
             now[step.instance_id] = _with_status(now[step.instance_id], done)
         elif isinstance(step, Remove):

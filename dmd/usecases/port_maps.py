@@ -27,9 +27,9 @@ describe_pool = svc.describe_pool
 
 
 async def add(dm: Dm, actor: Actor, user: User, instance_id: int, protocol: str, instance_port: int,
-              host_port: int | None = None) -> PortMap:
+              host_port: int | None = None) -> tuple[PortMap, Node]:
     """Map a host port of the instance's node to `instance_port`; forwarding by the time this
-    returns when the node is online and the instance runs (state "active")."""
+    returns when the node is online and the instance runs (state "active"). The map and its node."""
     db, applier = dm.db, dm.ports
 
     async def record(conn: AsyncConnection) -> tuple[Instance, Node, PortMap]:
@@ -43,10 +43,11 @@ async def add(dm: Dm, actor: Actor, user: User, instance_id: int, protocol: str,
     for _ in range(_BUSY_RETRIES):
         inst, node, m = await db.run(record)  # again if MariaDB picks it as a deadlock victim
         await applier.apply(inst.node_id)
-        async with db.begin() as conn:
+        async with db.read() as conn:  # the common case reads only (no write lock on SQLite)
             m = await svc.get(conn, m.id)
-            if not (m.state == "failed" and (m.message or "").startswith("port_busy")):
-                return m
+        if not (m.state == "failed" and (m.message or "").startswith("port_busy")):
+            return m, node
+        async with db.begin() as conn:
             # A host program took the port after the agent last reported: nothing is kept,
             # and an automatic pick tries again (the agent's reply updated the busy ports).
             await svc.delete(conn, m.id)

@@ -33,9 +33,11 @@ def container(i: int, state: str = "running", **kw: object) -> p.ContainerInfo:
                            instance_id=i, node_id=3, managed=True, **kw)  # type: ignore[arg-type]
 
 
-def test_a_new_instance_is_marked_creating_then_ensured() -> None:
+def test_a_new_instance_is_ensured_and_says_creating_meanwhile() -> None:
     steps = plan_containers(NODE, [inst(1)], {})
-    assert steps == [SetStatus(1, "creating"), Ensure(1, build_spec(NODE, inst(1)), "running")]
+    assert steps == [Ensure(1, build_spec(NODE, inst(1)), "running", creating=True)]
+    again = plan_containers(NODE, [inst(1, status="error")], {})  # sent before: no "creating"
+    assert again == [Ensure(1, build_spec(NODE, inst(1)), "running", creating=False)]
 
 
 def test_a_container_already_as_wanted_costs_no_request() -> None:
