@@ -1,0 +1,218 @@
+"""Instances, their SSH and port maps, capacity, images and containers."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints
+
+__all__ = [
+    "Arg",
+    "CapacityOut",
+    "CommitIn",
+    "ContainerOut",
+    "CopyIn",
+    "EnvKey",
+    "GpuId",
+    "HostKeyOut",
+    "ImageOut",
+    "ImagePatchIn",
+    "ImageRef",
+    "InstanceCreateIn",
+    "InstanceOut",
+    "InstanceQuery",
+    "LogsQuery",
+    "Port",
+    "PortMapIn",
+    "PortMapOut",
+    "PortMapQuery",
+    "Protocol",
+    "PullIn",
+    "SshOut",
+    "SshPatchIn",
+]
+
+from dmd.schemas.base import In, PageQuery, QueryIn
+from dmd.schemas.nodes import NodeName
+
+# --- instances ----------------------------------------------------------------------
+
+ImageRef = Annotated[str, StringConstraints(min_length=1, max_length=255,
+                                            pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$")]
+EnvKey = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+Arg = Annotated[str, StringConstraints(max_length=8192), AfterValidator(lambda v: _no_nul(v))]
+GpuId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9:_./-]+$")]
+
+
+def _no_nul(v: str) -> str:
+    if "\x00" in v:
+        raise ValueError("must not contain NUL characters")
+    return v
+
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+Protocol = Literal["tcp", "udp"]
+
+
+class PortMapIn(In):
+    instance_port: Port = Field(description="The port inside the instance")
+    protocol: Protocol = "tcp"
+    host_port: Port | None = Field(None, description="A free port of the node's pool; omit to let DM pick one")
+
+
+class InstanceCreateIn(In):
+    name: NodeName
+    image: ImageRef
+    node_id: Annotated[int, Field(ge=1)] | None = Field(None, description="Omit to let DM place it")
+    cpus: Annotated[float, Field(gt=0, le=1024)] | None = None
+    memory_mb: Annotated[int, Field(ge=6, le=16 * 1024 * 1024)] | None = None
+    gpus: Annotated[int, Field(ge=0, le=64)] | Annotated[list[GpuId], Field(max_length=64)] = Field(
+        0, description="A number of GPUs, or a list of GPU uuids on the node")
+    env: Annotated[dict[EnvKey, Arg], Field(max_length=200)] = Field(default_factory=dict)
+    command: Annotated[list[Arg], Field(min_length=1, max_length=200)] | None = None
+    privileged: bool = Field(False, description="Administrators only")
+    host_network: bool = Field(False, description="Administrators only")
+    ssh: bool = Field(True, description="Let the chosen SSH keys in (the image needs an OpenSSH server; DM "
+                      "starts and supervises it) and map port 22 from the node's pool")
+    ssh_key_ids: Annotated[list[Annotated[int, Field(ge=1)]], Field(max_length=100)] | None = Field(
+        None, description="Your keys to put in; omit for all of your keys, including keys you add later")
+    port_maps: Annotated[list[PortMapIn], Field(max_length=100)] = Field(
+        default_factory=list, description="Host ports to map to the instance's ports (port 22 is mapped "
+        "already when ssh is on)")
+
+
+class SshPatchIn(In):
+    enabled: bool | None = Field(None, description="SSH on or off (off revokes DM's keys in the instance)")
+    ssh_key_ids: Annotated[list[Annotated[int, Field(ge=1)]], Field(max_length=100)] | None = Field(
+        None, description="The owner's keys to put in; null: all of them, following additions")
+
+
+class HostKeyOut(BaseModel):
+    type: str
+    fingerprint: str
+
+
+class SshOut(BaseModel):
+    enabled: bool
+    keys_all: bool = Field(description="All of the owner's keys, including keys added later")
+    key_ids: list[int]
+    state: Literal["unknown", "ready", "no_server", "not_running", "disabled", "error"] = Field(
+        description="What the node's agent last reported; no_server: the image has no OpenSSH server")
+    user: str = Field(description="The login user")
+    message: str | None
+    host_keys: list[HostKeyOut] = Field(description="The instance's SSH host keys, to check on first login")
+    port: int | None = Field(description="The host port mapped to port 22")
+    address: str = Field(description="The node's address as users reach it")
+    command: str | None = Field(description="The ssh command line to log in")
+    config: str | None = Field(description="An ~/.ssh/config block for this instance")
+
+
+class PortMapOut(BaseModel):
+    id: int
+    instance_id: int
+    instance_name: str | None
+    node_id: int
+    node_name: str | None
+    protocol: Protocol
+    host_port: int
+    instance_port: int
+    state: Literal["pending", "active", "waiting", "failed"] = Field(
+        description="active: forwarding; waiting: the instance is not running; pending: the node has not "
+        "applied it yet (offline); failed: see message")
+    message: str | None
+    address: str = Field(description="Where to connect: the node's address and the host port")
+    created_at: dt.datetime
+
+
+class PortMapQuery(PageQuery):
+    instance_id: int | None = Field(None, ge=1)
+    node_id: int | None = Field(None, ge=1)
+
+
+class InstanceOut(BaseModel):
+    id: int
+    name: str
+    owner_id: int
+    node_id: int
+    image: str
+    cpus: float | None
+    memory_mb: int | None
+    gpus: list[str] = Field(description="The node's GPUs this instance holds (uuids; 'index:N' where a node's "
+                            "GPUs report no distinct uuids)")
+    env: dict[str, str]
+    command: list[str] | None
+    privileged: bool
+    host_network: bool
+    desired: Literal["running", "stopped", "deleted"]
+    status: Literal["pending", "creating", "running", "stopped", "error", "deleting"]
+    status_message: str | None
+    container_id: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    ssh: SshOut | None = Field(None, description="SSH access (in single-instance replies, not in lists)")
+    port_maps: list[PortMapOut] | None = Field(None, description="Port maps (in single-instance replies, not in "
+                                               "lists: see GET /port-maps)")
+
+
+class InstanceQuery(PageQuery):
+    node_id: int | None = Field(None, ge=1)
+
+
+class LogsQuery(QueryIn):
+    tail: int = Field(200, ge=0, le=100_000)
+    follow: bool = False
+
+
+class CapacityOut(BaseModel):
+    node_id: int
+    name: str
+    status: str
+    cordoned: bool
+    cpus_free: float | None
+    memory_mb_free: int | None
+    gpus_free: list[dict[str, Any]]
+    gpus_total: int
+
+
+class ImageOut(BaseModel):
+    id: int
+    node_id: int
+    ref: str
+    image_id: str
+    size: int | None
+    owner_id: int | None
+    public: bool
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class PullIn(In):
+    ref: ImageRef
+    username: Annotated[str, StringConstraints(max_length=256)] | None = None
+    password: Annotated[str, StringConstraints(max_length=4096)] | None = Field(
+        None, description="Used for this pull only; never stored")
+
+
+class ImagePatchIn(In):
+    public: bool
+
+
+class CopyIn(In):
+    node_id: Annotated[int, Field(ge=1)]
+
+
+class CommitIn(In):
+    repository: Annotated[str, StringConstraints(min_length=1, max_length=200,
+                                                 pattern=r"^[a-z0-9][a-z0-9._/-]*$")]
+    tag: Annotated[str, StringConstraints(min_length=1, max_length=128,
+                                          pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")] = "latest"
+
+
+class ContainerOut(BaseModel):
+    id: str
+    name: str
+    image: str
+    state: str
+    managed: bool = Field(description="Created by DM; unmanaged containers are listed and left alone")
+    instance_id: int | None

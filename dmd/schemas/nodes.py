@@ -1,0 +1,107 @@
+"""Compute nodes: create, join, share, their facts, metrics and round trips."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, StringConstraints
+
+__all__ = [
+    "JoinIn",
+    "JoinOut",
+    "JoinTokenOut",
+    "MetricsOut",
+    "NodeCreateIn",
+    "NodeCreatedOut",
+    "NodeName",
+    "NodeOut",
+    "NodePatchIn",
+    "PingOut",
+    "RotateOut",
+    "ShareIn",
+    "ShareOut",
+]
+
+from dmd.schemas.base import In, Username
+
+# --- nodes --------------------------------------------------------------------------
+
+NodeName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+
+
+class NodeCreateIn(In):
+    name: NodeName
+
+
+class NodePatchIn(In):
+    name: NodeName
+
+
+class NodeOut(BaseModel):
+    id: int
+    name: str
+    owner_id: int | None
+    access: Literal["owner", "shared", "admin"] = Field(description="How the caller may use this node")
+    status: Literal["pending", "online", "offline"]
+    cordoned: bool
+    local: bool
+    last_seen: dt.datetime | None
+    connected_at: dt.datetime | None
+    agent_version: str | None
+    protocol_version: int | None
+    facts: dict[str, Any] | None = Field(description="What the agent reported: OS, CPU, memory, disk, addresses")
+    gpus: list[dict[str, Any]]
+    join_expires_at: dt.datetime | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class NodeCreatedOut(NodeOut):
+    join_token: str = Field(description="One-time token; shown only in this reply")
+    join_command: str = Field(description="Run this on the new node")
+
+
+class JoinTokenOut(BaseModel):
+    join_token: str
+    join_command: str
+    join_expires_at: dt.datetime
+
+
+class JoinIn(In):
+    token: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    hostname: Annotated[str, StringConstraints(max_length=255)] | None = None
+
+
+class JoinOut(BaseModel):
+    node_id: int
+    name: str
+    credential: str = Field(description="The node's long-lived credential; dmd keeps only its hash")
+    heartbeat_s: float
+
+
+class RotateOut(BaseModel):
+    delivered: bool = Field(description="True when the online agent received and saved the new credential")
+    join_token: str | None = Field(None, description="When the node was offline: re-join it with this")
+    join_command: str | None = None
+
+
+class ShareIn(In):
+    username: Username | None = None
+    user_id: Annotated[int, Field(ge=1)] | None = None
+
+
+class ShareOut(BaseModel):
+    user_id: int
+    username: str
+    email: str
+    created_at: dt.datetime
+
+
+class MetricsOut(BaseModel):
+    items: list[dict[str, Any]]
+
+
+class PingOut(BaseModel):
+    rtt_ms: float
+    agent_time: float
