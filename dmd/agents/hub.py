@@ -189,7 +189,7 @@ class Hub:
     async def ask(self, node_id: int, req: p.Request[R], timeout: float | None = None) -> R:
         """Send a request to a node's agent and wait for its reply (at most ``timeout`` seconds,
         by default the request's own limit). A reply that does not decode is the agent's failure."""
-        data = await self.call(node_id, req.TYPE, p.to_data(req), req.TIMEOUT_S if timeout is None else timeout)
+        data = await self._call(node_id, req.TYPE, p.to_data(req), req.TIMEOUT_S if timeout is None else timeout)
         try:
             reply: R = p.parse(req.REPLY, data)
         except p.DecodeError as e:
@@ -198,10 +198,9 @@ class Hub:
                               extra={"agent_code": "bad_reply"}) from None
         return reply
 
-    async def call(self, node_id: int, type_: str, data: dict[str, Any] | None = None,
-                   timeout: float = 30.0) -> dict[str, Any]:
-        """Send a request to a node's agent and wait for its reply (untyped: :meth:`ask` is the
-        protocol's way; this is for requests outside it)."""
+    async def _call(self, node_id: int, type_: str, data: dict[str, Any] | None = None,
+                    timeout: float = 30.0) -> dict[str, Any]:
+        """Send a request to a node's agent and wait for its reply's data (see :meth:`ask`)."""
         conn = self.conns.get(node_id)
         if conn is None or conn.closing:
             raise NodeOffline(f"node {node_id} is offline")

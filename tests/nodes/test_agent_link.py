@@ -173,5 +173,5 @@ async def test_request_timeout(client, admin, joined, agents):
     from dmd.agents.hub import AgentTimeout
 
     with pytest.raises(AgentTimeout):
-        await client.app[DM].hub.call(nid, p.PING, timeout=0.3)
+        await client.app[DM].hub.ask(nid, p.Ping(), timeout=0.3)
     assert (await node(client, admin, nid))["status"] == "online"
