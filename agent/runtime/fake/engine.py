@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from agent.protocol.types import GPU_VENDORS, Capabilities, ContainerInfo, ImageInfo
+from agent.protocol.types import LEGACY_CAPABILITIES, Capabilities, ContainerInfo, ImageInfo
 from agent.runtime.driver import DEFAULT_EXEC_OUTPUT_LIMIT, EventAction, RuntimeDriver, RuntimeEvent
 from agent.runtime.errors import ConflictError, ImageNotFoundError, NotFoundError, UnavailableError, error_for
 from agent.runtime.fake.programs import BUILTINS, STOP_EXIT_CODE, FakeProcess, FakeProgram, idle
@@ -24,21 +24,9 @@ from agent.runtime.refs import check_image_ref, is_container_ref, normalize_imag
 
 __all__ = ["CAPABILITIES", "FakeEngine"]
 
-# Everything the fake does (what the Docker driver does); tests switch parts off with
-# FakeDriver(capabilities=...) or set_capabilities(...).
-CAPABILITIES = Capabilities(
-    gpu_vendors=GPU_VENDORS,
-    privileged=True,
-    host_network=True,
-    exec=True,
-    exec_tty=False,
-    logs_follow=True,
-    pull=True,
-    image_import=True,
-    image_export=True,
-    commit=True,
-    file_copy=False,
-)
+# Everything the fake does: what the Docker driver does today, which is what agents did before they
+# reported capabilities. Tests switch parts off with FakeDriver(capabilities=...) or set_capabilities(...).
+CAPABILITIES = LEGACY_CAPABILITIES
 
 
 class FakeEngine(RuntimeDriver):
