@@ -70,7 +70,11 @@ async def create_app(cfg: Config, *, db: Database | None = None, migrate: bool =
         except Exception as e:
             await db.close()
             raise StartupError(f"database {db.describe()}: {str(e).splitlines()[0]}") from e
-    storage, close_storage = await make_storage(cfg.sessions, secret, cfg.session_max_age)
+    try:
+        storage, close_storage = await make_storage(cfg.sessions, secret, cfg.session_max_age)
+    except BaseException:
+        await db.close()  # an unreachable session store: the database opened above is not left open
+        raise
 
     app = web.Application(middlewares=build_middlewares(storage), client_max_size=cfg.max_body_bytes)
     app[CONFIG] = cfg
