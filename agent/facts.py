@@ -11,6 +11,7 @@ Public API::
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import ctypes.util
 import ipaddress
@@ -345,11 +346,20 @@ async def collect_facts(
     /var/lib/docker if it exists, else /). ``root`` re-roots /proc, /etc and /sys
     reads (tests).
     """
+    gpus = await detect_gpus(timeout=gpu_timeout, root=root)
+    # File reads and getifaddrs (whose libc lookup runs ldconfig): off the event loop.
+    facts = await asyncio.to_thread(_host_facts, docker_data_root, root)
+    facts["gpus"] = [gpu.to_dict() for gpu in gpus]
+    if public_address:
+        facts["public_address"] = public_address
+    return facts
+
+
+def _host_facts(docker_data_root: str | None, root: str) -> dict[str, Any]:
     total_mb, available_mb = memory_mb(root=root)
     disk_path = _disk_path(docker_data_root)
     disk_total, disk_free = disk_usage_mb(disk_path)
-    gpus = await detect_gpus(timeout=gpu_timeout, root=root)
-    facts: dict[str, Any] = {
+    return {
         "hostname": socket.gethostname(),
         "os": os_release(root=root),
         "kernel": platform.release(),
@@ -362,8 +372,4 @@ async def collect_facts(
         "disk_total_mb": disk_total,
         "disk_free_mb": disk_free,
         "addresses": local_addresses(root=root),
-        "gpus": [gpu.to_dict() for gpu in gpus],
     }
-    if public_address:
-        facts["public_address"] = public_address
-    return facts

@@ -96,7 +96,11 @@ async def create_app(cfg: Config, *, db: Database | None = None, migrate: bool =
         except Exception as e:
             await db.close()
             raise StartupError(f"database {db.describe()}: {str(e).splitlines()[0]}") from e
-    storage, close_storage = await make_storage(cfg.sessions, secret, cfg.session_max_age)
+    try:
+        storage, close_storage = await make_storage(cfg.sessions, secret, cfg.session_max_age)
+    except BaseException:
+        await db.close()  # an unreachable session store: the database opened above is not left open
+        raise
 
     from dmd.pages import setup_pages
     from dmd.pages.render import html_error

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncssh  # noqa: F401 (imported here, not on a test's loop: its import runs ldconfig -p)
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -19,6 +20,9 @@ from dmd.core import DM
 from dmd.db import Database
 from dmd.queries import users
 from tests.repo_guard import install_open_guard
+
+# Leaked tasks, timers and threads, blocking calls on the loop, asyncio debug mode: tests/guards.py.
+pytest_plugins = ("tests.guards", "pytester")
 
 REPO = Path(__file__).resolve().parents[1]
 # Opening a file beside the repository (a sibling checkout's fixtures, say) fails the test.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import tarfile
 from collections.abc import AsyncIterator
@@ -44,14 +45,16 @@ async def busybox_disabled(box: Box) -> dict[str, object]:
 async def shell_less_image(test_images: tuple[str, str], tmp_path_factory: pytest.TempPathFactory,
                            ) -> AsyncIterator[str]:
     """An image holding only /bin/busybox: no /bin/sh, no applet links."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        data = Path(BUSYBOX_BINARY).read_bytes()
-        info = tarfile.TarInfo("bin/busybox")
-        info.size, info.mode = len(data), 0o755
-        tar.addfile(info, io.BytesIO(data))
     path = tmp_path_factory.mktemp("shell-less") / "rootfs.tar"
-    path.write_bytes(buffer.getvalue())
+
+    def write_tar() -> None:
+        with tarfile.open(path, mode="w") as tar:
+            data = Path(BUSYBOX_BINARY).read_bytes()
+            info = tarfile.TarInfo("bin/busybox")
+            info.size, info.mode = len(data), 0o755
+            tar.addfile(info, io.BytesIO(data))
+
+    await asyncio.to_thread(write_tar)  # two megabytes read and written: off the loop
     driver = DockerDriver(DOCKER_HOST)
     repository = f"dm-test/shell-less-{path.parent.name.lower()}"
     try:

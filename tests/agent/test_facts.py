@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -136,7 +136,7 @@ def test_metrics_cpu_pct_from_deltas(tmp_path: Path) -> None:
 
 async def test_metrics_on_this_machine() -> None:
     sampler = MetricsSampler()
-    time.sleep(0.2)
+    await asyncio.sleep(0.2)
     sample = sampler.sample()
     json.dumps(sample)
     if sys.platform.startswith("linux"):

@@ -83,6 +83,11 @@ def rootfs_tar(marker: str, *, mtime: int = 1_700_000_000) -> bytes:
     return buf.getvalue()
 
 
+async def rootfs(marker: str) -> bytes:
+    """rootfs_tar from a coroutine: reading busybox and building the tar happen in a thread."""
+    return await asyncio.to_thread(rootfs_tar, marker)
+
+
 def tar_of(members: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
@@ -193,11 +198,13 @@ def registry_image(docker_test_image) -> str:  # noqa: F811
         pytest.fail(f"the local registry does not answer on http://{REGISTRY}/v2/; run {ENSURE} (as root)",
                     pytrace=False)
 
+    rootfs = rootfs_tar(PULL_MARKER)
+
     async def push() -> None:
         repo, _, tag = PULL_REF.rpartition(":")
         async with aiodocker.Docker(url=DOCKER_HOST) as d:
             async with d._query("images/create", "POST", params={"fromSrc": "-", "repo": repo, "tag": tag},
-                                data=rootfs_tar(PULL_MARKER), headers={"Content-Type": "application/x-tar"}) as r:
+                                data=rootfs, headers={"Content-Type": "application/x-tar"}) as r:
                 answer = await r.text()
             assert '"error' not in answer, answer
             # The registry needs no login; the Engine still wants an X-Registry-Auth header.
@@ -346,6 +353,7 @@ __all__ = [
     "ndjson",
     "remove_image",
     "remove_instance",
+    "rootfs",
     "rootfs_tar",
     "tar_of",
 ]

@@ -10,7 +10,7 @@ import aiodocker
 
 from dmd.core import DM
 from tests.conftest import add_user, make_token
-from tests.images.conftest import T, catalogue, logs_contain, me, rootfs_tar
+from tests.images.conftest import T, catalogue, logs_contain, me, rootfs
 
 
 async def test_copy_to_another_node(client, admin, node, second_node, docker, made):
@@ -18,7 +18,7 @@ async def test_copy_to_another_node(client, admin, node, second_node, docker, ma
     made.append(ref)
     marker = f"copied-{secrets.token_hex(4)}"
     r = await client.post(f"/api/v1/nodes/{node['id']}/images/import", params={"repository": f"{T}/copied",
-                          "tag": "1"}, headers=admin, data=rootfs_tar(marker))
+                          "tag": "1"}, headers=admin, data=await rootfs(marker))
     assert r.status == 201, await r.text()
     source = await r.json()
     r = await client.patch(f"/api/v1/images/{source['id']}", headers=admin, json={"public": True})

@@ -22,7 +22,7 @@ from tests.images.conftest import (
     logs_contain,
     me,
     remove_image,
-    rootfs_tar,
+    rootfs,
     tar_of,
 )
 
@@ -45,7 +45,7 @@ async def test_import_root_filesystem_tars(client, admin, node, docker, made):
     marker = f"rootfs-{secrets.token_hex(4)}"
     ref = f"{T}/imported-rootfs:1"
     made.extend([ref, f"{T}/imported-rootfs:gz"])
-    r = await client.post(url(node["id"], f"{T}/imported-rootfs"), headers=admin, data=rootfs_tar(marker))
+    r = await client.post(url(node["id"], f"{T}/imported-rootfs"), headers=admin, data=await rootfs(marker))
     assert r.status == 201, await r.text()
     image = await r.json()
     assert image["ref"] == ref and image["owner_id"] == admin_id and image["public"] is False
@@ -55,7 +55,7 @@ async def test_import_root_filesystem_tars(client, admin, node, docker, made):
 
     # Compressed the same way `tar czf` would.
     r = await client.post(url(node["id"], f"{T}/imported-rootfs", "gz"), headers=admin,
-                          data=gzip.compress(rootfs_tar(marker + "-gz")))
+                          data=gzip.compress(await rootfs(marker + "-gz")))
     assert r.status == 201, await r.text()
     assert not list(client.app[DM].blobs.dir.iterdir())  # the upload was not kept
 
@@ -68,7 +68,7 @@ async def test_import_docker_save_output(client, admin, node, docker, made):
     made.extend([source, ref])
     repo, _, tag = source.partition(":")
     async with docker._query("images/create", "POST", params={"fromSrc": "-", "repo": repo, "tag": tag},
-                             data=rootfs_tar(marker), headers={"Content-Type": "application/x-tar"}) as resp:
+                             data=await rootfs(marker), headers={"Content-Type": "application/x-tar"}) as resp:
         assert '"error' not in await resp.text()
     source_id = (await docker.images.inspect(source))["Id"]
     async with docker.images.export_image(source) as stream:
@@ -120,7 +120,7 @@ async def test_import_of_what_is_not_an_image(client, admin, node, docker):
 
 async def test_import_names_checked_first(client, admin, node, docker):
     before = await engine_state(docker)
-    body = rootfs_tar("never imported")
+    body = await rootfs("never imported")
     for repository, tag in (("", "1"), ("UPPER", "1"), ("a b", "1"), ("-x", "1"), ("../x", "1"), ("a..b", "1"),
                             ("a//b", "1"), ("a/", "1"), ("x", "bad tag"), ("x", ".dot"), ("x", "t" * 129),
                             ("x" * 300, "1")):
@@ -144,7 +144,7 @@ async def test_a_save_archive_cannot_take_over_another_tag(client, admin, node, 
     marker = f"intruder-{secrets.token_hex(4)}"
     async with docker._query("images/create", "POST", params={"fromSrc": "-", "repo": f"{T}/intruder-src",
                                                               "tag": "1"},
-                             data=rootfs_tar(marker), headers={"Content-Type": "application/x-tar"}) as resp:
+                             data=await rootfs(marker), headers={"Content-Type": "application/x-tar"}) as resp:
         assert '"error' not in await resp.text()
     made.append(f"{T}/intruder-src:1")
     async with docker.images.export_image(f"{T}/intruder-src:1") as stream:

@@ -9,13 +9,13 @@ import aiodocker
 
 from dmd.core import DM
 from tests.conftest import add_user, make_token
-from tests.images.conftest import BUSYBOX_REF, T, catalogue, logs_contain, me, remove_instance, rootfs_tar
+from tests.images.conftest import BUSYBOX_REF, T, catalogue, logs_contain, me, remove_instance, rootfs
 
 
 async def import_rootfs(client, headers, node_id: int, ref: str, marker: str) -> dict:
     repository, _, tag = ref.partition(":")
     r = await client.post(f"/api/v1/nodes/{node_id}/images/import", params={"repository": repository, "tag": tag},
-                          headers=headers, data=rootfs_tar(marker))
+                          headers=headers, data=await rootfs(marker))
     assert r.status == 201, await r.text()
     return await r.json()
 

@@ -11,6 +11,7 @@ Docker Engine through the local node and sees the busybox image said to have no 
 
 from __future__ import annotations
 
+import asyncio
 import html as htmllib
 import re
 import subprocess
@@ -133,8 +134,8 @@ def _keygen(tmp_path: Path, name: str) -> str:
 
 
 async def _add_key(client: Any, headers: dict[str, str], tmp_path: Path, name: str) -> int:
-    r = await client.post("/api/v1/ssh-keys", headers=headers, json={"name": name,
-                                                                     "public_key": _keygen(tmp_path, name)})
+    key = await asyncio.to_thread(_keygen, tmp_path, name)  # ssh-keygen, waited for off the loop
+    r = await client.post("/api/v1/ssh-keys", headers=headers, json={"name": name, "public_key": key})
     assert r.status == 201, await r.text()
     return int((await r.json())["id"])
 

@@ -5,6 +5,7 @@ node, public / private, and delete (refused while an instance uses the image, un
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import html as htmllib
 import re
@@ -28,7 +29,7 @@ from tests.images.conftest import (  # noqa: F401 (fixtures)
     logs_contain,
     made,
     node,
-    rootfs_tar,
+    rootfs,
 )
 from tests.instances.conftest import IMAGE, docker, docker_test_image, local, wait_for  # noqa: F401 (fixtures)
 from tests.nodes.helpers import FakeAgent
@@ -92,7 +93,7 @@ async def test_catalogue_and_import(client, admin, node, docker, made):  # noqa:
 
     # A root file system tar larger than dmd's request body limit: the form is streamed.
     marker = f"page-import-{secrets.token_hex(4)}"
-    tar = rootfs_tar(marker)
+    tar = await rootfs(marker)
     assert len(tar) > client.app[DM].config.max_body_bytes == Config().max_body_bytes
     repo = f"dm-test/page-import-{secrets.token_hex(3)}"
     made.append(f"{repo}:v1")
@@ -207,7 +208,7 @@ async def test_delete_refused_while_in_use(client, admin, node, docker, made):  
     repo = f"dm-test/page-delete-{secrets.token_hex(3)}"
     ref = f"{repo}:1"
     made.append(ref)
-    r = await _import(client, node["id"], repo, "1", rootfs_tar(f"delete me {secrets.token_hex(4)}"))
+    r = await _import(client, node["id"], repo, "1", await rootfs(f"delete me {secrets.token_hex(4)}"))
     assert r.status == 303, await r.text()
     image_id = int(r.headers["Location"].split("#image-")[1])
     r = await client.post("/api/v1/instances", headers=admin, json={
@@ -250,7 +251,7 @@ async def test_delete_forced(client, admin, node, docker, made):  # noqa: F811
     repo = f"dm-test/page-force-{secrets.token_hex(3)}"
     ref = f"{repo}:1"
     made.append(ref)
-    r = await _import(client, node["id"], repo, "1", rootfs_tar(f"force me {secrets.token_hex(4)}"))
+    r = await _import(client, node["id"], repo, "1", await rootfs(f"force me {secrets.token_hex(4)}"))
     image_id = int(r.headers["Location"].split("#image-")[1])
     engine_id = (await docker.images.inspect(ref))["Id"]
     r = await client.post("/api/v1/instances", headers=admin, json={
@@ -284,14 +285,14 @@ async def pushed(docker, docker_test_image) -> AsyncIterator[tuple[str, str]]:  
 
     Its own name and layer: other tests (here or in a parallel run) pulling the shared test image
     neither see nor remove it. Removed by id afterwards, with every tag and digest reference."""
-    if not _registry_answers():
+    if not await asyncio.to_thread(_registry_answers):
         pytest.fail(f"the local registry does not answer on http://{REGISTRY}/v2/; run scripts/ensure-services.sh",
                     pytrace=False)
     marker = f"page-pull-{secrets.token_hex(4)}"
     ref = f"{REGISTRY}/dm-test/page-pull-{secrets.token_hex(3)}:1"
     repo, _, tag = ref.rpartition(":")
     async with docker._query("images/create", "POST", params={"fromSrc": "-", "repo": repo, "tag": tag},
-                             data=rootfs_tar(marker), headers={"Content-Type": "application/x-tar"}) as r:
+                             data=await rootfs(marker), headers={"Content-Type": "application/x-tar"}) as r:
         assert '"error' not in await r.text()
     image_id = (await docker.images.inspect(ref))["Id"]
     result = await docker.images.push(repo, tag=tag, auth={"serveraddress": REGISTRY})
@@ -370,7 +371,7 @@ async def test_copy_to_another_node(client, admin, node, made):  # noqa: F811
         await page_login(client, "admin@example.org")
         repo = f"dm-test/page-copy-{secrets.token_hex(3)}"
         made.append(f"{repo}:1")
-        r = await _import(client, node["id"], repo, "1", rootfs_tar(f"copy me {secrets.token_hex(4)}"))
+        r = await _import(client, node["id"], repo, "1", await rootfs(f"copy me {secrets.token_hex(4)}"))
         image_id = int(r.headers["Location"].split("#image-")[1])
         r = await post_form(client, f"/images/{image_id}/public", {}, csrf_from="/images")
 

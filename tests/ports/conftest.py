@@ -240,9 +240,9 @@ async def ns_connect(ns: Netns, host: str, port: int) -> str:
     return out.decode().strip()
 
 
-def host_address() -> str:
+async def host_address() -> str:
     """The host's own non-loopback IPv4 address (of the interface holding the default route)."""
-    done = _run("ip", "-4", "-o", "route", "get", "203.0.113.1")
+    done = await asyncio.to_thread(_run, "ip", "-4", "-o", "route", "get", "203.0.113.1")
     words = done.stdout.split()
     if done.returncode != 0 or "src" not in words:
         pytest.fail(f"cannot find this host's address: {done.stdout}{done.stderr}", pytrace=False)

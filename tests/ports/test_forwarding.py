@@ -142,7 +142,7 @@ async def test_kernel_map_reaches_the_container_from_loopback_own_address_and_an
     assert set(reply["listening"]) == {"tcp", "udp"}
 
     assert await talk("127.0.0.1", port) == b"id-a"
-    assert await talk(host_address(), port) == b"id-a"
+    assert await talk(await host_address(), port) == b"id-a"
     assert await ns_connect(netns, netns.host_ip, port) == "id-a|ping|"
 
     # 127.0.0.1 works through route_localnet on the container's bridge, which is guarded.
@@ -161,7 +161,7 @@ async def test_kernel_map_reaches_the_container_from_loopback_own_address_and_an
     reply = await call(pf.handle_apply, p.PortsApply, {"maps": []})
     assert reply["active"] == []
     assert await refused("127.0.0.1", port)
-    assert await refused(host_address(), port)
+    assert await refused(await host_address(), port)
     assert await ns_connect(netns, netns.host_ip, port) == "refused"
 
 
@@ -178,7 +178,7 @@ async def test_kernel_removed_map_refuses_at_once_and_others_stay(env: Env) -> N
     reply = await call(pf.handle_apply, p.PortsApply, {"maps": [pmap(1, inst, keep)]})
     assert reply["active"] == [1]
     assert await refused("127.0.0.1", drop)  # at once: no waiting, no retry
-    assert await refused(host_address(), drop)
+    assert await refused(await host_address(), drop)
     assert await talk("127.0.0.1", keep) == b"id-a"
     assert await open_conn.echo(b"after") == b"after"  # what was connected stays connected
     open_conn.close()
@@ -242,7 +242,7 @@ async def test_kernel_container_stop_and_start_are_followed(env: Env) -> None:
         await env.driver.start(a.id)
         took = await eventually(lambda: _greets("127.0.0.1", port, b"id-a"))
         assert took < 1.5, took
-        assert await talk(host_address(), port) == b"id-a"
+        assert await talk(await host_address(), port) == b"id-a"
         await pf.settle()
     after = await env.driver.inspect(a.id)
     assert after is not None and after.ip_address and b.ip_address and after.ip_address != b.ip_address
@@ -261,7 +261,7 @@ async def test_established_connection_survives_an_agent_restart(env: Env) -> Non
     first = env.manager("kernel")
     assert (await call(first.handle_apply, p.PortsApply, maps))["active"] == [1]
     local = await connect("127.0.0.1", port)
-    remote = await connect(host_address(), port)
+    remote = await connect(await host_address(), port)
     for conn in (local, remote):
         assert await conn.echo(b"one") == b"one"
 
@@ -285,7 +285,7 @@ async def test_kernel_udp(env: Env) -> None:
     pf = env.manager("kernel")
     reply = await call(pf.handle_apply, p.PortsApply, {"maps": [pmap(1, u.instance_id or 0, port, protocol="udp")]})
     assert reply["active"] == [1]
-    assert await asyncio.to_thread(udp_roundtrip, host_address(), port, b"k1") == b"echo:k1"
+    assert await asyncio.to_thread(udp_roundtrip, await host_address(), port, b"k1") == b"echo:k1"
     assert await asyncio.to_thread(udp_roundtrip, "127.0.0.1", port, b"k2") == b"echo:k2"
 
 
@@ -303,9 +303,9 @@ async def test_proxy_mode_tcp_and_udp(env: Env) -> None:
     assert reply["mode"] == "proxy" and sorted(reply["active"]) == [1, 2], reply
     assert pf.port_facts()["mode"] == "proxy"
     assert await talk("127.0.0.1", tcp_port) == b"id-t"
-    assert await talk(host_address(), tcp_port) == b"id-t"
+    assert await talk(await host_address(), tcp_port) == b"id-t"
     assert await asyncio.to_thread(udp_roundtrip, "127.0.0.1", udp_port, b"p1") == b"echo:p1"
-    assert await asyncio.to_thread(udp_roundtrip, host_address(), udp_port, b"p2") == b"echo:p2"
+    assert await asyncio.to_thread(udp_roundtrip, await host_address(), udp_port, b"p2") == b"echo:p2"
     assert env.tag not in await iptables_save()  # the proxy installs no rules
 
     # Our own listeners are neither "busy" nor reported as host programs' ports.
@@ -442,7 +442,7 @@ async def test_another_container_reaches_a_map_through_the_node_address(env: Env
     port = env.ports.take()
     pf = env.manager("kernel")
     assert (await apply(pf, {"maps": [pmap(1, server.instance_id or 0, port)]}))["active"] == [1]
-    line = f"echo hi | {BB} timeout 5 {BB} nc {host_address()} {port}"
+    line = f"echo hi | {BB} timeout 5 {BB} nc {await host_address()} {port}"
     result = await env.driver.exec(client.id, [BB, "sh", "-c", line])
     assert result.stdout == b"id-srv\nhi\n", result
 

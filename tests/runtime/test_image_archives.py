@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import bz2
 import gzip
 import io
@@ -165,6 +166,6 @@ async def test_prepared_file_seeks_past_member_data(tmp_path: Path) -> None:
     path.write_bytes(save_archive(b"y" * (5 * 1024 * 1024)))
     prepared = await prepare_image_tar(path)
     assert prepared.kind == "save"
-    assert await prepared.read_all() == path.read_bytes()
+    assert await prepared.read_all() == await asyncio.to_thread(path.read_bytes)
     with pytest.raises(InvalidError, match="cannot read"):
         await prepare_image_tar(tmp_path / "missing.tar")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import shutil
 import subprocess
@@ -53,6 +54,11 @@ def keygen_l(path: Path) -> tuple[int, str, str]:
     bits, fingerprint, rest = out.split(" ", 2)
     label = rest.rsplit("(", 1)[1].rstrip(")")
     return int(bits), fingerprint, label
+
+
+async def keygen_l_async(path: Path) -> tuple[int, str, str]:
+    """keygen_l from a coroutine (waiting for ssh-keygen in a thread, off the event loop)."""
+    return await asyncio.to_thread(keygen_l, path)
 
 
 # name -> (ssh-keygen -t, -b)

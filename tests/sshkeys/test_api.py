@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from dmd.core import DM
 from dmd.db.schema import audit_log, ssh_keys
 from tests.conftest import add_user, login, make_token
-from tests.sshkeys.conftest import keygen_l
+from tests.sshkeys.conftest import keygen_l_async
 
 URL = "/api/v1/ssh-keys"
 
@@ -43,7 +43,7 @@ async def test_create_get_list_rename_delete(client, alice, keys):
                           headers=alice)
     assert r.status == 201, await r.text()
     created = await r.json()
-    bits, fingerprint, _ = keygen_l(k.public)
+    bits, fingerprint, _ = await keygen_l_async(k.public)
     assert created["fingerprint"] == fingerprint and created["bits"] == bits
     assert created["type"] == "ssh-ed25519" and created["name"] == "laptop"
     assert created["comment"] == "ed25519@test"
@@ -69,7 +69,7 @@ async def test_each_type_fingerprint_matches_ssh_keygen(client, alice, keys, kin
     r = await client.post(URL, json={"public_key": keys[kind].pub_text}, headers=alice)
     assert r.status == 201, await r.text()
     body = await r.json()
-    bits, fingerprint, _ = keygen_l(keys[kind].public)
+    bits, fingerprint, _ = await keygen_l_async(keys[kind].public)
     assert (body["bits"], body["fingerprint"]) == (bits, fingerprint)
     assert body["name"] == f"{kind}@test"  # no name given: the comment
 
@@ -81,7 +81,7 @@ async def test_duplicates_and_two_users(client, alice, bob, keys):
     r = await client.post(URL, json={"name": "a2", "public_key": "restrict " + line}, headers=alice)
     assert r.status == 409
     err = (await r.json())["error"]
-    assert err["code"] == "key_exists" and err["fingerprint"] == keygen_l(keys["ed25519"].public)[1]
+    assert err["code"] == "key_exists" and err["fingerprint"] == (await keygen_l_async(keys["ed25519"].public))[1]
     assert await _state(client) == before
     r = await client.post(URL, json={"name": "b", "public_key": line}, headers=bob)
     assert r.status == 201
@@ -129,7 +129,7 @@ async def test_pagination(client, alice, keys):
 
 
 async def test_audit_entries(client, admin, alice, keys):
-    fp = keygen_l(keys["ed25519"].public)[1]
+    fp = (await keygen_l_async(keys["ed25519"].public))[1]
     kid = (await (await client.post(URL, json={"name": "a", "public_key": keys["ed25519"].pub_line},
                                     headers=alice)).json())["id"]
     await client.patch(f"{URL}/{kid}", json={"name": "b"}, headers=alice)

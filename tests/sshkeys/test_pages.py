@@ -12,7 +12,7 @@ from dmd.core import DM
 from dmd.db.schema import ssh_keys
 from tests.conftest import add_user
 from tests.pages.conftest import csrf_of, get_csrf, page_login
-from tests.sshkeys.conftest import keygen_l
+from tests.sshkeys.conftest import keygen_l_async
 
 
 async def _rows(client):
@@ -56,7 +56,7 @@ async def test_add_by_paste_strips_options(user_client, keys):
     r = await _paste(user_client, 'no-pty,command="rm -rf /" ' + k.pub_line + "\r\n", name="laptop")
     assert r.status == 303 and r.headers["Location"] == "/ssh-keys"
     html = await (await user_client.get("/ssh-keys")).text()
-    fp = keygen_l(k.public)[1]
+    fp = (await keygen_l_async(k.public))[1]
     assert "The key laptop has been added" in html and fp in html
     assert "The options before the key were removed (no-pty, command)" in html
     main = _main(html)
@@ -74,7 +74,7 @@ async def test_add_by_file_upload(user_client, keys):
         assert r.status == 303, await r.text()
     main = _main(await (await user_client.get("/ssh-keys")).text())
     for kind in ("rsa2048", "ecdsa384"):
-        assert keygen_l(keys[kind].public)[1] in main
+        assert (await keygen_l_async(keys[kind].public))[1] in main
         assert f"{kind}@test" in main  # the name defaults to the comment
     assert "RSA" in main and "2048 bits" in main and "ECDSA" in main and "384 bits" in main
     assert len(await _rows(user_client)) == 2
@@ -125,7 +125,7 @@ async def test_refusals_rerender_with_422_and_change_nothing(user_client, keys):
     r = await _paste(user_client, "restrict " + keys["ecdsa256"].pub_line)
     html = await r.text()
     assert r.status == 409 and "You have added this key already" in html
-    assert keygen_l(keys["ecdsa256"].public)[1] in html
+    assert (await keygen_l_async(keys["ecdsa256"].public))[1] in html
     assert await _rows(user_client) == before
 
 
@@ -166,7 +166,7 @@ async def test_delete_with_confirmation(user_client, keys):
     r = await user_client.get(f"/ssh-keys/{kid}/delete")
     html = await r.text()
     assert r.status == 200 and "Delete the SSH key to go?" in html
-    assert keygen_l(keys["rsa2048"].public)[1] in html
+    assert (await keygen_l_async(keys["rsa2048"].public))[1] in html
     assert f'action="/ssh-keys/{kid}/delete"' in html
     assert len(await _rows(user_client)) == 1  # looking changes nothing
     token = csrf_of(html)
