@@ -3,7 +3,9 @@
     python bench/port_maps.py [--rounds 20] [--gib 3] [--no-docs]
 
 1. Time from `POST /api/v1/instances/{id}/port-maps` to the host port accepting a connection
-   (goal: under 300 ms), over `--rounds` fresh maps on a running instance.
+   (goal: a median of at most 30 ms), over `--rounds` fresh maps on a running instance that has
+   its SSH map (as instances have); then the same for the first map of a node that has no other
+   (its chains and hooks are put in first).
 2. Bulk TCP throughput through a map (127.0.0.1:<host port>, DNAT + masquerade) against a direct
    connection to the container's address, in the same run, alternating (goal: at least 0.9).
 
@@ -82,7 +84,7 @@ async def run(rounds: int, gib: float, transfers: int = 7, mode: str = "kernel")
     async with live_dmd(OPENSSH_REF, local_port_forwarding=mode) as live:
         s, base, headers = live.session, live.base, live.headers
         r = await s.post(f"{base}/api/v1/instances", headers=headers, json={
-            "name": "bench-ports", "image": OPENSSH_REF, "node_id": live.node_id, "ssh": False,
+            "name": "bench-ports", "image": OPENSSH_REF, "node_id": live.node_id, "ssh": True,
             "command": ["perl", "-e", SINK]})
         assert r.status == 201, await r.text()
         iid = (await r.json())["id"]
@@ -93,18 +95,25 @@ async def run(rounds: int, gib: float, transfers: int = 7, mode: str = "kernel")
             info = await docker.containers.container(inst["container_id"]).show()
         ip = info["NetworkSettings"]["IPAddress"]
         try:
-            latencies = []
-            for _ in range(rounds + 1):
-                started = time.perf_counter()
-                r = await s.post(f"{base}/api/v1/instances/{iid}/port-maps", headers=headers,
-                                 json={"instance_port": SINK_PORT})
-                assert r.status == 201, await r.text()
-                m = await r.json()
-                await accepting(m["host_port"], started + 10)
-                latencies.append(time.perf_counter() - started)
-                r = await s.delete(f"{base}/api/v1/port-maps/{m['id']}", headers=headers)
-                assert r.status == 204
-            latencies = latencies[1:]  # the first warms the path
+            async def fresh_maps(n: int) -> list[float]:
+                took = []
+                for _ in range(n + 1):
+                    started = time.perf_counter()
+                    r = await s.post(f"{base}/api/v1/instances/{iid}/port-maps", headers=headers,
+                                     json={"instance_port": SINK_PORT})
+                    assert r.status == 201, await r.text()
+                    m = await r.json()
+                    await accepting(m["host_port"], started + 10)
+                    took.append(time.perf_counter() - started)
+                    r = await s.delete(f"{base}/api/v1/port-maps/{m['id']}", headers=headers)
+                    assert r.status == 204
+                return took[1:]  # the first warms the path
+
+            latencies = await fresh_maps(rounds)
+            # The node's first map: its only other one, the SSH map, goes first.
+            for other in inst["port_maps"]:
+                assert (await s.delete(f"{base}/api/v1/port-maps/{other['id']}", headers=headers)).status == 204
+            first = await fresh_maps(max(rounds // 2, 3))
 
             r = await s.post(f"{base}/api/v1/instances/{iid}/port-maps", headers=headers,
                              json={"instance_port": SINK_PORT})
@@ -132,6 +141,7 @@ async def run(rounds: int, gib: float, transfers: int = 7, mode: str = "kernel")
     return {
         "mode": mode, "rounds": rounds, "latency_ms_median": statistics.median(latencies) * 1000,
         "latency_ms_max": max(latencies) * 1000, "latency_all": [round(x * 1000, 1) for x in latencies],
+        "first_ms_median": statistics.median(first) * 1000, "first_all": [round(x * 1000, 1) for x in first],
         "gib": gib, "direct_mib_s": d / (1 << 20), "mapped_mib_s": mp / (1 << 20),
         "ratio": statistics.median(m / x for m, x in zip(mapped, direct, strict=True)),
         "direct_all": [round(x / (1 << 20)) for x in direct], "mapped_all": [round(x / (1 << 20)) for x in mapped],
@@ -139,7 +149,7 @@ async def run(rounds: int, gib: float, transfers: int = 7, mode: str = "kernel")
 
 
 def write_docs(res: dict[str, Any], proxy: dict[str, Any]) -> None:
-    lat = "PASS" if res["latency_ms_max"] < 300 else "FAIL"
+    lat = "PASS" if res["latency_ms_median"] <= 30 else "FAIL"
     thr = "PASS" if res["ratio"] >= 0.9 else "FAIL"
     section = f"""{START}
 ## Port maps: time to forward, and throughput through a map
@@ -147,11 +157,13 @@ def write_docs(res: dict[str, Any], proxy: dict[str, Any]) -> None:
 Measured {dt.date.today().isoformat()} on {os.cpu_count()} cores ({cpu_model()}), Python
 {platform.python_version()}, by `python bench/port_maps.py` (part of `make bench`); dmd with
 `--local-node` on SQLite, kernel forwarding (iptables DNAT), a running instance of the OpenSSH
-test image with a perl sink on port {SINK_PORT}.
+test image with its SSH map (as instances have) and a perl sink on port {SINK_PORT}.
 
 **From `POST …/port-maps` to the host port accepting a connection**, {res['rounds']} fresh maps:
 median {res['latency_ms_median']:.1f} ms, slowest {res['latency_ms_max']:.1f} ms
-(all: {res['latency_all']}). Goal under 300 ms: **{lat}**.
+(all: {res['latency_all']}). Goal a median of at most 30 ms: **{lat}**. The first map of a node
+that has no other (its chains and hooks are put in first): median {res['first_ms_median']:.1f} ms
+(all: {res['first_all']}). Where the time goes: see "Where the time goes" below.
 
 **Bulk TCP, {res['gib']:g} GiB per transfer, 1 MiB writes**, {len(res['direct_all'])} rounds of one
 transfer each way back to back (order swapped every round), medians:

@@ -202,11 +202,11 @@ async def starts(s: aiohttp.ClientSession, base: str, h: dict[str, str], rounds:
 
 async def port_maps(s: aiohttp.ClientSession, base: str, h: dict[str, str], rounds: int, image: str) -> dict[str, Any]:
     r = await s.post(f"{base}/api/v1/instances", headers=h, json={
-        "name": "pm", "image": image, "ssh": False,
+        "name": "pm", "image": image, "ssh": True,  # with its SSH map, as instances have
         "command": ["/bin/sh", "-c", "exec perl -MIO::Socket::INET -e 'my $s=IO::Socket::INET->new(LocalPort=>8080,"
                     "Listen=>8,ReuseAddr=>1) or die; while(my $c=$s->accept){close $c}'"]})
     iid = (await r.json())["id"]
-    while (await (await s.get(f"{base}/api/v1/instances/{iid}", headers=h)).json())["status"] != "running":
+    while (await (await s.get(f"{base}/api/v1/instances/{iid}", headers=h)).json())["ssh"]["state"] != "ready":
         await asyncio.sleep(0.02)
     await asyncio.sleep(1)  # the listener inside is up
     windows, totals = [], []
@@ -261,7 +261,7 @@ holds the Engine's calls), so the rows do not add up.
 {table(res["start"])}
 
 **New port map** (`POST /api/v1/instances/{{id}}/port-maps` to the host port accepting, kernel
-forwarding):
+forwarding, on an instance with its SSH map):
 
 {table(res["port_map"])}
 {END}"""

@@ -1,18 +1,22 @@
 """Kernel port forwarding: iptables DNAT rules in chains of this agent's own.
 
 Every chain name starts with the manager's tag (``DM<node>-<installation>``), so two agents on one
-host never touch each other's rules. Each apply replaces the chains' contents atomically, one
-``iptables-restore --noflush`` per table, then makes sure the hooks into the built-in chains exist
-(checked with ``-C`` before ``-I``, so re-applying is idempotent); an empty set removes chains and
-hooks. The rules outlive the agent: established connections survive its restart, and the next
-apply replaces them with the same set.
+host never touch each other's rules. Each apply replaces the chains' contents atomically with one
+``iptables-restore --noflush`` (both tables: one process, the cost of a new map), and makes sure
+the hooks into the built-in chains exist the first time (checked with ``-C`` before ``-I``, so
+re-applying is idempotent) and again whenever :meth:`KernelForwarder.intact` finds something gone
+(the agent's keeper asks every 30 s); an empty set removes chains and hooks. The rules outlive
+the agent: established connections survive its restart, and the next apply replaces them with
+the same set.
 
 * nat ``<tag>-DNAT``, jumped to from PREROUTING and OUTPUT for local destinations: host_port ->
   container:port (OUTPUT covers connections from the node itself, 127.0.0.1 included).
 * nat ``<tag>-SNAT`` from POSTROUTING: connections from 127.0.0.1 leave through the bridge masqueraded
   (with ``route_localnet=1`` on that bridge, or the kernel drops 127/8 sources as martians).
 * filter ``<tag>-FWD`` from DOCKER-USER (else FORWARD): Docker's FORWARD drops unpublished ports,
-  so forwarded (DNATed) connections to the containers' ports are accepted here.
+  so connections this agent's DNAT sent to its running containers are accepted here (per
+  container, not per port: only our DNAT rules lead to those ports, and the filter table then
+  changes only when the containers do, so that a new map costs one table's commit, not two).
 * filter ``<tag>-IN`` from INPUT: with route_localnet=1 a container could reach the host's
   127.0.0.1 services (CVE-2020-8558); new packets from the bridge to 127/8 are dropped.
 
@@ -146,6 +150,8 @@ class KernelForwarder:
         # Whether our chains may be in place: None until this process knows (an earlier run may
         # have left them); False once torn down, so an empty set costs no iptables call.
         self._present: bool | None = None
+        self._hooked = False  # the hooks were checked (and put in) since the chains were last found gone
+        self._applied: dict[str, str] = {}  # what this process last restored, by table
 
     @staticmethod
     async def available() -> tuple[bool, str]:
@@ -172,19 +178,20 @@ class KernelForwarder:
             ("filter", "INPUT", ["-j", self.inp]),
         ]
 
-    def _tables(self, forwards: Sequence[Forward], bridges: Sequence[str]) -> dict[str, str]:
-        """The iptables-restore input per table; declaring a chain flushes it (with --noflush)."""
+    def _tables(self, forwards: Sequence[Forward], bridges: Sequence[str],
+                reachable: Sequence[str] = ()) -> dict[str, str]:
+        """The iptables-restore input per table; declaring a chain flushes it (with --noflush).
+        ``reachable``: the addresses of this agent's running containers (besides the targets)."""
         dnat: list[str] = []
         snat: list[str] = []
-        fwd: list[str] = []
         for f in sorted(forwards, key=lambda f: (f.protocol, f.host_port)):
             p = f.protocol
             dnat.append(f"-A {self.dnat} -p {p} -m {p} --dport {f.host_port} "
                         f"-j DNAT --to-destination {f.target_ip}:{f.target_port}")
             snat.append(f"-A {self.snat} -s 127.0.0.0/8 -d {f.target_ip}/32 -p {p} -m {p} --dport {f.target_port} "
                         "-j MASQUERADE")
-            fwd.append(f"-A {self.fwd} -d {f.target_ip}/32 -p {p} -m {p} --dport {f.target_port} "
-                       "-m conntrack --ctstate DNAT -j ACCEPT")
+        targets = sorted({*reachable, *(f.target_ip for f in forwards)}, key=ipaddress.ip_address)
+        fwd = [f"-A {self.fwd} -d {ip}/32 -m conntrack --ctstate DNAT -j ACCEPT" for ip in targets]
         inp = [f"-A {self.inp} -i {b} -d 127.0.0.0/8 ! -s 127.0.0.0/8 "
                f"-m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -m comment --comment {LOCALNET_COMMENT} -j DROP"
                for b in sorted(bridges)]
@@ -193,7 +200,7 @@ class KernelForwarder:
             "nat": "\n".join(["*nat", f":{self.dnat} - [0:0]", f":{self.snat} - [0:0]", *dnat,
                               *dict.fromkeys(snat), "COMMIT", ""]),
             "filter": "\n".join(["*filter", f":{self.fwd} - [0:0]", f":{self.inp} - [0:0]",
-                                 *dict.fromkeys(fwd), *inp, "COMMIT", ""]),
+                                 *fwd, *inp, "COMMIT", ""]),
         }
 
     async def _restore(self, text: str) -> None:
@@ -205,10 +212,8 @@ class KernelForwarder:
         rc, _ = await _iptables("filter", "-S", "DOCKER-USER")
         return "DOCKER-USER" if rc == 0 else "FORWARD"
 
-    async def _ensure_hooks(self, table: str) -> None:
+    async def _ensure_hooks(self) -> None:
         for tbl, chain, rule in self._hooks(await self._forward_parent()):
-            if tbl != table:
-                continue
             rc, _ = await _iptables(tbl, "-C", chain, *rule)
             if rc == 0:
                 continue
@@ -264,9 +269,11 @@ class KernelForwarder:
         return [b if b and os.path.isdir(f"/sys/class/net/{b}/bridge") else None for b in found]
 
     # --- the public calls ----------------------------------------------------------------
-    async def apply(self, forwards: Sequence[Forward]) -> Failures:
+    async def apply(self, forwards: Sequence[Forward], reachable: Sequence[str] = ()) -> Failures:
         """Make our chains hold exactly ``forwards``; every forward fails alike if iptables does.
-        An empty set removes our chains and hooks altogether (nothing is left behind idle)."""
+        An empty set removes our chains and hooks altogether (nothing is left behind idle). A
+        table whose rules did not change since this process last restored it is not restored
+        again (each table's commit costs the kernel some 13 ms)."""
         if not forwards:
             if self._present is not False:
                 await self.teardown()
@@ -274,19 +281,24 @@ class KernelForwarder:
         self._present = True
         try:
             bridges = sorted({b for b in await asyncio.to_thread(self._bridges, forwards) if b})
-            tables = self._tables(forwards, bridges)
-            # The protective INPUT rule goes in before route_localnet is turned on, never after.
-            await self._restore(tables["filter"])
-            await self._ensure_hooks("filter")
+            tables = self._tables(forwards, bridges, reachable)
+            changed = [t for t in ("filter", "nat") if not self._hooked or self._applied.get(t) != tables[t]]
+            if changed:
+                await self._restore("".join(tables[t] for t in changed))
+                self._applied.update((t, tables[t]) for t in changed)
+            if not self._hooked:
+                await self._ensure_hooks()
+                self._hooked = True
+            # The protective INPUT rule (and its hook) are in before route_localnet is turned on,
+            # never after.
             for bridge in bridges:
                 try:
                     await asyncio.to_thread(self._enable_localnet, bridge)
                 except OSError as e:  # 127.0.0.1 will not reach this bridge; the rest still works
                     log.warning("cannot set route_localnet on %s: %s", bridge, e)
-            await self._restore(tables["nat"])
-            await self._ensure_hooks("nat")
         except IptablesError as e:
             log.warning("kernel port forwarding: %s", e)
+            self._applied.clear()  # what is in the kernel is not known: restore all next time
             return {f.key: ("forward_failed", str(e)) for f in forwards}
         await self._release_localnet(set(bridges))
         return {}
@@ -303,6 +315,23 @@ class KernelForwarder:
             await _iptables(tbl, "-X", chain)
         await self._release_localnet(set())
         self._present = False
+        self._hooked = False
+        self._applied.clear()
+
+    async def intact(self) -> bool:
+        """Whether every chain and hook of ours is in place. When one is gone (a firewall reload,
+        `iptables -F`), the next apply puts the hooks back too."""
+        for tbl, chain in (("nat", self.dnat), ("nat", self.snat), ("filter", self.fwd), ("filter", self.inp)):
+            rc, _ = await _iptables(tbl, "-S", chain)
+            if rc != 0:
+                self._hooked = False
+                return False
+        for tbl, chain, rule in self._hooks(await self._forward_parent()):
+            rc, _ = await _iptables(tbl, "-C", chain, *rule)
+            if rc != 0:
+                self._hooked = False
+                return False
+        return True
 
     async def chains_exist(self) -> bool:
         """Whether any of our chains is there (for tests and diagnostics)."""

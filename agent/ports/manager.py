@@ -196,7 +196,8 @@ class PortForwarding(Feature):
                 forwards[key] = Forward(m.protocol, m.host_port, found.ip_address, m.instance_port)
                 active.append(m)
 
-        failures = await self._forward(list(forwards.values()))
+        reachable = [c.ip_address for c in containers.values() if c.state == "running" and c.ip_address]
+        failures = await self._forward(list(forwards.values()), reachable)
         self._installed = len(forwards) > len(failures)  # an empty set leaves no chains at all
         for m in list(active):
             problem = failures.get((m.protocol, m.host_port))
@@ -206,11 +207,11 @@ class PortForwarding(Feature):
         return p.PortsReply(mode=mode, active=[m.id for m in active], waiting=waiting,  # type: ignore[arg-type]
                             failed=failed, listening=p.Listening(busy["tcp"], busy["udp"]))
 
-    async def _forward(self, forwards: list[Forward]) -> Failures:
+    async def _forward(self, forwards: list[Forward], reachable: list[str]) -> Failures:
         if self._kernel is not None:
             if self._unavailable:
                 return {}
-            return await self._kernel.apply(forwards)
+            return await self._kernel.apply(forwards, reachable)
         assert self._proxy is not None
         return await self._proxy.apply(forwards)
 
@@ -247,12 +248,12 @@ class PortForwarding(Feature):
 
     # --- rules lost behind our back ----------------------------------------------------------
     async def restore_if_lost(self) -> bool:
-        """Kernel mode: when our chains are gone (a firewall reload, `iptables -F`), apply the
-        last set again. True when it had to."""
+        """Kernel mode: when our chains or their hooks are gone (a firewall reload, `iptables -F`),
+        apply the last set again. True when it had to."""
         maps = self._desired
         if self._closed or self._kernel is None or not self._installed or self._unavailable or maps is None:
             return False
-        if await self._kernel.chains_exist():
+        if await self._kernel.intact():
             return False
         log.warning("port forwarding rules were removed behind the agent's back; applying them again")
         async with self._lock:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -194,6 +195,13 @@ async def test_kernel_rules_removed_behind_the_agents_back_come_back(env: Env) -
     assert await refused("127.0.0.1", port)
     assert await pf.restore_if_lost() is True
     assert await talk("127.0.0.1", port) == b"id-a"
+    # Only a hook removed (the chains stay): found, and put back too.
+    hook = ["-t", "nat", "-D", "OUTPUT", "-m", "addrtype", "--dst-type", "LOCAL", "-j", f"{env.tag}-DNAT"]
+    assert (await asyncio.to_thread(subprocess.run, ["iptables", *hook], capture_output=True)).returncode == 0
+    assert await refused("127.0.0.1", port)
+    assert await pf.restore_if_lost() is True
+    assert await talk("127.0.0.1", port) == b"id-a"
+    assert await pf.restore_if_lost() is False
 
 
 async def test_kernel_hooks_are_idempotent_and_teardown_removes_everything(env: Env) -> None:

@@ -184,15 +184,17 @@ def test_chain_tags_fit_iptables() -> None:
 def test_rule_text() -> None:
     k = KernelForwarder("DM3-abc123")
     tables = k._tables([Forward("tcp", 20080, "172.17.0.2", 80), Forward("udp", 20081, "172.17.0.2", 53),
-                        Forward("tcp", 20082, "172.17.0.2", 80)], ["docker0"])
+                        Forward("tcp", 20082, "172.17.0.2", 80)], ["docker0"], ["172.17.0.10", "172.17.0.9"])
     nat = tables["nat"].splitlines()
     assert nat[:3] == ["*nat", ":DM3-abc123-DNAT - [0:0]", ":DM3-abc123-SNAT - [0:0]"]
     assert "-A DM3-abc123-DNAT -p tcp -m tcp --dport 20080 -j DNAT --to-destination 172.17.0.2:80" in nat
     assert "-A DM3-abc123-DNAT -p udp -m udp --dport 20081 -j DNAT --to-destination 172.17.0.2:53" in nat
-    # One masquerade and one accept per container port, however many host ports lead there.
+    # One masquerade per container port, however many host ports lead there.
     assert sum("--dport 80 -j MASQUERADE" in line for line in nat) == 1
     filt = tables["filter"].splitlines()
-    assert sum("--dport 80 -m conntrack --ctstate DNAT -j ACCEPT" in line for line in filt) == 1
+    # What our DNAT sent to each running container is accepted, in address order (not text order).
+    assert [line for line in filt if line.startswith("-A DM3-abc123-FWD")] == [
+        f"-A DM3-abc123-FWD -d 172.17.0.{n}/32 -m conntrack --ctstate DNAT -j ACCEPT" for n in (2, 9, 10)]
     assert any(line.startswith("-A DM3-abc123-IN -i docker0 ") and line.endswith("-j DROP") for line in filt)
     assert tables["nat"].endswith("\nCOMMIT\n") and tables["filter"].endswith("\nCOMMIT\n")
 
