@@ -234,7 +234,8 @@ class Workloads:
         return await ours_by_instance(self.driver, self._config().node_id, self._installation())
 
     async def ensure(self, req: p.InstanceEnsure) -> p.ContainerReply:
-        info = await self.driver.create(req.spec)  # returns the existing container when there is one
+        # Returns the existing container when there is one (looked for first unless dmd knows better).
+        info = await self.driver.create(req.spec, fresh=req.fresh)
         if req.desired == "running" and info.state != "running":
             await self.driver.start(info.id)
         elif req.desired == "stopped" and info.state in ("running", "restarting", "paused"):

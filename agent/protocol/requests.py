@@ -107,6 +107,10 @@ class InstanceEnsure(Request[ContainerReply]):
     TIMEOUT_S = 300.0
     spec: ContainerSpec
     desired: Desired
+    # dmd's view of the node's containers (complete since the link's hello) holds none for this
+    # instance: the agent need not look for one before creating. One made under the spec's name
+    # by a request whose reply was lost is still found (the name is taken) and adopted.
+    fresh: bool = False
 
 
 @dataclass(frozen=True, slots=True)

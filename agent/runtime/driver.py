@@ -172,11 +172,15 @@ class RuntimeDriver(abc.ABC):
     # -- containers
 
     @abc.abstractmethod
-    async def create(self, spec: ContainerSpec) -> ContainerInfo:
+    async def create(self, spec: ContainerSpec, *, fresh: bool = False) -> ContainerInfo:
         """Create (not start) the container, or return the managed container that already
         has ``spec.instance_id`` on ``spec.node_id`` (and, when the spec carries one, the same
         ``dm.installation`` label: two DM installations may share an Engine and number their
-        instances alike). Raises invalid, image_not_found, conflict (name taken)."""
+        instances alike). Raises invalid, image_not_found, conflict (name taken).
+
+        ``fresh``: the caller knows the instance has no container, so none is looked for first;
+        one made meanwhile under the spec's name (a request whose reply was lost) is still
+        returned, found when the name turns out taken."""
 
     @abc.abstractmethod
     async def find_instance(self, instance_id: int, *, labels: Mapping[str, str] | None = None) -> ContainerInfo | None:

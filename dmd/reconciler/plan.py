@@ -72,6 +72,7 @@ class Ensure:
     spec: p.ContainerSpec
     desired: Literal["running", "stopped"]
     creating: bool = False
+    fresh: bool = False  # the agent reported no container of this instance on its current link
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,9 +143,10 @@ def settled(container: p.ContainerInfo, desired: str) -> bool:
 
 
 def plan_containers(node: NodeView, instances: Sequence[InstanceView],
-                    known: Mapping[int, p.ContainerInfo]) -> list[ContainerStep]:
+                    known: Mapping[int, p.ContainerInfo], complete: bool = False) -> list[ContainerStep]:
     """The container steps of a round. ``known``: the node's containers by instance id, as the
-    agent last reported them on its current link (its hello, replies, events)."""
+    agent last reported them on its current link (its hello, replies, events); ``complete``: the
+    hello listed every container, so one missing from ``known`` does not exist."""
     steps: list[ContainerStep] = []
     for inst in instances:
         if inst.desired == "deleted":
@@ -156,7 +158,8 @@ def plan_containers(node: NodeView, instances: Sequence[InstanceView],
             if (status, message, container.id) != (inst.status, inst.status_message, inst.container_id):
                 steps.append(SetStatus(inst.id, status, message, container.id))
             continue
-        steps.append(Ensure(inst.id, build_spec(node, inst), inst.desired, creating=inst.status == "pending"))
+        steps.append(Ensure(inst.id, build_spec(node, inst), inst.desired, creating=inst.status == "pending",
+                            fresh=complete and container is None))
     return steps
 
 

@@ -75,6 +75,7 @@ class KnownContainers:
 
     def __init__(self) -> None:
         self._by_node: dict[int, dict[int, p.ContainerInfo]] = {}
+        self._complete: set[int] = set()  # nodes whose hello listed every container
 
     def reset(self, node_id: int, installation_id: str, containers: Sequence[p.ContainerInfo] | None) -> None:
         mine = {}
@@ -84,9 +85,16 @@ class KnownContainers:
                     and (c.instance_id not in mine or c.state == "running")):
                 mine[c.instance_id] = c
         self._by_node[node_id] = mine
+        if containers is not None:
+            self._complete.add(node_id)
+        else:
+            self._complete.discard(node_id)  # the runtime could not be read: nothing is known
 
     def of(self, node_id: int) -> dict[int, p.ContainerInfo]:
         return self._by_node.setdefault(node_id, {})
+
+    def complete(self, node_id: int) -> bool:
+        return node_id in self._complete
 
     def put(self, node_id: int, instance_id: int, container: p.ContainerInfo | None) -> None:
         if container is None:
@@ -96,6 +104,7 @@ class KnownContainers:
 
     def forget_node(self, node_id: int) -> None:
         self._by_node.pop(node_id, None)
+        self._complete.discard(node_id)
 
 
 def instance_view(inst: Instance, gpu_keys: Sequence[str]) -> InstanceView:
@@ -170,7 +179,7 @@ class Executor:
                 for step in f.before(before):
                     await f.run(node_id, step)
             now = {i.id: i for i in instances}
-            for step in plan_containers(node, instances, self.known.of(node_id)):
+            for step in plan_containers(node, instances, self.known.of(node_id), self.known.complete(node_id)):
                 await self._container_step(node_id, step, now)
             live = [now[i.id] for i in instances if i.id in now]
             after = RoundView(node, live, frozenset(i.id for i in live if i.status == "running"), loaded.features)
@@ -190,7 +199,8 @@ class Executor:
             marking = (asyncio.ensure_future(self.store.set_status(SetStatus(step.instance_id, "creating")))
                        if step.creating else None)
             try:
-                reply = await self.agent.ask(node_id, p.InstanceEnsure(step.spec, step.desired), ENSURE_TIMEOUT_S)
+                reply = await self.agent.ask(node_id, p.InstanceEnsure(step.spec, step.desired, step.fresh),
+                                             ENSURE_TIMEOUT_S)
             except AgentFailed as e:
                 done = SetStatus(step.instance_id, "error", e.message)
             else:

@@ -40,6 +40,15 @@ def test_a_new_instance_is_ensured_and_says_creating_meanwhile() -> None:
     assert again == [Ensure(1, build_spec(NODE, inst(1)), "running", creating=False)]
 
 
+def test_the_agent_is_told_when_dmd_knows_there_is_no_container() -> None:
+    # The hello listed every container: one missing is known not to exist, and the agent need not
+    # look for it before creating.
+    assert [s.fresh for s in plan_containers(NODE, [inst(1)], {}, complete=True)] == [True]
+    assert [s.fresh for s in plan_containers(NODE, [inst(1)], {}, complete=False)] == [False]
+    stopped = {1: container(1, "exited")}
+    assert [s.fresh for s in plan_containers(NODE, [inst(1)], stopped, complete=True)] == [False]
+
+
 def test_a_container_already_as_wanted_costs_no_request() -> None:
     running = inst(1, status="running", container_id="c1")
     assert plan_containers(NODE, [running], {1: container(1)}) == []

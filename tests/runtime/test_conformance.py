@@ -184,6 +184,18 @@ async def test_name_taken_by_another_instance_is_a_conflict(harness: Harness) ->
     await d.create(harness.spec("taken", command=SLEEPER))
     with pytest.raises(ConflictError, match="already in use"):
         await d.create(harness.spec("taken", command=SLEEPER))
+    with pytest.raises(ConflictError, match="already in use"):  # told it is fresh: still not another's
+        await d.create(harness.spec("taken", command=SLEEPER), fresh=True)
+
+
+async def test_a_fresh_create_looks_for_nothing_but_adopts_what_its_name_holds(harness: Harness) -> None:
+    d = harness.driver
+    spec = harness.spec("fresh", command=SLEEPER)
+    made = await d.create(spec, fresh=True)
+    assert made.state == "created" and made.name == spec.name
+    lost = await d.create(spec, fresh=True)  # the first create's reply was lost: the name holds it
+    assert lost.id == made.id
+    assert [c.id for c in await d.list(managed_only=True) if c.instance_id == spec.instance_id] == [made.id]
 
 
 async def test_missing_containers(harness: Harness) -> None:

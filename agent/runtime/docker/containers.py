@@ -29,11 +29,11 @@ _LIST_CONCURRENCY = 8
 class ContainerCalls(Engine):
     """Containers: create, find, inspect, start, stop, restart, remove, list."""
 
-    async def create(self, spec: ContainerSpec) -> ContainerInfo:
+    async def create(self, spec: ContainerSpec, *, fresh: bool = False) -> ContainerInfo:
         payload = container_create_payload(spec)  # validates the spec
         check_supported(spec, self.capabilities())
         async with self._create_locks.hold(spec.instance_id):
-            existing = await self.find_instance(spec.instance_id, labels=identity_labels(spec))
+            existing = None if fresh else await self.find_instance(spec.instance_id, labels=identity_labels(spec))
             if existing is not None:
                 log.info("instance %s already has container %s; not creating another", spec.instance_id, existing.id)
                 return existing

@@ -28,11 +28,11 @@ class ContainerCalls(FakeEngine):
         await self._enter("version")
         return {"name": self.name, "version": "0", "api_version": "fake", "os": "linux", "arch": "fake"}
 
-    async def create(self, spec: ContainerSpec) -> ContainerInfo:
+    async def create(self, spec: ContainerSpec, *, fresh: bool = False) -> ContainerInfo:
         await self._enter("create", spec.name)
         payload = container_create_payload(spec)  # validates the spec
         check_supported(spec, self._capabilities)
-        existing = await self._find_instance(spec.instance_id, identity_labels(spec))
+        existing = None if fresh else await self._find_instance(spec.instance_id, identity_labels(spec))
         if existing is not None:
             self._leave("create")
             return existing
@@ -41,6 +41,9 @@ class ContainerCalls(FakeEngine):
             raise ImageNotFoundError(f"create container {spec.name}: No such image: {spec.image}")
         taken = self._find(spec.name)
         if taken is not None and taken.name == spec.name:
+            if fresh and (adopted := await self._find_instance(spec.instance_id, identity_labels(spec))) is not None:
+                self._leave("create")
+                return adopted  # a create whose reply was lost made it under this name
             raise ConflictError(
                 f'create container {spec.name}: Conflict. The container name "/{spec.name}" is already in use '
                 f'by container "{taken.id}". You have to remove (or rename) that container to be able to reuse '
