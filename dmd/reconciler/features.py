@@ -129,8 +129,8 @@ class Ssh(Feature):
             want = wanted.get(inst.id)
             if inst.id not in view.running or want is None:
                 continue
-            if not want.enabled and want.reported == "disabled":
-                continue
+            if not want.enabled and want.reported in (None, "disabled"):
+                continue  # off, and never on (no key was ever written) or said so already
             steps.append(PushAccess(inst.id, want.enabled, tuple(want.keys)))
         return steps
 

@@ -116,10 +116,12 @@ def test_every_running_instance_is_told_its_ssh_keys_each_round() -> None:
 
     ssh = Ssh(db=None, hub=None)  # type: ignore[arg-type]  # planning needs neither
     view = RoundView(NODE, [inst(1, status="running"), inst(2, "stopped", status="stopped"),
-                            inst(3, status="running"), inst(4, status="running")], frozenset({1, 3, 4}),
+                            inst(3, status="running"), inst(4, status="running"), inst(5, status="running")],
+                     frozenset({1, 3, 4, 5}),
                      {"ssh": {1: Access(True, ["ssh-ed25519 AAAA a"], "ready"),
                               2: Access(True, ["ssh-ed25519 AAAA b"], None),
                               3: Access(False, [], "ready"),  # just turned off: revoke
-                              4: Access(False, [], "disabled")}})  # off, and the agent said so
+                              4: Access(False, [], "disabled"),  # off, and the agent said so
+                              5: Access(False, [], None)}})  # off from the start: no key was ever written
     assert ssh.after(view) == [PushAccess(1, True, ("ssh-ed25519 AAAA a",)), PushAccess(3, False, ())]
     assert ssh.after(view) == ssh.after(view)  # again next round: a kick refreshes what the page shows
