@@ -47,7 +47,7 @@ class Feature(abc.ABC):
         return None
 
     def before(self, view: RoundView) -> list[Any]:
-        """Steps before the container steps (pure)."""
+        """Steps before the container steps (pure; ``view.loaded`` is empty: state is read after)."""
         return []
 
     @abc.abstractmethod

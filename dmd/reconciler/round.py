@@ -13,8 +13,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from agent import protocol as p
 from dmd.agents.hub import AgentFailed, AgentTimeout, NodeOffline
 from dmd.db import Database
@@ -55,13 +53,14 @@ class AgentPort(Protocol):
 class Loaded:
     node: NodeView
     instances: list[InstanceView]
-    features: dict[str, Any]
 
 
 class Store(Protocol):
     """What a round reads and writes in dmd's database (or a model of it in tests)."""
 
-    async def load(self, node_id: int, installation_id: str, features: Sequence[Feature]) -> Loaded | None: ...
+    async def load(self, node_id: int, installation_id: str) -> Loaded | None: ...
+
+    async def load_features(self, loaded: Loaded, features: Sequence[Feature]) -> dict[str, Any]: ...
 
     async def set_status(self, step: SetStatus) -> None: ...
 
@@ -126,21 +125,19 @@ class DbStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def load(self, node_id: int, installation_id: str, features: Sequence[Feature]) -> Loaded | None:
+    async def load(self, node_id: int, installation_id: str) -> Loaded | None:
         async with self.db.read() as conn:
-            return await self._load(conn, node_id, installation_id, features)
+            try:
+                node = node_view(await node_svc.get(conn, node_id), installation_id)
+            except NotFound:
+                return None  # deleted meanwhile
+            gpus = await inst_svc.gpus_on_node(conn, node_id)
+            instances = [instance_view(i, gpus.get(i.id, ())) for i in await inst_svc.on_node(conn, node_id)]
+            return Loaded(node, instances)
 
-    @staticmethod
-    async def _load(conn: AsyncConnection, node_id: int, installation_id: str,
-                    features: Sequence[Feature]) -> Loaded | None:
-        try:
-            node = node_view(await node_svc.get(conn, node_id), installation_id)
-        except NotFound:
-            return None  # deleted meanwhile
-        gpus = await inst_svc.gpus_on_node(conn, node_id)
-        instances = [instance_view(i, gpus.get(i.id, ())) for i in await inst_svc.on_node(conn, node_id)]
-        states = {f.name: await f.load(conn, node, instances) for f in features}
-        return Loaded(node, instances, states)
+    async def load_features(self, loaded: Loaded, features: Sequence[Feature]) -> dict[str, Any]:
+        async with self.db.read() as conn:
+            return {f.name: await f.load(conn, loaded.node, loaded.instances) for f in features}
 
     async def set_status(self, step: SetStatus) -> None:
         async with self.db.begin() as conn:
@@ -169,12 +166,12 @@ class Executor:
     async def round(self, node_id: int) -> None:
         if not self.agent.is_online(node_id):
             return
-        loaded = await self.store.load(node_id, self.installation_id, self.features)
+        loaded = await self.store.load(node_id, self.installation_id)
         if loaded is None:
             return
         node, instances = loaded.node, loaded.instances
         try:
-            before = RoundView(node, instances, loaded=loaded.features)
+            before = RoundView(node, instances)
             for f in self.features:
                 for step in f.before(before):
                     await f.run(node_id, step)
@@ -182,7 +179,10 @@ class Executor:
             for step in plan_containers(node, instances, self.known.of(node_id), self.known.complete(node_id)):
                 await self._container_step(node_id, step, now)
             live = [now[i.id] for i in instances if i.id in now]
-            after = RoundView(node, live, frozenset(i.id for i in live if i.status == "running"), loaded.features)
+            # The features' state is read once the containers are as they should be: nothing of it
+            # stands between a user's action and its container, and it is as fresh as can be.
+            states = await self.store.load_features(loaded, self.features)
+            after = RoundView(node, live, frozenset(i.id for i in live if i.status == "running"), states)
             for f in self.features:
                 for step in f.after(after):
                     await f.run(node_id, step)

@@ -141,9 +141,12 @@ class ModelStore:
     rows: dict[int, Row] = field(default_factory=dict)
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
-    async def load(self, node_id: int, installation_id: str, features: Sequence[Feature]) -> Loaded | None:
+    async def load(self, node_id: int, installation_id: str) -> Loaded | None:
         await asyncio.sleep(0)
-        return Loaded(NodeView(NODE_ID, "n1", INSTALLATION, GPUS), [r.view for r in self.rows.values()], {})
+        return Loaded(NodeView(NODE_ID, "n1", INSTALLATION, GPUS), [r.view for r in self.rows.values()])
+
+    async def load_features(self, loaded: Loaded, features: Sequence[Feature]) -> dict[str, Any]:
+        return {}
 
     async def set_status(self, step: SetStatus) -> None:
         row = self.rows.get(step.instance_id)
