@@ -11,6 +11,7 @@ import pytest
 from dmd import local_node
 from dmd.local_node import LOCAL_NODE
 from dmd.reconciler import RECONCILER
+from tests.databases import every_database  # noqa: F401 (fixture: each test on all three databases)
 from tests.runtime.conftest import docker_test_image  # noqa: F401 (fixture: builds the busybox image)
 from tests.runtime.images import BUSYBOX_REF
 
