@@ -138,6 +138,64 @@ async def test_gpu_quota(client, admin):
         await node.close()
 
 
+def four_gpus() -> list[dict]:
+    """Four devices with distinct uuids, modelled on the A5000 fixture."""
+    base = a5000_gpus()[0]
+    return [{**base, "index": i, "uuid": f"GPU-0000000{i}-race-race-race-000000000000"} for i in range(4)]
+
+
+async def test_gpu_quota_holds_under_parallel_requests(client, admin):
+    """Ten parallel one-GPU requests of a user who may hold two, on a node with four free: two
+    are placed and eight refused for the quota (not for capacity), whatever the database."""
+    node = await gpu_node(client, admin, "gpus4", four_gpus())
+    try:
+        await add_user(client, "g@example.org")
+        user = await make_token(client, "g@example.org")
+        me = await (await client.get("/api/v1/me", headers=user)).json()
+        await client.patch(f"/api/v1/users/{me['id']}", json={"gpu_limit": 2}, headers=admin)
+        await client.post(f"/api/v1/nodes/{node.node_id}/shares", json={"username": "g"}, headers=admin)
+        images = await (await client.get(f"/api/v1/nodes/{node.node_id}/images", headers=admin)).json()
+        await client.patch(f"/api/v1/images/{images[0]['id']}", json={"public": True}, headers=admin)
+        replies = await asyncio.gather(*(
+            client.post("/api/v1/instances", headers=user, json={"name": f"g{i}", "image": "cuda:12", "gpus": 1})
+            for i in range(10)))
+        bodies = [await r.json() for r in replies]
+        assert sorted(r.status for r in replies) == [201] * 2 + [403] * 8, bodies
+        assert {b["error"]["code"] for b in bodies if "error" in b} == {"quota_exceeded"}
+        held = [g for b in bodies if "gpus" in b for g in b["gpus"]]
+        assert len(held) == len(set(held)) == 2
+        cap = await (await client.get("/api/v1/capacity", headers=admin)).json()
+        assert len(next(c for c in cap if c["name"] == "gpus4")["gpus_free"]) == 2
+    finally:
+        await node.close()
+
+
+async def test_parallel_requests_never_share_a_gpu(client, admin):
+    """Eight users ask for one GPU each at once on a two-GPU node (users of their own, so that
+    nothing but the node's lock orders them): two get one device each, six are refused for
+    capacity (409, not a failed insert into the ledger)."""
+    gpus = a5000_gpus()
+    node = await gpu_node(client, admin, "pair", gpus)
+    try:
+        images = await (await client.get(f"/api/v1/nodes/{node.node_id}/images", headers=admin)).json()
+        await client.patch(f"/api/v1/images/{images[0]['id']}", json={"public": True}, headers=admin)
+        users = []
+        for i in range(8):
+            await add_user(client, f"u{i}@example.org")
+            await client.post(f"/api/v1/nodes/{node.node_id}/shares", json={"username": f"u{i}"}, headers=admin)
+            users.append(await make_token(client, f"u{i}@example.org"))
+        replies = await asyncio.gather(*(
+            client.post("/api/v1/instances", headers=h, json={"name": "p", "image": "cuda:12", "gpus": 1})
+            for h in users))
+        bodies = [await r.json() for r in replies]
+        assert sorted(r.status for r in replies) == [201] * 2 + [409] * 6, bodies
+        assert {b["error"]["code"] for b in bodies if "error" in b} == {"no_capacity"}
+        held = sorted(g for b in bodies if "gpus" in b for g in b["gpus"])
+        assert held == sorted(g["uuid"] for g in gpus)
+    finally:
+        await node.close()
+
+
 async def test_cordoned_and_offline_nodes_are_skipped(client, admin):
     node = await gpu_node(client, admin, "n1", [])
     try:

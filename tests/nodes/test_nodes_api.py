@@ -32,6 +32,28 @@ async def test_create_and_join(client, admin):
     assert joined["credential"] not in str(row) and created["join_token"] not in str(row)
 
 
+async def test_a_join_token_is_used_once_under_parallel_joins(client, admin):
+    """Ten agents present one join token at once: one gets the credential, nine are refused."""
+    created = await (await client.post("/api/v1/nodes", json={"name": "contested"}, headers=admin)).json()
+    replies = await asyncio.gather(*(
+        client.post("/api/v1/nodes/join", json={"token": created["join_token"], "hostname": f"h{i}"})
+        for i in range(10)))
+    bodies = [await r.json() for r in replies]
+    assert sorted(r.status for r in replies) == [200] + [403] * 9, bodies
+    assert {b["error"]["code"] for b in bodies if "error" in b} == {"join_token_invalid"}
+    [winner] = [b for b in bodies if "credential" in b]
+    # The credential handed out is the one stored: the node answers to it on the agent link.
+    r = await client.get(f"/api/v1/nodes/{created['id']}", headers=admin)
+    assert (await r.json())["status"] == "offline"
+    from tests.nodes.helpers import FakeAgent
+
+    agent = FakeAgent(str(client.make_url("")), winner["credential"], created["id"])
+    try:
+        assert (await agent.connect())["node_id"] == created["id"]
+    finally:
+        await agent.close()
+
+
 async def test_expired_join_token(client, admin):
     r = await client.post("/api/v1/nodes", json={"name": "late"}, headers=admin)
     created = await r.json()
