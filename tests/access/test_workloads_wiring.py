@@ -10,7 +10,8 @@ from agent.config import AgentConfig
 from agent.runtime.base import ContainerSpec
 from agent.runtime.docker import DockerDriver
 from agent.workloads import Workloads
-from tests.access.conftest import DOCKER_HOST, KeyPair, ssh, wait_for
+from tests.access.conftest import DOCKER_HOST, KeyPair, ssh
+from tests.waiting import wait_for
 
 
 async def test_workloads_ssh_and_one_listing_per_supervision_round(test_images: tuple[str, str],
@@ -53,7 +54,7 @@ async def test_workloads_ssh_and_one_listing_per_supervision_round(test_images: 
         async def back() -> bool:
             return (await ssh(first.ip_address or "", keys["A"])).ok
 
-        await wait_for(back)
+        await wait_for(back, "SSH back in the restarted instance", 10)
     finally:
         for c in await driver.list(all=True, managed_only=True):
             if c.labels.get("dm.installation") == installation:
