@@ -23,7 +23,12 @@ ADMIN_PASSWORD = "a very long admin password"
 def _watch_console(page: Any) -> list[str]:
     """Console errors (a Content-Security-Policy violation shows up here)."""
     errors: list[str] = []
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+
+    def console(msg: Any) -> None:
+        if msg.type == "error":  # a failed load names its address in the location
+            errors.append(f"{msg.text} at {msg.location.get('url', '?')}")
+
+    page.on("console", console)
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     return errors
 
