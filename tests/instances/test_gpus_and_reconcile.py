@@ -5,6 +5,7 @@ import time
 
 from agent import protocol as p
 from agent.gpu import nvidia
+from dmd.agents import HUB
 from dmd.reconciler import RECONCILER
 from tests.agent.helpers import FIXTURES
 from tests.conftest import add_user, make_token
@@ -205,7 +206,7 @@ async def test_cordoned_and_offline_nodes_are_skipped(client, admin):
         await client.post(f"/api/v1/nodes/{node.node_id}/uncordon", headers=admin)
     finally:
         await node.close()
-    await asyncio.sleep(0.2)
+    await offline(client, node.node_id)
     r = await client.post("/api/v1/instances", headers=admin, json={"name": "a", "image": "cuda:12"})
     assert r.status == 409 and "n1: offline" in (await r.json())["error"]["message"]
 
@@ -221,7 +222,7 @@ async def test_lost_reply_and_delete_while_offline(client, admin):
     # The agent dies before answering; it had created the container.
     node.containers[iid] = {"id": f"c{iid}", "state": "running"}
     await node.close()
-    await asyncio.sleep(0.3)
+    await offline(client, node.node_id)
     assert (await instance(client, admin, iid))["status"] == "creating"
     back = GpuNode(node.base_url, node.credential, node.node_id, gpus=[])
     back.containers = node.containers
@@ -229,7 +230,7 @@ async def test_lost_reply_and_delete_while_offline(client, admin):
     inst = await wait_status(client, admin, iid, "running")
     assert inst["container_id"] == f"c{iid}" and len(back.containers) == 1
     await back.close()
-    await asyncio.sleep(0.3)
+    await offline(client, node.node_id)
     r = await client.delete(f"/api/v1/instances/{iid}", headers=admin)
     assert r.status == 202
     await client.app[RECONCILER].idle()
@@ -245,6 +246,12 @@ async def test_lost_reply_and_delete_while_offline(client, admin):
     await wait_for(gone, "the delete to complete")
     assert again.containers == {} and time.time() - started < 10
     await again.close()
+
+
+async def offline(client, node_id: int) -> None:
+    """dmd has seen the node's link end."""
+    hub = client.app[HUB]
+    await wait_for(lambda: not hub.is_online(node_id), f"node {node_id} offline", 10)
 
 
 async def _status_in(client, admin, iid, statuses):
