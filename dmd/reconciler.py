@@ -91,6 +91,9 @@ class Reconciler:
         # When each instance's desired state last changed (monotonic): an event older than
         # that says nothing about what the user wants now.
         self._desired_at: dict[int, float] = {}
+        # When the desired state each instance's last round applied was read (monotonic): a
+        # change after that waits for a round still to come.
+        self._applied_at: dict[int, float] = {}
         hub.connect_listeners.append(self._on_connect)
         hub.event_listeners.append(self._on_event)
 
@@ -132,6 +135,7 @@ class Reconciler:
     async def reconcile(self, node_id: int) -> None:
         if not self.hub.is_online(node_id):
             return
+        read_at = time.monotonic()
         async with self.db.read() as conn:
             try:
                 node = await node_svc.get(conn, node_id)
@@ -144,6 +148,7 @@ class Reconciler:
             try:
                 if await self._converge(node, inst, gpus[inst.id]):
                     running.append(inst)
+                self._applied_at[inst.id] = read_at
             except (NodeOffline, AgentTimeout) as e:
                 log.info("node %s: %s; instance %s waits for the node", node_id, e.message, inst.id)
                 return
@@ -174,6 +179,7 @@ class Reconciler:
             async with self.db.begin() as conn:
                 await inst_svc.forget(conn, inst.id)
             self._desired_at.pop(inst.id, None)
+            self._applied_at.pop(inst.id, None)
             log.info("instance %s (%s) deleted from node %s", inst.id, inst.name, node.name)
             return False
         if inst.status == "pending":
@@ -265,9 +271,11 @@ class Reconciler:
                     return
             if inst.node_id != node_id or inst.desired == "deleted":
                 return
-            if self._desired_at.get(inst.id, 0.0) > received:
-                # The user acted after this event (a stop's "die" handled after the next start,
-                # say): the round that action kicked converges; the event must not undo it.
+            if self._desired_at.get(inst.id, 0.0) > min(received, self._applied_at.get(inst.id, 0.0)):
+                # The user acted after this event arrived (a stop's "die" handled after the next
+                # start, say), or after the last round that converged the instance (the event
+                # arrived late, before the round the start asked for): that round converges; the
+                # event must not undo the action.
                 return
             try:
                 reply = await self.hub.call(node_id, p.INSTANCE_INSPECT, {"instance_id": inst.id}, timeout=30)
