@@ -1,10 +1,11 @@
 """Login, logout, setup, sessions, CSRF and throttling through the JSON API."""
 
+import datetime as dt
 from http.cookies import SimpleCookie
 
 from aiohttp import ClientSession, CookieJar
 
-from dmd.state import THROTTLE
+from dmd.state import DB, THROTTLE
 from tests.conftest import PASSWORD, add_user, login, make_token, setup_link
 
 
@@ -187,3 +188,39 @@ async def test_audit_records_logins(client, admin):
     actions = [e["action"] for e in (await r.json())["items"]]
     # Newest first: u's failure, then the admin's login (the admin fixture's token).
     assert actions == ["auth.login_failed", "auth.login"], actions
+
+
+async def test_a_success_clears_the_accounts_count(client):
+    await add_user(client, "u@example.org")
+
+    async def attempt(password):
+        return (await client.post("/api/v1/auth/login", json={"email": "u@example.org", "password": password})).status
+
+    assert [await attempt("wrong-password") for _ in range(2)] == [401, 401]
+    assert await attempt(PASSWORD) == 200
+    # Counted from zero again: three more failures are free (without the reset the second would wait).
+    assert [await attempt("wrong-password") for _ in range(3)] == [401, 401, 401]
+
+
+async def test_a_login_is_recorded_and_an_old_hash_is_replaced(client, admin):
+    from argon2 import PasswordHasher
+
+    from dmd.auth import passwords
+    from dmd.services import users
+
+    old = PasswordHasher(time_cost=2, memory_cost=2048, parallelism=1).hash(PASSWORD)  # other parameters
+    async with client.app[DB].begin() as conn:
+        u = await users.create(conn, email="old@example.org", password_hash=old)
+    before = dt.datetime.now(dt.UTC)
+    r = await client.post("/api/v1/auth/login", json={"email": "old@example.org", "password": PASSWORD})
+    assert r.status == 200
+    async with client.app[DB].read() as conn:
+        stored = await users.password_hash_for(conn, u.id)
+    assert stored != old and not passwords.needs_rehash(stored) and await passwords.verify_password(stored, PASSWORD)
+    shown = await (await client.get(f"/api/v1/users/{u.id}", headers=admin)).json()
+    last = dt.datetime.fromisoformat(shown["last_login_at"].replace("Z", "+00:00"))
+    assert before - dt.timedelta(seconds=1) <= last <= dt.datetime.now(dt.UTC)
+    # The new hash is the one that works from now on; the session from before the rehash goes on.
+    assert (await client.get("/api/v1/me")).status == 200
+    r = await client.post("/api/v1/auth/login", json={"email": "old@example.org", "password": PASSWORD})
+    assert r.status == 200

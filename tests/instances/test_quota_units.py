@@ -245,3 +245,28 @@ async def test_visible_and_listed_instances(db: Database) -> None:
         assert (e.value.status, e.value.message) == (404, f"no such instance: {made['b1']}")
         rows = (await conn.execute(sa.select(instances.c.id))).scalars().all()
     assert len(rows) == 4
+
+
+async def test_gpus_held_by_others_do_not_count_against_a_quota(db: Database) -> None:
+    admin = await user(db, "boss@example.org", role="admin")
+    limited = await user(db, "u@example.org", gpu_limit=1)
+    n = await add_node(db, "n", gpu_list=gpus("GPU-1", "GPU-2", "GPU-3"))
+    async with db.begin() as conn:
+        await conn.execute(node_shares.insert().values(node_id=n, user_id=limited.id, created_at=utcnow()))
+    await create(db, admin, req("big", gpu_count=2), {n})
+    inst = await create(db, limited, req("mine", gpu_count=1), {n})
+    assert await held(db, inst.id) == ["GPU-3"]
+
+
+async def test_what_is_recorded(db: Database) -> None:
+    admin = await user(db, "boss@example.org", role="admin")
+    n = await add_node(db, "n")
+    plain = await create(db, admin, req("plain"), {n})
+    assert (plain.command, plain.env, plain.ssh_enabled, plain.ssh_keys_all) == (None, {}, True, True)
+    assert (plain.desired, plain.status, plain.owner_id, plain.image) == ("running", "pending", admin.id, "img:1")
+    full = await create(db, admin, req("full", command=["sleep", "9"], env={"A": "1"}, ssh=False, cpus=1.5,
+                                       memory_mb=64, privileged=True), {n})
+    assert (full.command, full.env, full.ssh_enabled, full.cpus, full.memory_mb, full.privileged) == (
+        ["sleep", "9"], {"A": "1"}, False, 1.5, 64, True)
+    host = await create(db, admin, req("host", host_network=True), {n})  # the host's own sshd: none of DM's
+    assert (host.host_network, host.ssh_enabled) == (True, False)
