@@ -115,10 +115,17 @@ async def test_requested_ports_and_their_errors(db: Database) -> None:
     for bad in (0, 65536):
         with pytest.raises(ApiError) as e:
             await _alloc(db, node_id, a, bad)
-        assert e.value.status == 422
+        assert (e.value.status, e.value.field) == (422, "instance_port")
     async with db.read() as conn:
         count = (await conn.execute(sa.select(sa.func.count()).select_from(port_maps))).scalar_one()
     assert count == 2  # nothing recorded by the refused requests
+    # The first and last port are ports; the pool's first and last too.
+    assert [(await _alloc(db, node_id, b, port)).instance_port for port in (1, 65535)] == [1, 65535]
+    assert (await _alloc(db, node_id, b, 2, 20000)).host_port == 20000
+    assert (await _alloc(db, node_id, b, 3, 29999)).host_port == 29999
+    with pytest.raises(ApiError) as e:
+        await _alloc(db, node_id, b, 4, 30000)
+    assert (e.value.status, e.value.code) == (422, "out_of_pool")
 
 
 async def test_busy_ports_are_never_handed_out_and_the_pool_runs_out(db: Database) -> None:

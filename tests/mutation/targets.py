@@ -1,0 +1,94 @@
+"""What the mutation run changes, and which tests must notice (SQLite only: the same checks run
+on the other two databases in the suite). Paths are from the repository root: when the code
+moves (dmd/services -> dmd/queries + dmd/usecases), change `file` here and nothing else.
+
+`skip` lists mutants that cannot change behaviour (equivalent mutants), each with the reason;
+they are neither run nor counted.
+"""
+
+from __future__ import annotations
+
+from tests.mutation.run import Target
+
+SQLITE = ["-k", "not postgresql and not mysql"]
+
+TARGETS = [
+    Target(
+        name="throttle",
+        file="dmd/auth/throttle.py",
+        functions=["*"],
+        tests=["tests/api/test_throttle.py", "tests/api/test_auth.py", *SQLITE],
+    ),
+    Target(
+        name="login",
+        file="dmd/auth/flows.py",
+        functions=["login"],
+        tests=["tests/api/test_auth.py", "tests/api/test_throttle.py", *SQLITE],
+        equivalent={
+            "login | 254 -> 255 | user.id if user else None, email=email[:254])":
+                "the API and the login form take emails of at most 254 characters",
+        },
+    ),
+    Target(
+        name="quota",
+        file="dmd/services/instances.py",
+        functions=["gpu_keys", "node_usage", "free_on", "_fits", "_visible_nodes_clause", "usable_nodes",
+                   "image_usable", "_check_quotas", "create", "get_visible", "list_visible"],
+        tests=["tests/instances/test_quota_units.py", "tests/instances/test_gpus_and_reconcile.py", *SQLITE],
+        lock_tests=["tests/instances/test_gpus_and_reconcile.py", "-k", "parallel and not sqlite"],
+        equivalent={
+            "_fits | Gt -> GtE | if cpus is not None and f.cpus is not None and cpus > f.cpus + 1e-9:":
+                "differs only when the request is exactly 1e-9 CPUs above what is free",
+            "image_usable | 1 -> 2 | return (await conn.execute(q.limit(1))).first() is not None":
+                "first() of one row or of two is the same row",
+            'create | raise dropped | raise Conflict(f"you already have an instance named {req.name!r}", '
+            'code="name_taken")':
+                "the unique (owner, name) index refuses the insert with the same Conflict",
+            'create | raise dropped | raise Conflict(f"you already have an instance named {req.name!r}", '
+            'code="name_taken") from None':
+                "unreachable: the owner's row lock orders creations, so the check above sees every name",
+        },
+    ),
+    Target(
+        name="ledger",
+        file="dmd/services/port_maps.py",
+        functions=["pools_of", "in_pool", "busy_ports", "set_busy_ports", "get_visible", "list_visible",
+                   "allocate", "_pick", "_insert"],
+        tests=["tests/portmaps/test_ledger.py", "tests/portmaps/test_visibility.py", *SQLITE],
+        lock_tests=["tests/portmaps/test_ledger.py", "-k", "parallel and not sqlite"],
+    ),
+    Target(
+        name="node-access",
+        file="dmd/services/nodes.py",
+        functions=["_visible_clause", "get_visible", "get_manageable", "list_visible", "_check_node_limit",
+                   "join"],
+        tests=["tests/nodes/test_nodes_api.py", *SQLITE],
+        lock_tests=["tests/nodes/test_nodes_api.py", "-k", "(node_limit or parallel_joins) and not sqlite"],
+    ),
+    Target(
+        name="image-access",
+        file="dmd/services/images.py",
+        functions=["_visible", "list_on_node", "get_visible"],
+        tests=["tests/images/test_visibility.py", *SQLITE],
+    ),
+    Target(
+        name="tokens",
+        file="dmd/services/tokens.py",
+        functions=["get", "list_for", "revoke", "lookup"],
+        tests=["tests/api/test_tokens.py", "tests/storage/test_storage.py", *SQLITE],
+    ),
+    Target(
+        name="identity",
+        file="dmd/middleware.py",
+        functions=["_token_identity", "_session_identity", "identity_middleware"],
+        tests=["tests/api/test_authorization.py", "tests/api/test_auth.py", "tests/api",
+               "tests/sessions/test_session_stores.py", "-k", "not postgresql and not mysql and not restart"],
+    ),
+    Target(
+        name="routes",
+        file="dmd/api/registry.py",
+        functions=["_wrap", "Ctx.path_int"],
+        tests=["tests/api/test_authorization.py", "tests/api", *SQLITE],
+        routes=True,
+    ),
+]
