@@ -310,10 +310,18 @@ def preload() -> None:
 def report(results: dict[str, list[Mutant]], targets: dict[str, Target], out: Path | None, command: str) -> int:
     lines = ["# Mutation run", "",
              "What the tests of the authorization, login throttle, quota and ledger code notice when that code",
-             "is changed one thing at a time (`tests/mutation/run.py`; the targets, their files and the tests",
-             "run against each are in `tests/mutation/targets.py`).", "",
-             f"Rerun: `{command}` (or `make mutation`).", "",
-             "| target | file | mutants | killed | survived | score |", "|---|---|---|---|---|---|"]
+             "is changed one thing at a time. `tests/mutation/run.py` makes the mutants (inside function",
+             "bodies: comparisons, and/or, not, conditions, constants, +/-, min/max, a dropped raise, call,",
+             "`.where()` or `.with_for_update()`, a return of None; and each API route's declared level",
+             "weakened), forks a child per mutant that swaps the function's code in place, and runs the",
+             "target's tests on SQLite; a mutant of a line that takes a row lock runs the target's race",
+             "tests on PostgreSQL and MariaDB instead (SQLite's writers queue, so a lost lock cannot show",
+             "there). A mutant is killed when the tests fail or time out.", "",
+             "The targets (file, functions, tests) are in `tests/mutation/targets.py`; when code moves",
+             "(dmd/services into dmd/queries and dmd/usecases, say), change the `file` and function names",
+             "there. Survivors marked equivalent cannot change behaviour; they still count as survivors.", "",
+             f"Rerun: `make mutation` (`{command}`); some targets: `make mutation MUTATION_TARGETS=\"quota ledger\"`.",
+             "", "| target | file | mutants | killed | survived | score |", "|---|---|---|---|---|---|"]
     total_killed = total = 0
     for name, mutants in results.items():
         counted = [m for m in mutants if m.outcome != "not applied"]
