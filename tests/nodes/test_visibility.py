@@ -64,3 +64,16 @@ async def test_the_node_quota_counts_the_users_own_nodes(db: Database) -> None:
             await svc.create(conn, name="a2", owner=alice, join_ttl_s=60)
     assert (e.value.status, e.value.code, e.value.message) == (
         403, "quota_exceeded", "you may own at most 1 node(s); delete one or ask an administrator")
+
+
+async def test_a_join_uses_up_its_own_token_only(db: Database) -> None:
+    async with db.begin() as conn:
+        first, first_token = await svc.create(conn, name="first", owner=None, join_ttl_s=60)
+        second, second_token = await svc.create(conn, name="second", owner=None, join_ttl_s=60)
+        joined, credential = await svc.join(conn, first_token)
+        assert joined.id == first.id and credential.startswith("dmn_")
+        again, _ = await svc.join(conn, second_token)  # untouched by the first join
+        assert again.id == second.id
+        with pytest.raises(ApiError) as e:
+            await svc.join(conn, first_token)
+        assert (e.value.status, e.value.code) == (403, "join_token_invalid")
