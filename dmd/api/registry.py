@@ -16,6 +16,7 @@ from typing import Any, Literal
 import pydantic
 from aiohttp import web
 
+from dmd.api.schemas import MAX_ID  # ids above it are not found before any query
 from dmd.errors import ApiError, BadRequest, Forbidden, Invalid, NotFound, TooLarge, Unauthorized
 from dmd.state import CONFIG, IDENTITY_KEY, Identity
 
@@ -88,7 +89,7 @@ class Ctx:
 
     def path_int(self, name: str) -> int:
         raw = self.request.match_info[name]
-        if not raw.isdigit() or len(raw) > 18:
+        if not raw.isdigit() or len(raw) > 10 or int(raw) > MAX_ID:
             raise NotFound(f"no such {name.removesuffix('_id') or 'object'}: {raw!r}")
         return int(raw)
 

@@ -12,6 +12,16 @@ from dmd.auth.passwords import MAX_LENGTH as PW_MAX
 from dmd.auth.passwords import MIN_LENGTH as PW_MIN
 from dmd.models import ApiToken, User
 
+# Ids are 32-bit integers in every database; PostgreSQL refuses a larger number in a query
+# outright, so one is refused here with the field's name.
+MAX_ID = 2**31 - 1
+
+
+def _id_cursor(value: str) -> str:
+    if int(value) > MAX_ID:
+        raise ValueError(f"a cursor is at most {MAX_ID}")
+    return value
+
 
 def _printable(v: str) -> str:
     if any(ord(c) < 32 or ord(c) == 127 for c in v):
@@ -54,7 +64,7 @@ class Page(BaseModel, Generic[T]):
 
 class PageQuery(QueryIn):
     limit: int = Field(50, ge=1, le=200)
-    cursor: Annotated[str, StringConstraints(pattern=r"^\d{1,18}$")] | None = None
+    cursor: Annotated[str, StringConstraints(pattern=r"^\d{1,10}$"), AfterValidator(_id_cursor)] | None = None
 
     @property
     def cursor_id(self) -> int | None:
@@ -200,7 +210,7 @@ class AuditOut(BaseModel):
 
 class AuditQuery(PageQuery):
     action: Annotated[str, StringConstraints(max_length=64, pattern=r"^[a-z_.]+$")] | None = None
-    actor_id: int | None = Field(None, ge=1)
+    actor_id: int | None = Field(None, ge=1, le=MAX_ID)
     target_type: Annotated[str, StringConstraints(max_length=32, pattern=r"^[a-z_]+$")] | None = None
     target_id: Annotated[str, StringConstraints(max_length=64)] | None = None
 
@@ -268,7 +278,7 @@ class RotateOut(BaseModel):
 
 class ShareIn(In):
     username: Username | None = None
-    user_id: Annotated[int, Field(ge=1)] | None = None
+    user_id: Annotated[int, Field(ge=1, le=MAX_ID)] | None = None
 
 
 class ShareOut(BaseModel):
@@ -315,7 +325,7 @@ class PortMapIn(In):
 class InstanceCreateIn(In):
     name: NodeName
     image: ImageRef
-    node_id: Annotated[int, Field(ge=1)] | None = Field(None, description="Omit to let DM place it")
+    node_id: Annotated[int, Field(ge=1, le=MAX_ID)] | None = Field(None, description="Omit to let DM place it")
     cpus: Annotated[float, Field(gt=0, le=1024)] | None = None
     memory_mb: Annotated[int, Field(ge=6, le=16 * 1024 * 1024)] | None = None
     gpus: Annotated[int, Field(ge=0, le=64)] | Annotated[list[GpuId], Field(max_length=64)] = Field(
@@ -326,7 +336,7 @@ class InstanceCreateIn(In):
     host_network: bool = Field(False, description="Administrators only")
     ssh: bool = Field(True, description="Let the chosen SSH keys in (the image needs an OpenSSH server; DM "
                       "starts and supervises it) and map port 22 from the node's pool")
-    ssh_key_ids: Annotated[list[Annotated[int, Field(ge=1)]], Field(max_length=100)] | None = Field(
+    ssh_key_ids: Annotated[list[Annotated[int, Field(ge=1, le=MAX_ID)]], Field(max_length=100)] | None = Field(
         None, description="Your keys to put in; omit for all of your keys, including keys you add later")
     port_maps: Annotated[list[PortMapIn], Field(max_length=100)] = Field(
         default_factory=list, description="Host ports to map to the instance's ports (port 22 is mapped "
@@ -335,7 +345,7 @@ class InstanceCreateIn(In):
 
 class SshPatchIn(In):
     enabled: bool | None = Field(None, description="SSH on or off (off revokes DM's keys in the instance)")
-    ssh_key_ids: Annotated[list[Annotated[int, Field(ge=1)]], Field(max_length=100)] | None = Field(
+    ssh_key_ids: Annotated[list[Annotated[int, Field(ge=1, le=MAX_ID)]], Field(max_length=100)] | None = Field(
         None, description="The owner's keys to put in; null: all of them, following additions")
 
 
@@ -377,8 +387,8 @@ class PortMapOut(BaseModel):
 
 
 class PortMapQuery(PageQuery):
-    instance_id: int | None = Field(None, ge=1)
-    node_id: int | None = Field(None, ge=1)
+    instance_id: int | None = Field(None, ge=1, le=MAX_ID)
+    node_id: int | None = Field(None, ge=1, le=MAX_ID)
 
 
 class InstanceOut(BaseModel):
@@ -407,7 +417,7 @@ class InstanceOut(BaseModel):
 
 
 class InstanceQuery(PageQuery):
-    node_id: int | None = Field(None, ge=1)
+    node_id: int | None = Field(None, ge=1, le=MAX_ID)
 
 
 class LogsQuery(QueryIn):
@@ -450,7 +460,7 @@ class ImagePatchIn(In):
 
 
 class CopyIn(In):
-    node_id: Annotated[int, Field(ge=1)]
+    node_id: Annotated[int, Field(ge=1, le=MAX_ID)]
 
 
 class CommitIn(In):
@@ -502,4 +512,4 @@ class SshKeyCreatedOut(SshKeyOut):
 
 
 class SshKeyQuery(PageQuery):
-    user_id: int | None = Field(None, ge=1, description="Administrators: list this user's keys")
+    user_id: int | None = Field(None, ge=1, le=MAX_ID, description="Administrators: list this user's keys")
