@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DATA ?= .run/data
 LISTEN ?= 0.0.0.0:3150
 
-.PHONY: run test lint unit services bench clean agent-binary
+.PHONY: run test lint unit services bench clean agent-binary mutation
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -26,6 +26,11 @@ run: $(STAMP)
 ## make test: every test, against real PostgreSQL, MariaDB, Redis, Memcached and Chromium
 test: $(STAMP) services lint
 	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+## make mutation: change the authorization, throttle, quota and ledger code one thing at a time and
+## count what the tests notice (tests/mutation/targets.py; MUTATION_TARGETS="throttle quota" for some)
+mutation: $(STAMP) services
+	$(BIN)/python -m tests.mutation.run --out docs/MUTATION.md $(MUTATION_TARGETS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check dmd agent tests bench

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,8 @@ from dmd.config import Config
 from dmd.core import DM
 from dmd.db import Database
 from dmd.queries import users
+from tests.databases import MYSQL_ADMIN_URL, PG_ADMIN_URL, Templates, create_database, fresh_database
+from tests.databases import database_templates as database_templates
 from tests.repo_guard import install_open_guard
 
 # Leaked tasks, timers and threads, blocking calls on the loop, asyncio debug mode: tests/guards.py.
@@ -27,8 +28,6 @@ pytest_plugins = ("tests.guards", "pytester")
 REPO = Path(__file__).resolve().parents[1]
 # Opening a file beside the repository (a sibling checkout's fixtures, say) fails the test.
 install_open_guard(REPO)
-PG_ADMIN_URL = os.environ.get("DM_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-MYSQL_ADMIN_URL = os.environ.get("DM_TEST_MYSQL", "mysql://root@127.0.0.1:3306/test")
 REDIS_URL = os.environ.get("DM_TEST_REDIS", "redis://127.0.0.1:6379/0")
 MEMCACHED_URL = os.environ.get("DM_TEST_MEMCACHED", "memcached://127.0.0.1:11211")
 PASSWORD = "correct horse battery"
@@ -56,38 +55,13 @@ def _fast_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(passwords, "_DUMMY_HASH", cheap.hash("dm-timing-equaliser"))
 
 
-async def _create_database(admin_url: str) -> tuple[str, Callable[[], Awaitable[None]]]:
-    """A fresh, uniquely named database on a real server, dropped afterwards."""
-    import sqlalchemy as sa
-
-    name = f"dm_test_{uuid.uuid4().hex[:12]}"
-    admin = Database(admin_url)
-    opts = {"isolation_level": "AUTOCOMMIT"}
-    async with admin.engine.connect() as conn:
-        conn = await conn.execution_options(**opts)
-        await conn.execute(sa.text(f"CREATE DATABASE {name}"))
-    url = admin.url.set(database=name)
-    plain = url.set(drivername=url.drivername.split("+")[0]).render_as_string(hide_password=False)
-
-    async def drop() -> None:
-        async with admin.engine.connect() as conn:
-            conn = await conn.execution_options(**opts)
-            if admin.dialect == "postgresql":
-                await conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            else:
-                await conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
-        await admin.close()
-
-    return plain, drop
-
-
 @pytest.fixture(params=["sqlite", "postgresql", "mysql"])
 async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     """A URL of an empty database on each of the three real servers."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/dmd.sqlite3"
         return
-    url, drop = await _create_database(PG_ADMIN_URL if request.param == "postgresql" else MYSQL_ADMIN_URL)
+    url, drop = await create_database(PG_ADMIN_URL if request.param == "postgresql" else MYSQL_ADMIN_URL)
     try:
         yield url
     finally:
@@ -114,17 +88,39 @@ AppFactory = Callable[..., Awaitable[TestClient]]  # type: ignore[type-arg]
 
 
 @pytest.fixture
-async def make_client(aiohttp_client: Any, tmp_path: Path) -> AppFactory:
-    """make_client(**config overrides) -> a test client on a fresh dmd (SQLite by default)."""
+def database() -> str:
+    """The server `client`/`make_client` keep dmd's data on: SQLite here; a folder whose conftest
+    imports tests.databases.every_database runs its tests on SQLite, PostgreSQL and MariaDB."""
+    return "sqlite"
+
+
+@pytest.fixture
+async def make_client(aiohttp_client: Any, tmp_path: Path, database: str,
+                      database_templates: Templates) -> AsyncIterator[AppFactory]:
+    """make_client(**config overrides) -> a test client on a fresh dmd, on the `database` server.
+
+    Every dmd one test makes shares one database (as they share the data dir's SQLite file)."""
+    made: list[TestClient] = []  # type: ignore[type-arg]
+    server: list[tuple[str, Callable[[], Awaitable[None]]]] = []
 
     async def factory(**overrides: Any) -> TestClient:  # type: ignore[type-arg]
+        if database != "sqlite" and "database" not in overrides:
+            if not server:
+                server.append(await fresh_database(database, database_templates))
+            overrides["database"] = server[0][0]
         app = await create_app(make_config(tmp_path, **overrides))
         from tests.leftovers import SEEN
 
         SEEN.add(app[DM].hub.installation_id)
-        return await aiohttp_client(app)  # type: ignore[no-any-return]
+        made.append(await aiohttp_client(app))
+        return made[-1]
 
-    return factory
+    yield factory
+    # The database goes after every dmd on it has stopped.
+    for c in made:
+        await c.close()
+    for _, drop in server:
+        await drop()
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from dmd.core import DM, Dm
 from dmd.errors import ApiError, BadRequest, Forbidden, Invalid, NotFound, TooLarge, Unauthorized
+from dmd.schemas import MAX_ID  # ids above it are not found before any query
 from dmd.state import IDENTITY_KEY, Identity
 
 Auth = Literal["none", "user", "admin", "optional"]
@@ -86,7 +87,7 @@ class Ctx:
 
     def path_int(self, name: str) -> int:
         raw = self.request.match_info[name]
-        if not raw.isdigit() or len(raw) > 18:
+        if not raw.isdigit() or len(raw) > 10 or int(raw) > MAX_ID:
             raise NotFound(f"no such {name.removesuffix('_id') or 'object'}: {raw!r}")
         return int(raw)
 

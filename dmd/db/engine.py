@@ -81,6 +81,11 @@ class Database:
                 Path(db_path).parent.mkdir(parents=True, exist_ok=True)
         else:
             kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True, pool_recycle=3600)
+        if self.dialect == "mysql":
+            # PostgreSQL's level: a statement sees what was committed before it, so a count
+            # after a row lock is true; InnoDB's default (repeatable read) would read the
+            # snapshot of the transaction's first read, and lock gaps that deadlock inserts.
+            kwargs["isolation_level"] = "READ COMMITTED"
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         if self.dialect == "sqlite":
             self._sqlite_setup(self.engine)

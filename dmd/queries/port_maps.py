@@ -146,6 +146,9 @@ async def allocate(conn: AsyncConnection, inst: Instance, node: Node, protocol: 
     if inst.host_network:
         raise Conflict("this instance uses the host's network: its ports are the node's own and need no map",
                        code="host_network")
+    # Parallel requests for one instance queue on its row, so that its count of maps and the
+    # ports it has mapped stay true.
+    await conn.execute(sa.select(instances.c.id).where(instances.c.id == inst.id).with_for_update())
     count = (await conn.execute(sa.select(sa.func.count()).select_from(port_maps)
                                 .where(port_maps.c.instance_id == inst.id))).scalar_one()
     if count >= MAX_MAPS_PER_INSTANCE:

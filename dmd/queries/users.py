@@ -146,13 +146,18 @@ async def _lock(conn: AsyncConnection, user_id: int) -> User:
     return User.from_row(row)
 
 
-async def _other_active_admins(conn: AsyncConnection, user_id: int) -> int:
+async def _lock_active_admins(conn: AsyncConnection) -> list[int]:
+    """Lock every enabled admin's row, in id order, and return their ids. A change that could
+    leave no admin takes these locks before its target's: two admins demoting each other at
+    once then queue here, and the second sees the first's change (a locking read sees the
+    latest commit), instead of each counting the other as an admin."""
     q = (
-        sa.select(sa.func.count())
-        .select_from(users)
-        .where(users.c.role == "admin", users.c.disabled.is_(False), users.c.id != user_id)
+        sa.select(users.c.id)
+        .where(users.c.role == "admin", users.c.disabled.is_(False))
+        .order_by(users.c.id)
+        .with_for_update()
     )
-    return int((await conn.execute(q)).scalar_one())
+    return list((await conn.execute(q)).scalars())
 
 
 async def update(conn: AsyncConnection, user_id: int, changes: dict[str, Any]) -> tuple[User, User]:
@@ -161,6 +166,7 @@ async def update(conn: AsyncConnection, user_id: int, changes: dict[str, Any]) -
     Refuses to leave the system without an enabled admin. Disabling a user or changing
     their role ends their sessions (auth_version bump).
     """
+    admins = await _lock_active_admins(conn)
     before = await _lock(conn, user_id)
     values = dict(changes)
     if "email" in values:
@@ -172,7 +178,7 @@ async def update(conn: AsyncConnection, user_id: int, changes: dict[str, Any]) -
     loses_admin = before.is_admin and not before.disabled and (
         values.get("role", "admin") != "admin" or values.get("disabled", False)
     )
-    if loses_admin and await _other_active_admins(conn, user_id) == 0:
+    if loses_admin and not [a for a in admins if a != user_id]:
         raise Conflict("this is the last enabled administrator; make another admin first", code="last_admin")
     if (values.get("disabled") and not before.disabled) or values.get("role", before.role) != before.role:
         values["auth_version"] = before.auth_version + 1
@@ -203,8 +209,9 @@ async def touch_login(conn: AsyncConnection, user_id: int) -> None:
 
 
 async def delete(conn: AsyncConnection, user_id: int) -> User:
+    admins = await _lock_active_admins(conn)
     before = await _lock(conn, user_id)
-    if before.is_admin and not before.disabled and await _other_active_admins(conn, user_id) == 0:
+    if before.is_admin and not before.disabled and not [a for a in admins if a != user_id]:
         raise Conflict("this is the last enabled administrator; make another admin first", code="last_admin")
     owned = (await conn.execute(sa.select(sa.func.count()).select_from(instances)
                                 .where(instances.c.owner_id == user_id))).scalar_one()

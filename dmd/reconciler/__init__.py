@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 
 from agent import protocol as p
 from dmd.agents.handshake import Handshake
@@ -55,10 +56,13 @@ class Reconciler:
         self.features: list[Feature] = [Ports(self.ports), Ssh(db, hub)]  # in this order: see features.py
         self.known = KnownContainers()
         self.executor = Executor(hub, DbStore(db), self.features, self.known, self.installation_id,
-                                 on_forget=self._forgotten)
+                                 on_forget=self._forgotten, on_applied=self._applied)
         # When each instance's desired state last changed (monotonic): an event older than
         # that says nothing about what the user wants now.
         self._desired_at: dict[int, float] = {}
+        # When the desired state each instance's last round applied was read (monotonic): a
+        # change after that waits for a round still to come.
+        self._applied_at: dict[int, float] = {}
         hub.connect_listeners.append(self._on_connect)
         hub.event_listeners.append(self._on_event)
 
@@ -103,6 +107,11 @@ class Reconciler:
 
     def _forgotten(self, node_id: int, instance_id: int) -> None:
         self._desired_at.pop(instance_id, None)
+        self._applied_at.pop(instance_id, None)
+
+    def _applied(self, instance_ids: Sequence[int], read_at: float) -> None:
+        for i in instance_ids:
+            self._applied_at[i] = read_at
 
     async def restart(self, inst: Instance) -> None:
         async with self.lock(inst.node_id):
@@ -162,9 +171,11 @@ class Reconciler:
                     return
             if inst.node_id != node_id or inst.desired == "deleted":
                 return
-            if self._desired_at.get(inst.id, 0.0) > received:
-                # The user acted after this event (a stop's "die" handled after the next start,
-                # say): the round that action kicked converges; the event must not undo it.
+            if self._desired_at.get(inst.id, 0.0) > min(received, self._applied_at.get(inst.id, 0.0)):
+                # The user acted after this event arrived (a stop's "die" handled after the next
+                # start, say), or after the last round that converged the instance (the event
+                # arrived late, before the round the start asked for): that round converges; the
+                # event must not undo the action.
                 return
             try:
                 reply = await self.hub.ask(node_id, p.InstanceInspect(inst.id), timeout=30)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -154,18 +155,20 @@ class Executor:
     the next connect plans again from what the agent then reports."""
 
     def __init__(self, agent: AgentPort, store: Store, features: Sequence[Feature], known: KnownContainers,
-                 installation_id: str, on_forget: Callable[[int, int], None] = lambda node_id, instance_id: None
-                 ) -> None:
+                 installation_id: str, on_forget: Callable[[int, int], None] = lambda node_id, instance_id: None,
+                 on_applied: Callable[[Sequence[int], float], None] = lambda instance_ids, read_at: None) -> None:
         self.agent = agent
         self.store = store
         self.features = list(features)
         self.known = known
         self.installation_id = installation_id
         self._on_forget = on_forget
+        self._on_applied = on_applied  # instances converged to the desired state read at that time
 
     async def round(self, node_id: int) -> None:
         if not self.agent.is_online(node_id):
             return
+        read_at = time.monotonic()
         loaded = await self.store.load(node_id, self.installation_id)
         if loaded is None:
             return
@@ -179,6 +182,7 @@ class Executor:
             for step in plan_containers(node, instances, self.known.of(node_id), self.known.complete(node_id)):
                 await self._container_step(node_id, step, now)
             live = [now[i.id] for i in instances if i.id in now]
+            self._on_applied([i.id for i in live], read_at)
             # The features' state is read once the containers are as they should be: nothing of it
             # stands between a user's action and its container, and it is as fresh as can be.
             states = await self.store.load_features(loaded, self.features)

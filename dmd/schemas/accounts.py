@@ -27,7 +27,7 @@ __all__ = [
     "UserPatchIn",
 ]
 
-from dmd.schemas.base import Email, In, Name, Out, PageQuery, Password, Quota, Role, Username
+from dmd.schemas.base import MAX_ID, Email, In, Name, Out, PageQuery, Password, Quota, Role, Username
 
 # --- auth ---------------------------------------------------------------------------
 
@@ -147,6 +147,6 @@ class AuditOut(BaseModel):
 
 class AuditQuery(PageQuery):
     action: Annotated[str, StringConstraints(max_length=64, pattern=r"^[a-z_.]+$")] | None = None
-    actor_id: int | None = Field(None, ge=1)
+    actor_id: int | None = Field(None, ge=1, le=MAX_ID)
     target_type: Annotated[str, StringConstraints(max_length=32, pattern=r"^[a-z_]+$")] | None = None
     target_id: Annotated[str, StringConstraints(max_length=64)] | None = None

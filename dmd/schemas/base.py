@@ -10,6 +10,7 @@ from dmd.auth.passwords import MAX_LENGTH as PW_MAX
 from dmd.auth.passwords import MIN_LENGTH as PW_MIN
 
 __all__ = [
+    "MAX_ID",
     "Email",
     "ErrorBody",
     "ErrorOut",
@@ -26,6 +27,17 @@ __all__ = [
     "Username",
     "page_of",
 ]
+
+
+# Ids are 32-bit integers in every database; PostgreSQL refuses a larger number in a query
+# outright, so one is refused here with the field's name.
+MAX_ID = 2**31 - 1
+
+
+def _id_cursor(value: str) -> str:
+    if int(value) > MAX_ID:
+        raise ValueError(f"a cursor is at most {MAX_ID}")
+    return value
 
 
 def _printable(v: str) -> str:
@@ -69,7 +81,7 @@ class Page(BaseModel, Generic[T]):
 
 class PageQuery(QueryIn):
     limit: int = Field(50, ge=1, le=200)
-    cursor: Annotated[str, StringConstraints(pattern=r"^\d{1,18}$")] | None = None
+    cursor: Annotated[str, StringConstraints(pattern=r"^\d{1,10}$"), AfterValidator(_id_cursor)] | None = None
 
     @property
     def cursor_id(self) -> int | None:

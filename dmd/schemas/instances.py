@@ -33,7 +33,7 @@ __all__ = [
     "SshPatchIn",
 ]
 
-from dmd.schemas.base import In, PageQuery, QueryIn
+from dmd.schemas.base import MAX_ID, In, PageQuery, QueryIn
 from dmd.schemas.nodes import NodeName
 
 # --- instances ----------------------------------------------------------------------
@@ -64,7 +64,7 @@ class PortMapIn(In):
 class InstanceCreateIn(In):
     name: NodeName
     image: ImageRef
-    node_id: Annotated[int, Field(ge=1)] | None = Field(None, description="Omit to let DM place it")
+    node_id: Annotated[int, Field(ge=1, le=MAX_ID)] | None = Field(None, description="Omit to let DM place it")
     cpus: Annotated[float, Field(gt=0, le=1024)] | None = None
     memory_mb: Annotated[int, Field(ge=6, le=16 * 1024 * 1024)] | None = None
     gpus: Annotated[int, Field(ge=0, le=64)] | Annotated[list[GpuId], Field(max_length=64)] = Field(
@@ -75,7 +75,7 @@ class InstanceCreateIn(In):
     host_network: bool = Field(False, description="Administrators only")
     ssh: bool = Field(True, description="Let the chosen SSH keys in (the image needs an OpenSSH server; DM "
                       "starts and supervises it) and map port 22 from the node's pool")
-    ssh_key_ids: Annotated[list[Annotated[int, Field(ge=1)]], Field(max_length=100)] | None = Field(
+    ssh_key_ids: Annotated[list[Annotated[int, Field(ge=1, le=MAX_ID)]], Field(max_length=100)] | None = Field(
         None, description="Your keys to put in; omit for all of your keys, including keys you add later")
     port_maps: Annotated[list[PortMapIn], Field(max_length=100)] = Field(
         default_factory=list, description="Host ports to map to the instance's ports (port 22 is mapped "
@@ -84,7 +84,7 @@ class InstanceCreateIn(In):
 
 class SshPatchIn(In):
     enabled: bool | None = Field(None, description="SSH on or off (off revokes DM's keys in the instance)")
-    ssh_key_ids: Annotated[list[Annotated[int, Field(ge=1)]], Field(max_length=100)] | None = Field(
+    ssh_key_ids: Annotated[list[Annotated[int, Field(ge=1, le=MAX_ID)]], Field(max_length=100)] | None = Field(
         None, description="The owner's keys to put in; null: all of them, following additions")
 
 
@@ -126,8 +126,8 @@ class PortMapOut(BaseModel):
 
 
 class PortMapQuery(PageQuery):
-    instance_id: int | None = Field(None, ge=1)
-    node_id: int | None = Field(None, ge=1)
+    instance_id: int | None = Field(None, ge=1, le=MAX_ID)
+    node_id: int | None = Field(None, ge=1, le=MAX_ID)
 
 
 class InstanceOut(BaseModel):
@@ -156,7 +156,7 @@ class InstanceOut(BaseModel):
 
 
 class InstanceQuery(PageQuery):
-    node_id: int | None = Field(None, ge=1)
+    node_id: int | None = Field(None, ge=1, le=MAX_ID)
 
 
 class LogsQuery(QueryIn):
@@ -199,7 +199,7 @@ class ImagePatchIn(In):
 
 
 class CopyIn(In):
-    node_id: Annotated[int, Field(ge=1)]
+    node_id: Annotated[int, Field(ge=1, le=MAX_ID)]
 
 
 class CommitIn(In):

@@ -23,7 +23,7 @@ __all__ = [
     "ShareOut",
 ]
 
-from dmd.schemas.base import In, Username
+from dmd.schemas.base import MAX_ID, In, Username
 
 # --- nodes --------------------------------------------------------------------------
 
@@ -88,7 +88,7 @@ class RotateOut(BaseModel):
 
 class ShareIn(In):
     username: Username | None = None
-    user_id: Annotated[int, Field(ge=1)] | None = None
+    user_id: Annotated[int, Field(ge=1, le=MAX_ID)] | None = None
 
 
 class ShareOut(BaseModel):

@@ -15,7 +15,7 @@ __all__ = [
     "SshKeyQuery",
 ]
 
-from dmd.schemas.base import In, Name, PageQuery
+from dmd.schemas.base import MAX_ID, In, Name, PageQuery
 
 # --- SSH keys -----------------------------------------------------------------------
 
@@ -50,4 +50,4 @@ class SshKeyCreatedOut(SshKeyOut):
 
 
 class SshKeyQuery(PageQuery):
-    user_id: int | None = Field(None, ge=1, description="Administrators: list this user's keys")
+    user_id: int | None = Field(None, ge=1, le=MAX_ID, description="Administrators: list this user's keys")

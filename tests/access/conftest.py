@@ -178,6 +178,10 @@ class Box:
         text = result.stdout_text.strip()
         return int(text) if text.isdigit() else None
 
+    async def exited(self, pid: int) -> bool:
+        """Whether process `pid` of the container is gone."""
+        return (await self.sh(f"kill -0 {pid}")).exit_code != 0
+
 
 def spec_for(prefix: str, image: str, instance_id: int, **kwargs: Any) -> ContainerSpec:
     kwargs.setdefault("command", ["sleep", "infinity"])
@@ -205,10 +209,3 @@ async def running_box(image: str, **kwargs: Any) -> AsyncIterator[Box]:
         await driver.close()
 
 
-async def wait_for(predicate: Any, *, timeout: float = 10.0, step: float = 0.1) -> None:
-    """Poll an async predicate until it holds (fails the test after ``timeout`` s)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            pytest.fail(f"condition not met within {timeout} s")
-        await asyncio.sleep(step)

@@ -9,7 +9,8 @@ import pytest
 import pytest_asyncio
 
 from agent import protocol as p
-from tests.access.conftest import Box, KeyPair, host_key_fingerprints, running_box, ssh, wait_for
+from tests.access.conftest import Box, KeyPair, host_key_fingerprints, running_box, ssh
+from tests.waiting import wait_for
 from tests.wire import call
 
 pytestmark = [pytest.mark.docker, pytest.mark.asyncio(loop_scope="module")]
@@ -116,7 +117,7 @@ async def test_sshd_killed_is_restarted_by_supervise_once(box: Box, keys: dict[s
     async def gone() -> bool:
         return not (await ssh(ip, keys["A"])).ok
 
-    await wait_for(gone)
+    await wait_for(gone, "sshd gone", 10)
     restarted = await box.access.supervise_once()
     assert set(restarted) == {box.instance_id}
     assert restarted[box.instance_id]["state"] == "ready"
@@ -137,7 +138,7 @@ async def test_run_supervisor_brings_sshd_back_and_stops_when_cancelled(box: Box
             pid = await box.sshd_pid()
             return pid is not None and pid != old and (await ssh(ip, keys["A"])).ok
 
-        await wait_for(back, timeout=15)
+        await wait_for(back, "sshd back under the supervisor", 15)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -148,8 +149,10 @@ async def test_forgotten_instance_is_not_supervised(box: Box, keys: dict[str, Ke
     assert (await box.access_ssh([keys["A"].public]))["state"] == "ready"
     box.access.forget(box.instance_id)
     assert box.access.status(box.instance_id) is None and box.access.spec(box.instance_id) is None
-    await box.sh(f"kill {await box.sshd_pid()}")
-    await asyncio.sleep(0.3)
+    pid = await box.sshd_pid()
+    assert pid is not None
+    await box.sh(f"kill {pid}")
+    await wait_for(lambda: box.exited(pid), "sshd gone", 10)
     assert await box.access.supervise_once() == {}
     assert await box.access.on_container_event(box.instance_id, "start") is None
     ip = await box.ip()
@@ -211,7 +214,8 @@ async def test_sshd_configuration_error_is_reported_with_sshds_message(box: Box,
     broken = await box.sh(f"echo 'NoSuchOption yes' > /etc/ssh/sshd_config.d/broken.conf && kill {pid}")
     assert broken.exit_code == 0, broken
     try:
-        await asyncio.sleep(0.2)
+        assert pid is not None
+        await wait_for(lambda: box.exited(pid), "sshd gone", 10)
         status = await box.access_ssh([keys["A"].public])
         assert status["state"] == "error", status
         assert "sshd refuses its configuration" in status["message"] and "NoSuchOption" in status["message"]
@@ -234,7 +238,8 @@ async def test_port_taken_by_another_sshd_is_an_error(box: Box, keys: dict[str, 
         assert status["state"] == "error", status
         assert "port 22" in status["message"]
     finally:
-        await box.sh("kill $(cat /run/user-sshd.pid); rm -f /run/user-sshd.pid")
-    await asyncio.sleep(0.2)
+        users = int((await box.sh("cat /run/user-sshd.pid")).stdout_text.strip())
+        await box.sh(f"kill {users}; rm -f /run/user-sshd.pid")
+        await wait_for(lambda: box.exited(users), "the user's sshd gone", 10)
     assert (await box.access_ssh([keys["A"].public]))["state"] == "ready"
     assert (await ssh(await box.ip(), keys["A"])).ok

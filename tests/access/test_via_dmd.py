@@ -33,14 +33,6 @@ async def ssh_state(client, headers, iid: int, state: str) -> dict:
     return await wait_for(check, f"ssh state {state}", 60)
 
 
-async def until(pred, what: str, timeout: float) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not await pred():
-        assert loop.time() < end, f"not within {timeout:.0f} s: {what}"
-        await asyncio.sleep(0.2)
-
-
 async def test_ssh_into_an_instance_with_the_owners_keys(client, admin, test_images, keys, local):
     openssh, _ = test_images
     heartbeat = client.app[DM].config.agent_heartbeat_s
@@ -72,26 +64,26 @@ async def test_ssh_into_an_instance_with_the_owners_keys(client, admin, test_ima
 
     # A key added later goes in (the instance follows all of its owner's keys) ...
     await add_key(client, admin, keys["C"], "c")
-    await until(lambda: _ok(port, keys["C"]), "key C accepted", heartbeat)
+    await wait_for(lambda: _ok(port, keys["C"]), "key C accepted", heartbeat)
     # ... and a deleted key comes out within one heartbeat.
     assert (await client.delete(f"/api/v1/ssh-keys/{key_a}", headers=admin)).status == 204
-    await until(lambda: _refused(port, keys["A"]), "key A refused", heartbeat)
+    await wait_for(lambda: _refused(port, keys["A"]), "key A refused", heartbeat)
     assert (await ssh(port, keys["C"])).ok
 
     # Choosing no keys revokes them all; SSH off turns sshd's door shut too.
     r = await client.patch(f"/api/v1/instances/{created['id']}/ssh", json={"ssh_key_ids": []}, headers=admin)
     assert r.status == 200, await r.text()
     assert (await r.json())["ssh"]["keys_all"] is False
-    await until(lambda: _refused(port, keys["C"]), "key C refused", heartbeat)
+    await wait_for(lambda: _refused(port, keys["C"]), "key C refused", heartbeat)
 
     # Stop and start: sshd comes back with the chosen keys.
     key_c = [k["id"] for k in (await (await client.get("/api/v1/ssh-keys", headers=admin)).json())["items"]]
     r = await client.patch(f"/api/v1/instances/{created['id']}/ssh", json={"ssh_key_ids": key_c}, headers=admin)
     assert r.status == 200
     assert (await client.post(f"/api/v1/instances/{created['id']}/stop", headers=admin)).status == 202
-    await until(lambda: _stopped(client, admin, created["id"]), "instance stopped", 30)
+    await wait_for(lambda: _stopped(client, admin, created["id"]), "instance stopped", 30)
     assert (await client.post(f"/api/v1/instances/{created['id']}/start", headers=admin)).status == 202
-    await until(lambda: _ok(port, keys["C"]), "key C accepted after stop/start", 30)
+    await wait_for(lambda: _ok(port, keys["C"]), "key C accepted after stop/start", 30)
     assert (await ssh(port, keys["A"])).refused
 
 

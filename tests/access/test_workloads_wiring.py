@@ -12,7 +12,8 @@ from agent.config import AgentConfig
 from agent.protocol.types import ContainerSpec
 from agent.runtime.docker import DockerDriver
 from agent.workloads import make_link
-from tests.access.conftest import DOCKER_HOST, KeyPair, ssh, wait_for
+from tests.access.conftest import DOCKER_HOST, KeyPair, ssh
+from tests.waiting import wait_for
 from tests.wire import call
 
 
@@ -58,7 +59,7 @@ async def test_workloads_ssh_and_one_listing_per_supervision_round(test_images: 
         async def back() -> bool:
             return (await ssh(first.ip_address or "", keys["A"])).ok
 
-        await wait_for(back)
+        await wait_for(back, "SSH back in the restarted instance", 10)
     finally:
         for c in await driver.list(all=True, managed_only=True):
             if c.labels.get("dm.installation") == installation:

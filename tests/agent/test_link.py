@@ -20,6 +20,7 @@ from agent.config import AgentConfig, load_config, save_config
 from agent.handlers import HandlerError, HandlerRegistry
 from agent.link import AgentLink, Backoff, LinkTimings, stable_facts
 from agent.link.snapshot import merge_parts
+from tests.waiting import wait_for
 
 FAST = LinkTimings(
     backoff_initial_s=0.01,
@@ -34,11 +35,7 @@ FACTS = {"hostname": "fake-node", "cpu_count": 2, "memory_available_mb": 100, "g
 
 
 async def eventually(pred: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    end = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
+    await wait_for(pred, what, timeout, every=0.01)
 
 
 class FakeDmd:

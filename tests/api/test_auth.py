@@ -1,5 +1,6 @@
 """Login, logout, setup, sessions, CSRF and throttling through the JSON API."""
 
+import datetime as dt
 from http.cookies import SimpleCookie
 
 from aiohttp import ClientSession, CookieJar
@@ -76,28 +77,45 @@ async def test_unknown_email_and_wrong_password_look_identical(client):
     assert await a.json() == await b.json()
 
 
-async def test_throttling_slows_then_locks(client):
-    await add_user(client, "u@example.org")
-    statuses = []
-    for _ in range(4):
-        r = await client.post("/api/v1/auth/login", json={"email": "u@example.org", "password": "wrong-password"})
-        statuses.append(r.status)
-    assert statuses[:3] == [401, 401, 401]
-    # The fourth comes too soon after three failures: it must wait, even with the right password.
-    r = await client.post("/api/v1/auth/login", json={"email": "u@example.org", "password": PASSWORD})
-    assert r.status == 429
-    body = await r.json()
-    assert body["error"]["retry_after"] >= 1
+async def test_throttling_slows_then_locks(make_client):
+    """The throttle counts per account and per client address, each on its own: failures for
+    one account from one address hold back that account from every address, and no other
+    account; many accounts failing from one address hold back that address, and no other."""
+    client = await make_client(trust_proxy=True)  # X-Forwarded-For names the client's address
+
+    async def log_in(email, password, address):
+        r = await client.post("/api/v1/auth/login", json={"email": email, "password": password},
+                              headers={"X-Forwarded-For": address})
+        return r.status, await r.json()
+
+    for email in ("u@example.org", "v@example.org", "w@example.org"):
+        await add_user(client, email)
+    statuses = [(await log_in("u@example.org", "wrong-password", "192.0.2.1"))[0] for _ in range(3)]
+    assert statuses == [401, 401, 401]
+    # The fourth comes too soon after three failures: it must wait, even with the right password,
+    # and from another address too (the account is what was guessed at).
+    for address in ("192.0.2.1", "192.0.2.2"):
+        status, body = await log_in("u@example.org", PASSWORD, address)
+        assert status == 429 and body["error"]["code"] == "too_many_requests", (address, body)
+        assert 1 <= body["error"]["retry_after"] <= 2, body
+    # Another account is unaffected, from the same address and from another.
+    assert (await log_in("v@example.org", PASSWORD, "192.0.2.1"))[0] == 200
+    assert (await log_in("v@example.org", PASSWORD, "192.0.2.2"))[0] == 200
     # Locked after lock_after failures: simulate the passage of the delays.
     throttle = client.app[DM].throttle
     for _ in range(10):
         throttle.failure(["acct:u@example.org"])
     assert throttle.retry_after(["acct:u@example.org"]) > 600
-    # Another account from another address is unaffected.
-    await add_user(client, "v@example.org")
-    throttle._keys.clear()
-    r = await client.post("/api/v1/auth/login", json={"email": "v@example.org", "password": PASSWORD})
-    assert r.status == 200
+    status, body = await log_in("u@example.org", PASSWORD, "192.0.2.3")
+    assert status == 429 and body["error"]["retry_after"] > 600
+    assert (await log_in("w@example.org", PASSWORD, "192.0.2.3"))[0] == 200
+    # One address trying many accounts: nine failures are free (three times an account's), then it
+    # waits, whichever account it names; other addresses go on.
+    for i in range(9):
+        assert (await log_in(f"nobody{i}@example.org", "wrong-password", "198.51.100.7"))[0] == 401
+    status, body = await log_in("w@example.org", PASSWORD, "198.51.100.7")
+    assert status == 429 and body["error"]["retry_after"] >= 1
+    assert (await log_in("w@example.org", PASSWORD, "198.51.100.8"))[0] == 200
 
 
 async def test_disabled_account(client, admin):
@@ -168,5 +186,41 @@ async def test_audit_records_logins(client, admin):
     await client.post("/api/v1/auth/login", json={"email": "u@example.org", "password": "bad-password"})
     r = await client.get("/api/v1/audit?action=auth.", headers=admin)
     actions = [e["action"] for e in (await r.json())["items"]]
-    assert "auth.login_failed" in actions and "auth.login" in actions
-    assert client.app[DM].db is not None
+    # Newest first: u's failure, then the admin's login (the admin fixture's token).
+    assert actions == ["auth.login_failed", "auth.login"], actions
+
+
+async def test_a_success_clears_the_accounts_count(client):
+    await add_user(client, "u@example.org")
+
+    async def attempt(password):
+        return (await client.post("/api/v1/auth/login", json={"email": "u@example.org", "password": password})).status
+
+    assert [await attempt("wrong-password") for _ in range(2)] == [401, 401]
+    assert await attempt(PASSWORD) == 200
+    # Counted from zero again: three more failures are free (without the reset the second would wait).
+    assert [await attempt("wrong-password") for _ in range(3)] == [401, 401, 401]
+
+
+async def test_a_login_is_recorded_and_an_old_hash_is_replaced(client, admin):
+    from argon2 import PasswordHasher
+
+    from dmd.auth import passwords
+    from dmd.queries import users
+
+    old = PasswordHasher(time_cost=2, memory_cost=2048, parallelism=1).hash(PASSWORD)  # other parameters
+    async with client.app[DM].db.begin() as conn:
+        u = await users.create(conn, email="old@example.org", password_hash=old)
+    before = dt.datetime.now(dt.UTC)
+    r = await client.post("/api/v1/auth/login", json={"email": "old@example.org", "password": PASSWORD})
+    assert r.status == 200
+    async with client.app[DM].db.read() as conn:
+        stored = await users.password_hash_for(conn, u.id)
+    assert stored != old and not passwords.needs_rehash(stored) and await passwords.verify_password(stored, PASSWORD)
+    shown = await (await client.get(f"/api/v1/users/{u.id}", headers=admin)).json()
+    last = dt.datetime.fromisoformat(shown["last_login_at"].replace("Z", "+00:00"))
+    assert before - dt.timedelta(seconds=1) <= last <= dt.datetime.now(dt.UTC)
+    # The new hash is the one that works from now on; the session from before the rehash goes on.
+    assert (await client.get("/api/v1/me")).status == 200
+    r = await client.post("/api/v1/auth/login", json={"email": "old@example.org", "password": PASSWORD})
+    assert r.status == 200

@@ -97,7 +97,10 @@ async def test_sql_metacharacters_are_just_data(client, admin, nasty):
     assert (await r.json())["name"] == nasty.strip()
     r = await client.post("/api/v1/users", json={"email": f"{nasty}@example.org", "password": PASSWORD},
                           headers=admin)
-    assert r.status in (201, 422)
+    if " " in nasty:  # no email address has a space
+        assert _assert_clean_error(r.status, await r.text(), 422)["field"] == "email"
+    else:
+        assert r.status == 201 and (await r.json())["email"] == f"{nasty}@example.org".lower()
     r = await client.post("/api/v1/users", json={"email": "ok@example.org", "password": nasty + "-long-enough",
                                                   "username": nasty}, headers=admin)
     _assert_clean_error(r.status, await r.text(), 422)

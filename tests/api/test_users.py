@@ -1,5 +1,7 @@
 """Users administration through the JSON API."""
 
+import asyncio
+
 from tests.conftest import PASSWORD, add_user, make_token
 
 
@@ -98,3 +100,41 @@ async def test_pagination(client, admin):
     assert r.status == 422 and (await r.json())["error"]["field"] == "limit"
     r = await client.get("/api/v1/users?cursor=x'--", headers=admin)
     assert r.status == 422
+
+
+async def test_two_admins_demoting_each_other_at_once_leave_one(client, admin, database, monkeypatch):
+    """The last-admin rule holds when two admins demote (then disable) each other at once.
+
+    On PostgreSQL and MariaDB both changes are held until both transactions are open, so they
+    really overlap (each locks its own target's row: without a lock over the admins both would
+    count the other as an admin and pass). SQLite cannot open two write transactions at once."""
+    from dmd.queries import users as user_svc
+
+    real_update = user_svc.update
+    barrier = asyncio.Barrier(2)
+
+    async def update_when_both_are_in(conn, user_id, changes):
+        async with asyncio.timeout(10):
+            await barrier.wait()
+        return await real_update(conn, user_id, changes)
+
+    if database != "sqlite":
+        monkeypatch.setattr(user_svc, "update", update_when_both_are_in)
+    me = (await (await client.get("/api/v1/me", headers=admin)).json())["id"]
+    admins = {me: admin}
+    for n, change in enumerate(({"role": "user"}, {"disabled": True})):
+        uid = await add_user(client, f"second{n}@example.org", role="admin")
+        admins[uid] = await make_token(client, f"second{n}@example.org")
+        (a, a_headers), (b, b_headers) = admins.items()
+        replies = await asyncio.gather(client.patch(f"/api/v1/users/{b}", json=change, headers=a_headers),
+                                       client.patch(f"/api/v1/users/{a}", json=change, headers=b_headers))
+        bodies = [await r.json() for r in replies]
+        # SQLite: the second may also find its sender no admin any more (403), once the first committed.
+        want = [[200, 409]] if database != "sqlite" else [[200, 409], [200, 403]]
+        assert sorted(r.status for r in replies) in want, (change, bodies)
+        refused = next(body for r, body in zip(replies, bodies, strict=True) if r.status != 200)
+        assert refused["error"]["code"] in ("last_admin", "admin_only"), refused
+        survivor = a if replies[0].status == 200 else b
+        listed = (await (await client.get("/api/v1/users", headers=admins[survivor])).json())["items"]
+        assert [u["id"] for u in listed if u["role"] == "admin" and not u["disabled"]] == [survivor]
+        admins = {survivor: admins[survivor]}

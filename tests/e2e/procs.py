@@ -157,16 +157,5 @@ class Agent:
         return int(json.loads(self.config.read_text())["node_id"])
 
 
-def wait_until(fn: Any, what: str, timeout: float = 60) -> Any:
-    """fn()'s first truthy value, polled every 0.2 s; AssertionError naming `what` after `timeout`."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def http_error_body(e: urllib.error.HTTPError) -> dict[str, Any]:
     return json.loads(e.read())  # type: ignore[no-any-return]

@@ -12,9 +12,10 @@ import urllib.request
 
 import pytest
 
-from tests.e2e.procs import Agent, Dmd, wait_until
+from tests.e2e.procs import Agent, Dmd
 from tests.leftovers import installation_of, remove_installation
 from tests.runtime.images import BUSYBOX_REF
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 

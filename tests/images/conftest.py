@@ -39,6 +39,7 @@ import pytest
 
 from agent.config import AgentConfig
 from agent.workloads import make_link, run_link
+from tests.databases import every_database  # noqa: F401 (fixture: each test on all three databases)
 from tests.instances.conftest import docker, local, wait_for  # noqa: F401 (fixtures)
 from tests.runtime.conftest import docker_test_image  # noqa: F401 (fixture: builds the busybox image)
 from tests.runtime.images import BUSYBOX_BINARY, BUSYBOX_REF, is_static_elf

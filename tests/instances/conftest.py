@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import aiodocker
@@ -10,19 +9,12 @@ import pytest
 
 from agent.ports.manager import PortForwarding
 from dmd.core import DM
+from tests.databases import every_database  # noqa: F401 (fixture: each test on all three databases)
 from tests.runtime.conftest import docker_test_image  # noqa: F401 (fixture: builds the busybox image)
 from tests.runtime.images import BUSYBOX_REF
+from tests.waiting import wait_for
 
 IMAGE = BUSYBOX_REF
-
-
-async def wait_for(fn, what: str, timeout: float = 30, every: float = 0.1) -> Any:
-    for _ in range(int(timeout / every)):
-        result = await fn()
-        if result:
-            return result
-        await asyncio.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -65,11 +57,16 @@ async def instance(client, headers, iid) -> dict[str, Any]:
 
 
 async def wait_status(client, headers, iid, status, timeout=30) -> dict[str, Any]:
-    async def check():
-        inst = await instance(client, headers, iid)
-        return inst if inst["status"] == status else None
+    last: dict[str, Any] = {}
 
-    return await wait_for(check, f"instance {iid} {status}", timeout)
+    async def check():
+        last.update(await instance(client, headers, iid))
+        return dict(last) if last["status"] == status else None
+
+    try:
+        return await wait_for(check, f"instance {iid} {status}", timeout)
+    except AssertionError as e:
+        raise AssertionError(f"{e}; it is {last}") from None
 
 
 async def containers_of(docker: aiodocker.Docker, iid: int, client: Any = None) -> list[dict[str, Any]]:

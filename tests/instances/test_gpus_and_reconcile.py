@@ -137,6 +137,64 @@ async def test_gpu_quota(client, admin):
         await node.close()
 
 
+def four_gpus() -> list[dict]:
+    """Four devices with distinct uuids, modelled on the A5000 fixture."""
+    base = a5000_gpus()[0]
+    return [{**base, "index": i, "uuid": f"GPU-0000000{i}-race-race-race-000000000000"} for i in range(4)]
+
+
+async def test_gpu_quota_holds_under_parallel_requests(client, admin):
+    """Ten parallel one-GPU requests of a user who may hold two, on a node with four free: two
+    are placed and eight refused for the quota (not for capacity), whatever the database."""
+    node = await gpu_node(client, admin, "gpus4", four_gpus())
+    try:
+        await add_user(client, "g@example.org")
+        user = await make_token(client, "g@example.org")
+        me = await (await client.get("/api/v1/me", headers=user)).json()
+        await client.patch(f"/api/v1/users/{me['id']}", json={"gpu_limit": 2}, headers=admin)
+        await client.post(f"/api/v1/nodes/{node.node_id}/shares", json={"username": "g"}, headers=admin)
+        images = await (await client.get(f"/api/v1/nodes/{node.node_id}/images", headers=admin)).json()
+        await client.patch(f"/api/v1/images/{images[0]['id']}", json={"public": True}, headers=admin)
+        replies = await asyncio.gather(*(
+            client.post("/api/v1/instances", headers=user, json={"name": f"g{i}", "image": "cuda:12", "gpus": 1})
+            for i in range(10)))
+        bodies = [await r.json() for r in replies]
+        assert sorted(r.status for r in replies) == [201] * 2 + [403] * 8, bodies
+        assert {b["error"]["code"] for b in bodies if "error" in b} == {"quota_exceeded"}
+        held = [g for b in bodies if "gpus" in b for g in b["gpus"]]
+        assert len(held) == len(set(held)) == 2
+        cap = await (await client.get("/api/v1/capacity", headers=admin)).json()
+        assert len(next(c for c in cap if c["name"] == "gpus4")["gpus_free"]) == 2
+    finally:
+        await node.close()
+
+
+async def test_parallel_requests_never_share_a_gpu(client, admin):
+    """Eight users ask for one GPU each at once on a two-GPU node (users of their own, so that
+    nothing but the node's lock orders them): two get one device each, six are refused for
+    capacity (409, not a failed insert into the ledger)."""
+    gpus = a5000_gpus()
+    node = await gpu_node(client, admin, "pair", gpus)
+    try:
+        images = await (await client.get(f"/api/v1/nodes/{node.node_id}/images", headers=admin)).json()
+        await client.patch(f"/api/v1/images/{images[0]['id']}", json={"public": True}, headers=admin)
+        users = []
+        for i in range(8):
+            await add_user(client, f"u{i}@example.org")
+            await client.post(f"/api/v1/nodes/{node.node_id}/shares", json={"username": f"u{i}"}, headers=admin)
+            users.append(await make_token(client, f"u{i}@example.org"))
+        replies = await asyncio.gather(*(
+            client.post("/api/v1/instances", headers=h, json={"name": "p", "image": "cuda:12", "gpus": 1})
+            for h in users))
+        bodies = [await r.json() for r in replies]
+        assert sorted(r.status for r in replies) == [201] * 2 + [409] * 6, bodies
+        assert {b["error"]["code"] for b in bodies if "error" in b} == {"no_capacity"}
+        held = sorted(g for b in bodies if "gpus" in b for g in b["gpus"])
+        assert held == sorted(g["uuid"] for g in gpus)
+    finally:
+        await node.close()
+
+
 async def test_cordoned_and_offline_nodes_are_skipped(client, admin):
     node = await gpu_node(client, admin, "n1", [])
     try:
@@ -146,7 +204,7 @@ async def test_cordoned_and_offline_nodes_are_skipped(client, admin):
         await client.post(f"/api/v1/nodes/{node.node_id}/uncordon", headers=admin)
     finally:
         await node.close()
-    await asyncio.sleep(0.2)
+    await offline(client, node.node_id)
     r = await client.post("/api/v1/instances", headers=admin, json={"name": "a", "image": "cuda:12"})
     assert r.status == 409 and "n1: offline" in (await r.json())["error"]["message"]
 
@@ -162,7 +220,7 @@ async def test_lost_reply_and_delete_while_offline(client, admin):
     # The agent dies before answering; it had created the container.
     node.containers[iid] = container(iid)
     await node.close()
-    await asyncio.sleep(0.3)
+    await offline(client, node.node_id)
     assert (await instance(client, admin, iid))["status"] == "creating"
     back = GpuNode(node.base_url, node.credential, node.node_id, gpus=[])
     back.containers = node.containers
@@ -170,7 +228,7 @@ async def test_lost_reply_and_delete_while_offline(client, admin):
     inst = await wait_status(client, admin, iid, "running")
     assert inst["container_id"] == f"c{iid}" and len(back.containers) == 1
     await back.close()
-    await asyncio.sleep(0.3)
+    await offline(client, node.node_id)
     r = await client.delete(f"/api/v1/instances/{iid}", headers=admin)
     assert r.status == 202
     await client.app[DM].reconciler.idle()
@@ -186,6 +244,12 @@ async def test_lost_reply_and_delete_while_offline(client, admin):
     await wait_for(gone, "the delete to complete")
     assert again.containers == {} and time.time() - started < 10
     await again.close()
+
+
+async def offline(client, node_id: int) -> None:
+    """dmd has seen the node's link end."""
+    hub = client.app[DM].hub
+    await wait_for(lambda: not hub.is_online(node_id), f"node {node_id} offline", 10)
 
 
 async def _status_in(client, admin, iid, statuses):

@@ -5,6 +5,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import add_user, make_token
+from tests.databases import every_database  # noqa: F401 (fixture: each test on all three databases)
 from tests.nodes.helpers import FakeAgent
 
 

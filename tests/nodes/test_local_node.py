@@ -1,19 +1,18 @@
 """--local-node: an agent inside dmd's own process, against the local Docker Engine."""
 
-import asyncio
 
 from agent.runtime.docker import CAPABILITIES as DOCKER_CAPABILITIES
 from dmd.core import DM
 from tests.nodes.conftest import node
+from tests.waiting import wait_for
 
 
 async def _wait_online(client, headers, node_id, timeout=20):
-    for _ in range(int(timeout * 10)):
+    async def online():
         n = await node(client, headers, node_id)
-        if n["status"] == "online" and n["facts"]:
-            return n
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"local node not online: {n}")
+        return n if n["status"] == "online" and n["facts"] else None
+
+    return await wait_for(online, "the local node online with its facts", timeout)
 
 
 async def test_local_node_comes_online_with_docker_facts(client, admin):

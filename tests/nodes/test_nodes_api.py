@@ -8,6 +8,7 @@ from dmd.core import DM
 from dmd.db.schema import nodes
 from tests.conftest import add_user, make_token
 from tests.nodes.conftest import node
+from tests.waiting import wait_for
 
 
 async def test_create_and_join(client, admin):
@@ -30,6 +31,28 @@ async def test_create_and_join(client, admin):
     async with client.app[DM].db.read() as conn:
         row = (await conn.execute(nodes.select())).first()
     assert joined["credential"] not in str(row) and created["join_token"] not in str(row)
+
+
+async def test_a_join_token_is_used_once_under_parallel_joins(client, admin):
+    """Ten agents present one join token at once: one gets the credential, nine are refused."""
+    created = await (await client.post("/api/v1/nodes", json={"name": "contested"}, headers=admin)).json()
+    replies = await asyncio.gather(*(
+        client.post("/api/v1/nodes/join", json={"token": created["join_token"], "hostname": f"h{i}"})
+        for i in range(10)))
+    bodies = [await r.json() for r in replies]
+    assert sorted(r.status for r in replies) == [200] + [403] * 9, bodies
+    assert {b["error"]["code"] for b in bodies if "error" in b} == {"join_token_invalid"}
+    [winner] = [b for b in bodies if "credential" in b]
+    # The credential handed out is the one stored: the node answers to it on the agent link.
+    r = await client.get(f"/api/v1/nodes/{created['id']}", headers=admin)
+    assert (await r.json())["status"] == "offline"
+    from tests.nodes.helpers import FakeAgent
+
+    agent = FakeAgent(str(client.make_url("")), winner["credential"], created["id"])
+    try:
+        assert (await agent.connect())["node_id"] == created["id"]
+    finally:
+        await agent.close()
 
 
 async def test_expired_join_token(client, admin):
@@ -119,19 +142,22 @@ async def test_online_facts_metrics_ping(client, admin, joined, agents):
     assert n["agent_version"] == "test-agent"
     await agent.send(p.METRICS, {"at": 1765000000.0, "cpu_pct": 12.5, "memory_used_mb": 100})
     await agent.send(p.FACTS, {"hostname": "box", "cpu_count": 16, "gpus": []})
-    await asyncio.sleep(0.2)
-    metrics = await (await client.get(f"/api/v1/nodes/{nid}/metrics", headers=admin)).json()
-    assert metrics["items"][-1]["cpu_pct"] == 12.5
-    assert (await node(client, admin, nid))["facts"]["cpu_count"] == 16
+
+    async def metrics():
+        return (await (await client.get(f"/api/v1/nodes/{nid}/metrics", headers=admin)).json())["items"]
+
+    assert (await wait_for(metrics, "the metrics sample", 5))[-1]["cpu_pct"] == 12.5
+    await wait_for(lambda: _has(client, admin, nid, lambda n: n["facts"]["cpu_count"] == 16), "the new facts", 5)
     r = await client.post(f"/api/v1/nodes/{nid}/ping", headers=admin)
     assert r.status == 200 and (await r.json())["agent_time"] == 123.0
     agent.answers[p.PING] = RuntimeError("disk on fire")
     r = await client.post(f"/api/v1/nodes/{nid}/ping", headers=admin)
     assert r.status == 502 and "disk on fire" in (await r.json())["error"]["message"]
+    before_close = dt.datetime.now(dt.UTC)
     await agent.close()
-    await asyncio.sleep(0.2)
-    n = await node(client, admin, nid)
-    assert n["status"] == "offline" and n["last_seen"] is not None
+    n = await wait_for(lambda: _has(client, admin, nid, lambda n: n["status"] == "offline"), "the node offline", 5)
+    last_seen = dt.datetime.fromisoformat(n["last_seen"].replace("Z", "+00:00"))
+    assert before_close - dt.timedelta(seconds=15) <= last_seen <= dt.datetime.now(dt.UTC), n
     r = await client.post(f"/api/v1/nodes/{nid}/ping", headers=admin)
     assert r.status == 409 and (await r.json())["error"]["code"] == "node_offline"
 
@@ -152,7 +178,7 @@ async def test_rotate_credential_online_and_offline(client, admin, joined, agent
     new = agents(nid, saved["credential"])
     await new.connect()
     await new.close()
-    await asyncio.sleep(0.1)
+    await wait_for(lambda: _has(client, admin, nid, lambda n: n["status"] == "offline"), "the node offline", 5)
     r = await client.post(f"/api/v1/nodes/{nid}/rotate-credential", headers=admin)
     body = await r.json()
     assert body["delivered"] is False and body["join_command"].startswith("dmc join ")
@@ -181,3 +207,9 @@ async def test_node_credential_only_works_on_the_agent_link(client, admin, joine
         r = await client.get(path, headers={"Authorization": f"Bearer {cred}"})
         assert r.status == 401
     # And an API token is no node credential (see test_agent_link's forged credentials).
+
+
+async def _has(client, admin, node_id: int, pred) -> dict | None:
+    """The node, when `pred` holds for it."""
+    n = await node(client, admin, node_id)
+    return n if pred(n) else None

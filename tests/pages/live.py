@@ -41,9 +41,12 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def running_dmd(tmp_path: Path, *flags: str) -> AsyncIterator[Dmd]:
-    """A real dmd on a free port with its own data dir; stopped with SIGTERM, must exit 0."""
-    port = free_port()
+async def running_dmd(tmp_path: Path, *flags: str, port: int | None = None,
+                      first_start: bool = True) -> AsyncIterator[Dmd]:
+    """A real dmd on a free port (or `port`) with its own data dir; stopped with SIGTERM, must
+    exit 0. `first_start=False`: the data dir has users already, so dmd prints no setup link
+    and is ready when it answers."""
+    port = port or free_port()
     config = tmp_path / "config.json"
     config.write_text("{}")
     env = {k: v for k, v in os.environ.items() if not k.startswith("DMD_")}
@@ -56,12 +59,15 @@ async def running_dmd(tmp_path: Path, *flags: str) -> AsyncIterator[Dmd]:
     link = ""
     try:
         async with asyncio.timeout(60):
-            while not link:
+            while first_start and not link:
                 line = (await proc.stdout.readline()).decode()
                 if not line:
                     raise AssertionError("dmd exited before printing the setup link; see dmd.log")
                 m = re.search(r"Set up DM: (\S+)", line)
                 link = m.group(1) if m else ""
+            while not first_start and not await _answers(f"http://127.0.0.1:{port}/api/v1/health"):
+                assert proc.returncode is None, "dmd exited at start; see dmd.log"
+                await asyncio.sleep(0.1)
         yield Dmd(f"http://127.0.0.1:{port}", link, proc)
     finally:
         if proc.returncode is None:
@@ -73,6 +79,16 @@ async def running_dmd(tmp_path: Path, *flags: str) -> AsyncIterator[Dmd]:
         if installation is not None and "--local-node" in flags:
             await remove_installation(installation)
     assert code == 0, (tmp_path / "dmd.log").read_text()[-3000:]
+
+
+async def _answers(url: str) -> bool:
+    import aiohttp
+
+    try:
+        async with aiohttp.ClientSession() as s, s.get(url) as r:
+            return r.status == 200
+    except aiohttp.ClientError:
+        return False
 
 
 @contextlib.asynccontextmanager

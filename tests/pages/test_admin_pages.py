@@ -174,7 +174,8 @@ async def test_non_admins_get_403(user_client):
     r = await client.post("/users/1/delete", data={"csrf_token": csrf})
     assert r.status == 403
     assert await _user(client, "dave@example.org") is None
-    assert await _user(client, "admin@example.org") is not None
+    admin = await _user(client, "admin@example.org")
+    assert admin is not None and (admin.role, admin.disabled) == ("admin", False)
 
 
 async def test_audit_newest_first_with_cursor_pages_and_filter(admin_client):

@@ -164,7 +164,7 @@ async def test_public_toggle_and_access(client, admin, node):  # noqa: F811
     await add_user(client, "alice@example.org", username="alice")
     alice = await make_token(client, "alice@example.org")
     r = await client.post(f"/api/v1/nodes/{node['id']}/shares", headers=admin, json={"username": "alice"})
-    assert r.status in (200, 201), await r.text()
+    assert r.status == 201, await r.text()
     image_id = node["image_id"]
 
     await page_login(client, "admin@example.org")
@@ -321,7 +321,7 @@ async def test_pull(client, admin, node, pushed):  # noqa: F811
 
     r = await post_form(client, "/images/pull", {"node_id": str(node["id"]), "ref": f"{REGISTRY}/dm-test/none:x"},
                         csrf_from="/images")
-    assert r.status in (422, 502), r.status
+    assert r.status == 502, r.status
     assert "alert-error" in _node_section(_main(await r.text()), node["id"])
 
     # With credentials (the registry needs none): used for the pull, kept nowhere.

@@ -11,6 +11,7 @@ import pytest
 
 from agent.ports.manager import PortForwarding
 from dmd.core import DM
+from tests.databases import every_database  # noqa: F401 (fixture: each test on all three databases)
 from tests.instances.conftest import docker, instance, local, wait_for, wait_status  # noqa: F401
 from tests.runtime.conftest import docker_test_image  # noqa: F401
 from tests.runtime.images import BUSYBOX_REF

@@ -59,6 +59,41 @@ async def test_parallel_allocations_never_share_a_host_port(db: Database) -> Non
     assert sorted(rows) == sorted(ports)
 
 
+async def test_parallel_allocations_keep_the_per_instance_limit(db: Database) -> None:
+    """More parallel requests for one instance than it may have maps: exactly the limit are
+    recorded, the rest refused with too_many_maps (the count must not race)."""
+    node_id, (a,) = await _setup(db)
+    extra = 10
+
+    async def attempt(i: int) -> str:
+        try:
+            await _alloc(db, node_id, a, 1000 + i)
+        except ApiError as e:
+            return e.code
+        return "ok"
+
+    results = await asyncio.gather(*(attempt(i) for i in range(svc.MAX_MAPS_PER_INSTANCE + extra)))
+    assert sorted(results) == ["ok"] * svc.MAX_MAPS_PER_INSTANCE + ["too_many_maps"] * extra, results
+    async with db.read() as conn:
+        count = (await conn.execute(sa.select(sa.func.count()).select_from(port_maps))).scalar_one()
+    assert count == svc.MAX_MAPS_PER_INSTANCE
+
+
+async def test_parallel_maps_of_one_instance_port_yield_one(db: Database) -> None:
+    """The same instance port asked for many times at once: one map, the others already_mapped."""
+    node_id, (a,) = await _setup(db)
+
+    async def attempt() -> str:
+        try:
+            await _alloc(db, node_id, a, 8080)
+        except ApiError as e:
+            return e.code
+        return "ok"
+
+    results = await asyncio.gather(*(attempt() for _ in range(10)))
+    assert sorted(results) == ["already_mapped"] * 9 + ["ok"], results
+
+
 async def test_requested_ports_and_their_errors(db: Database) -> None:
     node_id, (a, b) = await _setup(db, n_instances=2)  # no pools reported: the default 20000-29999
     m = await _alloc(db, node_id, a, 80, 20080)
@@ -81,10 +116,17 @@ async def test_requested_ports_and_their_errors(db: Database) -> None:
     for bad in (0, 65536):
         with pytest.raises(ApiError) as e:
             await _alloc(db, node_id, a, bad)
-        assert e.value.status == 422
+        assert (e.value.status, e.value.field) == (422, "instance_port")
     async with db.read() as conn:
         count = (await conn.execute(sa.select(sa.func.count()).select_from(port_maps))).scalar_one()
     assert count == 2  # nothing recorded by the refused requests
+    # The first and last port are ports; the pool's first and last too.
+    assert [(await _alloc(db, node_id, b, port)).instance_port for port in (1, 65535)] == [1, 65535]
+    assert (await _alloc(db, node_id, b, 2, 20000)).host_port == 20000
+    assert (await _alloc(db, node_id, b, 3, 29999)).host_port == 29999
+    with pytest.raises(ApiError) as e:
+        await _alloc(db, node_id, b, 4, 30000)
+    assert (e.value.status, e.value.code) == (422, "out_of_pool")
 
 
 async def test_busy_ports_are_never_handed_out_and_the_pool_runs_out(db: Database) -> None:

@@ -13,6 +13,7 @@ import io
 import tarfile
 import time
 from collections.abc import AsyncIterator, Awaitable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -130,10 +131,11 @@ async def test_lifecycle(harness: Harness) -> None:
     by_prefix = await d.inspect(created.id[:12])
     assert by_prefix is not None and by_prefix.id == created.id
 
+    before_start = datetime.now(UTC) - timedelta(seconds=1)  # the engine's clock is the host's
     await d.start(created.id)
     running = await d.inspect(created.id)
     assert running is not None and running.state == "running"
-    assert running.started_at is not None
+    assert running.started_at is not None and before_start <= running.started_at <= datetime.now(UTC)
     assert running.ip_address  # DM's port forwarding targets this address
     await d.start(created.id)  # idempotent
 
@@ -145,7 +147,7 @@ async def test_lifecycle(harness: Harness) -> None:
     stopped = await d.inspect(created.id)
     assert stopped is not None and stopped.state == "exited"
     assert stopped.exit_code == 143  # SIGTERM through the init process
-    assert stopped.finished_at is not None
+    assert stopped.finished_at is not None and running.started_at <= stopped.finished_at <= datetime.now(UTC)
     assert stopped.ip_address is None
     await d.stop(created.id)  # idempotent
 
@@ -383,7 +385,7 @@ async def test_events_start_and_die(harness: Harness) -> None:
     assert actions.index("create") < actions.index("start") < actions.index("die")
     die = seen[-1]
     assert (die.exit_code, die.instance_id, die.node_id, die.name) == (1, spec.instance_id, 7, spec.name)
-    assert die.time is not None
+    assert die.time is not None and since <= die.time.timestamp() <= time.time() + 1
 
 
 # --------------------------------------------------------------------------- images
@@ -492,7 +494,8 @@ async def test_remove_image_in_use_needs_force(harness: Harness) -> None:
     with pytest.raises(ConflictError) as excinfo:
         await d.remove_image(f"{repo}:1")
     assert excinfo.value.code == "conflict"
-    assert await d.inspect_image(f"{repo}:1") is not None
+    kept = await d.inspect_image(f"{repo}:1")
+    assert kept is not None and kept.id == image.id
     await d.remove_image(f"{repo}:1", force=True)
     assert await d.inspect_image(f"{repo}:1") is None
     await d.remove(user.id)

@@ -13,6 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import add_user
+from tests.databases import every_database  # noqa: F401 (fixture: each test on all three databases)
 from tests.pages.conftest import page_login
 
 

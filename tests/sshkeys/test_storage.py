@@ -4,6 +4,7 @@ uniqueness per user, and the cascade when a user is deleted."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 
 import pytest
 import sqlalchemy as sa
@@ -56,7 +57,7 @@ async def test_add_list_rename_delete_with_audit(db, keys, dm):
     assert key.name == "ed25519@test"  # the comment, when no name is given
     assert key.public_key == keys["ed25519"].pub_line  # stored without the options
     assert parsed.options_removed == ("no-pty", "command")
-    assert key.created_at.tzinfo is not None and key.key_type == "ssh-ed25519" and key.bits == 256
+    assert key.created_at.tzinfo == dt.UTC and key.key_type == "ssh-ed25519" and key.bits == 256
     k2, _ = await uc.add(dm, actor, alice, "laptop", keys["rsa2048"].pub_text)
     async with db.read() as conn:
         assert [k.id for k in await svc.list_for(conn, alice.id, limit=10)] == [key.id, k2.id]
@@ -120,7 +121,8 @@ async def test_fingerprints_compare_case_sensitively(db, keys, dm):
             user_id=alice.id, name="y", key_type=k.key_type, public_key=k.public_key,
             fingerprint=k.fingerprint.swapcase().replace("sha256:", "SHA256:"), bits=k.bits, comment="",
             created_at=k.created_at, updated_at=k.updated_at))
-        assert await svc.find_by_fingerprint(conn, alice.id, k.fingerprint) is not None
+        found = await svc.find_by_fingerprint(conn, alice.id, k.fingerprint)
+        assert found is not None and found.id == k.id
         assert await svc.count_for(conn, alice.id) == 2
 
 

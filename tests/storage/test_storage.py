@@ -24,7 +24,7 @@ async def test_user_roundtrip_and_uniqueness(db):
     async with db.begin() as conn:
         u = await users.create(conn, email="Ünïcode.User@Example.org", password_hash="h")
     assert u.email == "ünïcode.user@example.org"
-    assert u.created_at.tzinfo is not None
+    assert u.created_at.tzinfo == dt.UTC
     async with db.begin() as conn:
         with pytest.raises(Conflict):
             await users.create(conn, email="ünïcode.user@example.org", password_hash="h")
