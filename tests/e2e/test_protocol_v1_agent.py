@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tests.e2e.procs import Agent, Dmd, wait_until
+from tests.e2e.procs import Agent, Dmd
 from tests.runtime.images import BUSYBOX_REF
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
