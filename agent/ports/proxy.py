@@ -140,6 +140,13 @@ class _TcpListener:
 
     async def close(self, *, connections: bool) -> None:
         if self.server is not None:
+            # No new accepts; then one turn of the loop, so that a connection accepted already
+            # becomes a connection before the server closes (asyncio 3.11 asserts on one that
+            # attaches to a closed server).
+            loop = asyncio.get_running_loop()
+            for sock in self.server.sockets:
+                loop.remove_reader(sock.fileno())
+            await asyncio.sleep(0)
             self.server.close()  # the listening sockets only: relayed connections go on
         if connections:
             for task in list(self.tasks):

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from agent import protocol as p
 from dmd.db import Database
 from dmd.db.schema import instances, nodes
 from dmd.db.types import utcnow
@@ -103,8 +104,11 @@ def test_pick_takes_only_free_ports_of_the_pool():
 async def test_busy_ports_are_stored_clean(db: Database) -> None:
     _, _, _, (n1, n2), _, _ = await _world(db)
     async with db.begin() as conn:
-        await svc.set_busy_ports(conn, n1, {"tcp": [22, 22, 80, "x", 1.5], "udp": None, "sctp": [9]})
+        await svc.set_busy_ports(conn, n1, p.Listening(tcp=[22, 22, 80], udp=[]))
         assert await svc.busy_ports(conn, n1) == {"tcp": {22, 80}, "udp": set()}
+        # What an agent says of them is checked on the wire: junk never reaches the ledger.
+        with pytest.raises(p.DecodeError, match=r"tcp\[3\]"):
+            p.parse(p.Listening, {"tcp": [22, 22, 80, "x", 1.5], "udp": None})
         assert await svc.busy_ports(conn, n2) == {"tcp": set(), "udp": set()}  # never reported
         await conn.execute(nodes.update().where(nodes.c.id == n2).values(busy_ports="not json"))
         assert await svc.busy_ports(conn, n2) == {"tcp": set(), "udp": set()}
