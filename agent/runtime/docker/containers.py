@@ -58,10 +58,11 @@ class ContainerCalls(Engine):
             container_id = data.get("Id") if isinstance(data, dict) else None
             if not container_id:
                 raise RuntimeFailedError(f"{what}: the Docker Engine did not say which container it made: {data!r}")
-            info = await self.inspect(str(container_id))
-            if info is None:
-                raise NotFoundError(f"{what}: the container vanished right after it was created")
-            return info
+            # What was just created is what was asked for: no inspect on the way of every start
+            # (the caller inspects once the container is started).
+            return ContainerInfo(id=str(container_id), name=spec.name, image=spec.image, state="created",
+                                 instance_id=spec.instance_id, node_id=spec.node_id, managed=True,
+                                 labels=dict(payload["Labels"]), cpus=spec.cpus, memory_mb=spec.memory_mb)
 
     async def find_instance(self, instance_id: int, *, labels: Mapping[str, str] | None = None) -> ContainerInfo | None:
         filters = {"label": [f"{LABEL_MANAGED}=1", f"{LABEL_INSTANCE}={int(instance_id)}",
