@@ -164,6 +164,10 @@ class Reconciler:
         if instance_id is None or event.action not in ("start", "die", "oom", "stop"):
             return
         async with self.lock(node_id):
+            known = self.known.of(node_id).get(instance_id)
+            if (event.action == "start" and known is not None and known.id == event.container_id
+                    and known.state == "running"):
+                return  # the start of a request's own (its reply said so, and the round recorded it)
             async with self.db.read() as conn:
                 try:
                     inst = await inst_svc.get(conn, instance_id)
