@@ -1,5 +1,5 @@
 """Benchmark: from POST /api/v1/instances to the container running, against the same image
-started directly through the Docker Engine API, in the same run. Goal: at most 1.3x direct.
+started directly through the Docker Engine API, in the same run. Goal: at most 1.15x direct.
 
     python bench/instance_start.py [--rounds 10] [--no-docs]
 
@@ -98,7 +98,7 @@ async def run(rounds: int) -> dict[str, Any]:
 
 
 def write_docs(res: dict[str, Any]) -> None:
-    verdict = "PASS" if res["ratio"] <= 1.3 else "FAIL"
+    verdict = "PASS" if res["ratio"] <= 1.15 else "FAIL"
     section = f"""{START}
 ## Instance start: `POST /api/v1/instances` to running, against Docker directly
 
@@ -117,7 +117,8 @@ on SQLite); {res['rounds']} rounds, medians.
 | Docker Engine API directly | {res['direct_ms']:.1f} ms | {res['direct_all']} |
 | DM (API → reconciler → agent → Docker) | {res['dm_ms']:.1f} ms | {res['dm_all']} |
 
-Ratio DM / direct: **{res['ratio']:.2f}×** — goal at most 1.3×: **{verdict}**.
+Ratio DM / direct: **{res['ratio']:.2f}×** — goal at most 1.15×: **{verdict}**. Where the time goes:
+see "Where the time goes" below.
 {END}"""
     write_section(section, START, END)
 

@@ -94,7 +94,8 @@ def instrument() -> None:
         setattr(Workloads, name, timed(f"agent: instance.{name}")(getattr(Workloads, name)))
     PortForwarding.handle_apply = timed("agent: ports.apply")(PortForwarding.handle_apply)  # type: ignore[method-assign]
     PortForwarding.listening = timed("agent: host ports in use (/proc)")(PortForwarding.listening)  # type: ignore[method-assign]
-    KernelForwarder.apply = timed("iptables-restore")(KernelForwarder.apply)  # type: ignore[method-assign]
+    KernelForwarder.apply = timed("agent: kernel rules")(KernelForwarder.apply)  # type: ignore[method-assign]
+    KernelForwarder._restore = timed("iptables-restore")(KernelForwarder._restore)  # type: ignore[method-assign]
     for name in ("create", "start", "inspect", "_list", "remove"):
         setattr(DockerDriver, name, timed(f"engine: {name.strip('_')}")(getattr(DockerDriver, name)))
 
