@@ -23,28 +23,23 @@ def _size(item: Any) -> int:
 def snapshot_parts(state: p.Snapshot, part_bytes: int = PART_BYTES) -> list[p.SnapshotPart]:
     """``state`` cut into parts of at most ``part_bytes`` each (an item larger than that goes alone)."""
     parts: list[p.SnapshotPart] = []
-    containers: list[p.ContainerInfo] = []
-    images: list[p.ImageInfo] = []
+    lists: dict[str, list[Any]] = {"containers": [], "images": []}
     used = 0
 
     def flush() -> None:
-        nonlocal containers, images, used
-        parts.append(p.SnapshotPart(part=len(parts), containers=None if state.containers is None else containers,
-                                    images=None if state.images is None else images))
-        containers, images, used = [], [], 0
+        nonlocal used
+        parts.append(p.SnapshotPart(part=len(parts),
+                                    containers=None if state.containers is None else lists["containers"],
+                                    images=None if state.images is None else lists["images"]))
+        lists["containers"], lists["images"], used = [], [], 0
 
-    for c in state.containers or []:
-        size = _size(c)
-        if used and used + size > part_bytes:
-            flush()
-        containers.append(c)
-        used += size
-    for i in state.images or []:
-        size = _size(i)
-        if used and used + size > part_bytes:
-            flush()
-        images.append(i)
-        used += size
+    for key, items in (("containers", state.containers), ("images", state.images)):
+        for item in items or ():
+            size = _size(item)
+            if used and used + size > part_bytes:
+                flush()
+            lists[key].append(item)
+            used += size
     flush()
     last = parts[-1]
     parts[-1] = p.SnapshotPart(part=last.part, containers=last.containers, images=last.images,
