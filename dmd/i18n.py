@@ -655,9 +655,6 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "dur.h1": ("1 hour", "1 時間"),
     "dur.d": ("{n} days", "{n} 日間"),
     "dur.d1": ("1 day", "1 日間"),
-    # --- features still to come -------------------------------------------------------------
-    "empty.not_yet": ("This part of DM is not available yet. It arrives in a coming version.",
-                      "この機能はまだ利用できません。今後のバージョンで提供されます。"),
     # --- SSH and port maps ------------------------------------------------------------------
     "ssh.title": ("SSH", "SSH 接続"),
     "ssh.state.unknown": ("Waiting for the node", "ノードの応答待ち"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from dmd.pages import account, admin, auth_pages, images, instances, nodes, placeholders, port_maps, ssh_keys
+from dmd.pages import account, admin, auth_pages, images, instances, nodes, port_maps, ssh_keys
 from dmd.pages.render import setup_jinja, web_dir
 
 
@@ -23,4 +23,3 @@ def setup_pages(app: web.Application) -> None:
     images.setup(app)
     ssh_keys.setup(app)
     port_maps.setup(app)
-    placeholders.register(app)
