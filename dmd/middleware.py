@@ -98,8 +98,10 @@ async def _session_identity(request: web.Request) -> Identity | None:
     if not isinstance(uid, int):
         return None
     user = await auth_uc.session_user(request.app[DM], uid)
-    if user is None or user.disabled or session.get("av") != user.auth_version:
-        # Password changed, disabled or deleted since this session began.
+    if (user is None or user.disabled or session.get("av") != user.auth_version
+            or session.get("sk") != user.session_key):
+        # Password changed, disabled, signed out everywhere or deleted since this session
+        # began (a new user with a reused id has another session key).
         session.invalidate()
         return None
     return Identity(user, "session")

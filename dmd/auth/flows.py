@@ -24,6 +24,7 @@ async def start_session(request: web.Request, response: web.StreamResponse | Non
     token = csrf.new_token()
     session["uid"] = user.id
     session["av"] = user.auth_version
+    session["sk"] = user.session_key  # the user's never-reused key: an id alone is not enough
     session["csrf"] = token
     if response is not None:
         csrf.set_cookie(request, response, token)
