@@ -43,12 +43,15 @@ async def logout(dm: Dm, request: web.Request, response: web.StreamResponse, ide
         await auth.logged_out(dm, actor_of(request, ident), ident.user.id)
 
 
-async def change_password(dm: Dm, request: web.Request, ident: Identity, current: str, new: str) -> User:
-    user = await auth.change_password(dm, actor_of(request, ident), ident.user.id, current, new)
+async def change_password(dm: Dm, request: web.Request, ident: Identity, current: str, new: str, *,
+                          sign_out_everywhere: bool = True) -> User:
+    user = await auth.change_password(dm, actor_of(request, ident), ident.user.id, current, new,
+                                      sign_out_everywhere=sign_out_everywhere)
     if ident.via == "session":
-        # Every other session ends; this one carries on under the new version.
+        # Every other session ends; this one carries on under the new version and key.
         session = await get_session(request)
         session["av"] = user.auth_version
+        session["sk"] = user.session_key
     return user
 
 
