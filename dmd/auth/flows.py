@@ -7,7 +7,7 @@ from aiohttp import web
 from aiohttp_session import get_session, new_session
 
 from dmd.auth import csrf
-from dmd.core import Dm
+from dmd.core import DM, Dm
 from dmd.models import Actor, User
 from dmd.net import client_ip
 from dmd.state import Identity
@@ -21,7 +21,7 @@ def actor_of(request: web.Request, ident: Identity | None) -> Actor:
 async def start_session(request: web.Request, response: web.StreamResponse | None, user: User) -> str:
     """A fresh session (new id: no fixation) for `user`; returns its CSRF token."""
     session = await new_session(request)
-    token = csrf.new_token()
+    token = csrf.new_token(request.app[DM].session_secret)
     session["uid"] = user.id
     session["av"] = user.auth_version
     session["sk"] = user.session_key  # the user's never-reused key: an id alone is not enough
