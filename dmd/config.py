@@ -6,6 +6,7 @@ Every setting has one name used everywhere: the JSON key in the config file, the
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -45,7 +46,10 @@ class Config:
     session_secret: str = ""  # empty: generated once, kept in data_dir
     session_max_age: int = 14 * 24 * 3600
     public_url: str = ""  # how browsers and agents reach dmd; empty: derived from listen
-    trust_proxy: bool = False  # honour X-Forwarded-For / X-Forwarded-Proto from a reverse proxy
+    # The reverse proxies whose X-Forwarded-For/-Proto/-Host count: addresses or networks (a JSON
+    # list, or comma-separated in the environment and on the command line). The old boolean still
+    # reads: true means loopback only (127.0.0.0/8, ::1), false none.
+    trust_proxy: list[str] = field(default_factory=list)
     local_node: bool = False  # run an agent in-process against the local Docker socket
     local_port_pool: str = "20000-29999"  # the local node's host ports for port maps (TCP and UDP)
     local_port_forwarding: str = "auto"  # auto | kernel | proxy (see the agent's port_forwarding)
@@ -57,6 +61,8 @@ class Config:
     # parsed forms, filled by validate()
     host: str = field(default="", init=False, repr=False)
     port: int = field(default=DEFAULT_PORT, init=False, repr=False)
+    proxy_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
+        default=(), init=False, repr=False)
 
     def validate(self) -> Config:
         m = re.fullmatch(r"\[?([^\[\]]*?)\]?:(\d{1,5})", self.listen)
@@ -83,6 +89,7 @@ class Config:
                 "sessions",
                 f"expected memory, redis://HOST:PORT/DB or memcached://HOST:PORT, got {redact(self.sessions)!r}",
             )
+        self.trust_proxy, self.proxy_networks = parse_proxies(self.trust_proxy)
         if self.session_secret and len(self.session_secret) < 32:
             raise ConfigError("session_secret", "must be at least 32 characters")
         if self.session_max_age < 60:
@@ -119,6 +126,35 @@ class Config:
         return f"http://{host}:{self.port}"
 
 
+LOOPBACK = ["127.0.0.0/8", "::1/128"]
+
+
+def parse_proxies(value: object) -> tuple[list[str], tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]]:
+    """`trust_proxy` as a list of networks. Raises ConfigError naming the bad entry."""
+    if isinstance(value, bool):
+        entries = LOOPBACK if value else []
+    elif isinstance(value, str):
+        low = value.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            entries = LOOPBACK
+        elif low in ("0", "false", "no", "off", ""):
+            entries = []
+        else:
+            entries = [v.strip() for v in value.split(",") if v.strip()]
+    elif isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        entries = [v.strip() for v in value]
+    else:
+        raise ConfigError("trust_proxy", f"expected a list of proxy addresses or networks, got {value!r}")
+    nets = []
+    for entry in entries:
+        try:
+            nets.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ConfigError("trust_proxy", f"{entry!r} is not an IP address or network (for example "
+                                             "127.0.0.1, 10.0.0.0/8 or ::1)") from None
+    return [str(n) for n in nets], tuple(nets)
+
+
 def redact(url: str) -> str:
     """Hide a password in a URL before it goes into an error message."""
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
@@ -151,12 +187,14 @@ def _coerce(key: str, value: Any, typ: type) -> Any:
             return float(value)
         except (TypeError, ValueError):
             raise ConfigError(key, f"expected a number, got {value!r}") from None
+    if typ is list:
+        return value  # checked by Config.validate (parse_proxies)
     if not isinstance(value, str):
         raise ConfigError(key, f"expected a string, got {value!r}")
     return value
 
 
-_TYPES: dict[str, type] = {"str": str, "int": int, "bool": bool, "float": float}
+_TYPES: dict[str, type] = {"str": str, "int": int, "bool": bool, "float": float, "list[str]": list}
 
 
 def _apply(cfg: Config, values: dict[str, Any], source: str) -> None:

@@ -98,6 +98,11 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "account.password_intro": ("Changing it ends your sessions in other browsers.",
                                "変更すると、他のブラウザーでのセッションはすべて終了します。"),
     "account.password_submit": ("Change password", "パスワードを変更"),
+    "account.sign_out_everywhere": ("Sign out everywhere and revoke my API tokens",
+                                    "すべての場所からサインアウトし、API トークンを失効させる"),
+    "account.sign_out_everywhere_hint": (
+        "Recommended if you think someone else knew your password or holds one of your tokens.",
+        "パスワードやトークンが他人に知られたおそれがある場合におすすめします。"),
     "user.role": ("Role", "ロール"),
     "user.role_hint": ("Administrators manage users, nodes and images and see the audit log.",
                        "管理者はユーザー・ノード・イメージを管理し、監査ログを閲覧できます。"),
@@ -764,6 +769,9 @@ CATALOGUE: dict[str, tuple[str, str]] = {
                          "DM へようこそ。管理者アカウントの準備ができました。"),
     "flash.password_changed": ("Your password has been changed. Your other sessions have ended.",
                                "パスワードを変更しました。他のセッションは終了しました。"),
+    "flash.password_changed_everywhere": (
+        "Your password has been changed. Your other sessions have ended and your API tokens were revoked.",
+        "パスワードを変更しました。他のセッションは終了し、API トークンは失効しました。"),
     "flash.token_revoked": ("The token \"{name}\" has been revoked.",
                             "トークン「{name}」を失効させました。"),
     "flash.user_created": ("The user {name} has been created.", "ユーザー {name} を作成しました。"),

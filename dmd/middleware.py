@@ -1,6 +1,8 @@
 """The middleware stack, outermost first (see build_middlewares):
 
-1. errors    - turns every failure into a clean reply (JSON under /api, a page elsewhere);
+1. errors    - works out the client's address and scheme once (dmd.net: forwarded headers from
+               trusted proxies only) and keeps them on the request;
+               turns every failure into a clean reply (JSON under /api, a page elsewhere);
                a traceback is logged, never sent. Every reply, failed or not, gets the
                security headers, and Secure on every cookie when the request came over HTTPS.
 2. sessions  - aiohttp-session (loads lazily, saves when changed).
@@ -23,7 +25,7 @@ from dmd.api.registry import error_response
 from dmd.auth import csrf
 from dmd.core import DM
 from dmd.errors import ApiError, Forbidden, TooLarge, Unauthorized
-from dmd.net import is_https
+from dmd.net import client_ip, is_https, remember
 from dmd.sessions import SESSION_COOKIE
 from dmd.state import IDENTITY_KEY, Identity
 from dmd.usecases import auth as auth_uc
@@ -51,6 +53,7 @@ _HTTP_CODES = {
 def errors_middleware(html_error: HtmlError | None) -> Middleware:
     @web.middleware
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        remember(request)  # the client's address and scheme, once (trusted proxies only)
         try:
             return secure_headers(request, await handler(request))
         except ApiError as e:
@@ -98,8 +101,10 @@ async def _session_identity(request: web.Request) -> Identity | None:
     if not isinstance(uid, int):
         return None
     user = await auth_uc.session_user(request.app[DM], uid)
-    if user is None or user.disabled or session.get("av") != user.auth_version:
-        # Password changed, disabled or deleted since this session began.
+    if (user is None or user.disabled or session.get("av") != user.auth_version
+            or session.get("sk") != user.session_key):
+        # Password changed, disabled, signed out everywhere or deleted since this session
+        # began (a new user with a reused id has another session key).
         session.invalidate()
         return None
     return Identity(user, "session")
@@ -116,7 +121,7 @@ async def identity_middleware(request: web.Request, handler: Handler) -> web.Str
         scheme, _, value = auth.partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
             raise Unauthorized("the Authorization header must be 'Bearer <token>'")
-        ident = await auth_uc.token_identity(request.app[DM], value.strip())
+        ident = await auth_uc.token_identity(request.app[DM], value.strip(), client_ip(request))
     else:
         ident = await _session_identity(request)
         exempt = getattr(request.match_info.handler, "csrf_exempt", False)

@@ -26,6 +26,8 @@ class User:
     created_at: dt.datetime
     updated_at: dt.datetime
     last_login_at: dt.datetime | None
+    # Random, never reused (see dmd.db.schema.users): sessions and tokens must carry it.
+    session_key: str
 
     @property
     def is_admin(self) -> bool:

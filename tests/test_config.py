@@ -20,9 +20,10 @@ def test_precedence_file_env_cli(tmp_path):
     f.write_text(json.dumps({"listen": "127.0.0.1:4000", "sessions": "redis://127.0.0.1:6379/1",
                              "data_dir": str(tmp_path), "trust_proxy": True}))
     cfg = load(str(f), environ={})
-    assert cfg.port == 4000 and cfg.sessions.startswith("redis") and cfg.trust_proxy is True
+    # The old boolean still reads: true is loopback only.
+    assert cfg.port == 4000 and cfg.sessions.startswith("redis") and cfg.trust_proxy == ["127.0.0.0/8", "::1/128"]
     cfg = load(str(f), environ={"DMD_LISTEN": "127.0.0.1:5000", "DMD_TRUST_PROXY": "false"})
-    assert cfg.port == 5000 and cfg.trust_proxy is False
+    assert cfg.port == 5000 and cfg.trust_proxy == []
     cfg = load(str(f), cli={"listen": "[::1]:6000"}, environ={"DMD_LISTEN": "127.0.0.1:5000"})
     assert (cfg.host, cfg.port) == ("::1", 6000)
     assert cfg.base_url == "http://[::1]:6000"

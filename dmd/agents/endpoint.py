@@ -11,7 +11,7 @@ from aiohttp import WSMsgType, web
 
 from agent import protocol as p
 from dmd import __version__
-from dmd.agents.handshake import Refused, receive_hello
+from dmd.agents.handshake import Refused, held_back, receive_hello
 from dmd.agents.hub import AgentConn, Hub
 from dmd.core import DM
 from dmd.models import Node
@@ -34,8 +34,13 @@ async def agent_ws(request: web.Request) -> web.StreamResponse:
     # Accept the upgrade first so that every refusal reaches the agent as a close reason.
     ws = web.WebSocketResponse(max_msg_size=2 * p.MAX_MESSAGE_BYTES, autoping=True)
     await ws.prepare(request)
+    throttle = request.app[DM].throttle
+    if (refused := held_back(throttle, remote)) is not None:
+        await _refuse(ws, refused.code, refused.reason, remote)
+        return ws
     node = await _node_of(request, credential.strip()) if scheme.lower() == "bearer" and credential else None
     if node is None:
+        throttle.failure([f"ip:{remote}"])
         await _refuse(ws, p.CLOSE_AUTH, "unknown or revoked node credential", remote)
         return ws
     try:

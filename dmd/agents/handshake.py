@@ -6,6 +6,7 @@ Every refusal closes only that link, with a close code and a reason the agent lo
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,7 @@ from aiohttp import WSMsgType, web
 
 from agent import protocol as p
 from agent.link.snapshot import merge_parts
+from dmd.auth.throttle import LoginThrottle
 from dmd.models import Node
 
 log = logging.getLogger("dmd.agents")
@@ -37,6 +39,15 @@ class Refused(Exception):
         super().__init__(reason)
         self.code = code
         self.reason = reason
+
+
+def held_back(throttle: LoginThrottle, remote: str) -> Refused | None:
+    """Bad credentials count against the address like failed logins (dmd.auth.throttle); while
+    it is held back, its links are refused before any credential is looked up."""
+    wait = throttle.retry_after([f"ip:{remote}"])
+    if wait <= 0:
+        return None
+    return Refused(p.CLOSE_AUTH, f"too many failed authentications; try again in {math.ceil(wait)} s")
 
 
 def canonical_facts(data: Any, where: str = "facts") -> dict[str, Any]:

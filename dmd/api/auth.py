@@ -41,12 +41,13 @@ async def me(ctx: Ctx) -> Any:
     return MeOut(auth=ident.via, **{name: getattr(user, name) for name in _USER_FIELDS})
 
 
-@api.post("/me/password", summary="Change your password (ends your other sessions)", tag="auth",
-          body=PasswordChangeIn, status=204, errors=(401, 403, 422))
+@api.post("/me/password", summary="Change your password (ends your other sessions; by default also "
+          "revokes your API tokens: sign_out_everywhere)", tag="auth",
+          body=PasswordChangeIn, status=204, errors=(401, 403, 422, 429))
 async def change_password(ctx: Ctx) -> Any:
     body: PasswordChangeIn = ctx.body
     await flows.change_password(ctx.dm, ctx.request, ctx.user_identity, body.current_password,
-                                body.new_password)
+                                body.new_password, sign_out_everywhere=body.sign_out_everywhere)
     return None
 
 

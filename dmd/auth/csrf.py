@@ -4,11 +4,17 @@ A logged-in session holds a random token; the same value is sent to the browser 
 readable `dm_csrf` cookie. Forms echo it in a hidden `csrf_token` field and scripts in an
 `X-CSRF-Token` header. A cross-site page can make the browser send the session cookie, but
 it cannot read `dm_csrf`, so it cannot echo the token. Anonymous forms (login, setup) use
-the same cookie as a double-submit token. Bearer-token calls carry no cookie and need none.
+the same cookie as a double-submit token, with no server-side session (only logging in makes
+one): every token carries an HMAC with the session secret, so a token dmd did not make (one
+planted by a sibling site) is not accepted as the cookie. Bearer-token calls carry no cookie
+and need none.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import secrets
 
 from aiohttp import web
@@ -22,8 +28,22 @@ CSRF_FIELD = "csrf_token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def new_token() -> str:
-    return secrets.token_urlsafe(32)
+def _mac(secret: bytes, nonce: str) -> str:
+    mac = hmac.new(secret, b"csrf:" + nonce.encode(), hashlib.sha256).digest()[:18]
+    return base64.urlsafe_b64encode(mac).decode()
+
+
+def new_token(secret: bytes) -> str:
+    nonce = secrets.token_urlsafe(24)
+    return f"{nonce}.{_mac(secret, nonce)}"
+
+
+def is_ours(secret: bytes, token: str | None) -> bool:
+    """The token was made by this installation (its HMAC checks out)."""
+    if not token or len(token) > 100 or not token.isascii():
+        return False
+    nonce, _, mac = token.partition(".")
+    return bool(nonce) and hmac.compare_digest(mac, _mac(secret, nonce))
 
 
 def set_cookie(request: web.Request, response: web.StreamResponse, token: str) -> None:

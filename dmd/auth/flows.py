@@ -7,7 +7,7 @@ from aiohttp import web
 from aiohttp_session import get_session, new_session
 
 from dmd.auth import csrf
-from dmd.core import Dm
+from dmd.core import DM, Dm
 from dmd.models import Actor, User
 from dmd.net import client_ip
 from dmd.state import Identity
@@ -21,9 +21,10 @@ def actor_of(request: web.Request, ident: Identity | None) -> Actor:
 async def start_session(request: web.Request, response: web.StreamResponse | None, user: User) -> str:
     """A fresh session (new id: no fixation) for `user`; returns its CSRF token."""
     session = await new_session(request)
-    token = csrf.new_token()
+    token = csrf.new_token(request.app[DM].session_secret)
     session["uid"] = user.id
     session["av"] = user.auth_version
+    session["sk"] = user.session_key  # the user's never-reused key: an id alone is not enough
     session["csrf"] = token
     if response is not None:
         csrf.set_cookie(request, response, token)
@@ -42,12 +43,15 @@ async def logout(dm: Dm, request: web.Request, response: web.StreamResponse, ide
         await auth.logged_out(dm, actor_of(request, ident), ident.user.id)
 
 
-async def change_password(dm: Dm, request: web.Request, ident: Identity, current: str, new: str) -> User:
-    user = await auth.change_password(dm, actor_of(request, ident), ident.user.id, current, new)
+async def change_password(dm: Dm, request: web.Request, ident: Identity, current: str, new: str, *,
+                          sign_out_everywhere: bool = True) -> User:
+    user = await auth.change_password(dm, actor_of(request, ident), ident.user.id, current, new,
+                                      sign_out_everywhere=sign_out_everywhere)
     if ident.via == "session":
-        # Every other session ends; this one carries on under the new version.
+        # Every other session ends; this one carries on under the new version and key.
         session = await get_session(request)
         session["av"] = user.auth_version
+        session["sk"] = user.session_key
     return user
 
 

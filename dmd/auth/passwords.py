@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import weakref
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -13,7 +14,10 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 _hasher = PasswordHasher()  # argon2id, RFC 9106 low-memory profile (64 MiB, t=3, p=4)
 # Each hash holds 64 MiB for ~50 ms: bound how many run at once so a login flood
 # cannot exhaust memory or every executor thread.
-_slots = asyncio.Semaphore(2)
+# One semaphore per event loop: a semaphore that ever made a caller wait belongs to that loop
+# (tests, and a dmd started again in one process, run several loops one after another).
+_SLOTS = 2
+_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
 
 MIN_LENGTH = 8
 MAX_LENGTH = 1024
@@ -27,8 +31,12 @@ T = TypeVar("T")
 
 
 async def _run(fn: Callable[[], T]) -> T:
-    async with _slots:
-        return await asyncio.get_running_loop().run_in_executor(None, fn)
+    loop = asyncio.get_running_loop()
+    slots = _slots.get(loop)
+    if slots is None:
+        slots = _slots[loop] = asyncio.Semaphore(_SLOTS)
+    async with slots:
+        return await loop.run_in_executor(None, fn)
 
 
 async def hash_password(password: str) -> str:

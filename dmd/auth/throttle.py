@@ -4,6 +4,12 @@ After `free` failures inside `window` seconds each further attempt must wait an
 exponentially growing delay; after `lock_after` failures the key is locked for `lock_for`
 seconds. A success clears the account's counter (not the address's). Kept in memory:
 one dmd process sees all of its logins; with several daemons each throttles on its own.
+
+An attempt is counted *before* it is checked (`reserve`): as a failure, until it turns out
+right (`succeeded` takes it back). So parallel attempts cannot all pass the check before the
+first failure is counted: past the free ones, the others wait. Besides logins, every failed
+authentication counts against the client's address (`ip:` keys): bad bearer tokens, a wrong
+current password, bad agent credentials.
 """
 
 from __future__ import annotations
@@ -80,3 +86,25 @@ class LoginThrottle:
 
     def success(self, account_key: str) -> None:
         self._keys.pop(account_key, None)
+
+    def reserve(self, keys: list[str], now: float | None = None) -> float:
+        """Count an attempt on `keys` before it is checked. Returns 0 when it may go ahead (it
+        counts as a failure until `succeeded`), else the seconds to wait (nothing counted).
+        Synchronous, so no other attempt runs between the check and the count."""
+        wait = self.retry_after(keys, now)
+        if wait <= 0:
+            self.failure(keys, now)
+        return wait
+
+    def succeeded(self, keys: list[str]) -> None:
+        """The reserved attempt was right: an account's (`acct:`) counter clears; any other key
+        gets its reserved count back."""
+        for key in keys:
+            if key.startswith("acct:"):
+                self.success(key)
+                continue
+            st = self._keys.get(key)
+            if st is not None:
+                st.failures = max(0, st.failures - 1)
+                if st.failures < self._limits(key)[1]:
+                    st.locked_until = 0.0  # the lock came from this very reservation

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -46,10 +47,42 @@ async def upgrade(db: Database, target: str = "head") -> tuple[str | None, str]:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, target)
 
+    if db.dialect == "sqlite":
+        async with db.engine.connect() as conn:
+            await conn.run_sync(_sqlite_upgrade, _upgrade)
+        return before, await _after(db, before)
     async with db.begin() as conn:
         await conn.run_sync(_upgrade)
+    return before, await _after(db, before)
+
+
+def _sqlite_upgrade(conn: sa.Connection, run: Callable[[sa.Connection], None]) -> None:
+    """Rebuilding a table on SQLite (Alembic's batch mode: copy, drop, rename) needs foreign keys
+    off, or dropping the old table deletes, by cascade, every row that refers to it. The pragma
+    only takes effect outside a transaction, so it is set on the raw connection before BEGIN;
+    the references are checked before the commit."""
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+
+    def pragma(sql: str) -> None:
+        cur = raw.cursor()
+        cur.execute(sql)
+        cur.close()
+
+    pragma("PRAGMA foreign_keys=OFF")
+    try:
+        with conn.begin():
+            run(conn)
+            broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+            if broken:
+                raise RuntimeError(f"the migration left rows that refer to nothing: {broken[:5]}")
+    finally:
+        pragma("PRAGMA foreign_keys=ON")
+
+
+async def _after(db: Database, before: str | None) -> str:
     after = await current_revision(db)
     assert after is not None
     if before != after:
         log.info("database schema migrated from %s to %s", before or "empty", after)
-    return before, after
+    return after

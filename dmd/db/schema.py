@@ -31,9 +31,15 @@ users = sa.Table(
     sa.Column("gpu_limit", sa.Integer, nullable=True),
     # Bumped whenever every existing session of the user must end (password change, disable).
     sa.Column("auth_version", sa.Integer, nullable=False, default=1),
+    # Random, made at creation and never reused: every session and API token carries it and
+    # is checked against it, so a deleted user's cookie never names whoever gets the row next.
+    # A new value ends every session and token of the user at once.
+    sa.Column("session_key", sa.String(32), nullable=False),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
     sa.Column("last_login_at", UtcDateTime, nullable=True),
+    # SQLite: AUTOINCREMENT, so ids of deleted users are never handed out again.
+    sqlite_autoincrement=True,
 )
 
 api_tokens = sa.Table(
@@ -49,6 +55,9 @@ api_tokens = sa.Table(
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("expires_at", UtcDateTime, nullable=True),
     sa.Column("last_used_at", UtcDateTime, nullable=True),
+    # The owner's session_key when the token was made: a token answers only while they match.
+    sa.Column("user_key", sa.String(32), nullable=False),
+    sqlite_autoincrement=True,
 )
 
 audit_log = sa.Table(

@@ -10,11 +10,12 @@ from __future__ import annotations
 from aiohttp import web
 
 from dmd.pages import account, admin, auth_pages, images, instances, nodes, port_maps, ssh_keys
-from dmd.pages.render import setup_jinja, web_dir
+from dmd.pages.render import carry_flashes, setup_jinja, web_dir
 
 
 def setup_pages(app: web.Application) -> None:
     setup_jinja(app)
+    app.on_response_prepare.append(carry_flashes)  # anonymous flashes travel in a signed cookie
     app.router.add_static("/static/", web_dir() / "static", name="static", append_version=True)
     for mod in (auth_pages, account, admin):
         app.router.add_routes(mod.routes)

@@ -46,6 +46,7 @@ async def _page(request: web.Request, *, status: int = 200, **extra: Any) -> web
         "max_tokens": accounts.MAX_TOKENS_PER_USER,
         "new_token": new_token,
         "pw_error": None,
+        "sign_out_everywhere": True,  # ticked unless the user unticked it on a failed attempt
         "token_error": None,
         "token_form": {"name": "", "expires_in_days": ""},
         "here": "/account",
@@ -71,17 +72,21 @@ async def change_password(request: web.Request) -> web.StreamResponse:
         body = forms.validate(PasswordChangeIn, {
             "current_password": data.get("current_password", ""),
             "new_password": data.get("new_password", ""),
+            # A checkbox sends nothing when unticked.
+            "sign_out_everywhere": data.get("sign_out_everywhere") == "on",
         })
         try:
             await flows.change_password(dm_of(request), request, ident, body.current_password,
-                                        body.new_password)
+                                        body.new_password, sign_out_everywhere=body.sign_out_everywhere)
         except ApiError as e:
             raise forms.from_api_error(e) from None
     except forms.FormError as fe:
         if fe.key == "err.bad_credentials":
             fe.key, fe.field = "err.wrong_current_password", "current_password"
-        return await _page(request, status=fe.status, pw_error=fe.view(lang_of(request)))
-    await flash(request, "ok", "flash.password_changed")
+        return await _page(request, status=fe.status, pw_error=fe.view(lang_of(request)),
+                           sign_out_everywhere=data.get("sign_out_everywhere") == "on")
+    await flash(request, "ok", "flash.password_changed_everywhere" if body.sign_out_everywhere
+                else "flash.password_changed")
     return redirect("/account")
 
 

@@ -3,11 +3,16 @@ redirects, who may see a page, and the friendly error page."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import functools
+import hashlib
+import hmac
 import importlib.resources
+import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -21,7 +26,9 @@ from dmd import i18n
 from dmd.auth import csrf
 from dmd.core import DM, Dm
 from dmd.errors import Forbidden
+from dmd.net import is_https
 from dmd.sessions import SESSION_COOKIE
+from dmd.sessions.signed import authenticated
 from dmd.state import IDENTITY_KEY, Identity
 
 log = logging.getLogger(__name__)
@@ -34,6 +41,9 @@ LANG_COOKIE = "dm_lang"
 PREF_MAX_AGE = 365 * 24 * 3600
 FLASH_KEY = "flash"
 MAX_FLASH = 5
+FLASH_COOKIE = "dm_flash"  # an anonymous visitor's flashes (signed; no server-side session)
+ANON_FLASH_KEY: web.RequestKey[list[Any]] = web.RequestKey("dm_anon_flash", list)
+FLASH_TAKEN_KEY: web.RequestKey[bool] = web.RequestKey("dm_flash_taken", bool)
 
 
 def web_dir() -> Path:
@@ -110,20 +120,66 @@ def url_with(path: str, **params: str | int | None) -> str:
 # --- flash messages -------------------------------------------------------------------
 
 async def flash(request: web.Request, kind: str, key: str, **params: Any) -> None:
-    """Remember a message (a catalogue key, translated when shown) for the next page."""
+    """Remember a message (a catalogue key, translated when shown) for the next page: in the
+    session when it names a user, else in a short-lived signed cookie (an anonymous visitor,
+    or one who just logged out, gets no server-side session)."""
     session = await get_session(request)
+    if not authenticated(session):
+        request[ANON_FLASH_KEY] = [*request.get(ANON_FLASH_KEY, []), [kind, key, params]][-MAX_FLASH:]
+        return
     items = list(session.get(FLASH_KEY) or [])[-(MAX_FLASH - 1):]
     items.append([kind, key, params])
     session[FLASH_KEY] = items
 
 
+def _flash_mac(request: web.Request, payload: str) -> str:
+    mac = hmac.new(dm_of(request).session_secret, b"flash:" + payload.encode(), hashlib.sha256)
+    return base64.urlsafe_b64encode(mac.digest()[:18]).decode()
+
+
+def _cookie_flashes(request: web.Request) -> list[Any]:
+    """The signed flash cookie's messages (none when absent, mangled or not dmd's)."""
+    raw = request.cookies.get(FLASH_COOKIE, "")
+    payload, _, mac = raw.partition(".")
+    if not payload or len(raw) > 3000 or not hmac.compare_digest(mac, _flash_mac(request, payload)):
+        return []
+    request[FLASH_TAKEN_KEY] = True  # the cookie goes with this reply
+    try:
+        items = json.loads(base64.urlsafe_b64decode(payload.encode()))
+    except ValueError:
+        return []
+    return items if isinstance(items, list) else []
+
+
+async def carry_flashes(request: web.Request, response: web.StreamResponse) -> None:
+    """(on_response_prepare) Anonymous flashes go out in the signed cookie; shown ones are cleared.
+    The response's headers are already made at this point, so the cookie is added as a header."""
+    items = request.get(ANON_FLASH_KEY)
+    if not items and not request.get(FLASH_TAKEN_KEY):
+        return
+    jar: SimpleCookie = SimpleCookie()
+    if items:
+        payload = base64.urlsafe_b64encode(json.dumps(items).encode()).decode()
+        jar[FLASH_COOKIE] = f"{payload}.{_flash_mac(request, payload)}"
+        jar[FLASH_COOKIE]["max-age"] = 300
+    else:
+        jar[FLASH_COOKIE] = ""
+        jar[FLASH_COOKIE]["max-age"] = 0
+    morsel = jar[FLASH_COOKIE]
+    morsel["path"], morsel["httponly"], morsel["samesite"] = "/", True, "Lax"
+    if is_https(request):
+        morsel["secure"] = True
+    response.headers.add("Set-Cookie", morsel.OutputString())
+
+
 async def _take_flashes(request: web.Request, lang: str) -> list[dict[str, str]]:
-    if SESSION_COOKIE not in request.cookies:
+    raw: list[Any] = _cookie_flashes(request) if FLASH_COOKIE in request.cookies else []
+    if SESSION_COOKIE in request.cookies:
+        session = await get_session(request)
+        if FLASH_KEY in session:
+            raw = [*raw, *(session.pop(FLASH_KEY) or [])]
+    if not raw:
         return []
-    session = await get_session(request)
-    if FLASH_KEY not in session:
-        return []
-    raw = session.pop(FLASH_KEY)
     out = []
     for item in raw if isinstance(raw, list) else []:
         try:
@@ -214,11 +270,14 @@ async def render(
 # --- anonymous forms: double-submit CSRF ------------------------------------------------
 
 def anon_csrf_token(request: web.Request) -> tuple[str, bool]:
-    """The token for an anonymous form: the dm_csrf cookie's value, or a new one (True: set it)."""
+    """The token for an anonymous form: the dm_csrf cookie's value when dmd made it, or a new
+    one (True: set it). Nothing is stored on the server."""
+    secret = dm_of(request).session_secret
     existing = request.cookies.get(csrf.CSRF_COOKIE)
-    if existing and 20 <= len(existing) <= 100 and existing.isascii() and existing.isprintable():
+    if csrf.is_ours(secret, existing):
+        assert existing is not None
         return existing, False
-    return csrf.new_token(), True
+    return csrf.new_token(secret), True
 
 
 async def render_anon_form(
@@ -232,7 +291,9 @@ async def render_anon_form(
 
 
 async def check_anon_csrf(request: web.Request) -> None:
-    if not await csrf.check(request, request.cookies.get(csrf.CSRF_COOKIE)):
+    cookie = request.cookies.get(csrf.CSRF_COOKIE)
+    # The form is read first, so an oversized one still answers 413.
+    if not await csrf.check(request, cookie) or not csrf.is_ours(dm_of(request).session_secret, cookie):
         raise Forbidden("missing or wrong CSRF token", code="csrf")
 
 

@@ -20,9 +20,13 @@ async def create(
     conn: AsyncConnection, user_id: int, name: str, expires_at: dt.datetime | None
 ) -> tuple[ApiToken, str]:
     secret = new_secret(API_TOKEN_PREFIX)
+    key = (await conn.execute(sa.select(users.c.session_key).where(users.c.id == user_id))).scalar_one_or_none()
+    if key is None:
+        raise NotFound(f"no such user: {user_id}")
     res = await conn.execute(
         api_tokens.insert().values(
             user_id=user_id,
+            user_key=key,
             name=name,
             token_hash=hash_secret(secret),
             prefix=secret[:10],
@@ -72,6 +76,8 @@ async def lookup(conn: AsyncConnection, token_hash: str) -> tuple[User, ApiToken
         sa.select(api_tokens, users)
         .join(users, users.c.id == api_tokens.c.user_id)
         .where(api_tokens.c.token_hash == token_hash)
+        # Bound to the owner's never-reused key, not only to an id.
+        .where(api_tokens.c.user_key == users.c.session_key)
     )
     row = (await conn.execute(q)).first()
     if row is None:
@@ -95,6 +101,12 @@ def _token_from_joined(row: sa.Row) -> ApiToken:  # type: ignore[type-arg]
 def _user_from_joined(row: sa.Row) -> User:  # type: ignore[type-arg]
     m = row._mapping
     return User(**{k: m[users.c[k]] for k in User.__slots__})  # type: ignore[attr-defined]
+
+
+async def revoke_all(conn: AsyncConnection, user_id: int) -> int:
+    """Delete every token of the user; how many there were."""
+    res = await conn.execute(api_tokens.delete().where(api_tokens.c.user_id == user_id))
+    return int(res.rowcount or 0)
 
 
 async def mark_used(conn: AsyncConnection, token_ids: list[int], when: dt.datetime) -> None:

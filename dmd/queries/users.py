@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import secrets
 from typing import Any
 
 import sqlalchemy as sa
@@ -59,6 +60,10 @@ async def _free_username(conn: AsyncConnection, base: str) -> str:
     return f"{base}-{n}"
 
 
+def new_session_key() -> str:
+    return secrets.token_hex(16)
+
+
 async def count(conn: AsyncConnection) -> int:
     return int((await conn.execute(sa.select(sa.func.count()).select_from(users))).scalar_one())
 
@@ -95,6 +100,7 @@ async def create(
                     node_limit=node_limit,
                     gpu_limit=gpu_limit,
                     auth_version=1,
+                    session_key=new_session_key(),
                     created_at=now,
                     updated_at=now,
                 )
@@ -201,6 +207,14 @@ async def set_password(conn: AsyncConnection, user_id: int, password_hash: str) 
         .where(users.c.id == user_id)
         .values(password_hash=password_hash, auth_version=before.auth_version + 1, updated_at=utcnow())
     )
+    return await get(conn, user_id)
+
+
+async def rotate_session_key(conn: AsyncConnection, user_id: int) -> User:
+    """A new session key: every session and API token of the user stops answering at once."""
+    await _lock(conn, user_id)
+    await conn.execute(users.update().where(users.c.id == user_id)
+                       .values(session_key=new_session_key(), updated_at=utcnow()))
     return await get(conn, user_id)
 
 

@@ -46,6 +46,9 @@ class SetupIn(In):
 class PasswordChangeIn(In):
     current_password: Annotated[str, StringConstraints(min_length=1, max_length=PW_MAX)]
     new_password: Password
+    sign_out_everywhere: bool = Field(
+        True, description="Also revoke every API token of yours (the calling one too) and end every "
+                          "other session; your other sessions end in any case. Default true.")
 
 
 class UserOut(Out):
@@ -77,9 +80,10 @@ class MeOut(UserOut):
 
 class HealthOut(BaseModel):
     status: Literal["ok"]
-    version: str
-    database: str
-    sessions: str
+    # Details for administrators only: anonymous callers and plain users learn that dmd is up.
+    version: str | None = Field(None, description="admins only")
+    database: str | None = Field(None, description="admins only")
+    sessions: str | None = Field(None, description="admins only")
 
 
 # --- users --------------------------------------------------------------------------

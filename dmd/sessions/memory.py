@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp_session import Session
 
-from dmd.sessions.signed import SignedCookieMixin
+from dmd.sessions.signed import SignedCookieMixin, authenticated
 
 
 class MemoryStorage(SignedCookieMixin):
@@ -43,14 +43,18 @@ class MemoryStorage(SignedCookieMixin):
             return Session(None, data=None, new=True, max_age=self.max_age)
         return Session(key, data=json.loads(entry[1]), new=False, max_age=self.max_age)
 
+    async def forget(self, key: str) -> None:
+        self._data.pop(key, None)
+
     async def save_session(self, request: web.Request, response: web.StreamResponse, session: Session) -> None:
+        if not authenticated(session):
+            # Only logged-in sessions are kept, so only they can fill the store: eviction below
+            # never makes room for an anonymous visitor.
+            await self.drop_anonymous(request, response, session)
+            return
         key = session.identity
         if key is None:
             key = uuid.uuid4().hex
-        if session.empty:
-            self._data.pop(str(key), None)
-            self.save_cookie(response, "", max_age=session.max_age)
-            return
         now = time.time()
         self._purge(now)
         ttl = session.max_age or self.max_age or 86400

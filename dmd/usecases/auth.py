@@ -23,19 +23,41 @@ LAST_USED_EVERY = 300.0  # seconds between writes of a token's last_used_at
 
 # --- who is calling ---------------------------------------------------------------------------
 
-async def token_identity(dm: Dm, value: str) -> Identity:
-    """The caller of a bearer token (cached briefly), or 401."""
-    if not looks_like_api_token(value):
-        raise Unauthorized("invalid API token")
+def _too_many(wait: float, what: str) -> TooManyRequests:
+    return TooManyRequests(f"too many failed {what}; try again in {math.ceil(wait)} s",
+                           extra={"retry_after": math.ceil(wait)})
+
+
+def address_allowed(dm: Dm, ip: str) -> None:
+    """429 while the client's address is held back by failed authentications."""
+    wait = dm.throttle.retry_after([f"ip:{ip}"])
+    if wait > 0:
+        raise _too_many(wait, "authentications from your address")
+
+
+def address_failed(dm: Dm, ip: str) -> None:
+    """A failed authentication (a bad token or agent credential) counts against the address."""
+    dm.throttle.failure([f"ip:{ip}"])
+
+
+async def token_identity(dm: Dm, value: str, ip: str = "unknown") -> Identity:
+    """The caller of a bearer token (cached briefly), or 401; a bad token counts against the
+    client's address in the throttle (a 256-bit token cannot be guessed: this is about spraying
+    garbage, so the check runs only on failures and valid tokens stay on the fast path)."""
     th = hash_secret(value)
     cache = dm.token_cache
     hit = cache.get(th)
     if hit is not None:
         return Identity(hit[0], "token", hit[1])
+    address_allowed(dm, ip)
+    if not looks_like_api_token(value):
+        address_failed(dm, ip)
+        raise Unauthorized("invalid API token")
     db = dm.db
     async with db.read() as conn:
         found = await tokens.lookup(conn, th)
     if found is None:
+        address_failed(dm, ip)
         raise Unauthorized("invalid, expired or revoked API token")
     user, tok = found
     cache.put(th, user, tok.id, tok.expires_at.timestamp() if tok.expires_at else None)
@@ -58,28 +80,26 @@ async def login(dm: Dm, email: str, password: str, ip: str) -> User:
     """The user with this email and password; failures count towards the throttle (per account
     and per client address) and are audited."""
     email = email.strip().lower()
-    acct_key, ip_key = f"acct:{email}", f"ip:{ip}"
+    keys = [f"acct:{email}", f"ip:{ip}"]
     throttle = dm.throttle
-    wait = throttle.retry_after([acct_key, ip_key])
+    # Counted before the check (see dmd.auth.throttle): parallel guesses cannot all be checked.
+    wait = throttle.reserve(keys)
     if wait > 0:
-        raise TooManyRequests(
-            f"too many failed logins; try again in {math.ceil(wait)} s",
-            extra={"retry_after": math.ceil(wait)},
-        )
+        raise _too_many(wait, "logins")
     db = dm.db
     async with db.read() as conn:
         user = await users.get_by_email(conn, email)
         stored = await users.password_hash_for(conn, user.id) if user else None
+    # The password is checked for a disabled account too, and the answer is the same as for a
+    # wrong one: the reply and its timing do not tell which accounts exist or are disabled.
     ok = await verify_password(stored, password)
-    if not ok or user is None:
-        throttle.failure([acct_key, ip_key])
+    if not ok or user is None or user.disabled:
         async with db.begin() as conn:
             await audit.record(conn, Actor(None, ip, "anonymous"), "auth.login_failed", "user",
-                               user.id if user else None, email=email[:254])
+                               user.id if user else None, email=email[:254],
+                               **({"disabled": True} if user is not None and user.disabled else {}))
         raise Unauthorized(WRONG_CREDENTIALS, code="bad_credentials")
-    if user.disabled:
-        raise Forbidden("this account is disabled; ask an administrator", code="account_disabled")
-    throttle.success(acct_key)
+    throttle.succeeded(keys)
     new_hash = await hash_password(password) if stored and needs_rehash(stored) else None
     async with db.begin() as conn:
         await users.touch_login(conn, user.id)
@@ -95,18 +115,31 @@ async def logged_out(dm: Dm, actor: Actor, user_id: int) -> None:
         await audit.record(conn, actor, "auth.logout", "user", user_id)
 
 
-async def change_password(dm: Dm, actor: Actor, user_id: int, current: str, new: str) -> User:
+async def change_password(dm: Dm, actor: Actor, user_id: int, current: str, new: str, *,
+                          sign_out_everywhere: bool = True) -> User:
     """A new password for the caller, who gives the current one; every session of theirs ends
-    (the caller's own carries on: see dmd.auth.flows)."""
+    (the caller's own carries on: see dmd.auth.flows). With `sign_out_everywhere` every API token
+    of theirs is revoked too and their session key changes (nothing made before still answers).
+    A wrong current password counts against the address and this account's password checks."""
+    keys = [f"ip:{actor.ip or 'unknown'}", f"pw:{user_id}"]
+    wait = dm.throttle.reserve(keys)
+    if wait > 0:
+        raise _too_many(wait, "password checks")
     db = dm.db
     async with db.read() as conn:
         stored = await users.password_hash_for(conn, user_id)
     if not await verify_password(stored, current):
         raise Forbidden("the current password is wrong", code="bad_credentials")
+    dm.throttle.succeeded(keys)
     new_hash = await hash_password(new)
     async with db.begin() as conn:
         user = await users.set_password(conn, user_id, new_hash)
-        await audit.record(conn, actor, "user.password_change", "user", user.id)
+        revoked = 0
+        if sign_out_everywhere:
+            revoked = await tokens.revoke_all(conn, user_id)
+            user = await users.rotate_session_key(conn, user_id)
+        await audit.record(conn, actor, "user.password_change", "user", user.id,
+                           signed_out_everywhere=sign_out_everywhere, tokens_revoked=revoked)
     dm.token_cache.forget_user(user.id)
     return user
 

@@ -128,7 +128,8 @@ async def test_disabled_account(client, admin):
     assert (await client.get("/api/v1/me")).status == 401  # the session ended
     assert (await client.get("/api/v1/me", headers=tok)).status == 401  # and tokens stop
     r = await client.post("/api/v1/auth/login", json={"email": "u@example.org", "password": PASSWORD})
-    assert r.status == 403 and (await r.json())["error"]["code"] == "account_disabled"
+    # Exactly like a wrong password (issue 10): nobody learns the account exists and is disabled.
+    assert r.status == 401 and (await r.json())["error"]["code"] == "bad_credentials"
 
 
 async def test_logout_ends_session(client):

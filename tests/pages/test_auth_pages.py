@@ -139,7 +139,9 @@ async def test_disabled_account_cannot_log_in(client):
     csrf = await get_csrf(client, "/login")
     r = await client.post("/login", data={"csrf_token": csrf, "email": "bob@example.org",
                                           "password": PASSWORD})
-    assert r.status == 403 and "disabled" in await r.text()
+    # Exactly like a wrong password (issue 10): the page does not tell that the account exists.
+    html = await r.text()
+    assert r.status == 401 and "Wrong email or password" in html and "disabled" not in html
 
 
 async def test_login_throttled_after_failures(client):
