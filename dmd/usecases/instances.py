@@ -42,7 +42,7 @@ def create_request(b: InstanceCreateIn) -> svc.CreateRequest:
     return svc.CreateRequest(
         name=b.name, image=b.image, node_id=b.node_id, cpus=b.cpus, memory_mb=b.memory_mb,
         gpu_count=b.gpus if isinstance(b.gpus, int) else 0,
-        gpu_uuids=list(dict.fromkeys(b.gpus)) if isinstance(b.gpus, list) else None,
+        gpu_uuids=list(b.gpus) if isinstance(b.gpus, list) else None,  # repeats refused, not merged
         env=dict(b.env), command=list(b.command) if b.command else None, privileged=b.privileged,
         host_network=b.host_network, ssh=b.ssh, ssh_key_ids=b.ssh_key_ids,
         port_maps=[(m.protocol, m.instance_port, m.host_port) for m in b.port_maps],

@@ -81,7 +81,11 @@ def test_gpu_keys_are_uuids_unless_they_repeat_or_are_missing():
     assert [k for k, _ in svc.gpu_keys(_node({"gpus": gpus("GPU-a", "GPU-b")}))] == ["GPU-a", "GPU-b"]
     assert [k for k, _ in svc.gpu_keys(_node({"gpus": gpus("GPU-a", "GPU-a")}))] == ["index:0", "index:1"]
     assert [k for k, _ in svc.gpu_keys(_node({"gpus": gpus("GPU-a", None)}))] == ["index:0", "index:1"]
-    assert [k for k, _ in svc.gpu_keys(_node({"gpus": [{"uuid": "x"}, {"uuid": "x"}]}))] == ["index:0", "index:1"]
+    # No index, or indexes that repeat: the GPU's place in the facts, so keys never repeat.
+    assert [k for k, _ in svc.gpu_keys(_node({"gpus": [{"uuid": "x"}, {"uuid": "x"}]}))] == ["slot:0", "slot:1"]
+    assert [k for k, _ in svc.gpu_keys(_node({"gpus": [{"index": 0}, {"index": 0}]}))] == ["slot:0", "slot:1"]
+    assert [k for k, _ in svc.gpu_keys(_node({"gpus": [{"uuid": "", "index": 3}, {"uuid": "y", "index": 4}]}))] == [
+        "index:3", "index:4"]
     assert svc.gpu_keys(_node({})) == []
 
 
@@ -180,6 +184,42 @@ async def test_gpu_requests_by_uuid(db: Database) -> None:
     assert inst.node_id == b and await held(db, inst.id) == ["GPU-3"]
     inst = await create(db, admin, req("y", gpu_uuids=["GPU-2"]), online)
     assert inst.node_id == a and await held(db, inst.id) == ["GPU-2"]
+
+
+async def test_each_gpu_id_selects_exactly_one_device(db: Database) -> None:
+    """A node whose GPUs repeat a uuid (or report none): asking by that uuid used to give every
+    GPU reporting it while the quota counted one (issue 10, hole 3)."""
+    limited = await user(db, "u@example.org", gpu_limit=2)
+    dup = await add_node(db, "dup", owner=limited, gpu_list=gpus("GPU-x", "GPU-x"))
+    bare = await add_node(db, "bare", owner=limited, gpu_list=gpus(None, None))
+    mixed = await add_node(db, "mixed", owner=limited, gpu_list=gpus("GPU-a", None))
+    online = {dup, bare, mixed}
+    ambiguous = (422, "invalid", "gpus: GPU-x is reported by 2 GPUs of node dup; ask for one of them by key: "
+                                 "index:0, index:1")
+    assert await refused(db, limited, req(gpu_uuids=["GPU-x"], node_id=dup), online) == ambiguous
+    assert await refused(db, limited, req(gpu_uuids=["GPU-x"]), online) == ambiguous
+    assert await refused(db, limited, req(gpu_uuids=["index:0", "index:0"], node_id=dup), online) == (
+        422, "invalid", "gpus: index:0 is asked for more than once; list each GPU once")
+    assert await refused(db, limited, req(gpu_uuids=["index:7"], node_id=dup), online) == (
+        422, "invalid", "gpus: index:7 is not a GPU of node dup; its GPUs are: index:0, index:1")
+    assert await refused(db, limited, req(gpu_uuids=["None"], node_id=bare), online) == (
+        422, "invalid", "gpus: None is not a GPU of node bare; its GPUs are: index:0, index:1")
+    assert await refused(db, limited, req(gpu_uuids=[" "], node_id=bare), online) == (
+        422, "invalid", "gpus: a GPU id is empty; use the keys GET /capacity lists")
+    # Two ids of one device: its uuid (reported by it alone) and its key.
+    assert await refused(db, limited, req(gpu_uuids=["GPU-a", "index:0"], node_id=mixed), online) == (
+        422, "invalid", "gpus: GPU-a and index:0 are the same GPU of node mixed (index:0)")
+    one = await create(db, limited, req("one", gpu_uuids=["index:1"], node_id=dup), online)
+    assert await held(db, one.id) == ["index:1"]
+    two = await create(db, limited, req("two", gpu_uuids=["index:0"], node_id=dup), online)
+    assert await held(db, two.id) == ["index:0"]
+    # The quota counts the devices held: a third is refused, on any node.
+    assert await refused(db, limited, req("three", gpu_uuids=["GPU-a"]), online) == (
+        403, "quota_exceeded", "you may hold at most 2 GPU(s); you hold 2 and asked for 1")
+    async with db.begin() as conn:
+        await svc.forget(conn, one.id)
+    inst = await create(db, limited, req("by-uuid", gpu_uuids=["GPU-a"]), online)  # its own uuid: one device
+    assert (inst.node_id, await held(db, inst.id)) == (mixed, ["index:0"])
 
 
 async def test_quotas_count_live_instances_and_held_gpus(db: Database) -> None:
