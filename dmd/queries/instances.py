@@ -97,6 +97,26 @@ def check_gpu_ids(wanted: list[str]) -> None:
         raise Invalid(f"gpus: {', '.join(repeated)} is asked for more than once; list each GPU once", field="gpus")
 
 
+# The size of an instance created without one, where its node sets none (issue 10, hole 11):
+# every instance has cgroup limits and counts in placement.
+DEFAULT_CPUS = 1.0
+DEFAULT_MEMORY_MB = 1024
+
+
+def default_size(node: Node) -> tuple[float, int]:
+    """(cpus, memory_mb) an instance created on the node without them gets: the node's defaults
+    (an administrator's choice), else dmd's; never more than the node has."""
+    cpus = node.default_cpus if node.default_cpus is not None else DEFAULT_CPUS
+    memory_mb = node.default_memory_mb if node.default_memory_mb is not None else DEFAULT_MEMORY_MB
+    facts = node.facts or {}
+    cpu_total, mem_total = facts.get("cpu_count"), facts.get("memory_total_mb")
+    if isinstance(cpu_total, int | float) and not isinstance(cpu_total, bool) and cpu_total > 0:
+        cpus = min(cpus, float(cpu_total))
+    if isinstance(mem_total, int | float) and not isinstance(mem_total, bool) and mem_total >= 6:
+        memory_mb = min(memory_mb, int(mem_total))
+    return cpus, memory_mb
+
+
 @dataclass
 class Usage:
     cpus: float
@@ -262,6 +282,7 @@ async def create(conn: AsyncConnection, owner: User, req: CreateRequest, online:
     reasons: list[str] = []
     unsupported: list[str] = []  # nodes whose runtime cannot do it at all
     chosen: Free | None = None
+    size: tuple[float, int] = (0.0, 0)  # what the chosen node gives it
     for node in candidates:
         if node.id not in online:
             reasons.append(f"{node.name}: offline")
@@ -282,7 +303,10 @@ async def create(conn: AsyncConnection, owner: User, req: CreateRequest, online:
         # Lock the node row: placements on one node queue here, so capacity stays true.
         await conn.execute(sa.select(nodes.c.id).where(nodes.c.id == node.id).with_for_update())
         free = await free_on(conn, node)
-        why = _fits(free, req.cpus, req.memory_mb, req.gpu_count, asked, req.gpu_uuids)
+        cpus_default, memory_default = default_size(node)
+        size = (req.cpus if req.cpus is not None else cpus_default,
+                req.memory_mb if req.memory_mb is not None else memory_default)
+        why = _fits(free, size[0], size[1], req.gpu_count, asked, req.gpu_uuids)
         if why is None:
             chosen = free
             break
@@ -298,8 +322,8 @@ async def create(conn: AsyncConnection, owner: User, req: CreateRequest, online:
     try:
         async with conn.begin_nested():
             res = await conn.execute(instances.insert().values(
-                name=req.name, owner_id=owner.id, node_id=chosen.node.id, image=req.image, cpus=req.cpus,
-                memory_mb=req.memory_mb, env=json.dumps(req.env), command=json.dumps(req.command) if req.command
+                name=req.name, owner_id=owner.id, node_id=chosen.node.id, image=req.image, cpus=size[0],
+                memory_mb=size[1], env=json.dumps(req.env), command=json.dumps(req.command) if req.command
                 is not None else None, privileged=req.privileged, host_network=req.host_network,
                 ssh_enabled=req.ssh and not req.host_network, ssh_keys_all=True, desired="running",
                 status="pending", created_at=now, updated_at=now,

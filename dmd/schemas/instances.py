@@ -21,6 +21,8 @@ __all__ = [
     "ImagePatchIn",
     "ImageRef",
     "InstanceCreateIn",
+    "InstanceDefaultsIn",
+    "InstanceDefaultsOut",
     "InstanceOut",
     "InstanceQuery",
     "LogsQuery",
@@ -96,8 +98,10 @@ class InstanceCreateIn(In):
     name: NodeName
     image: ImageRef
     node_id: Annotated[int, Field(ge=1, le=MAX_ID)] | None = Field(None, description="Omit to let DM place it")
-    cpus: Annotated[float, Field(gt=0, le=1024)] | None = None
-    memory_mb: Annotated[int, Field(ge=6, le=16 * 1024 * 1024)] | None = None
+    cpus: Annotated[float, Field(gt=0, le=1024)] | None = Field(
+        None, description="Omit for the node's default (GET /capacity: default_cpus)")
+    memory_mb: Annotated[int, Field(ge=6, le=16 * 1024 * 1024)] | None = Field(
+        None, description="MiB; omit for the node's default (GET /capacity: default_memory_mb)")
     gpus: Annotated[int, Field(ge=0, le=64)] | Annotated[list[GpuId], Field(max_length=64)] = Field(
         0, description="A number of GPUs, or a list of GPU keys on the node (each once; GET /capacity lists "
         "them: the uuid, or 'index:N'/'slot:N' on a node whose GPUs report no distinct uuids)")
@@ -115,6 +119,21 @@ class InstanceCreateIn(In):
     port_maps: Annotated[list[PortMapIn], Field(max_length=100)] = Field(
         default_factory=list, description="Host ports to map to the instance's ports (port 22 is mapped "
         "already when ssh is on)")
+
+
+class InstanceDefaultsIn(In):
+    cpus: Annotated[float, Field(gt=0, le=1024)] | None = Field(
+        None, description="CPUs of an instance created on this node without any; null: DM's default (1)")
+    memory_mb: Annotated[int, Field(ge=6, le=16 * 1024 * 1024)] | None = Field(
+        None, description="Memory (MiB) of an instance created on this node without any; null: DM's default (1024)")
+
+
+class InstanceDefaultsOut(BaseModel):
+    node_id: int
+    cpus: float | None = Field(description="As set for this node; null: DM's default")
+    memory_mb: int | None = Field(description="As set for this node; null: DM's default")
+    effective_cpus: float = Field(description="What an instance created without cpus gets here")
+    effective_memory_mb: int = Field(description="What an instance created without memory_mb gets here")
 
 
 class SshPatchIn(In):
@@ -208,6 +227,8 @@ class CapacityOut(BaseModel):
     memory_mb_free: int | None
     gpus_free: list[dict[str, Any]]
     gpus_total: int
+    default_cpus: float = Field(description="CPUs an instance created here without cpus gets (and counts at)")
+    default_memory_mb: int = Field(description="Memory (MiB) an instance created here without memory_mb gets")
 
 
 class ImageOut(BaseModel):
