@@ -194,17 +194,25 @@ class Executor:
         except (NodeOffline, AgentTimeout) as e:
             log.info("node %s: %s; the rest of the round waits for the node", node_id, e.message)
 
-    @staticmethod
-    async def _isolated(node_id: int, step: Any, run: Awaitable[None]) -> None:
+    async def _isolated(self, node_id: int, step: Any, run: Awaitable[None]) -> None:
         """Run one step; a failure of its own (not the node's: offline, no answer) is logged and
         the round goes on, so that one instance never holds back the others' starts, deletes and
-        freed GPUs (issue 10, hole 5)."""
+        freed GPUs (issue 10, hole 5). An instance whose container step failed says so."""
         try:
             await run
         except (NodeOffline, AgentTimeout):
             raise
-        except Exception:
-            log.exception("node %s: step %r failed; the round goes on with the next", node_id, step)
+        except Exception as e:
+            instance_id = getattr(step, "instance_id", None)
+            # Named, not shown: a step's repr carries the spec, environment (secrets) included.
+            log.exception("node %s: %s of instance %s failed; the round goes on with the next",
+                          node_id, type(step).__name__, instance_id)
+            if isinstance(step, Ensure):
+                try:
+                    await self.store.set_status(SetStatus(step.instance_id, "error",
+                                                          f"dmd could not apply this instance: {type(e).__name__}"))
+                except Exception:
+                    log.exception("node %s: instance %s: its error could not be recorded", node_id, instance_id)
 
     async def _container_step(self, node_id: int, step: Any, now: dict[int, InstanceView]) -> None:
         if isinstance(step, SetStatus):

@@ -66,3 +66,25 @@ def test_a_spec_too_large_or_refused_fails_alone_and_the_round_carries_on() -> N
     assert store.rows[4].view.status == "running"
     assert sorted(b.instance_id for b in agent.boxes.values()) == [4]
     assert agent.violations == []
+
+
+def test_an_unexpected_failure_of_one_step_is_said_on_its_instance_and_logged_without_its_spec(caplog) -> None:
+    class Flaky(WireAgent):
+        async def ask(self, node_id: int, req: p.Request[R], timeout: float | None = None) -> R:
+            if isinstance(req, p.InstanceEnsure) and req.spec.instance_id == 1:
+                raise RuntimeError("a bug")
+            return await super().ask(node_id, req, timeout)
+
+    async def go() -> tuple[WireAgent, ModelStore]:
+        agent, store, known = Flaky(), ModelStore(), KnownContainers()
+        store.rows = {1: Row(view(1, env={"TOKEN": "s3cret"})), 2: Row(view(2))}
+        known.reset(NODE_ID, INSTALLATION, [])
+        await Executor(agent, store, [], known, INSTALLATION).round(NODE_ID)
+        return agent, store
+
+    _agent, store = asyncio.run(go())
+    assert (store.rows[1].view.status, store.rows[1].view.status_message) == (
+        "error", "dmd could not apply this instance: RuntimeError")
+    assert store.rows[2].view.status == "running"
+    assert "Ensure of instance 1 failed" in caplog.text
+    assert "s3cret" not in caplog.text
