@@ -83,3 +83,21 @@ async def test_gpus_without_uuids_get_keys_of_their_own(client, admin):
         assert sorted(g["index"] for g in sent) == [0, 1]
     finally:
         await node.close()
+
+
+async def test_the_create_form_offers_each_device_by_its_key(client, admin):
+    from tests.pages.conftest import page_login, post_form
+
+    node = await gpu_node(client, admin, "form-twins", twins())
+    try:
+        await page_login(client, "admin@example.org")
+        page = await (await client.get("/instances/new")).text()
+        for key in ("index:0", "index:1"):
+            assert f'name="gpu" value="{key}"' in page
+        r = await post_form(client, "/instances", {"name": "ticked", "image": "cuda:12", "node": "auto", "gpus": "0",
+                                                   "gpu": "index:1"}, csrf_from="/instances/new")
+        assert r.status == 303, await r.text()
+        listed = await (await client.get("/api/v1/instances", headers=admin)).json()
+        assert [(i["name"], i["gpus"]) for i in listed["items"]] == [("ticked", ["index:1"])]
+    finally:
+        await node.close()
