@@ -72,10 +72,10 @@ def _vendors(gpus: Iterable[Mapping[str, Any]]) -> list[str]:
     return list(dict.fromkeys(str(g.get("vendor")) for g in gpus))
 
 
-def instance_refusal(node: Node, *, privileged: bool, host_network: bool, gpu_uuids: Sequence[str] | None = None,
-                     gpu_count: int = 0) -> str | None:
+def instance_refusal(node: Node, *, privileged: bool, host_network: bool,
+                     gpus: Sequence[Mapping[str, Any]] | None = None, gpu_count: int = 0) -> str | None:
     """Why the node's runtime cannot run this instance, naming the node and the capability
-    (None when it can). GPUs asked for by uuid must all be of a vendor it can pass; GPUs asked
+    (None when it can). GPUs asked for by id (``gpus``: their facts) must all be of a vendor it can pass; GPUs asked
     for by count must be there among those (:func:`passable` leaves out the others); a count
     beyond every GPU of the node is a matter of capacity, not of the runtime."""
     caps = of(node)
@@ -83,9 +83,8 @@ def instance_refusal(node: Node, *, privileged: bool, host_network: bool, gpu_uu
         return _refusal(node, "privileged", _DOING["privileged"])
     if host_network and not caps.host_network:
         return _refusal(node, "host_network", _DOING["host_network"])
-    if gpu_uuids is not None:
-        wanted = set(gpu_uuids)
-        lacking = [v for v in _vendors(g for g in node.gpus if str(g.get("uuid")) in wanted) if not caps.can_pass(v)]
+    if gpus is not None:
+        lacking = [v for v in _vendors(gpus) if not caps.can_pass(v)]
     elif len([g for g in node.gpus if caps.can_pass(str(g.get("vendor")))]) < gpu_count <= len(node.gpus):
         lacking = [v for v in _vendors(node.gpus) if not caps.can_pass(v)]  # only they could make up the count
     else:

@@ -495,10 +495,12 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "inst.memory": ("Memory", "メモリー"),
     "inst.memory_mb": ("Memory (MiB)", "メモリー (MiB)"),
     "inst.gpus": ("GPUs", "GPU 数"),
-    "inst.no_limit": ("no limit", "制限なし"),
-    "inst.limits_hint": ("Empty CPU or memory: no limit (and nothing reserved on the node). GPUs: a number, or "
-                         "tick the very GPUs you want below.",
-                         "CPU やメモリーを空欄にすると制限なし (ノード上の予約もなし) になります。"
+    "inst.no_limit": ("node's default", "ノードの既定値"),
+    "inst.limits_hint": ("Empty CPU or memory: the node's default (1 CPU and 1024 MiB unless an administrator set "
+                         "others), reserved on the node and enforced. GPUs: a number, or tick the very GPUs you "
+                         "want below.",
+                         "CPU やメモリーを空欄にするとノードの既定値 (管理者が変えない限り 1 CPU・1024 MiB) が"
+                         "ノード上に予約され、上限として適用されます。"
                          "GPU は数を指定するか、下の一覧で使う GPU を直接選んでください。"),
     "inst.capacity": ("Free on your nodes", "各ノードの空き"),
     "inst.free_cpus": ("CPUs free", "空き CPU"),

@@ -71,6 +71,9 @@ class Node:
     last_seen: dt.datetime | None
     created_at: dt.datetime
     updated_at: dt.datetime
+    # The size of instances created on the node without one (None: dmd's defaults).
+    default_cpus: float | None = None
+    default_memory_mb: int | None = None
 
     @property
     def joined(self) -> bool:

@@ -14,6 +14,8 @@ from dmd.models import Instance
 from dmd.schemas import (
     CapacityOut,
     InstanceCreateIn,
+    InstanceDefaultsIn,
+    InstanceDefaultsOut,
     InstanceOut,
     InstanceQuery,
     LogsQuery,
@@ -140,7 +142,19 @@ async def capacity(ctx: Ctx) -> Any:
             memory_mb_free=c.free.memory_mb,
             gpus_free=[{"key": k, "uuid": g.get("uuid"), "index": g.get("index"), "name": g.get("name")}
                        for k, g in c.free.gpus],
-            gpus_total=c.free.gpus_total,
+            gpus_total=c.free.gpus_total, default_cpus=c.default[0], default_memory_mb=c.default[1],
         )
         for c in await uc.capacity(ctx.dm, ctx.user_identity.user)
     ]
+
+
+@api.route("PUT", "/nodes/{id}/instance-defaults", summary="The size of instances created on the node without one "
+         "(administrators)", tag="instances", auth="admin", body=InstanceDefaultsIn, response=InstanceDefaultsOut,
+         errors=(404, 422))
+async def set_instance_defaults(ctx: Ctx) -> Any:
+    b: InstanceDefaultsIn = ctx.body
+    node = await uc.set_node_defaults(ctx.dm, actor_of(ctx.request, ctx.identity), ctx.path_int("id"),
+                                      b.cpus, b.memory_mb)
+    cpus, memory_mb = uc.default_size(node)
+    return InstanceDefaultsOut(node_id=node.id, cpus=node.default_cpus, memory_mb=node.default_memory_mb,
+                               effective_cpus=cpus, effective_memory_mb=memory_mb)

@@ -100,6 +100,9 @@ nodes = sa.Table(
     sa.Column("facts", sa.Text, nullable=True),  # JSON, as the agent last reported
     # JSON {"tcp": [...], "udp": [...]}: pool ports host programs listen on (never handed out).
     sa.Column("busy_ports", sa.Text, nullable=True),
+    # The size of instances created here without one (NULL: dmd's defaults); admins set it.
+    sa.Column("default_cpus", sa.Float, nullable=True),
+    sa.Column("default_memory_mb", sa.Integer, nullable=True),
     sa.Column("agent_version", sa.String(64), nullable=True),
     sa.Column("protocol_version", sa.Integer, nullable=True),
     sa.Column("connected_at", UtcDateTime, nullable=True),

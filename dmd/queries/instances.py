@@ -40,12 +40,81 @@ def check_name(name: str) -> str:
 
 
 def gpu_keys(node: Node) -> list[tuple[str, dict[str, Any]]]:
-    """(ledger key, GPU facts) for each GPU of the node. The uuid is the key unless two GPUs
-    report the same one (seen on real machines with masked ids): then the index is."""
+    """(ledger key, GPU facts) for each GPU of the node; the keys are always distinct, so that
+    each key is exactly one device. The uuid is the key when every GPU reports its own one;
+    otherwise (uuids repeated, as on machines with masked ids, or missing) ``index:N`` where the
+    indexes are distinct, else ``slot:N``, the GPU's place in the facts' list."""
     gpus = node.gpus
     uuids = [g.get("uuid") for g in gpus]
-    unique = all(u and uuids.count(u) == 1 for u in uuids)
-    return [(str(g["uuid"]) if unique else f"index:{g.get('index', i)}", g) for i, g in enumerate(gpus)]
+    if all(isinstance(u, str) and u.strip() and uuids.count(u) == 1 for u in uuids):
+        return [(str(g["uuid"]), g) for g in gpus]
+    indexes = [g.get("index") for g in gpus]
+    if all(isinstance(x, int) and not isinstance(x, bool) and indexes.count(x) == 1 for x in indexes):
+        return [(f"index:{g['index']}", g) for g in gpus]
+    return [(f"slot:{i}", g) for i, g in enumerate(gpus)]
+
+
+@dataclass(frozen=True, slots=True)
+class GpuRefusal:
+    message: str
+    unknown: bool  # an id that names no GPU of the node at all (else: ambiguous, or one device twice)
+
+
+def resolve_gpus(node: Node, wanted: list[str]) -> list[tuple[str, dict[str, Any]]] | GpuRefusal:
+    """The (ledger key, facts) of the one device each asked-for id names on the node: its key,
+    or a uuid that exactly one of its GPUs reports. A string says why not (unknown, ambiguous, or
+    two ids naming one device): no id may ever select several devices or one device twice."""
+    keys = gpu_keys(node)
+    by_key = dict(keys)
+    out: list[tuple[str, dict[str, Any]]] = []
+    for want in wanted:
+        if want in by_key:
+            out.append((want, by_key[want]))
+            continue
+        same = [(k, g) for k, g in keys if g.get("uuid") == want]
+        if len(same) > 1:
+            return GpuRefusal(f"{want} is reported by {len(same)} GPUs of node {node.name}; ask for one of them "
+                              f"by key: {', '.join(k for k, _ in same)}", unknown=False)
+        if not same:
+            return GpuRefusal(f"{want} is not a GPU of node {node.name}; its GPUs are: "
+                              f"{', '.join(k for k, _ in keys) or 'none'}", unknown=True)
+        out.append(same[0])
+    seen: dict[str, str] = {}
+    for want, (key, _) in zip(wanted, out, strict=True):
+        if key in seen:
+            return GpuRefusal(f"{seen[key]} and {want} are the same GPU of node {node.name} ({key})", unknown=False)
+        seen[key] = want
+    return out
+
+
+def check_gpu_ids(wanted: list[str]) -> None:
+    """Each id once and none empty: a request names distinct devices (422 naming the field)."""
+    for want in wanted:
+        if not want.strip():
+            raise Invalid("gpus: a GPU id is empty; use the keys GET /capacity lists", field="gpus")
+    repeated = sorted({w for w in wanted if wanted.count(w) > 1})
+    if repeated:
+        raise Invalid(f"gpus: {', '.join(repeated)} is asked for more than once; list each GPU once", field="gpus")
+
+
+# The size of an instance created without one, where its node sets none (issue 10, hole 11):
+# every instance has cgroup limits and counts in placement.
+DEFAULT_CPUS = 1.0
+DEFAULT_MEMORY_MB = 1024
+
+
+def default_size(node: Node) -> tuple[float, int]:
+    """(cpus, memory_mb) an instance created on the node without them gets: the node's defaults
+    (an administrator's choice), else dmd's; never more than the node has."""
+    cpus = node.default_cpus if node.default_cpus is not None else DEFAULT_CPUS
+    memory_mb = node.default_memory_mb if node.default_memory_mb is not None else DEFAULT_MEMORY_MB
+    facts = node.facts or {}
+    cpu_total, mem_total = facts.get("cpu_count"), facts.get("memory_total_mb")
+    if isinstance(cpu_total, int | float) and not isinstance(cpu_total, bool) and cpu_total > 0:
+        cpus = min(cpus, float(cpu_total))
+    if isinstance(mem_total, int | float) and not isinstance(mem_total, bool) and mem_total >= 6:
+        memory_mb = min(memory_mb, int(mem_total))
+    return cpus, memory_mb
 
 
 @dataclass
@@ -99,15 +168,17 @@ def describe_free(f: Free) -> str:
 
 
 def _fits(f: Free, cpus: float | None, memory_mb: int | None, gpu_count: int,
-          gpu_uuids: list[str] | None) -> str | None:
-    """None when the request fits on the node, else why not."""
+          gpus: list[tuple[str, dict[str, Any]]] | None, asked: list[str] | None = None) -> str | None:
+    """None when the request fits on the node, else why not. ``gpus``: the devices asked for
+    by id, resolved on this node (``asked``: the ids, as the user wrote them)."""
     if cpus is not None and f.cpus is not None and cpus > f.cpus + 1e-9:
         return f"only {max(f.cpus, 0):g} CPUs free"
     if memory_mb is not None and f.memory_mb is not None and memory_mb > f.memory_mb:
         return f"only {max(f.memory_mb, 0)} MB memory free"
-    if gpu_uuids is not None:
-        free_uuids = {str(g.get("uuid")) for _, g in f.gpus}
-        missing = [u for u in gpu_uuids if u not in free_uuids]
+    if gpus is not None:
+        free_keys = {k for k, _ in f.gpus}
+        names = asked or [k for k, _ in gpus]
+        missing = [name for name, (k, _) in zip(names, gpus, strict=True) if k not in free_keys]
         if missing:
             return f"GPU {', '.join(missing)} is not free here"
     elif gpu_count > len(f.gpus):
@@ -176,6 +247,8 @@ async def _check_quotas(conn: AsyncConnection, owner: User, gpus_wanted: int) ->
 async def create(conn: AsyncConnection, owner: User, req: CreateRequest, online: set[int]) -> Instance:
     """Validate, place, reserve and record a new instance (desired: running)."""
     check_name(req.name)
+    if req.gpu_uuids is not None:
+        check_gpu_ids(req.gpu_uuids)
     gpus_wanted = len(req.gpu_uuids) if req.gpu_uuids is not None else req.gpu_count
     await _check_quotas(conn, owner, gpus_wanted)
     exists = (await conn.execute(sa.select(instances.c.id).where(
@@ -188,20 +261,28 @@ async def create(conn: AsyncConnection, owner: User, req: CreateRequest, online:
         candidates = [n for n in candidates if n.id == req.node_id]
         if not candidates:
             raise Invalid(f"node_id: no node {req.node_id} that you may use", field="node_id")
-    elif req.gpu_uuids:
-        candidates = [n for n in candidates if set(req.gpu_uuids) <= {str(g.get("uuid")) for g in n.gpus}]
+    # GPUs asked for by id: the one device each names, per node (a node where they name none,
+    # or several, is no candidate).
+    resolved: dict[int, list[tuple[str, dict[str, Any]]]] = {}
+    if req.gpu_uuids:
+        refusals: list[GpuRefusal] = []
+        for n in candidates:
+            r = resolve_gpus(n, req.gpu_uuids)
+            if isinstance(r, GpuRefusal):
+                refusals.append(r)
+            else:
+                resolved[n.id] = r
+        if req.node_id is not None and refusals:
+            raise Invalid(f"gpus: {refusals[0].message}", field="gpus")
+        candidates = [n for n in candidates if n.id in resolved]
         if not candidates:
-            raise Invalid("gpus: these GPUs are not on any node you may use", field="gpus")
-    if req.gpu_uuids is not None and req.node_id is not None:
-        node_uuids = {str(g.get("uuid")) for g in candidates[0].gpus}
-        foreign = [u for u in req.gpu_uuids if u not in node_uuids]
-        if foreign:
-            raise Invalid(f"gpus: {', '.join(foreign)} is not a GPU of node {candidates[0].name}; its GPUs are: "
-                          f"{', '.join(sorted(node_uuids)) or 'none'}", field="gpus")
+            first = next((r.message for r in refusals if not r.unknown), "these GPUs are not on any node you may use")
+            raise Invalid(f"gpus: {first}", field="gpus")
 
     reasons: list[str] = []
     unsupported: list[str] = []  # nodes whose runtime cannot do it at all
     chosen: Free | None = None
+    size: tuple[float, int] = (0.0, 0)  # what the chosen node gives it
     for node in candidates:
         if node.id not in online:
             reasons.append(f"{node.name}: offline")
@@ -209,8 +290,10 @@ async def create(conn: AsyncConnection, owner: User, req: CreateRequest, online:
         if node.cordoned:
             reasons.append(f"{node.name}: cordoned")
             continue
+        asked = resolved.get(node.id, []) if req.gpu_uuids is not None else None
         if why := capabilities.instance_refusal(node, privileged=req.privileged, host_network=req.host_network,
-                                                gpu_uuids=req.gpu_uuids, gpu_count=req.gpu_count):
+                                                gpus=[g for _, g in asked] if asked is not None else None,
+                                                gpu_count=req.gpu_count):
             reasons.append(why)
             unsupported.append(why)
             continue
@@ -220,7 +303,10 @@ async def create(conn: AsyncConnection, owner: User, req: CreateRequest, online:
         # Lock the node row: placements on one node queue here, so capacity stays true.
         await conn.execute(sa.select(nodes.c.id).where(nodes.c.id == node.id).with_for_update())
         free = await free_on(conn, node)
-        why = _fits(free, req.cpus, req.memory_mb, req.gpu_count, req.gpu_uuids)
+        cpus_default, memory_default = default_size(node)
+        size = (req.cpus if req.cpus is not None else cpus_default,
+                req.memory_mb if req.memory_mb is not None else memory_default)
+        why = _fits(free, size[0], size[1], req.gpu_count, asked, req.gpu_uuids)
         if why is None:
             chosen = free
             break
@@ -236,8 +322,8 @@ async def create(conn: AsyncConnection, owner: User, req: CreateRequest, online:
     try:
         async with conn.begin_nested():
             res = await conn.execute(instances.insert().values(
-                name=req.name, owner_id=owner.id, node_id=chosen.node.id, image=req.image, cpus=req.cpus,
-                memory_mb=req.memory_mb, env=json.dumps(req.env), command=json.dumps(req.command) if req.command
+                name=req.name, owner_id=owner.id, node_id=chosen.node.id, image=req.image, cpus=size[0],
+                memory_mb=size[1], env=json.dumps(req.env), command=json.dumps(req.command) if req.command
                 is not None else None, privileged=req.privileged, host_network=req.host_network,
                 ssh_enabled=req.ssh and not req.host_network, ssh_keys_all=True, desired="running",
                 status="pending", created_at=now, updated_at=now,
@@ -248,9 +334,11 @@ async def create(conn: AsyncConnection, owner: User, req: CreateRequest, online:
     assert pk is not None
     instance_id = int(pk[0])
     if req.gpu_uuids is not None:
-        keys = [k for k, g in chosen.gpus if str(g.get("uuid")) in req.gpu_uuids]
+        keys = [k for k, _ in resolved.get(chosen.node.id, [])]
     else:
         keys = [k for k, _ in chosen.gpus[:req.gpu_count]]
+    # What the quota was checked against is what is held: one device per id, each once.
+    assert len(set(keys)) == len(keys) == gpus_wanted, (keys, gpus_wanted)
     for key in keys:
         await conn.execute(gpu_allocations.insert().values(
             node_id=chosen.node.id, gpu_key=key, instance_id=instance_id, created_at=now))

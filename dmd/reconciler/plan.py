@@ -122,7 +122,10 @@ def build_spec(node: NodeView, inst: InstanceView) -> p.ContainerSpec:
         g = node.gpus.get(key)
         if g is None:
             continue  # the node no longer reports it: the container starts without (the page says so)
-        gpus.append(p.GpuRequest(vendor=g.get("vendor", "nvidia"), uuid=g.get("uuid"), index=g.get("index"),
+        # By uuid only where the uuid is the key (one device); where GPUs repeat or lack uuids the
+        # key is their index, and a repeated uuid would name several devices to the runtime.
+        uuid = g.get("uuid") if g.get("uuid") == key else None
+        gpus.append(p.GpuRequest(vendor=g.get("vendor", "nvidia"), uuid=uuid, index=g.get("index"),
                                  dri_card=g.get("dri_card"), dri_render=g.get("dri_render")))
     return p.ContainerSpec(
         instance_id=inst.id, node_id=node.id, name=container_name(inst.id, inst.name, node.installation_id),

@@ -10,7 +10,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -177,10 +177,10 @@ class Executor:
             before = RoundView(node, instances)
             for f in self.features:
                 for step in f.before(before):
-                    await f.run(node_id, step)
+                    await self._isolated(node_id, step, f.run(node_id, step))
             now = {i.id: i for i in instances}
             for step in plan_containers(node, instances, self.known.of(node_id), self.known.complete(node_id)):
-                await self._container_step(node_id, step, now)
+                await self._isolated(node_id, step, self._container_step(node_id, step, now))
             live = [now[i.id] for i in instances if i.id in now]
             self._on_applied([i.id for i in live], read_at)
             # The features' state is read once the containers are as they should be: nothing of it
@@ -189,10 +189,30 @@ class Executor:
             after = RoundView(node, live, frozenset(i.id for i in live if i.status == "running"), states)
             for f in self.features:
                 for step in f.after(after):
-                    await f.run(node_id, step)
+                    await self._isolated(node_id, step, f.run(node_id, step))
             await self._sweep(node_id, sweep(live))
         except (NodeOffline, AgentTimeout) as e:
             log.info("node %s: %s; the rest of the round waits for the node", node_id, e.message)
+
+    async def _isolated(self, node_id: int, step: Any, run: Awaitable[None]) -> None:
+        """Run one step; a failure of its own (not the node's: offline, no answer) is logged and
+        the round goes on, so that one instance never holds back the others' starts, deletes and
+        freed GPUs (issue 10, hole 5). An instance whose container step failed says so."""
+        try:
+            await run
+        except (NodeOffline, AgentTimeout):
+            raise
+        except Exception as e:
+            instance_id = getattr(step, "instance_id", None)
+            # Named, not shown: a step's repr carries the spec, environment (secrets) included.
+            log.exception("node %s: %s of instance %s failed; the round goes on with the next",
+                          node_id, type(step).__name__, instance_id)
+            if isinstance(step, Ensure):
+                try:
+                    await self.store.set_status(SetStatus(step.instance_id, "error",
+                                                          f"dmd could not apply this instance: {type(e).__name__}"))
+                except Exception:
+                    log.exception("node %s: instance %s: its error could not be recorded", node_id, instance_id)
 
     async def _container_step(self, node_id: int, step: Any, now: dict[int, InstanceView]) -> None:
         if isinstance(step, SetStatus):
@@ -207,6 +227,10 @@ class Executor:
                                              ENSURE_TIMEOUT_S)
             except AgentFailed as e:
                 done = SetStatus(step.instance_id, "error", e.message)
+            except p.ProtocolError as e:
+                # The request itself cannot travel (too large for one message, say): this
+                # instance's fault alone, said on it; the link and the other instances carry on.
+                done = SetStatus(step.instance_id, "error", f"dmd cannot send this instance to its node: {e}")
             else:
                 self.known.put(node_id, step.instance_id, reply.container)
                 status, message = status_of(reply.container)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints
@@ -20,6 +21,8 @@ __all__ = [
     "ImagePatchIn",
     "ImageRef",
     "InstanceCreateIn",
+    "InstanceDefaultsIn",
+    "InstanceDefaultsOut",
     "InstanceOut",
     "InstanceQuery",
     "LogsQuery",
@@ -42,13 +45,43 @@ ImageRef = Annotated[str, StringConstraints(min_length=1, max_length=255,
                                             pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$")]
 EnvKey = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 Arg = Annotated[str, StringConstraints(max_length=8192), AfterValidator(lambda v: _no_nul(v))]
-GpuId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9:_./-]+$")]
+# An empty id passes here to be refused by the placement with its own message (naming "gpus").
+GpuId = Annotated[str, StringConstraints(max_length=128, pattern=r"^[A-Za-z0-9:_./-]*$")]
 
 
 def _no_nul(v: str) -> str:
     if "\x00" in v:
         raise ValueError("must not contain NUL characters")
     return v
+
+
+# What one instance may carry into its container spec, well below the agent link's message
+# limit (1 MiB), so that no spec is too large to send and holds back its node's reconcile rounds
+# (issue 10, hole 5). Measured as dmd stores it (JSON with non-ASCII escaped, which is never
+# shorter than what travels), so that it also fits a MariaDB TEXT column (65535 bytes).
+ENV_MAX_ENTRIES = 128
+ENV_MAX_BYTES = 60 * 1024
+COMMAND_MAX_ARGS = 200
+COMMAND_MAX_BYTES = 60 * 1024
+
+
+def _json_bytes(value: object) -> int:
+    return len(json.dumps(value))  # ASCII only: characters are bytes
+
+
+def _env_size(env: dict[str, str]) -> dict[str, str]:
+    size = _json_bytes(env)
+    if size > ENV_MAX_BYTES:
+        raise ValueError(f"at most {ENV_MAX_BYTES} bytes in all (as JSON); these are {size}: put large "
+                         "settings in a file of the image or a volume instead")
+    return env
+
+
+def _command_size(command: list[str] | None) -> list[str] | None:
+    if command is not None and (size := _json_bytes(command)) > COMMAND_MAX_BYTES:
+        raise ValueError(f"at most {COMMAND_MAX_BYTES} bytes in all (as JSON); these are {size}: use a script "
+                         "in the image instead")
+    return command
 
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -65,12 +98,18 @@ class InstanceCreateIn(In):
     name: NodeName
     image: ImageRef
     node_id: Annotated[int, Field(ge=1, le=MAX_ID)] | None = Field(None, description="Omit to let DM place it")
-    cpus: Annotated[float, Field(gt=0, le=1024)] | None = None
-    memory_mb: Annotated[int, Field(ge=6, le=16 * 1024 * 1024)] | None = None
+    cpus: Annotated[float, Field(gt=0, le=1024)] | None = Field(
+        None, description="Omit for the node's default (GET /capacity: default_cpus)")
+    memory_mb: Annotated[int, Field(ge=6, le=16 * 1024 * 1024)] | None = Field(
+        None, description="MiB; omit for the node's default (GET /capacity: default_memory_mb)")
     gpus: Annotated[int, Field(ge=0, le=64)] | Annotated[list[GpuId], Field(max_length=64)] = Field(
-        0, description="A number of GPUs, or a list of GPU uuids on the node")
-    env: Annotated[dict[EnvKey, Arg], Field(max_length=200)] = Field(default_factory=dict)
-    command: Annotated[list[Arg], Field(min_length=1, max_length=200)] | None = None
+        0, description="A number of GPUs, or a list of GPU keys on the node (each once; GET /capacity lists "
+        "them: the uuid, or 'index:N'/'slot:N' on a node whose GPUs report no distinct uuids)")
+    env: Annotated[dict[EnvKey, Arg], Field(max_length=ENV_MAX_ENTRIES), AfterValidator(_env_size)] = Field(
+        default_factory=dict, description=f"At most {ENV_MAX_ENTRIES} variables, {ENV_MAX_BYTES} bytes in all as JSON")
+    command: Annotated[list[Arg], Field(min_length=1, max_length=COMMAND_MAX_ARGS),
+                       AfterValidator(_command_size)] | None = Field(
+        None, description=f"At most {COMMAND_MAX_ARGS} arguments, {COMMAND_MAX_BYTES} bytes in all as JSON")
     privileged: bool = Field(False, description="Administrators only")
     host_network: bool = Field(False, description="Administrators only")
     ssh: bool = Field(True, description="Let the chosen SSH keys in (the image needs an OpenSSH server; DM "
@@ -80,6 +119,21 @@ class InstanceCreateIn(In):
     port_maps: Annotated[list[PortMapIn], Field(max_length=100)] = Field(
         default_factory=list, description="Host ports to map to the instance's ports (port 22 is mapped "
         "already when ssh is on)")
+
+
+class InstanceDefaultsIn(In):
+    cpus: Annotated[float, Field(gt=0, le=1024)] | None = Field(
+        None, description="CPUs of an instance created on this node without any; null: DM's default (1)")
+    memory_mb: Annotated[int, Field(ge=6, le=16 * 1024 * 1024)] | None = Field(
+        None, description="Memory (MiB) of an instance created on this node without any; null: DM's default (1024)")
+
+
+class InstanceDefaultsOut(BaseModel):
+    node_id: int
+    cpus: float | None = Field(description="As set for this node; null: DM's default")
+    memory_mb: int | None = Field(description="As set for this node; null: DM's default")
+    effective_cpus: float = Field(description="What an instance created without cpus gets here")
+    effective_memory_mb: int = Field(description="What an instance created without memory_mb gets here")
 
 
 class SshPatchIn(In):
@@ -138,8 +192,8 @@ class InstanceOut(BaseModel):
     image: str
     cpus: float | None
     memory_mb: int | None
-    gpus: list[str] = Field(description="The node's GPUs this instance holds (uuids; 'index:N' where a node's "
-                            "GPUs report no distinct uuids)")
+    gpus: list[str] = Field(description="The node's GPUs this instance holds (uuids; 'index:N', else 'slot:N', "
+                            "where a node's GPUs report no distinct uuids)")
     env: dict[str, str]
     command: list[str] | None
     privileged: bool
@@ -173,6 +227,8 @@ class CapacityOut(BaseModel):
     memory_mb_free: int | None
     gpus_free: list[dict[str, Any]]
     gpus_total: int
+    default_cpus: float = Field(description="CPUs an instance created here without cpus gets (and counts at)")
+    default_memory_mb: int = Field(description="Memory (MiB) an instance created here without memory_mb gets")
 
 
 class ImageOut(BaseModel):

@@ -28,6 +28,7 @@ from dmd.schemas import InstanceCreateIn
 
 DEFAULT_LOG_TAIL = 200
 gpu_keys = svc.gpu_keys  # (ledger key, GPU facts) of a node's GPUs, as the pages label them
+default_size = svc.default_size  # (cpus, memory_mb) an instance created on a node without them gets
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +43,7 @@ def create_request(b: InstanceCreateIn) -> svc.CreateRequest:
     return svc.CreateRequest(
         name=b.name, image=b.image, node_id=b.node_id, cpus=b.cpus, memory_mb=b.memory_mb,
         gpu_count=b.gpus if isinstance(b.gpus, int) else 0,
-        gpu_uuids=list(dict.fromkeys(b.gpus)) if isinstance(b.gpus, list) else None,
+        gpu_uuids=list(b.gpus) if isinstance(b.gpus, list) else None,  # repeats refused, not merged
         env=dict(b.env), command=list(b.command) if b.command else None, privileged=b.privileged,
         host_network=b.host_network, ssh=b.ssh, ssh_key_ids=b.ssh_key_ids,
         port_maps=[(m.protocol, m.instance_port, m.host_port) for m in b.port_maps],
@@ -158,6 +159,17 @@ async def set_ssh(dm: Dm, actor: Actor, user: User, instance_id: int, *, enabled
     return inst
 
 
+async def set_node_defaults(dm: Dm, actor: Actor, node_id: int, cpus: float | None,
+                            memory_mb: int | None) -> Node:
+    """The size instances created on the node without one get (None: dmd's); administrators
+    only (the route says so). Instances already placed keep theirs."""
+    async with dm.db.begin() as conn:
+        node = await node_svc.get(conn, node_id)
+        node = await node_svc.update(conn, node.id, default_cpus=cpus, default_memory_mb=memory_mb)
+        await audit.record(conn, actor, "node.instance_defaults", "node", node.id, cpus=cpus, memory_mb=memory_mb)
+    return node
+
+
 # --- what the container says ------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
@@ -264,13 +276,15 @@ class NodeCapacity:
     node: Node
     status: str  # "online", or the node's recorded status when its agent is not connected
     free: svc.Free
+    default: tuple[float, int]  # (cpus, memory_mb) of an instance created here without them
 
 
 async def _capacity(dm: Dm, conn: AsyncConnection, user: User) -> list[NodeCapacity]:
     out = []
     for node in await svc.usable_nodes(conn, user):
         free = await svc.free_on(conn, node)
-        out.append(NodeCapacity(node, "online" if dm.hub.is_online(node.id) else node.status, free))
+        out.append(NodeCapacity(node, "online" if dm.hub.is_online(node.id) else node.status, free,
+                                svc.default_size(node)))
     return out
 
 

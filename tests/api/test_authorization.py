@@ -61,6 +61,7 @@ LEVELS: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/instances/{id}/logs"): "user",
     ("POST", "/api/v1/instances/{id}/commit"): "user",
     ("GET", "/api/v1/capacity"): "user",
+    ("PUT", "/api/v1/nodes/{id}/instance-defaults"): "admin",
     ("POST", "/api/v1/instances/{id}/port-maps"): "user",
     ("GET", "/api/v1/port-maps"): "user",
     ("GET", "/api/v1/port-maps/{id}"): "user",

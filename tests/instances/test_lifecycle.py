@@ -127,7 +127,9 @@ async def test_quota_race(client, admin, local):
     await client.post(f"/api/v1/nodes/{local['id']}/shares", json={"username": "alice"}, headers=admin)
     results = await asyncio.gather(*(
         client.post("/api/v1/instances", headers=alice,
-                    json={"name": f"q{i}", "image": IMAGE, "command": ["sleep", "600"], "memory_mb": 16})
+                    # Sized: five of the default (1 CPU each) would not fit a small test machine.
+                    json={"name": f"q{i}", "image": IMAGE, "command": ["sleep", "600"], "memory_mb": 16,
+                          "cpus": 0.01})
         for i in range(20)))
     statuses = [r.status for r in results]
     assert statuses.count(201) == 5 and statuses.count(403) == 15, statuses

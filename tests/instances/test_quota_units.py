@@ -81,7 +81,11 @@ def test_gpu_keys_are_uuids_unless_they_repeat_or_are_missing():
     assert [k for k, _ in svc.gpu_keys(_node({"gpus": gpus("GPU-a", "GPU-b")}))] == ["GPU-a", "GPU-b"]
     assert [k for k, _ in svc.gpu_keys(_node({"gpus": gpus("GPU-a", "GPU-a")}))] == ["index:0", "index:1"]
     assert [k for k, _ in svc.gpu_keys(_node({"gpus": gpus("GPU-a", None)}))] == ["index:0", "index:1"]
-    assert [k for k, _ in svc.gpu_keys(_node({"gpus": [{"uuid": "x"}, {"uuid": "x"}]}))] == ["index:0", "index:1"]
+    # No index, or indexes that repeat: the GPU's place in the facts, so keys never repeat.
+    assert [k for k, _ in svc.gpu_keys(_node({"gpus": [{"uuid": "x"}, {"uuid": "x"}]}))] == ["slot:0", "slot:1"]
+    assert [k for k, _ in svc.gpu_keys(_node({"gpus": [{"index": 0}, {"index": 0}]}))] == ["slot:0", "slot:1"]
+    assert [k for k, _ in svc.gpu_keys(_node({"gpus": [{"uuid": "", "index": 3}, {"uuid": "y", "index": 4}]}))] == [
+        "index:3", "index:4"]
     assert svc.gpu_keys(_node({})) == []
 
 
@@ -94,8 +98,11 @@ async def test_capacity_to_the_last_cpu_megabyte_and_gpu(db: Database) -> None:
         409, "no_capacity", "no node can take this instance: n1: 1.5 CPUs, 400 MB memory, 1 of 2 GPUs free "
                             "(only 1.5 CPUs free)")
     assert (await refused(db, admin, req("b", memory_mb=401), {n}))[2].endswith("(only 400 MB memory free)")
-    assert (await refused(db, admin, req("b", gpu_count=2), {n}))[2].endswith("(1 of 2 GPUs free)")
-    assert (await refused(db, admin, req("b", gpu_uuids=["GPU-a"]), {n}))[2].endswith("(GPU GPU-a is not free here)")
+    # (Sized: an instance without a size has the default's, 1 CPU and 1024 MiB, more than is left.)
+    assert (await refused(db, admin, req("b", cpus=1, memory_mb=1, gpu_count=2), {n}))[2].endswith(
+        "(1 of 2 GPUs free)")
+    assert (await refused(db, admin, req("b", cpus=1, memory_mb=1, gpu_uuids=["GPU-a"]), {n}))[2].endswith(
+        "(GPU GPU-a is not free here)")
     last = await create(db, admin, req("b", cpus=1.5, memory_mb=400, gpu_count=1), {n})  # exactly what is left
     assert await held(db, last.id) == ["GPU-b"]
     async with db.read() as conn:
@@ -136,8 +143,8 @@ async def test_placement_goes_to_the_first_node_that_fits_and_says_why_not_elsew
     status, code, message = await refused(db, admin, req("c", cpus=15), online)
     assert (status, code) == (409, "no_capacity")
     assert message == ("no node can take this instance: off: offline; cordoned: cordoned; other: no image img:1 "
-                       "you may use; small: 0 CPUs, 8000 MB memory, 0 of 0 GPUs free (only 0 CPUs free); "
-                       "big: 14 CPUs, 8000 MB memory, 0 of 0 GPUs free (only 14 CPUs free)")
+                       "you may use; small: 0 CPUs, 6976 MB memory, 0 of 0 GPUs free (only 0 CPUs free); "
+                       "big: 14 CPUs, 6976 MB memory, 0 of 0 GPUs free (only 14 CPUs free)")
     assert (await create(db, admin, req("d", node_id=big), online)).node_id == big
     assert off not in online
 
@@ -180,6 +187,42 @@ async def test_gpu_requests_by_uuid(db: Database) -> None:
     assert inst.node_id == b and await held(db, inst.id) == ["GPU-3"]
     inst = await create(db, admin, req("y", gpu_uuids=["GPU-2"]), online)
     assert inst.node_id == a and await held(db, inst.id) == ["GPU-2"]
+
+
+async def test_each_gpu_id_selects_exactly_one_device(db: Database) -> None:
+    """A node whose GPUs repeat a uuid (or report none): asking by that uuid used to give every
+    GPU reporting it while the quota counted one (issue 10, hole 3)."""
+    limited = await user(db, "u@example.org", gpu_limit=2)
+    dup = await add_node(db, "dup", owner=limited, gpu_list=gpus("GPU-x", "GPU-x"))
+    bare = await add_node(db, "bare", owner=limited, gpu_list=gpus(None, None))
+    mixed = await add_node(db, "mixed", owner=limited, gpu_list=gpus("GPU-a", None))
+    online = {dup, bare, mixed}
+    ambiguous = (422, "invalid", "gpus: GPU-x is reported by 2 GPUs of node dup; ask for one of them by key: "
+                                 "index:0, index:1")
+    assert await refused(db, limited, req(gpu_uuids=["GPU-x"], node_id=dup), online) == ambiguous
+    assert await refused(db, limited, req(gpu_uuids=["GPU-x"]), online) == ambiguous
+    assert await refused(db, limited, req(gpu_uuids=["index:0", "index:0"], node_id=dup), online) == (
+        422, "invalid", "gpus: index:0 is asked for more than once; list each GPU once")
+    assert await refused(db, limited, req(gpu_uuids=["index:7"], node_id=dup), online) == (
+        422, "invalid", "gpus: index:7 is not a GPU of node dup; its GPUs are: index:0, index:1")
+    assert await refused(db, limited, req(gpu_uuids=["None"], node_id=bare), online) == (
+        422, "invalid", "gpus: None is not a GPU of node bare; its GPUs are: index:0, index:1")
+    assert await refused(db, limited, req(gpu_uuids=[" "], node_id=bare), online) == (
+        422, "invalid", "gpus: a GPU id is empty; use the keys GET /capacity lists")
+    # Two ids of one device: its uuid (reported by it alone) and its key.
+    assert await refused(db, limited, req(gpu_uuids=["GPU-a", "index:0"], node_id=mixed), online) == (
+        422, "invalid", "gpus: GPU-a and index:0 are the same GPU of node mixed (index:0)")
+    one = await create(db, limited, req("one", gpu_uuids=["index:1"], node_id=dup), online)
+    assert await held(db, one.id) == ["index:1"]
+    two = await create(db, limited, req("two", gpu_uuids=["index:0"], node_id=dup), online)
+    assert await held(db, two.id) == ["index:0"]
+    # The quota counts the devices held: a third is refused, on any node.
+    assert await refused(db, limited, req("three", gpu_uuids=["GPU-a"]), online) == (
+        403, "quota_exceeded", "you may hold at most 2 GPU(s); you hold 2 and asked for 1")
+    async with db.begin() as conn:
+        await svc.forget(conn, one.id)
+    inst = await create(db, limited, req("by-uuid", gpu_uuids=["GPU-a"]), online)  # its own uuid: one device
+    assert (inst.node_id, await held(db, inst.id)) == (mixed, ["index:0"])
 
 
 async def test_quotas_count_live_instances_and_held_gpus(db: Database) -> None:
@@ -270,3 +313,74 @@ async def test_what_is_recorded(db: Database) -> None:
         ["sleep", "9"], {"A": "1"}, False, 1.5, 64, True)
     host = await create(db, admin, req("host", host_network=True), {n})  # the host's own sshd: none of DM's
     assert (host.host_network, host.ssh_enabled) == (True, False)
+
+
+async def test_instances_without_a_size_get_the_node_s_default_and_count(db: Database) -> None:
+    """Unsized instances used to run without limits and count as nothing (issue 10, hole 11)."""
+    admin = await user(db, "boss@example.org", role="admin")
+    n = await add_node(db, "n", cpus=2, memory_mb=4096)
+    first = await create(db, admin, req("a"), {n})
+    assert (first.cpus, first.memory_mb) == (svc.DEFAULT_CPUS, svc.DEFAULT_MEMORY_MB) == (1.0, 1024)
+    await create(db, admin, req("b"), {n})
+    async with db.read() as conn:
+        usage = await svc.node_usage(conn, n)
+    assert (usage.cpus, usage.memory_mb) == (2.0, 2048)
+    # The node is full at its defaults: a third is refused, as a sized one would be.
+    assert await refused(db, admin, req("c"), {n}) == (
+        409, "no_capacity", "no node can take this instance: n: 0 CPUs, 2048 MB memory, 0 of 0 GPUs free "
+                            "(only 0 CPUs free)")
+    # An administrator's defaults for the node; never more than the node has.
+    async with db.begin() as conn:
+        await conn.execute(nodes.update().where(nodes.c.id == n).values(default_cpus=0.5, default_memory_mb=99999))
+        node = (await svc.usable_nodes(conn, admin))[0]
+    assert svc.default_size(node) == (0.5, 4096)
+    async with db.begin() as conn:
+        await conn.execute(nodes.update().where(nodes.c.id == n).values(default_memory_mb=256))
+        await svc.forget(conn, first.id)
+    small = await create(db, admin, req("c", memory_mb=512), {n})  # given: kept; not given: the node's default
+    assert (small.cpus, small.memory_mb) == (0.5, 512)
+    # A node that reports no size takes the defaults as they are.
+    bare = await add_node(db, "bare", cpus=None, memory_mb=None)
+    inst = await create(db, admin, req("d", node_id=bare), {bare})
+    assert (inst.cpus, inst.memory_mb) == (1.0, 1024)
+
+
+async def test_instances_recorded_without_a_size_are_counted_at_the_default(db_url: str) -> None:
+    """Migration 0008 fills the size of instances created before the defaults existed."""
+    from dmd.db.migrate import upgrade
+
+    database = Database(db_url)
+    try:
+        await upgrade(database, "0005")
+        admin = await user(database, "boss@example.org", role="admin")
+        n = await add_node(database, "old", cpus=4, memory_mb=4096)
+        now = utcnow()
+        async with database.begin() as conn:
+            for name, cpus, memory_mb in (("unsized", None, None), ("sized", 2.0, 512)):
+                await conn.execute(instances.insert().values(
+                    name=name, owner_id=admin.id, node_id=n, image="img:1", cpus=cpus, memory_mb=memory_mb, env="{}",
+                    privileged=False, host_network=False, desired="running", status="running", created_at=now,
+                    updated_at=now))
+        await upgrade(database)
+        async with database.read() as conn:
+            rows = (await conn.execute(sa.select(instances.c.name, instances.c.cpus, instances.c.memory_mb)
+                                       .order_by(instances.c.name))).all()
+            usage = await svc.node_usage(conn, n)
+        assert [tuple(r) for r in rows] == [("sized", 2.0, 512), ("unsized", 1.0, 1024)]
+        assert (usage.cpus, usage.memory_mb) == (3.0, 1536)
+    finally:
+        await database.close()
+
+
+async def test_migration_0008_matches_the_schema(db: Database) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from dmd.db.schema import metadata
+
+    def diff(conn: sa.Connection) -> list[Any]:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        return [d for d in compare_metadata(ctx, metadata) if "default_cpus" in repr(d) or "default_memory" in repr(d)]
+
+    async with db.engine.connect() as conn:
+        assert await conn.run_sync(diff) == []

@@ -125,3 +125,15 @@ def test_every_running_instance_is_told_its_ssh_keys_each_round() -> None:
                               5: Access(False, [], None)}})  # off from the start: no key was ever written
     assert ssh.after(view) == [PushAccess(1, True, ("ssh-ed25519 AAAA a",)), PushAccess(3, False, ())]
     assert ssh.after(view) == ssh.after(view)  # again next round: a kick refreshes what the page shows
+
+
+def test_a_gpu_whose_uuid_is_not_its_key_is_named_by_index() -> None:
+    """GPUs that repeat a uuid are keyed by index: the spec must not name the shared uuid, which
+    the runtime would resolve to every device reporting it."""
+    twins = NodeView(3, "gpu1", "abcdef0123456789", {
+        "index:0": {"vendor": "nvidia", "uuid": "GPU-same", "index": 0},
+        "index:1": {"vendor": "nvidia", "uuid": "GPU-same", "index": 1},
+    })
+    spec = build_spec(twins, inst(7, gpu_keys=("index:1",)))
+    assert spec.gpus == [p.GpuRequest("nvidia", uuid=None, index=1)]
+    validate_spec(spec)
