@@ -105,9 +105,10 @@ def _global(address: IpAddress) -> bool:
     return address.is_global and not address.is_multicast
 
 
-async def refusal(ref: str, allowed: Allowed, resolve: Resolver = system_resolve) -> str | None:
+async def refusal(ref: str, allowed: Allowed, resolve: Resolver | None = None) -> str | None:
     """Why a pull of `ref` must not happen (its registry is not on a global address and not
-    allowed), or None when it may."""
+    allowed), or None when it may. `resolve`: system_resolve unless given."""
+    resolve = resolve or system_resolve
     named = registry_of(ref)
     if named is None:
         return None
