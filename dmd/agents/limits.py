@@ -9,9 +9,10 @@ by these sizes times the number of samples kept.
 * size: metrics 16 KiB, facts 256 KiB, heartbeats 4 KiB, events 64 KiB, replies the
   protocol's limit (a list of every image or container), anything else 64 KiB
   (CLOSE_TOO_LARGE);
-* rate: token buckets per link, for metrics, facts, events and all messages together
+* rate: token buckets per link, for metrics, facts, events and all notices together
   (CLOSE_RATE_LIMITED). An agent sends metrics every 10 s and facts when they change; pull
-  progress comes as events, many a second.
+  progress comes as events, several a second. Replies are not counted: they answer dmd's own
+  requests (as many as dmd asked), and one that answers nothing is dropped.
 * metrics are checked beyond their types: finite numbers, a bounded GPU list (CLOSE_PROTOCOL).
 """
 
@@ -84,11 +85,13 @@ class LinkLimits:
         if size > limit:
             raise p.ProtocolError(f"{env.type} message of {size} bytes exceeds its limit of {limit}",
                                   p.CLOSE_TOO_LARGE)
+        if env.type == p.REPLY:
+            return
         now = self.clock()
         for kind in (env.type, ALL):
             bucket = self.buckets.get(kind)
             if bucket is not None and not bucket.take(now):
-                what = "messages" if kind == ALL else f"{kind} messages"
+                what = "notices" if kind == ALL else f"{kind} messages"
                 raise p.ProtocolError(f"too many {what} (at most {bucket.rate.per_s:g} a second, "
                                       f"{bucket.rate.burst:g} at once)", p.CLOSE_RATE_LIMITED)
 

@@ -164,7 +164,7 @@ async def start_pull(dm: Dm, actor: Actor, user: User, node: Node, ref: str, *,
     ref = pull_ref(ref)
     await check_ref_free(dm, user, node.id, ref)
     await check_registry(dm, ref)
-    dm.transfers.enter(user.id)
+    await dm.transfers.enter(user.id)
 
     async def run() -> dict[str, Any]:
         try:

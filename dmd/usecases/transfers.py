@@ -3,8 +3,9 @@ change together.
 
 * `TransferGate`: at most `limit_for(user_id)` transfers (uploads, pulls, imports, copies,
   commits) of one user run at once; one more is refused at once (429 `too_many_transfers`),
-  never queued, so a user cannot pile up work or disk on dmd. The limit is a callable so an
-  admin-set per-user value can be plugged in; the default is 2 (issue 10, item 12).
+  never queued, so a user cannot pile up work or disk on dmd. The limit is a callable (plain
+  or async) so an admin-set per-user value can be plugged in; the default is 2 (issue 10,
+  item 12).
 * `RefLocks`: the check "this reference on this node is not someone else's" and the agent's
   change of the tag must not interleave with another user's change of the same reference
   (two imports of a new name at once), so both run under one lock per (node, reference).
@@ -14,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from dmd.errors import ApiError
 
@@ -26,16 +28,18 @@ class TooManyTransfers(ApiError):
 
 
 class TransferGate:
-    def __init__(self, limit_for: Callable[[int], int] | None = None) -> None:
-        self.limit_for: Callable[[int], int] = limit_for or (lambda _user_id: DEFAULT_TRANSFERS)
+    def __init__(self, limit_for: Callable[[int], int | Awaitable[int]] | None = None) -> None:
+        self.limit_for: Callable[[int], int | Awaitable[int]] = limit_for or (lambda _user_id: DEFAULT_TRANSFERS)
         self._running: dict[int, int] = {}
 
     def running(self, user_id: int) -> int:
         return self._running.get(user_id, 0)
 
-    def enter(self, user_id: int) -> None:
+    async def enter(self, user_id: int) -> None:
         """Take one of the user's slots, or refuse (429) when all are taken."""
-        limit = self.limit_for(user_id)
+        found = self.limit_for(user_id)
+        limit = await found if inspect.isawaitable(found) else found
+        # From here to the increment nothing awaits: two callers cannot both take the last slot.
         now = self._running.get(user_id, 0)
         if now >= limit:
             raise TooManyTransfers(f"you already have {now} image transfer(s) running (at most {limit} at once); "
@@ -51,7 +55,7 @@ class TransferGate:
 
     @contextlib.asynccontextmanager
     async def slot(self, user_id: int) -> AsyncIterator[None]:
-        self.enter(user_id)
+        await self.enter(user_id)
         try:
             yield
         finally:

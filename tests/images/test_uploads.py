@@ -220,3 +220,26 @@ async def test_spool_folder(make_client, tmp_path):
     with pytest.raises(ConfigError) as e:
         Config(data_dir=str(tmp_path / "data"), spool_dir=str(tmp_path / "data")).validate()
     assert e.value.key == "spool_dir" and "SQLite" in e.value.problem
+
+
+async def test_the_gate_takes_a_limit_per_user() -> None:
+    """The per-user limit is a callable (plain or async: an admin's setting read from storage)."""
+    from dmd.usecases.transfers import TooManyTransfers, TransferGate
+
+    async def limit_for(user_id: int) -> int:
+        await asyncio.sleep(0)
+        return {1: 1, 2: 3}.get(user_id, 2)
+
+    gate = TransferGate(limit_for)
+    await gate.enter(1)
+    with pytest.raises(TooManyTransfers):
+        await gate.enter(1)
+    for _ in range(3):
+        await gate.enter(2)
+    with pytest.raises(TooManyTransfers) as e:
+        await gate.enter(2)
+    assert e.value.status == 429 and e.value.code == "too_many_transfers"
+    gate.leave(1)
+    async with gate.slot(1):
+        assert gate.running(1) == 1
+    assert gate.running(1) == 0 and TransferGate().limit_for(7) == 2
