@@ -3,6 +3,8 @@ image is its owner's, or everyone's once public; administrators see all."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import sqlalchemy as sa
 
@@ -53,16 +55,6 @@ async def test_owners_see_theirs_everyone_sees_public_admins_see_all(db: Databas
         assert [i["ref"] for i in await svc.list_on_node(conn, alice, n2)] == ["elsewhere:1"]
 
 
-async def _someone_waits_on_a_lock(db: Database) -> bool:
-    """Whether another transaction of this test's database is waiting for a row lock."""
-    async with db.engine.connect() as conn:
-        if db.dialect == "postgresql":
-            q = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        else:
-            q = "SELECT count(*) FROM information_schema.innodb_trx WHERE trx_state = 'LOCK WAIT'"
-        return bool((await conn.execute(sa.text(q))).scalar())
-
-
 async def test_two_syncs_of_one_node_at_once(db: Database) -> None:
     """Two imports on one node each refresh its catalogue: the second sync waits for the first
     and updates what it wrote instead of inserting the same reference again (a unique violation)."""
@@ -87,10 +79,22 @@ async def test_two_syncs_of_one_node_at_once(db: Database) -> None:
         await sync(first)
         await sync(second)
     else:
+        # The hook: the first sync commits only once the second has sent the statement that would
+        # write the same row (without the lock) or that waits for the node's row (with it).
+        sent: list[str] = []
+
+        def before(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            if "FOR UPDATE" in statement or statement.lstrip().upper().startswith("INSERT INTO IMAGES"):
+                sent.append(statement)
+
         async with db.begin() as conn:
             await svc.sync_inventory(conn, node_id, first)
-            later = asyncio.ensure_future(sync(second))
-            await wait_for(lambda: later.done() or _someone_waits_on_a_lock(db), "the second sync waiting", 10)
+            sa.event.listen(db.engine.sync_engine, "before_cursor_execute", before)
+            try:
+                later = asyncio.ensure_future(sync(second))
+                await wait_for(lambda: later.done() or sent, "the second sync's write or lock", 10)
+            finally:
+                sa.event.remove(db.engine.sync_engine, "before_cursor_execute", before)
         await later
     async with db.read() as conn:
         rows = await conn.execute(sa.select(images.c.ref).where(images.c.node_id == node_id).order_by(images.c.ref))
