@@ -87,14 +87,20 @@ async def test_two_syncs_of_one_node_at_once(db: Database) -> None:
             if "FOR UPDATE" in statement or statement.lstrip().upper().startswith("INSERT INTO IMAGES"):
                 sent.append(statement)
 
-        async with db.begin() as conn:
-            await svc.sync_inventory(conn, node_id, first)
-            sa.event.listen(db.engine.sync_engine, "before_cursor_execute", before)
-            try:
-                later = asyncio.ensure_future(sync(second))
-                await wait_for(lambda: later.done() or sent, "the second sync's write or lock", 10)
-            finally:
-                sa.event.remove(db.engine.sync_engine, "before_cursor_execute", before)
+        later: asyncio.Future[None] | None = None
+        try:
+            async with db.begin() as conn:
+                await svc.sync_inventory(conn, node_id, first)
+                sa.event.listen(db.engine.sync_engine, "before_cursor_execute", before)
+                try:
+                    later = asyncio.ensure_future(sync(second))
+                    await wait_for(lambda: later.done() or sent, "the second sync's write or lock", 10)
+                finally:
+                    sa.event.remove(db.engine.sync_engine, "before_cursor_execute", before)
+        finally:
+            if later is not None:  # never left running past the test, whatever happened
+                await asyncio.wait([later], timeout=30)
+        assert later is not None
         await later
     async with db.read() as conn:
         rows = await conn.execute(sa.select(images.c.ref).where(images.c.node_id == node_id).order_by(images.c.ref))
