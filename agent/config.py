@@ -11,6 +11,9 @@ Written by ``dmc join`` and read by ``dmc run``::
 several ranges); ``port_forwarding`` is "auto" (kernel rules when iptables is usable, else the
 asyncio proxy), "kernel" or "proxy".
 
+``import_max_expanded_bytes`` and ``import_max_ratio`` (optional, written only when set) bound
+how far an imported compressed image archive may expand (agent.runtime.expansion).
+
 Keys this version does not know are kept as they are (later features add their own).
 The file holds the node's credential, so it is always written atomically (a temporary
 file in the same folder, then a rename) with mode 0600, in a folder of mode 0700 when
