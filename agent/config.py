@@ -11,6 +11,9 @@ Written by ``dmc join`` and read by ``dmc run``::
 several ranges); ``port_forwarding`` is "auto" (kernel rules when iptables is usable, else the
 asyncio proxy), "kernel" or "proxy".
 
+``import_max_expanded_bytes`` and ``import_max_ratio`` (optional, written only when set) bound
+how far an imported compressed image archive may expand (agent.runtime.expansion).
+
 Keys this version does not know are kept as they are (later features add their own).
 The file holds the node's credential, so it is always written atomically (a temporary
 file in the same folder, then a rename) with mode 0600, in a folder of mode 0700 when
@@ -25,12 +28,13 @@ import json
 import math
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from agent.ports.pools import PoolError, PortPools
 from agent.protocol import AGENT_WS_PATH, JOIN_PATH
+from agent.runtime.image_tar import DEFAULT_EXPANSION, ExpansionLimits
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -68,6 +72,8 @@ _KNOWN_KEYS = (
     "public_address",
     "port_pools",
     "port_forwarding",
+    "import_max_expanded_bytes",
+    "import_max_ratio",
 )
 
 
@@ -149,6 +155,10 @@ class AgentConfig:
     public_address: str | None = None
     port_pools: dict[str, str] = field(default_factory=default_port_pools)
     port_forwarding: str = DEFAULT_PORT_FORWARDING
+    # How far a compressed image archive to import may expand (None: the defaults of
+    # agent.runtime.image_tar.ExpansionLimits); written to the file only when set.
+    import_max_expanded_bytes: int | None = None
+    import_max_ratio: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # unknown keys, kept as they are
     path: str | None = field(default=None, compare=False)
 
@@ -184,12 +194,33 @@ class AgentConfig:
             PortPools.parse(self.port_pools)
         except PoolError as exc:
             raise ConfigError(f"port_pools: {exc}", "port_pools") from None
+        if self.import_max_expanded_bytes is not None and (
+            isinstance(self.import_max_expanded_bytes, bool) or not isinstance(self.import_max_expanded_bytes, int)
+            or self.import_max_expanded_bytes < 1024 * 1024
+        ):
+            raise ConfigError("import_max_expanded_bytes must be a whole number of bytes, at least 1048576",
+                              "import_max_expanded_bytes")
+        if self.import_max_ratio is not None and (
+            isinstance(self.import_max_ratio, bool) or not isinstance(self.import_max_ratio, int | float)
+            or not self.import_max_ratio >= 2
+        ):
+            raise ConfigError("import_max_ratio must be a number of at least 2", "import_max_ratio")
         if self.port_forwarding not in PORT_FORWARDING_MODES:
             raise ConfigError(
                 f"port_forwarding must be \"auto\", \"kernel\" or \"proxy\", got {self.port_forwarding!r}",
                 "port_forwarding",
             )
         return self
+
+    @property
+    def expansion(self) -> ExpansionLimits:
+        """How far an imported compressed archive may expand (image_tar.ExpansionLimits)."""
+        limits = DEFAULT_EXPANSION
+        if self.import_max_expanded_bytes is not None:
+            limits = replace(limits, max_bytes=self.import_max_expanded_bytes)
+        if self.import_max_ratio is not None:
+            limits = replace(limits, max_ratio=float(self.import_max_ratio))
+        return limits
 
     @property
     def pools(self) -> PortPools:
@@ -218,6 +249,8 @@ class AgentConfig:
             public_address=data.get("public_address"),
             port_pools=_or_default(data.get("port_pools"), default_port_pools()),
             port_forwarding=_or_default(data.get("port_forwarding"), DEFAULT_PORT_FORWARDING),
+            import_max_expanded_bytes=data.get("import_max_expanded_bytes"),
+            import_max_ratio=data.get("import_max_ratio"),
             extra=extra,
             path=path,
         )
@@ -234,6 +267,9 @@ class AgentConfig:
             "port_pools": dict(self.port_pools),
             "port_forwarding": self.port_forwarding,
         }
+        for key in ("import_max_expanded_bytes", "import_max_ratio"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
         for key, value in self.extra.items():
             out.setdefault(key, value)
         return out

@@ -23,6 +23,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -36,7 +37,7 @@ from agent.handlers import BAD_REQUEST, HandlerError, HandlerRegistry
 from agent.protocol.types import ContainerInfo
 from agent.runtime.driver import RuntimeDriver
 from agent.runtime.errors import DriverError, InvalidError, RuntimeFailedError
-from agent.runtime.image_tar import prepare_image_tar
+from agent.runtime.image_tar import check_expansion, prepare_image_tar
 from agent.runtime.ownership import is_ours, ours_by_instance
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 TRANSFER_TIMEOUT_S = 3600.0
 TRANSFER_CHUNK = 1 << 20
+PROGRESS_EVERY_S = 0.1  # a pull's byte counts, sent at most this often
 F = TypeVar("F", bound=Feature)
 
 
@@ -307,9 +309,17 @@ class Workloads:
     async def pull(self, req: p.ImagePull) -> p.ImageReply:
         auth = {k: v for k, v in p.codec.encode(req.auth).items() if v is not None} if req.auth else None
         link = self._link
+        last_bar = [0.0]
 
         async def progress(message: dict[str, Any]) -> None:
             if link is not None and req.progress_id:
+                # Byte counts ("Downloading 5 MB/20 MB") at most every PROGRESS_EVERY_S: the Engine
+                # writes one per half MiB, more than dmd takes from a link (dmd.agents.limits).
+                if message.get("progressDetail"):
+                    now = time.monotonic()
+                    if now - last_bar[0] < PROGRESS_EVERY_S:
+                        return
+                    last_bar[0] = now
                 fields = {k: v for k, v in message.items() if k in ("status", "id", "progress", "progressDetail")}
                 try:
                     event: p.ImageProgress = p.codec.decode(p.ImageProgress, {"progress_id": req.progress_id, **fields})
@@ -352,7 +362,9 @@ class Workloads:
                         await asyncio.to_thread(fh.write, chunk)
                 finally:
                     await asyncio.to_thread(fh.close)
-            if (await prepare_image_tar(path)).kind == "save":
+            # Measured only here for save archives (unpacked below); the driver measures the rest.
+            if (await prepare_image_tar(path, limits=None)).kind == "save":
+                await check_expansion(path, self._config().expansion)  # before it is unpacked to disk
                 # `docker load` would also apply the names written inside the archive, re-pointing
                 # any tag on this node (another user's image, say) at the uploaded image.
                 unnamed = os.path.join(tmp, "unnamed.tar")
@@ -410,7 +422,7 @@ def make_link(config: AgentConfig, driver: RuntimeDriver | None = None) -> tuple
     def installation() -> str | None:
         return link.installation_id if link is not None else None
 
-    runtime = driver or DockerDriver(config.docker_host)
+    runtime = driver or DockerDriver(config.docker_host, expansion=config.expansion)
     workloads = Workloads(runtime, current, installation)
     workloads.features = [
         PortForwarding(runtime, current, installation),

@@ -35,6 +35,7 @@ from dmd.queries import settings as settings_svc
 from dmd.queries import setup as setup_svc
 from dmd.reconciler import Reconciler
 from dmd.sessions import make_storage
+from dmd.usecases.transfers import RefLocks, TransferGate
 
 log = logging.getLogger("dmd")
 
@@ -76,8 +77,8 @@ async def compose(cfg: Config, db: Database, secret: bytes | None = None) -> Dm:
     dm = Dm(
         config=cfg, db=db, session_secret=secret if secret is not None else load_session_secret(cfg),
         token_cache=TokenCache(), throttle=LoginThrottle(), hub=hub, ports=ports,
-        reconciler=Reconciler(db, hub, ports), blobs=BlobStore(Path(cfg.data_dir) / "blobs", db),
-        local_node=LocalNode(db, cfg),
+        reconciler=Reconciler(db, hub, ports), blobs=BlobStore(Path(cfg.spool_dir), db),
+        local_node=LocalNode(db, cfg), transfers=TransferGate(), ref_locks=RefLocks(),
     )
     async with db.begin() as conn:
         token = await setup_svc.issue_if_needed(conn)

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import secrets
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,10 @@ class BlobStore:
         self._blobs: dict[str, Blob] = {}
         for stale in self.dir.glob("*.tar"):  # left over from a crash
             stale.unlink(missing_ok=True)
+
+    async def free_bytes(self) -> int:
+        """Free space where uploads are spooled (a method of its own: tests stand in a full disk)."""
+        return (await asyncio.to_thread(shutil.disk_usage, self.dir)).free
 
     def new_path(self) -> Path:
         return self.dir / f"{secrets.token_hex(12)}.tar"

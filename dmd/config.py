@@ -57,6 +57,10 @@ class Config:
     max_body_bytes: int = 1024 * 1024
     agent_heartbeat_s: float = 10.0
     join_token_ttl_s: int = 3600
+    # Image uploads and copies are spooled here, never beside the SQLite file; empty: <data_dir>/blobs.
+    spool_dir: str = ""
+    spool_min_free_bytes: int = 1024**3  # an upload is refused (507) when it would leave less free
+    registry_allow: str = ""  # registries on private/loopback addresses pulls may reach (hosts, networks)
 
     # parsed forms, filled by validate()
     host: str = field(default="", init=False, repr=False)
@@ -114,6 +118,19 @@ class Config:
             raise ConfigError("agent_heartbeat_s", "must be between 1 and 300 seconds")
         if not 60 <= self.join_token_ttl_s <= 30 * 24 * 3600:
             raise ConfigError("join_token_ttl_s", "must be between 60 seconds and 30 days")
+        self.spool_dir = str(Path(self.spool_dir or Path(self.data_dir) / "blobs").expanduser())
+        if self.database.startswith("sqlite") and Path(self.spool_dir).resolve() == Path(
+                self.database.split(":///", 1)[-1]).expanduser().resolve().parent:
+            raise ConfigError("spool_dir", "must not be the folder that holds the SQLite database; "
+                              "use a folder of its own (the default is <data_dir>/blobs)")
+        if self.spool_min_free_bytes < 0:
+            raise ConfigError("spool_min_free_bytes", "must be 0 or more")
+        from dmd.registries import parse_allow
+
+        try:
+            parse_allow(self.registry_allow)
+        except ValueError as e:
+            raise ConfigError("registry_allow", str(e)) from None
         return self
 
     @property

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from dmd.local_node import LocalNode
     from dmd.port_applier import PortApplier
     from dmd.reconciler import Reconciler
+    from dmd.usecases.transfers import RefLocks, TransferGate
 
 
 @dataclass(eq=False)
@@ -36,6 +37,8 @@ class Dm:
     reconciler: Reconciler
     blobs: BlobStore
     local_node: LocalNode  # filled by its start() when dmd runs the single-box node
+    transfers: TransferGate  # each user's image transfers at once (uploads, pulls, imports, copies, commits)
+    ref_locks: RefLocks  # one image reference's ownership check and change, together
     setup_link: str | None = None  # the one-time first-run link while no user exists
     openapi: dict[str, Any] = field(default_factory=dict)  # the API's OpenAPI document
 

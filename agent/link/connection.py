@@ -26,6 +26,7 @@ CLOSE_NAMES = {
     protocol.CLOSE_PROTOCOL: "protocol error",
     protocol.CLOSE_TOO_LARGE: "message too large",
     protocol.CLOSE_SLOW: "agent too slow",
+    protocol.CLOSE_RATE_LIMITED: "too many messages",
 }
 
 

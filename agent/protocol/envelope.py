@@ -29,9 +29,9 @@ from typing import Any
 
 __all__ = [
     "AGENT_WS_PATH", "CLOSE_AUTH", "CLOSE_DELETED", "CLOSE_FORBIDDEN", "CLOSE_GOING_AWAY", "CLOSE_HEARTBEAT",
-    "CLOSE_NORMAL", "CLOSE_PROTOCOL", "CLOSE_REPLACED", "CLOSE_SLOW", "CLOSE_TOO_LARGE", "JOIN_PATH",
-    "MAX_MESSAGE_BYTES", "MIN_PROTOCOL_VERSION", "PROTOCOL_VERSION", "REPLY", "Envelope", "IdSource", "ProtocolError",
-    "RemoteError", "decode", "message", "negotiate", "reply_error", "reply_ok",
+    "CLOSE_NORMAL", "CLOSE_PROTOCOL", "CLOSE_RATE_LIMITED", "CLOSE_REPLACED", "CLOSE_SLOW", "CLOSE_TOO_LARGE",
+    "JOIN_PATH", "MAX_MESSAGE_BYTES", "MIN_PROTOCOL_VERSION", "PROTOCOL_VERSION", "REPLY", "Envelope", "IdSource",
+    "ProtocolError", "RemoteError", "decode", "message", "negotiate", "reply_error", "reply_ok",
 ]
 
 PROTOCOL_VERSION = 2  # 2: the hello's state may follow in `snapshot` parts
@@ -51,6 +51,7 @@ CLOSE_HEARTBEAT = 4008  # no heartbeat for three intervals
 CLOSE_PROTOCOL = 4400  # malformed message, bad handshake or unsupported version
 CLOSE_TOO_LARGE = 4413
 CLOSE_SLOW = 4429  # the send queue towards this agent overflowed
+CLOSE_RATE_LIMITED = 4430  # the agent sent more messages (of a type) than its link allows
 
 
 REPLY = "reply"  # both ways: the answer to a request

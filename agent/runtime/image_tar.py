@@ -4,6 +4,12 @@ Only tar headers are read to decide (member contents are skipped, never kept); g
 and xz archives are read through incremental decompression, so neither a huge archive nor a
 zip bomb lands in memory.
 
+Nor on disk: the runtime would expand a compressed archive in full, so before it gets one its
+expansion is measured (decompressed and counted, nothing kept) against :class:`ExpansionLimits`:
+at most ``max_bytes`` in all, and at most ``max_ratio`` times the compressed size once past
+``ratio_floor`` (small archives of zeros compress far better than any image). A file is measured
+before it is handed on; a stream is measured as it flows and cut off at the limit.
+
 Public API::
 
     prepared = await prepare_image_tar("/tmp/image.tar")        # or an async stream of bytes
@@ -26,8 +32,18 @@ from collections.abc import AsyncIterable, AsyncIterator
 from typing import IO, Literal, TypeAlias
 
 from agent.runtime.errors import InvalidError
+from agent.runtime.expansion import (
+    CHUNK_SIZE,
+    DEFAULT_EXPANSION,
+    ExpansionGuard,
+    ExpansionLimits,
+    check_expansion,
+    compression_of,
+    guarded,
+)
 
-__all__ = ["CHUNK_SIZE", "ImageSource", "ImageTarSniffer", "PreparedImageTar", "TarKind", "prepare_image_tar"]
+__all__ = ["CHUNK_SIZE", "DEFAULT_EXPANSION", "ExpansionGuard", "ExpansionLimits", "ImageSource", "ImageTarSniffer",
+           "PreparedImageTar", "TarKind", "check_expansion", "prepare_image_tar"]
 
 ImageSource: TypeAlias = "str | os.PathLike[str] | AsyncIterable[bytes]"
 
@@ -112,13 +128,8 @@ class ImageTarSniffer:
         if not self._started:
             self._started = True
             head = bytes(data[:6])
-            if head.startswith(b"\x1f\x8b"):
-                self.compression = "gzip"
-            elif head.startswith(b"BZh"):
-                self.compression = "bzip2"
-            elif head.startswith(b"\xfd7zXZ\x00"):
-                self.compression = "xz"
-            elif head.startswith(b"\x28\xb5\x2f\xfd"):
+            self.compression = compression_of(head)
+            if head.startswith(b"\x28\xb5\x2f\xfd"):
                 raise InvalidError("zstd-compressed archives are not supported; send a plain, gzip, bzip2 or xz tar")
             if self.compression is not None:
                 self._decompressor = _Decompressor(self.compression)
@@ -283,7 +294,6 @@ def _checksum_ok(block: bytes) -> bool:
     return stored in (unsigned, signed)
 
 
-CHUNK_SIZE = 1024 * 1024
 _MEMORY_SPOOL = 16 * 1024 * 1024  # beyond this, bytes read ahead of the decision go to a temporary file
 
 
@@ -303,16 +313,24 @@ class PreparedImageTar:
         spool: IO[bytes] | None = None,
         rest: AsyncIterator[bytes] | None = None,
         compression: str | None = None,
+        limits: ExpansionLimits | None = None,
     ) -> None:
         self.kind: TarKind = kind
         self.compression = compression
+        self._limits = limits
         self._path = path
         self._head = head or []
         self._spool = spool
         self._rest = rest
         self._used = False
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The whole archive, once; a compressed stream is measured as it flows (see ExpansionLimits)."""
+        if self._path is None and self.compression is not None and self._limits is not None:
+            return guarded(self._chunks(), self.compression, self._limits)
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
         if self._used:
             raise InvalidError("the image archive was already sent")
         self._used = True
@@ -376,15 +394,19 @@ def _sniff_file(path: str) -> tuple[TarKind, str | None]:
                 return sniffer.finish(), sniffer.compression
 
 
-async def prepare_image_tar(source: ImageSource, *, spool_dir: str | None = None) -> PreparedImageTar:
+async def prepare_image_tar(source: ImageSource, *, spool_dir: str | None = None,
+                            limits: ExpansionLimits | None = DEFAULT_EXPANSION) -> PreparedImageTar:
     """Find out what ``source`` (a path or an async stream of bytes) holds, reading only tar
-    headers; raise :class:`InvalidError` when it is neither a save archive nor a rootfs tar."""
+    headers; raise :class:`InvalidError` when it is neither a save archive nor a rootfs tar.
+    A compressed archive is held to ``limits`` (None: not measured; the caller did)."""
     if isinstance(source, str | os.PathLike):
         path = os.fspath(source)
         try:
             file_kind, compression = await asyncio.to_thread(_sniff_file, path)
         except OSError as exc:
             raise InvalidError(f"cannot read the image archive {path}: {exc.strerror or exc}") from exc
+        if compression is not None and limits is not None:
+            await check_expansion(path, limits)
         return PreparedImageTar(file_kind, path=path, compression=compression)
 
     iterator = aiter(source)
@@ -422,4 +444,4 @@ async def prepare_image_tar(source: ImageSource, *, spool_dir: str | None = None
             with contextlib.suppress(Exception):
                 await aclose()
         raise
-    return PreparedImageTar(kind, head=head, spool=spool, rest=rest, compression=sniffer.compression)
+    return PreparedImageTar(kind, head=head, spool=spool, rest=rest, compression=sniffer.compression, limits=limits)

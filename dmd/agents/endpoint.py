@@ -13,6 +13,7 @@ from agent import protocol as p
 from dmd import __version__
 from dmd.agents.handshake import Refused, held_back, receive_hello
 from dmd.agents.hub import AgentConn, Hub
+from dmd.agents.limits import LinkLimits, size_of
 from dmd.core import DM
 from dmd.models import Node
 from dmd.net import client_ip
@@ -64,12 +65,16 @@ async def agent_ws(request: web.Request) -> web.StreamResponse:
 async def _serve(hub: Hub, conn: AgentConn, ws: web.WebSocketResponse, node: Node, remote: str) -> None:
     """The established link's messages until it ends; then the node goes offline."""
     why = "the agent closed the link"
+    limits = LinkLimits()  # sizes per message type and rates: an agent is untrusted input
     try:
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
                 conn.last_seen = time.time()
                 try:
-                    hub.incoming.dispatch(conn, p.decode(msg.data))
+                    env = p.decode(msg.data)
+                    limits.check(env, size_of(msg.data))
+                    hub.incoming.dispatch(conn, env)
+                    del env
                 except p.ProtocolError as e:
                     log.warning("node %s (%s) from %s: %s; closing the link", node.id, node.name, remote, e)
                     why = f"protocol error: {e}"

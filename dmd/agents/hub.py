@@ -22,6 +22,7 @@ from aiohttp import WSCloseCode, web
 
 from agent import protocol as p
 from dmd.agents.dispatch import Incoming
+from dmd.agents.limits import check_metrics
 from dmd.db import Database
 from dmd.errors import ApiError
 from dmd.queries import nodes as node_svc
@@ -254,6 +255,7 @@ class Hub:
 
     # --- notices from agents ---------------------------------------------------------------
     def _on_metrics(self, conn: AgentConn, msg: p.Metrics) -> None:
+        check_metrics(msg)  # raises ProtocolError: the link closes, nothing is kept
         self.record_metrics(conn.node_id, p.to_data(msg))
 
     def _on_facts(self, conn: AgentConn, msg: p.NodeFacts) -> None:

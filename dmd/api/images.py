@@ -29,22 +29,24 @@ async def list_images(ctx: Ctx) -> Any:
 
 @api.post("/nodes/{id}/images/pull", summary="Pull an image onto a node (Accept: application/x-ndjson streams "
           "the progress); registry credentials are used once and never stored", tag="images", body=PullIn,
-          response=ImageOut, status=201, errors=(404, 409, 422, 502, 504))
+          response=ImageOut, status=201, errors=(404, 409, 422, 429, 502, 504))
 async def pull_image(ctx: Ctx) -> Any:
     b: PullIn = ctx.body
     user = ctx.user_identity.user
     node = await uc.visible_node(ctx.dm, user, ctx.path_int("id"))
     actor = actor_of(ctx.request, ctx.identity)
     progress_id = secrets.token_hex(8)
-    call = uc.pull(ctx.dm, actor, user, node, b.ref, username=b.username, password=b.password,
-                    progress_id=progress_id)
+    # Refusals (registry, a reference not yours, too many transfers) are answered with their
+    # status before any stream starts.
+    call = await uc.start_pull(ctx.dm, actor, user, node, b.ref, username=b.username, password=b.password,
+                               progress_id=progress_id)
     if "application/x-ndjson" not in ctx.request.headers.get("Accept", ""):
         return ImageOut(**await call)
     # Stream Docker's progress as it comes, then the result (or the error) as the last line.
     with uc.pull_progress(ctx.dm, node.id, progress_id) as queue:
+        task = asyncio.ensure_future(call)  # at once: the pull gives its transfer slot back when it ends
         resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-cache"})
         await resp.prepare(ctx.request)
-        task = asyncio.ensure_future(call)
         while not task.done() or not queue.empty():
             get = asyncio.ensure_future(queue.get())
             await asyncio.wait({task, get}, return_when=asyncio.FIRST_COMPLETED)
@@ -62,8 +64,9 @@ async def pull_image(ctx: Ctx) -> Any:
 
 
 @api.post("/nodes/{id}/images/import", summary="Import a tarball (docker save output or a root filesystem tar) "
-          "sent as the raw request body; ?repository=NAME&tag=TAG", tag="images", response=ImageOut, status=201,
-          errors=(400, 404, 409, 413, 422, 502, 504))
+          "sent as the raw request body; ?repository=NAME&tag=TAG. Refusals (node not joined or offline, a "
+          "reference that is not yours, too many transfers, too little free space) come before the body is read",
+          tag="images", response=ImageOut, status=201, errors=(400, 404, 409, 413, 422, 429, 502, 504, 507))
 async def import_image(ctx: Ctx) -> Any:
     user = ctx.user_identity.user
     repository = ctx.request.query.get("repository", "")
@@ -73,7 +76,7 @@ async def import_image(ctx: Ctx) -> Any:
     if not ctx.request.body_exists:
         raise BadRequest("send the tarball as the request body", code="empty_body")
     row = await uc.import_tarball(ctx.dm, actor_of(ctx.request, ctx.identity), user, node, repository, tag,
-                                   ctx.request.content.read, IMPORT_MAX_BYTES)
+                                   ctx.request.content.read, IMPORT_MAX_BYTES, ctx.request.content_length)
     return ImageOut(**row)
 
 
@@ -95,7 +98,7 @@ async def patch_image(ctx: Ctx) -> Any:
 
 
 @api.post("/images/{id}/copy", summary="Copy an image to another node, through dmd", tag="images", body=CopyIn,
-          response=ImageOut, status=201, errors=(403, 404, 409, 502, 504))
+          response=ImageOut, status=201, errors=(403, 404, 409, 429, 502, 504, 507))
 async def copy_image(ctx: Ctx) -> Any:
     b: CopyIn = ctx.body
     return ImageOut(**await uc.copy(ctx.dm, actor_of(ctx.request, ctx.identity), ctx.user_identity.user,
@@ -103,7 +106,7 @@ async def copy_image(ctx: Ctx) -> Any:
 
 
 @api.post("/instances/{id}/commit", summary="Save an instance's container as a new image on its node",
-          tag="images", body=CommitIn, response=ImageOut, status=201, errors=(404, 409, 422, 502, 504))
+          tag="images", body=CommitIn, response=ImageOut, status=201, errors=(404, 409, 422, 429, 502, 504))
 async def commit_instance(ctx: Ctx) -> Any:
     b: CommitIn = ctx.body
     return ImageOut(**await uc.commit(ctx.dm, actor_of(ctx.request, ctx.identity), ctx.user_identity.user,

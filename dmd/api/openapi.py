@@ -16,7 +16,7 @@ _PARAM = re.compile(r"\{(\w+)\}")
 _ERROR_TEXT = {
     400: "Malformed request", 401: "Not authenticated", 403: "Forbidden", 404: "Not found or not yours",
     409: "Conflict", 413: "Body too large", 415: "Body is not JSON", 422: "A field is invalid",
-    429: "Too many attempts",
+    429: "Too many attempts", 507: "Not enough free space on dmd",
 }
 
 

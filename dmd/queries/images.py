@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agent.protocol import ImageInfo
-from dmd.db.schema import images, instances
+from dmd.db.schema import images, instances, nodes
 from dmd.db.types import utcnow
 from dmd.errors import NotFound
 from dmd.models import User
@@ -19,7 +19,11 @@ def refs_of(image: ImageInfo) -> list[str]:
 
 
 async def sync_inventory(conn: AsyncConnection, node_id: int, reported: list[ImageInfo]) -> None:
-    """Make the catalogue of a node match what its agent reports (owners and flags are kept)."""
+    """Make the catalogue of a node match what its agent reports (owners and flags are kept).
+
+    Two syncs of one node may run at once (two imports each refresh it): the node's row is
+    locked first, so the second reads what the first wrote instead of inserting it again."""
+    await conn.execute(sa.select(nodes.c.id).where(nodes.c.id == node_id).with_for_update())
     now = utcnow()
     seen: dict[str, ImageInfo] = {}
     for img in reported:

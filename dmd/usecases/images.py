@@ -2,8 +2,14 @@
 
 Each change checks who may act, talks to the node's agent (pull, import, export, commit,
 remove), refreshes the node's catalogue, records the image as the user's and writes the audit
-entry. Tarballs never pass through memory whole: an upload is streamed to a file in dmd's blob
-folder, which the agent then downloads.
+entry. Tarballs never pass through memory whole: an upload is streamed to a file in dmd's spool
+folder (`spool_dir`), which the agent then downloads.
+
+What a plain user brings to a node never re-points a reference that is already there and not
+theirs (another user's image, an unowned one, or any public one): pull, import, commit and copy
+onto it are refused (409 `image_ref_taken`); administrators may. The check and the agent's
+change run under one lock per (node, reference), so two users cannot race for a new name.
+Every transfer takes one of the user's slots in `dm.transfers` (at most 2 at once: 429).
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import asyncio
 import contextlib
 import os
 import re
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,7 +26,7 @@ from typing import Any, TypeVar
 from agent import protocol as p
 from agent.runtime.errors import DriverError
 from agent.runtime.refs import check_repository
-from dmd import capabilities
+from dmd import capabilities, registries
 from dmd.agents.hub import AgentFailed
 from dmd.blobs import CHUNK, discard
 from dmd.core import Dm
@@ -34,6 +40,7 @@ from dmd.queries import users as user_svc
 
 IMPORT_MAX_BYTES = 64 * 1024**3
 TRANSFER_TIMEOUT_S = 3600.0
+FREE_CHECK_EVERY = 16 * CHUNK  # while an upload streams, free space is looked at this often
 
 T = TypeVar("T")
 # Reads up to n bytes of an upload; b"" at its end (StreamReader.read, BodyPartReader.read_chunk).
@@ -70,6 +77,45 @@ async def claimed(dm: Dm, actor: Actor, user: User, node_id: int, ref: str, imag
     return row
 
 
+def catalogue_ref(ref: str) -> str:
+    """The name the Engine lists a reference under (`docker.io/library/ubuntu:22.04` is
+    `ubuntu:22.04`): a reference must not slip past the check by being spelled differently."""
+    for hub in ("docker.io/", "index.docker.io/"):
+        if ref.startswith(hub):
+            ref = ref[len(hub):]
+            if ref.startswith("library/") and ref.count("/") == 1:
+                ref = ref[len("library/"):]
+            break
+    return ref
+
+
+async def check_ref_free(dm: Dm, user: User, node_id: int, ref: str) -> None:
+    """409 `image_ref_taken` when a plain user's pull, import, commit or copy would re-point a
+    reference already on the node that is not theirs, or that is public (everyone runs it)."""
+    if user.is_admin:
+        return
+    ref = catalogue_ref(ref)
+    async with dm.db.read() as conn:
+        row = await svc.find(conn, node_id, ref)
+    if row is None:
+        return
+    if row["owner_id"] != user.id:
+        raise Conflict(f"{ref} is already on this node and is not your image; choose another repository or tag",
+                       code="image_ref_taken", field="ref")
+    if row["public"]:
+        raise Conflict(f"{ref} is your public image, which other users may be running; make it private first "
+                       "or choose another repository or tag", code="image_ref_taken", field="ref")
+
+
+@contextlib.asynccontextmanager
+async def claiming(dm: Dm, user: User, node_id: int, ref: str) -> AsyncIterator[None]:
+    """The block that changes `ref` on the node, with the reference checked first and no other
+    change of it in between (see check_ref_free)."""
+    async with dm.ref_locks.hold(node_id, catalogue_ref(ref)):
+        await check_ref_free(dm, user, node_id, ref)
+        yield
+
+
 def split_ref(ref: str) -> tuple[str, str]:
     last = ref.rsplit("/", 1)[-1]
     if ":" in last and "@" not in ref:
@@ -99,15 +145,44 @@ def pull_auth(ref: str, username: str | None, password: str | None) -> p.Registr
     return p.RegistryAuth(username=username or "", password=password or "", serveraddress=registry)
 
 
-async def pull(dm: Dm, actor: Actor, user: User, node: Node, ref: str, *,
-               username: str | None = None, password: str | None = None,
-               progress_id: str | None = None) -> dict[str, Any]:
-    """Pull onto a node the user may see (see visible_node); progress events carry progress_id."""
+async def check_registry(dm: Dm, ref: str) -> None:
+    """422 `registry_not_allowed` for a registry on a loopback or private address that the
+    `registry_allow` setting does not name (see dmd.registries)."""
+    why = await registries.refusal(ref, registries.parse_allow(dm.config.registry_allow))
+    if why is not None:
+        raise Invalid(why, code="registry_not_allowed", field="ref")
+
+
+async def start_pull(dm: Dm, actor: Actor, user: User, node: Node, ref: str, *,
+                     username: str | None = None, password: str | None = None,
+                     progress_id: str | None = None) -> Coroutine[Any, Any, dict[str, Any]]:
+    """Everything a pull is refused for (capability, registry, a reference not the user's, the
+    user's transfer slots) checked now; returns the pull itself, which the caller must run (it
+    gives the slot back). Progress events carry progress_id."""
     capabilities.require(node, "pull")
     auth = pull_auth(ref, username, password)
     ref = pull_ref(ref)
-    reply = await agent_reply(dm.hub.ask(node.id, p.ImagePull(ref, auth, progress_id or "")))
-    return await claimed(dm, actor, user, node.id, ref, reply.image, "image.pull")
+    await check_ref_free(dm, user, node.id, ref)
+    await check_registry(dm, ref)
+    await dm.transfers.enter(user.id)
+
+    async def run() -> dict[str, Any]:
+        try:
+            async with claiming(dm, user, node.id, ref):
+                reply = await agent_reply(dm.hub.ask(node.id, p.ImagePull(ref, auth, progress_id or "")))
+                return await claimed(dm, actor, user, node.id, ref, reply.image, "image.pull")
+        finally:
+            dm.transfers.leave(user.id)
+
+    return run()
+
+
+async def pull(dm: Dm, actor: Actor, user: User, node: Node, ref: str, *,
+               username: str | None = None, password: str | None = None,
+               progress_id: str | None = None) -> dict[str, Any]:
+    """Pull onto a node the user may see (see visible_node and start_pull)."""
+    return await (await start_pull(dm, actor, user, node, ref, username=username, password=password,
+                                   progress_id=progress_id))
 
 
 # --- import ---------------------------------------------------------------------------------
@@ -124,10 +199,30 @@ def check_import_name(repository: str, tag: str) -> None:
         raise Invalid(f"repository: {e.message}", field="repository") from None
 
 
-async def save_upload(read: Reader, path: Path, limit: int = IMPORT_MAX_BYTES) -> int:
+class NoSpace(ApiError):
+    status, code = 507, "insufficient_storage"
+
+
+def no_space(free: int, margin: int) -> NoSpace:
+    return NoSpace(f"dmd's spool folder has {free} bytes free and keeps at least {margin} free; "
+                   "try again later or ask an administrator to free space or move spool_dir")
+
+
+async def check_space(dm: Dm, expected: int | None) -> None:
+    """507 when storing `expected` more bytes (the declared length, when there is one) would
+    leave less than the `spool_min_free_bytes` margin free."""
+    free, margin = await dm.blobs.free_bytes(), dm.config.spool_min_free_bytes
+    if free - (expected or 0) < margin:
+        raise no_space(free, margin)
+
+
+async def save_upload(read: Reader, path: Path, limit: int = IMPORT_MAX_BYTES,
+                      free_bytes: Callable[[], Awaitable[int]] | None = None, margin: int = 0) -> int:
     """Copy an upload to a file, chunk by chunk (the writes in a thread so the loop never
-    blocks); 413 beyond `limit` bytes. Like dmd.blobs.write_stream, for any reader."""
+    blocks); 413 beyond `limit` bytes; 507 when the disk's free space falls under `margin`
+    (looked at every FREE_CHECK_EVERY bytes). Like dmd.blobs.write_stream, for any reader."""
     size = 0
+    checked = 0
     fd = await asyncio.to_thread(os.open, path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     f = os.fdopen(fd, "wb")
     try:
@@ -138,32 +233,59 @@ async def save_upload(read: Reader, path: Path, limit: int = IMPORT_MAX_BYTES) -
             size += len(chunk)
             if size > limit:
                 raise ApiError(f"the tarball is larger than {limit} bytes", status=413, code="too_large")
+            if free_bytes is not None and (checked == 0 or size - checked >= FREE_CHECK_EVERY):
+                checked = size
+                free = await free_bytes()
+                if free - len(chunk) < margin:
+                    raise no_space(free, margin)
             await asyncio.to_thread(f.write, chunk)
     finally:
         await asyncio.to_thread(f.close)
     return size
 
 
-async def import_tarball(dm: Dm, actor: Actor, user: User, node: Node, repository: str, tag: str,
-                         read: Reader, limit: int = IMPORT_MAX_BYTES) -> dict[str, Any]:
-    """Stream an uploaded tarball (docker save output or a root file system tar) to a blob
-    file, let the node's agent import it as repository:tag, and forget the file."""
+async def check_import(dm: Dm, user: User, node: Node, repository: str, tag: str,
+                       expected: int | None = None) -> None:
+    """Everything an import is refused for, before a byte of the upload is read: the name, the
+    node (joined and connected), its capability, a reference that is not the user's, and the
+    spool folder's free space (with `expected`, the declared length)."""
     check_import_name(repository, tag)
-    capabilities.require(node, "image_import")  # before a byte of the upload is stored
+    if not node.joined:
+        raise Conflict(f"node {node.name} has not joined yet; run its agent's join first", code="node_not_joined")
+    if not dm.hub.is_online(node.id):
+        raise Conflict(f"node {node.name} is offline; start its agent and try again", code="node_offline")
+    capabilities.require(node, "image_import")
+    await check_ref_free(dm, user, node.id, f"{repository}:{tag}")
+    if expected is not None and expected > IMPORT_MAX_BYTES:
+        raise ApiError(f"the tarball is larger than {IMPORT_MAX_BYTES} bytes", status=413, code="too_large")
+    await check_space(dm, expected)
+
+
+async def import_tarball(dm: Dm, actor: Actor, user: User, node: Node, repository: str, tag: str,
+                         read: Reader, limit: int = IMPORT_MAX_BYTES, expected: int | None = None
+                         ) -> dict[str, Any]:
+    """Stream an uploaded tarball (docker save output or a root file system tar) to a spool
+    file, let the node's agent import it as repository:tag, and forget the file. Everything the
+    import is refused for is checked before `read` is first called (see check_import)."""
+    await check_import(dm, user, node, repository, tag, expected)
+    ref = f"{repository}:{tag}"
     blobs = dm.blobs
-    path = blobs.new_path()
-    try:
-        size = await save_upload(read, path, limit)
-        if size == 0:
-            raise BadRequest("the tarball is empty", code="empty_body")
-        token = blobs.offer(node.id, "get", path)
+    async with dm.transfers.slot(user.id):
+        path = blobs.new_path()
         try:
-            reply = await agent_reply(dm.hub.ask(node.id, p.ImageImport(blobs.url_path(token), repository, tag)))
+            size = await save_upload(read, path, limit, blobs.free_bytes, dm.config.spool_min_free_bytes)
+            if size == 0:
+                raise BadRequest("the tarball is empty", code="empty_body")
+            token = blobs.offer(node.id, "get", path)
+            try:
+                async with claiming(dm, user, node.id, ref):
+                    reply = await agent_reply(dm.hub.ask(node.id, p.ImageImport(blobs.url_path(token), repository,
+                                                                                tag)))
+                    return await claimed(dm, actor, user, node.id, ref, reply.image, "image.import", bytes=size)
+            finally:
+                blobs.close(token)
         finally:
-            blobs.close(token)
-    finally:
-        discard(path)
-    return await claimed(dm, actor, user, node.id, f"{repository}:{tag}", reply.image, "image.import", bytes=size)
+            discard(path)
 
 
 # --- one catalogue entry --------------------------------------------------------------------
@@ -214,25 +336,30 @@ async def copy(dm: Dm, actor: Actor, user: User, image_id: int, node_id: int) ->
         raise Conflict("the image is already on that node", code="same_node")
     capabilities.require(source, "image_export")
     capabilities.require(target, "image_import")
+    await check_ref_free(dm, user, target.id, image["ref"])
+    await check_space(dm, image["size"] if isinstance(image["size"], int) else None)
     hub, blobs = dm.hub, dm.blobs
-    path = blobs.new_path()
-    up = blobs.offer(image["node_id"], "put", path)
-    try:
-        await hub.ask(image["node_id"], p.ImageExport(image["ref"], blobs.url_path(up)))
-        blob = blobs.get(up)
-        if blob is None or blob.error or not path.exists():
-            raise ApiError("the source node did not deliver the image", status=502, code="transfer_failed")
-        down = blobs.offer(target.id, "get", path)
-        repository, tag = split_ref(image["ref"])
+    async with dm.transfers.slot(user.id):
+        path = blobs.new_path()
+        up = blobs.offer(image["node_id"], "put", path)
         try:
-            reply = await agent_reply(hub.ask(target.id, p.ImageImport(blobs.url_path(down), repository, tag)))
+            await hub.ask(image["node_id"], p.ImageExport(image["ref"], blobs.url_path(up)))
+            blob = blobs.get(up)
+            if blob is None or blob.error or not path.exists():
+                raise ApiError("the source node did not deliver the image", status=502, code="transfer_failed")
+            down = blobs.offer(target.id, "get", path)
+            repository, tag = split_ref(image["ref"])
+            try:
+                async with claiming(dm, user, target.id, image["ref"]):
+                    reply = await agent_reply(hub.ask(target.id, p.ImageImport(blobs.url_path(down), repository,
+                                                                               tag)))
+                    row = await claimed(dm, actor, user, target.id, image["ref"], reply.image, "image.copy",
+                                        from_node=image["node_id"])
+            finally:
+                blobs.close(down)
         finally:
-            blobs.close(down)
-    finally:
-        blobs.close(up)
-        discard(path)
-    row = await claimed(dm, actor, user, target.id, image["ref"], reply.image, "image.copy",
-                        from_node=image["node_id"])
+            blobs.close(up)
+            discard(path)
     if image["public"]:
         async with dm.db.begin() as conn:
             await svc.set_public(conn, row["id"], True)
@@ -247,9 +374,11 @@ async def commit(dm: Dm, actor: Actor, user: User, instance_id: int, repository:
         inst = await inst_svc.get_visible(conn, user, instance_id)
         node = await node_svc.get(conn, inst.node_id)
     capabilities.require(node, "commit")
-    reply = await agent_reply(dm.hub.ask(inst.node_id, p.ImageCommit(inst.id, repository, tag)))
-    return await claimed(dm, actor, user, inst.node_id, f"{repository}:{tag}", reply.image, "image.commit",
-                         instance_id=inst.id)
+    ref = f"{repository}:{tag}"
+    await check_ref_free(dm, user, inst.node_id, ref)
+    async with dm.transfers.slot(user.id), claiming(dm, user, inst.node_id, ref):
+        reply = await agent_reply(dm.hub.ask(inst.node_id, p.ImageCommit(inst.id, repository, tag)))
+        return await claimed(dm, actor, user, inst.node_id, ref, reply.image, "image.commit", instance_id=inst.id)
 
 
 # --- pull progress ------------------------------------------------------------------------------

@@ -45,6 +45,9 @@ from tests.runtime.conftest import docker_test_image  # noqa: F401 (fixture: bui
 from tests.runtime.images import BUSYBOX_BINARY, BUSYBOX_REF, is_static_elf
 
 REGISTRY = "127.0.0.1:5000"
+# The local registry is on loopback: dmd pulls from it only when registry_allow names it (and
+# 127.0.0.1:1, where nothing answers, for the failure tests).
+ALLOWED_REGISTRIES = f"{REGISTRY} 127.0.0.1:1"
 PULL_REF = f"{REGISTRY}/dm-test/busybox:pulltest"
 # Unique per run, so the pushed layer is new to the engine and the pull really downloads it.
 PULL_MARKER = f"dm pull test image {secrets.token_hex(8)}\n"
@@ -222,6 +225,13 @@ def registry_image(docker_test_image) -> str:  # noqa: F811
 
 
 @pytest.fixture
+async def client(make_client):  # type: ignore[no-untyped-def]
+    """dmd, allowed to pull from the local test registry."""
+    return await make_client(registry_allow=ALLOWED_REGISTRIES)
+
+
+
+@pytest.fixture
 async def made(docker) -> AsyncIterator[list[str]]:  # noqa: F811
     """Refs a test makes on the main engine: removed (with their containers) after the instances are."""
     refs: list[str] = []
@@ -339,6 +349,7 @@ def ndjson(text: str) -> list[dict[str, Any]]:
 
 
 __all__ = [
+    "ALLOWED_REGISTRIES",
     "BUSYBOX_REF",
     "PULL_MARKER",
     "PULL_REF",

@@ -3,7 +3,10 @@ image is its owner's, or everyone's once public; administrators see all."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+import sqlalchemy as sa
 
 from dmd.db import Database
 from dmd.db.schema import images, nodes
@@ -50,3 +53,55 @@ async def test_owners_see_theirs_everyone_sees_public_admins_see_all(db: Databas
                         await svc.get_visible(conn, user, image_id)
         assert [i["ref"] for i in await svc.list_on_node(conn, bob, n2)] == []
         assert [i["ref"] for i in await svc.list_on_node(conn, alice, n2)] == ["elsewhere:1"]
+
+
+async def test_two_syncs_of_one_node_at_once(db: Database) -> None:
+    """Two imports on one node each refresh its catalogue: the second sync waits for the first
+    and updates what it wrote instead of inserting the same reference again (a unique violation)."""
+    import asyncio
+
+    from agent.protocol import ImageInfo
+    from tests.waiting import wait_for
+
+    now = utcnow()
+    async with db.begin() as conn:
+        r = await conn.execute(nodes.insert().values(name="n", owner_id=None, status="online", cordoned=False,
+                                                     local=False, facts="{}", created_at=now, updated_at=now))
+        node_id = int(r.inserted_primary_key[0])
+    first = [ImageInfo(id="sha256:a", repo_tags=["new:1"], size=1)]
+    second = [ImageInfo(id="sha256:a", repo_tags=["new:1", "other:1"], size=1)]
+
+    async def sync(reported: list[ImageInfo]) -> None:
+        async with db.begin() as conn:
+            await svc.sync_inventory(conn, node_id, reported)
+
+    if db.dialect == "sqlite":  # BEGIN IMMEDIATE runs writers one after the other anyway
+        await sync(first)
+        await sync(second)
+    else:
+        # The hook: the first sync commits only once the second has sent the statement that would
+        # write the same row (without the lock) or that waits for the node's row (with it).
+        sent: list[str] = []
+
+        def before(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            if "FOR UPDATE" in statement or statement.lstrip().upper().startswith("INSERT INTO IMAGES"):
+                sent.append(statement)
+
+        later: asyncio.Future[None] | None = None
+        try:
+            async with db.begin() as conn:
+                await svc.sync_inventory(conn, node_id, first)
+                sa.event.listen(db.engine.sync_engine, "before_cursor_execute", before)
+                try:
+                    later = asyncio.ensure_future(sync(second))
+                    await wait_for(lambda: later.done() or sent, "the second sync's write or lock", 10)
+                finally:
+                    sa.event.remove(db.engine.sync_engine, "before_cursor_execute", before)
+        finally:
+            if later is not None:  # never left running past the test, whatever happened
+                await asyncio.wait([later], timeout=30)
+        assert later is not None
+        await later
+    async with db.read() as conn:
+        rows = await conn.execute(sa.select(images.c.ref).where(images.c.node_id == node_id).order_by(images.c.ref))
+        assert list(rows.scalars()) == ["new:1", "other:1"]

@@ -23,6 +23,7 @@ from dmd.core import DM
 from dmd.queries import audit
 from tests.conftest import add_user, make_token
 from tests.images.conftest import (  # noqa: F401 (fixtures)
+    ALLOWED_REGISTRIES,
     REGISTRY,
     _registry_answers,
     catalogue,
@@ -34,6 +35,12 @@ from tests.images.conftest import (  # noqa: F401 (fixtures)
 from tests.instances.conftest import IMAGE, docker, docker_test_image, local, wait_for  # noqa: F401 (fixtures)
 from tests.nodes.helpers import FakeAgent
 from tests.pages.conftest import csrf_of, get_csrf, page_login, post_form
+
+
+@pytest.fixture(name="client")
+async def _registry_client(make_client):  # type: ignore[no-untyped-def]
+    """dmd, allowed to pull from the local test registry (on loopback: registry_allow)."""
+    return await make_client(registry_allow=ALLOWED_REGISTRIES)
 
 
 def _main(html: str) -> str:

@@ -26,6 +26,7 @@ from agent.runtime.errors import (
     UnavailableError,
     error_for,
 )
+from agent.runtime.image_tar import DEFAULT_EXPANSION, ExpansionLimits
 from agent.runtime.locks import KeyedLocks
 from agent.runtime.refs import is_container_ref
 
@@ -104,6 +105,7 @@ class Engine(RuntimeDriver):
         connect_timeout: float = 10,
         exec_output_limit: int = DEFAULT_EXEC_OUTPUT_LIMIT,
         spool_dir: str | None = None,
+        expansion: ExpansionLimits = DEFAULT_EXPANSION,
     ) -> None:
         if url.startswith("ssh://"):
             raise InvalidError("ssh:// Docker hosts are not supported by the agent")
@@ -111,6 +113,7 @@ class Engine(RuntimeDriver):
         self._connect_timeout = connect_timeout
         self._exec_output_limit = exec_output_limit
         self._spool_dir = spool_dir
+        self._expansion = expansion  # how far a compressed archive to import may expand
         self._docker: aiodocker.Docker | None = None
         self._closed = False
         self._create_locks = KeyedLocks()

@@ -90,7 +90,7 @@ class ImageCalls(Engine):
     ) -> ImageInfo:
         if repository is not None:
             check_repository(repository, tag)
-        prepared = await prepare_image_tar(source, spool_dir=self._spool_dir)
+        prepared = await prepare_image_tar(source, spool_dir=self._spool_dir, limits=self._expansion)
         docker = await self._client()
         headers = {"Content-Type": "application/x-tar"}
         try:
