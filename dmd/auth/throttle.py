@@ -36,6 +36,7 @@ class LoginThrottle:
         lock_for: float = 900.0,
         max_delay: float = 30.0,
         address_factor: int = 3,
+        max_keys: int = 100_000,
     ) -> None:
         self.free = free
         self.lock_after = lock_after
@@ -44,6 +45,7 @@ class LoginThrottle:
         self.max_delay = max_delay
         # An address may try several accounts (a shared NAT), so it gets more room.
         self.address_factor = address_factor
+        self.max_keys = max_keys  # bounded memory under a spray of addresses
         self._keys: dict[str, _State] = {}
 
     def _limits(self, key: str) -> tuple[int, int]:
@@ -72,8 +74,8 @@ class LoginThrottle:
 
     def failure(self, keys: list[str], now: float | None = None) -> None:
         now = time.time() if now is None else now
-        if len(self._keys) > 100_000:  # bounded memory under a spray of addresses
-            self._keys.clear()
+        if len(self._keys) >= self.max_keys:
+            self._make_room(now)
         for key in keys:
             st = self._keys.get(key)
             if st is None or (now - st.last > self.window and now >= st.locked_until):
@@ -83,6 +85,20 @@ class LoginThrottle:
             _, lock_after = self._limits(key)
             if st.failures >= lock_after:
                 st.locked_until = now + self.lock_for
+
+    def _make_room(self, now: float) -> None:
+        """Forget what has expired, then the oldest keys that are not locked: a spray of new
+        addresses never lifts a lock (clearing everything would let the sprayer start afresh)."""
+        for key, st in list(self._keys.items()):
+            if now - st.last > self.window and now >= st.locked_until:
+                del self._keys[key]
+        excess = len(self._keys) - self.max_keys * 9 // 10
+        for key, st in list(self._keys.items()):
+            if excess <= 0:
+                break
+            if now >= st.locked_until:
+                del self._keys[key]
+                excess -= 1
 
     def success(self, account_key: str) -> None:
         self._keys.pop(account_key, None)

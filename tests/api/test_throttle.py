@@ -106,10 +106,24 @@ def test_a_lock_ends_at_its_very_second():
 
 def test_memory_stays_bounded_under_a_spray_of_addresses():
     full = LoginThrottle()
-    full._keys.update({f"ip:{i}": _State(1, 0.0, 0.0) for i in range(100_001)})
+    full._keys.update({f"ip:{i}": _State(1, 0.0, 0.0) for i in range(100_000)})
     full.failure([ACCT], now=0)
-    assert list(full._keys) == [ACCT]  # past the bound: everything else dropped at once
-    at_bound = LoginThrottle()
-    at_bound._keys.update({f"ip:{i}": _State(1, 0.0, 0.0) for i in range(100_000)})
-    at_bound.failure([ACCT], now=0)
-    assert len(at_bound._keys) == 100_001  # at the bound: nothing dropped
+    # At the bound the oldest tenth goes (the keys expired by now go first), the newest stays.
+    assert len(full._keys) == 90_001 and "ip:0" not in full._keys and "ip:99999" in full._keys
+    assert full._keys[ACCT].failures == 1
+    below = LoginThrottle()
+    below._keys.update({f"ip:{i}": _State(1, 0.0, 0.0) for i in range(99_999)})
+    below.failure([ACCT], now=0)
+    assert len(below._keys) == 100_000  # below the bound: nothing dropped
+
+
+def test_a_spray_of_addresses_never_lifts_a_lock():
+    t = LoginThrottle(free=1, lock_after=2, address_factor=1, max_keys=100)
+    t.failure(["ip:192.0.2.1"], now=1000.0)
+    t.failure(["ip:192.0.2.1"], now=1000.0)
+    locked = t.retry_after(["ip:192.0.2.1"], now=1001.0)
+    assert locked > 0
+    for i in range(1000):  # ten times the bound, each a new address
+        t.failure([f"ip:198.51.100.{i}"], now=1001.0)
+    assert len(t._keys) <= 100
+    assert t.retry_after(["ip:192.0.2.1"], now=1001.0) == locked
