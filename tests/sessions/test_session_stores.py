@@ -12,6 +12,7 @@ from redis import asyncio as aioredis
 from dmd.app import load_session_secret
 from dmd.errors import StartupError
 from tests.conftest import MEMCACHED_URL, PASSWORD, REDIS_URL, add_user, login, make_config
+from tests.pages.live import running_dmd  # at import: importing Playwright on the loop would block it
 
 STORES = {"memory": "memory", "redis": REDIS_URL, "memcached": MEMCACHED_URL}
 
@@ -77,7 +78,6 @@ async def test_sessions_across_a_restart_of_dmd(tmp_path, store, survives):
     """A real `dmd serve` is stopped and started again on the same data dir (so the same session
     secret) and the same store: a browser's login goes on on Redis and Memcached, and a cookie
     write with its CSRF token still works; memory sessions end with the process."""
-    from tests.pages.live import running_dmd
 
     flags = ("--sessions", STORES[store])
     async with ClientSession(cookie_jar=CookieJar(unsafe=True)) as browser:
