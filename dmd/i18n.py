@@ -113,6 +113,9 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "quota.instance_limit": ("Instances", "インスタンス"),
     "quota.node_limit": ("Nodes", "ノード"),
     "quota.gpu_limit": ("GPUs", "GPU"),
+    "quota.port_map_limit": ("Port maps", "ポートマップ"),
+    "quota.log_follow_limit": ("Log follows", "ログ追跡"),
+    "quota.transfer_limit": ("Pulls/imports", "取得/インポート"),
     "quota.none": ("No limit", "無制限"),
     # --- tokens -----------------------------------------------------------------------------
     "tokens.title": ("API tokens", "API トークン"),
@@ -831,6 +834,12 @@ CATALOGUE: dict[str, tuple[str, str]] = {
                              "ノードのクォータは 0 以上の整数か空欄にしてください。"),
     "err.field.gpu_limit": ("The GPU quota must be a whole number from 0, or empty.",
                             "GPU のクォータは 0 以上の整数か空欄にしてください。"),
+    "err.field.port_map_limit": ("The port map ceiling must be a whole number from 0, or empty.",
+                                 "ポートマップの上限は 0 以上の整数か空欄にしてください。"),
+    "err.field.log_follow_limit": ("The log follow ceiling must be a whole number from 0, or empty.",
+                                   "ログ追跡の上限は 0 以上の整数か空欄にしてください。"),
+    "err.field.transfer_limit": ("The pull/import ceiling must be a whole number from 0, or empty.",
+                                 "取得/インポートの上限は 0 以上の整数か空欄にしてください。"),
     "err.field.name": ("Give the token a name of 1 to 100 characters, on one line.",
                        "トークンには 1〜100 文字の名前を 1 行で付けてください。"),
     "err.field.expires_in_days": ("The lifetime must be a whole number of days from 1 to 3650, or "

@@ -26,6 +26,9 @@ class User:
     created_at: dt.datetime
     updated_at: dt.datetime
     last_login_at: dt.datetime | None
+    port_map_limit: int | None = None
+    log_follow_limit: int | None = None
+    transfer_limit: int | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -35,6 +38,16 @@ class User:
     def from_row(cls, row: Any) -> User:
         m = row._mapping
         return cls(**{k: m[k] for k in cls.__slots__})  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class UserLimits:
+    """What one user may hold at once; None: no limit."""
+
+    nodes: int | None
+    port_maps: int | None
+    log_follows: int | None
+    transfers: int | None  # pulls and imports in flight
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +82,7 @@ class Node:
     last_seen: dt.datetime | None
     created_at: dt.datetime
     updated_at: dt.datetime
+    public: bool = False  # provided by an administrator for everyone
 
     @property
     def joined(self) -> bool:

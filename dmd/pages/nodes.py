@@ -211,7 +211,7 @@ async def _detail(request: web.Request, node: Node, user: User, *, status: int =
     samples = dm.hub.recent_metrics(node.id)
     latest = samples[-1] if samples else None
     now = time.time()
-    found = await uc.detail(dm, node, manage)
+    found = await uc.detail(dm, node, manage, with_email=user.is_admin)
     owner, shares = found.owner, found.shares
     join = None
     if status == 200:
