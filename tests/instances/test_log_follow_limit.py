@@ -43,15 +43,13 @@ async def test_follows_beyond_the_limit_are_refused_until_one_ends(client, admin
 def test_the_counter_gives_back_on_any_exit_and_counts_per_user() -> None:
     c = FollowCounter()
     with c.hold(1, 1):
-        with pytest.raises(TooManyFollows) as e:
-            with c.hold(1, 1):
-                pass
+        with pytest.raises(TooManyFollows) as e, c.hold(1, 1):
+            pass
         assert (e.value.status, e.value.code) == (429, "too_many_follows")
         with c.hold(2, 1):  # another user carries on
             assert (c.held(1), c.held(2)) == (1, 1)
-    with pytest.raises(RuntimeError):
-        with c.hold(1, 1):
-            raise RuntimeError("the stream broke")
+    with pytest.raises(RuntimeError), c.hold(1, 1):
+        raise RuntimeError("the stream broke")
     assert c.held(1) == 0
     with c.hold(1, None), c.hold(1, None), c.hold(1, None):  # None: no limit
         assert c.held(1) == 3
