@@ -127,8 +127,10 @@ async def test_plain_users_create_nodes_only_when_an_admin_allows(client, admin)
     body = await r.json()
     assert (r.status, body["error"]["code"]) == (403, "quota_exceeded")
     assert "an administrator must allow it" in body["error"]["message"]
-    r = await client.patch(f"/api/v1/users/{created['id']}", json={"node_limit": 1}, headers=admin)
-    assert (await r.json())["node_limit"] == 1
+    r = await client.patch(f"/api/v1/users/{created['id']}", json={
+        "node_limit": 1, "port_map_limit": 5, "log_follow_limit": None, "transfer_limit": 1}, headers=admin)
+    got = await r.json()
+    assert (got["node_limit"], got["port_map_limit"], got["log_follow_limit"], got["transfer_limit"]) == (1, 5, None, 1)
     assert (await client.post("/api/v1/nodes", json={"name": "mine"}, headers=new)).status == 201
 
     # Given explicitly, the limits are what the admin said (null: no limit); admins own nodes freely.
