@@ -205,16 +205,16 @@ async def shared_with_me(ctx: Ctx) -> Any:
     return [SharedWithMeOut(**s) for s in await uc.shared_with(ctx.dm, ctx.user_identity.user)]
 
 
-@api.post("/shares/{node_id}/accept", summary="Accept a node shared with you: you may then place instances on it, "
-          "and automatic placement may choose it", tag="nodes", response=SharedWithMeOut, errors=(404,))
+@api.post("/shares/{id}/accept", summary="Accept the node {id} shared with you: you may then place instances "
+          "on it, and automatic placement may choose it", tag="nodes", response=SharedWithMeOut, errors=(404,))
 async def accept_share(ctx: Ctx) -> Any:
     return SharedWithMeOut(**await uc.accept_share(ctx.dm, actor_of(ctx.request, ctx.identity),
-                                                   ctx.user_identity.user, ctx.path_int("node_id")))
+                                                   ctx.user_identity.user, ctx.path_int("id")))
 
 
-@api.delete("/shares/{node_id}", summary="Decline a pending share or leave an accepted one (your instances there "
-            "stay; no new one goes there)", tag="nodes", status=204, errors=(404,))
+@api.delete("/shares/{id}", summary="Decline the pending share of node {id}, or leave it once accepted "
+            "(your instances there stay; no new one goes there)", tag="nodes", status=204, errors=(404,))
 async def leave_share(ctx: Ctx) -> Any:
     await uc.leave_share(ctx.dm, actor_of(ctx.request, ctx.identity), ctx.user_identity.user,
-                         ctx.path_int("node_id"))
+                         ctx.path_int("id"))
     return None
