@@ -65,14 +65,12 @@ def usable_clause(user: User) -> sa.ColumnElement[bool]:
     return sa.or_(nodes.c.owner_id == user.id, nodes.c.id.in_(accepted), provided_clause())
 
 
-_visible_clause = usable_clause
-
 
 async def get_visible(conn: AsyncConnection, user: User, node_id: int) -> Node:
     """The node if `user` may see it; otherwise 404 (never reveal that it exists)."""
     q = sa.select(nodes).where(nodes.c.id == node_id)
     if not user.is_admin:
-        q = q.where(_visible_clause(user))
+        q = q.where(usable_clause(user))
     row = (await conn.execute(q)).first()
     if row is None:
         raise NotFound(f"no such node: {node_id}")
@@ -90,7 +88,7 @@ async def get_manageable(conn: AsyncConnection, user: User, node_id: int) -> Nod
 async def list_visible(conn: AsyncConnection, user: User, *, limit: int, after_id: int | None) -> list[Node]:
     q = sa.select(nodes).order_by(nodes.c.id).limit(limit)
     if not user.is_admin:
-        q = q.where(_visible_clause(user))
+        q = q.where(usable_clause(user))
     if after_id is not None:
         q = q.where(nodes.c.id > after_id)
     return [Node.from_row(r) for r in (await conn.execute(q)).all()]
