@@ -554,3 +554,30 @@ def test_relative_times():
     assert node_pages.ago(en, None) == "never"
     assert node_pages.duration(en, 3600) == "1 hour" and node_pages.duration(en, 7200) == "2 hours"
     assert node_pages.duration(ja, 1800) == "30 分間"
+
+
+async def test_admins_provide_a_node_for_everyone_on_its_page(client):
+    await add_user(client, "admin@example.org", role="admin", username="admin")
+    await add_user(client, "alice@example.org", username="alice")
+    await page_login(client, "alice@example.org")
+    theirs, _, _ = await _add_node(client, "alice-box")
+    assert f'action="/nodes/{theirs}/public"' not in await (await client.get(f"/nodes/{theirs}")).text()
+    r = await post_form(client, f"/nodes/{theirs}/public", {"public": "1"})
+    assert r.status == 403
+
+    await _switch(client, "admin@example.org")
+    site, _, _ = await _add_node(client, "site")
+    html = await (await client.get(f"/nodes/{site}")).text()
+    assert f'action="/nodes/{site}/public"' in html and "Provide for everyone" in html
+    r = await post_form(client, f"/nodes/{site}/public", {"public": "1"}, csrf_from=f"/nodes/{site}")
+    assert r.status == 303 and r.headers["Location"] == f"/nodes/{site}"
+    html = await (await client.get(f"/nodes/{site}")).text()
+    assert "site is now provided for everyone" in html and "Stop providing for everyone" in html
+    r = await post_form(client, f"/nodes/{theirs}/public", {"public": "1"}, csrf_from=f"/nodes/{theirs}")
+    assert r.status == 409 and "only a node an administrator owns" in await r.text()
+
+    # alice now sees the admin's node, for everyone.
+    await _switch(client, "alice@example.org")
+    main = _main(await (await client.get("/nodes")).text())
+    assert "site" in main and "For everyone" in main
+    assert await _actions(client, "node.public") == ["node.public"]
