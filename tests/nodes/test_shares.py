@@ -192,3 +192,35 @@ async def test_a_share_counts_only_for_its_recipient_and_node(client, admin, ali
         accepted = (await conn.execute(sa.select(sa.func.count()).select_from(node_shares)
                                        .where(node_shares.c.accepted_at.is_not(None)))).scalar_one()
     assert accepted == 1
+
+
+async def test_the_attack_a_users_node_shared_with_a_victim_never_gets_their_instance(client, admin, joined, agents):
+    """mallory, allowed one node, runs its agent and offers it to the victim; the victim's instance,
+    placed by DM, never goes there (its environment would be mallory's to read)."""
+    r = await client.post("/api/v1/users", json={"email": "mallory@example.org", "password": "long enough pw"},
+                          headers=admin)
+    mallory_id = (await r.json())["id"]
+    await client.patch(f"/api/v1/users/{mallory_id}", json={"node_limit": 1}, headers=admin)
+    mallory = await make_token(client, "mallory@example.org", "long enough pw")
+    await add_user(client, "victim@example.org", username="victim")
+    victim = await make_token(client, "victim@example.org")
+
+    nid, credential = await joined("trap", mallory)
+    agent = agents(nid, credential)
+    await agent.connect({"hostname": "trap", "cpu_count": 64, "memory_total_mb": 640000, "gpus": []})
+    r = await client.post(f"/api/v1/nodes/{nid}/shares", json={"username": "victim"}, headers=mallory)
+    assert r.status == 201
+    # The image the victim asks for is in DM's catalogue on mallory's node, for everyone.
+    from dmd.db.schema import images
+    from dmd.db.types import utcnow
+
+    async with client.app[DM].db.begin() as conn:
+        await conn.execute(images.insert().values(node_id=nid, ref="img:1", image_id="sha256:1", size=1, owner_id=None,
+                                                  public=True, created_at=utcnow(), updated_at=utcnow()))
+
+    r = await client.post("/api/v1/instances", json={"name": "job", "image": "img:1", "env": {"TOKEN": "s3cr3t"}},
+                          headers=victim)
+    body = await r.json()
+    assert (r.status, body["error"]["code"]) == (409, "no_capacity"), body
+    assert (await (await client.get("/api/v1/instances", headers=admin)).json())["items"] == []
+    assert not [e for e in agent.received if e.type == "instance.ensure"], [e.type for e in agent.received]
