@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import sys
 from pathlib import Path
 
 from aiohttp import web
@@ -35,6 +36,7 @@ from dmd.queries import settings as settings_svc
 from dmd.queries import setup as setup_svc
 from dmd.reconciler import Reconciler
 from dmd.sessions import make_storage
+from dmd.usecases import accounts
 from dmd.usecases.transfers import RefLocks, TransferGate
 
 log = logging.getLogger("dmd")
@@ -80,6 +82,13 @@ async def compose(cfg: Config, db: Database, secret: bytes | None = None) -> Dm:
         reconciler=Reconciler(db, hub, ports), blobs=BlobStore(Path(cfg.spool_dir), db),
         local_node=LocalNode(db, cfg), transfers=TransferGate(), ref_locks=RefLocks(),
     )
+
+    async def transfer_limit(user_id: int) -> int:
+        """The user's ceiling on image transfers at once, as an admin set it (None: no limit)."""
+        limit = (await accounts.limits(dm, user_id)).transfers
+        return sys.maxsize if limit is None else limit
+
+    dm.transfers.limit_for = transfer_limit
     async with db.begin() as conn:
         token = await setup_svc.issue_if_needed(conn)
     dm.setup_link = f"{cfg.base_url}/setup?token={token}" if token else None

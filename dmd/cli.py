@@ -146,8 +146,9 @@ async def _user_create(cfg: Config, args: argparse.Namespace) -> int:
         await upgrade(db)
         pw = await hash_password(password)
         async with db.begin() as conn:
-            user = await users.create(conn, email=args.email, password_hash=pw,
-                                      role="admin" if args.admin else "user", username=args.username)
+            role = "admin" if args.admin else "user"
+            user = await users.create(conn, email=args.email, password_hash=pw, role=role,
+                                      username=args.username, **users.new_user_limits(role))
             await settings.delete(conn, setup.KEY)  # a user exists: the setup link is void
             await audit.record(conn, Actor(None, None, "cli"), "user.create", "user", user.id,
                                email=user.email, role=user.role)

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from dmd.follows import FollowCounter
+
 if TYPE_CHECKING:
     from dmd.agents.hub import Hub
     from dmd.auth.cache import TokenCache
@@ -41,6 +43,7 @@ class Dm:
     ref_locks: RefLocks  # one image reference's ownership check and change, together
     setup_link: str | None = None  # the one-time first-run link while no user exists
     openapi: dict[str, Any] = field(default_factory=dict)  # the API's OpenAPI document
+    follows: FollowCounter = field(default_factory=FollowCounter)  # log streams each user follows now
 
 
 DM: web.AppKey[Dm] = web.AppKey("dm", Dm)

@@ -28,6 +28,9 @@ class User:
     last_login_at: dt.datetime | None
     # Random, never reused (see dmd.db.schema.users): sessions and tokens must carry it.
     session_key: str
+    port_map_limit: int | None = None
+    log_follow_limit: int | None = None
+    transfer_limit: int | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -37,6 +40,16 @@ class User:
     def from_row(cls, row: Any) -> User:
         m = row._mapping
         return cls(**{k: m[k] for k in cls.__slots__})  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class UserLimits:
+    """What one user may hold at once; None: no limit."""
+
+    nodes: int | None
+    port_maps: int | None
+    log_follows: int | None
+    transfers: int | None  # pulls and imports in flight
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +87,7 @@ class Node:
     # The size of instances created on the node without one (None: dmd's defaults).
     default_cpus: float | None = None
     default_memory_mb: int | None = None
+    public: bool = False  # provided by an administrator for everyone
 
     @property
     def joined(self) -> bool:

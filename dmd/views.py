@@ -77,6 +77,8 @@ def node_out(hub: Hub, node: Node, user: User) -> NodeOut:
         access = "owner"
     elif user.is_admin:
         access = "admin"
+    elif node.public:
+        access = "public"  # provided for everyone (a share of it, if any, changes nothing)
     else:
         access = "shared"
     status = node.status
@@ -86,7 +88,8 @@ def node_out(hub: Hub, node: Node, user: User) -> NodeOut:
         status = "offline"  # online in the database, but its link is not on this dmd
     return NodeOut(
         id=node.id, name=node.name, owner_id=node.owner_id, access=access, status=status,  # type: ignore[arg-type]
-        cordoned=node.cordoned, local=node.local, last_seen=hub.last_seen(node.id) or node.last_seen,
+        cordoned=node.cordoned, local=node.local, public=node.public,
+        last_seen=hub.last_seen(node.id) or node.last_seen,
         connected_at=node.connected_at, agent_version=node.agent_version, protocol_version=node.protocol_version,
         facts=node.facts, gpus=node.gpus, join_expires_at=node.join_expires_at, created_at=node.created_at,
         updated_at=node.updated_at,

@@ -167,3 +167,23 @@ async def admin(client: TestClient) -> dict[str, str]:  # type: ignore[type-arg]
 
 def setup_link(client: TestClient) -> str | None:  # type: ignore[type-arg]
     return client.app[DM].setup_link
+
+
+async def share_node(client: TestClient, node_id: int, username: str, headers: dict[str, str], *,  # type: ignore[type-arg]
+                     accept: bool = True) -> None:
+    """Share a node with `username` through the API (as `headers`), and have the recipient accept
+    it (a share they did not accept lets them use nothing)."""
+    r = await client.post(f"/api/v1/nodes/{node_id}/shares", json={"username": username}, headers=headers)
+    assert r.status == 201, await r.text()
+    if accept:
+        import sqlalchemy as sa
+
+        from dmd.db.schema import node_shares
+        from dmd.db.schema import users as user_table
+        from dmd.db.types import utcnow
+
+        db: Database = client.app[DM].db
+        async with db.begin() as conn:
+            uid = (await conn.execute(sa.select(user_table.c.id).where(user_table.c.username == username))).scalar_one()
+            await conn.execute(node_shares.update().where(node_shares.c.node_id == node_id,
+                                                          node_shares.c.user_id == uid).values(accepted_at=utcnow()))

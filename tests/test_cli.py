@@ -3,6 +3,7 @@
 import json
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -70,6 +71,14 @@ def test_migrate_and_user_create(tmp_path):
     r = run_dmd("user", "create", "--email", "x@example.org", "--password-stdin",
                 "--data-dir", str(tmp_path), stdin="short\n")
     assert r.returncode == 2
+    # A plain user made here starts as through the API: no node until an admin allows one.
+    r = run_dmd("user", "create", "--email", "plain@example.org", "--password-stdin",
+                "--data-dir", str(tmp_path), stdin=PASSWORD + "\n")
+    assert r.returncode == 0, r.stderr
+    with sqlite3.connect(tmp_path / "dmd.sqlite3") as db:
+        rows = db.execute("SELECT email, node_limit, port_map_limit, log_follow_limit, transfer_limit FROM users "
+                          "ORDER BY id").fetchall()
+    assert rows == [("root@example.org", None, 20, 4, 2), ("plain@example.org", 0, 20, 4, 2)]
 
 
 def test_serve_prints_setup_link_and_stops_on_sigterm(tmp_path):

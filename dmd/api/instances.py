@@ -102,14 +102,20 @@ def _line(line: str) -> bytes:
     return (line if line.endswith("\n") else line + "\n").encode()
 
 
-@api.get("/instances/{id}/logs", summary="The container's output (text/plain); follow=true streams it",
-         tag="instances", query=LogsQuery, errors=(404, 409, 504))
+@api.get("/instances/{id}/logs", summary="The container's output (text/plain); follow=true streams it (at most "
+         "your log follow limit at once: 429 too_many_follows)", tag="instances", query=LogsQuery,
+         errors=(404, 409, 429, 504))
 async def instance_logs(ctx: Ctx) -> Any:
     q: LogsQuery = ctx.query
     got = await uc.logs(ctx.dm, ctx.user_identity.user, ctx.path_int("id"), q.tail)
     if not q.follow:
         return web.Response(text="".join(line if line.endswith("\n") else line + "\n" for line in got.lines),
                             content_type="text/plain")
+    async with uc.following(ctx.dm, ctx.user_identity.user):  # 429 beyond the user's log follow limit
+        return await _follow(ctx, got)
+
+
+async def _follow(ctx: Ctx, got: uc.Logs) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-cache"})
     await resp.prepare(ctx.request)
     lines = got.lines

@@ -20,10 +20,12 @@ from dmd.schemas import (
     NodeCreateIn,
     NodeOut,
     NodePatchIn,
+    NodePublicIn,
     Page,
     PageQuery,
     PingOut,
     RotateOut,
+    SharedWithMeOut,
     ShareIn,
     ShareOut,
     page_of,
@@ -165,8 +167,9 @@ async def list_shares(ctx: Ctx) -> Any:
     return [ShareOut(**s) for s in await uc.shares(ctx.dm, ctx.user_identity.user, ctx.path_int("id"))]
 
 
-@api.post("/nodes/{id}/shares", summary="Share a node with a user (they may then place instances on it)",
-          tag="nodes", body=ShareIn, response=ShareOut, status=201, errors=(403, 404, 409, 422))
+@api.post("/nodes/{id}/shares", summary="Offer a node to a user by exact username (administrators may give "
+          "user_id); pending until they accept it", tag="nodes", body=ShareIn, response=ShareOut, status=201,
+          errors=(403, 404, 409, 422))
 async def add_share(ctx: Ctx) -> Any:
     b: ShareIn = ctx.body
     if (b.username is None) == (b.user_id is None):
@@ -181,4 +184,37 @@ async def add_share(ctx: Ctx) -> Any:
 async def remove_share(ctx: Ctx) -> Any:
     await uc.unshare(ctx.dm, actor_of(ctx.request, ctx.identity), ctx.user_identity.user,
                      ctx.path_int("id"), ctx.path_int("user_id"))
+    return None
+
+
+@api.post("/nodes/{id}/public", summary="Administrators: provide the node for everyone (every user may place on "
+          "it, and automatic placement may choose it), or stop", tag="nodes", auth="admin", body=NodePublicIn,
+          response=NodeOut, errors=(404, 409))
+async def set_public(ctx: Ctx) -> Any:
+    b: NodePublicIn = ctx.body
+    user = ctx.user_identity.user
+    node = await uc.set_public(ctx.dm, actor_of(ctx.request, ctx.identity), user, ctx.path_int("id"), b.public)
+    return node_out(ctx.dm.hub, node, user)
+
+
+# --- shares offered to the caller ------------------------------------------------------------
+
+@api.get("/shares", summary="Nodes shared with you: pending (accept or decline) and accepted (leave at any time)",
+         tag="nodes", response=list[SharedWithMeOut])
+async def shared_with_me(ctx: Ctx) -> Any:
+    return [SharedWithMeOut(**s) for s in await uc.shared_with(ctx.dm, ctx.user_identity.user)]
+
+
+@api.post("/shares/{id}/accept", summary="Accept the node {id} shared with you: you may then place instances "
+          "on it, and automatic placement may choose it", tag="nodes", response=SharedWithMeOut, errors=(404,))
+async def accept_share(ctx: Ctx) -> Any:
+    return SharedWithMeOut(**await uc.accept_share(ctx.dm, actor_of(ctx.request, ctx.identity),
+                                                   ctx.user_identity.user, ctx.path_int("id")))
+
+
+@api.delete("/shares/{id}", summary="Decline the pending share of node {id}, or leave it once accepted "
+            "(your instances there stay; no new one goes there)", tag="nodes", status=204, errors=(404,))
+async def leave_share(ctx: Ctx) -> Any:
+    await uc.leave_share(ctx.dm, actor_of(ctx.request, ctx.identity), ctx.user_identity.user,
+                         ctx.path_int("id"))
     return None

@@ -24,7 +24,9 @@ async def list_users(ctx: Ctx) -> Any:
           response=UserOut, status=201, errors=(409, 422))
 async def create_user(ctx: Ctx) -> Any:
     b: UserCreateIn = ctx.body
-    user = await accounts.create_user(ctx.dm, actor_of(ctx.request, ctx.identity), **b.model_dump())
+    # Limits left out take the role's defaults (no node for plain users); a null one is no limit.
+    user = await accounts.create_user(ctx.dm, actor_of(ctx.request, ctx.identity),
+                                      **b.model_dump(exclude_unset=True))
     return UserOut.of(user)
 
 

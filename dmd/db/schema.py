@@ -29,6 +29,11 @@ users = sa.Table(
     sa.Column("instance_limit", sa.Integer, nullable=True),
     sa.Column("node_limit", sa.Integer, nullable=True),
     sa.Column("gpu_limit", sa.Integer, nullable=True),
+    # Ceilings on what the user holds at once (NULL: no limit): port maps, log follows, and
+    # pulls/imports in flight. New users get dmd.queries.users.DEFAULT_CEILINGS.
+    sa.Column("port_map_limit", sa.Integer, nullable=True),
+    sa.Column("log_follow_limit", sa.Integer, nullable=True),
+    sa.Column("transfer_limit", sa.Integer, nullable=True),
     # Bumped whenever every existing session of the user must end (password change, disable).
     sa.Column("auth_version", sa.Integer, nullable=False, default=1),
     # Random, made at creation and never reused: every session and API token carries it and
@@ -94,6 +99,9 @@ nodes = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),  # pending | online | offline
     sa.Column("cordoned", sa.Boolean, nullable=False, default=False),
     sa.Column("local", sa.Boolean, nullable=False, default=False),
+    # Provided by an administrator for everyone: every user may place on it, and automatic
+    # placement may choose it (only while its owner is an admin or none).
+    sa.Column("public", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
     sa.Column("credential_hash", sa.String(64), nullable=True, unique=True),
     sa.Column("join_token_hash", sa.String(64), nullable=True, unique=True),
     sa.Column("join_expires_at", UtcDateTime, nullable=True),
@@ -111,13 +119,15 @@ nodes = sa.Table(
     sa.Column("updated_at", UtcDateTime, nullable=False),
 )
 
-# Users other than the owner who may place instances on a node.
+# Users other than the owner who may place instances on a node, once they accepted the share
+# (accepted_at NULL: pending; the node is neither theirs to see nor to place on).
 node_shares = sa.Table(
     "node_shares",
     metadata,
     sa.Column("node_id", sa.Integer, sa.ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True),
     sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("accepted_at", UtcDateTime, nullable=True),
 )
 
 instances = sa.Table(

@@ -9,7 +9,17 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from dmd.pages import account, admin, auth_pages, images, instances, nodes, port_maps, ssh_keys
+from dmd.pages import (
+    account,
+    admin,
+    auth_pages,
+    images,
+    instances,
+    nodes,
+    port_maps,
+    shares,
+    ssh_keys,
+)
 from dmd.pages.render import carry_flashes, setup_jinja, web_dir
 
 
@@ -17,7 +27,7 @@ def setup_pages(app: web.Application) -> None:
     setup_jinja(app)
     app.on_response_prepare.append(carry_flashes)  # anonymous flashes travel in a signed cookie
     app.router.add_static("/static/", web_dir() / "static", name="static", append_version=True)
-    for mod in (auth_pages, account, admin):
+    for mod in (auth_pages, account, admin, shares):
         app.router.add_routes(mod.routes)
     nodes.setup(app)
     instances.setup(app)

@@ -30,7 +30,7 @@ routes = web.RouteTableDef()
 
 USERS_PER_PAGE = 50
 AUDIT_PER_PAGE = 50
-QUOTAS = ("instance_limit", "node_limit", "gpu_limit")
+QUOTAS = accounts.LIMIT_FIELDS
 # Families offered as one-click filters on the audit page.
 AUDIT_FAMILIES = ("auth.", "setup.", "user.", "token.")
 
@@ -76,7 +76,9 @@ async def users_list(request: web.Request) -> web.StreamResponse:
 
 
 def _new_form(data: dict[str, str] | None = None) -> dict[str, str]:
-    base = {"email": "", "username": "", "role": "user", **{q: "" for q in QUOTAS}}
+    # Prefilled with what a new plain user gets (no node until an administrator allows one).
+    defaults = accounts.new_user_limits("user")
+    base = {"email": "", "username": "", "role": "user", **{q: _quota_text(defaults.get(q)) for q in QUOTAS}}
     base.update(data or {})
     return base
 

@@ -122,6 +122,7 @@ _CODE_KEYS = {
     "quota_exceeded": "err.node_quota",
     "is_owner": "err.share_is_owner",
     "already_shared": "err.already_shared",
+    "unknown_user": "err.no_such_user",
     "node_offline": "err.node_offline",
     "agent_timeout": "err.agent_timeout",
     "agent_error": "err.agent_error",
@@ -211,7 +212,7 @@ async def _detail(request: web.Request, node: Node, user: User, *, status: int =
     samples = dm.hub.recent_metrics(node.id)
     latest = samples[-1] if samples else None
     now = time.time()
-    found = await uc.detail(dm, node, manage)
+    found = await uc.detail(dm, node, manage, with_email=user.is_admin)
     owner, shares = found.owner, found.shares
     join = None
     if status == 200:
@@ -370,6 +371,25 @@ async def node_share(request: web.Request) -> web.StreamResponse:
                              share_form=forms.kept(data, "username"))
     await flash(request, "ok", "flash.node_shared", name=share["username"])
     return redirect(f"/nodes/{node.id}#sharing")
+
+
+@routes.post("/nodes/{id}/public")
+@login_required
+async def node_public(request: web.Request) -> web.StreamResponse:
+    """Administrators: provide the node for everyone, or stop."""
+    ident = current_identity(request)
+    node_id = _node_id(request)
+    public = (await form_data(request)).get("public") == "1"
+    try:
+        node = await uc.set_public(dm_of(request), actor_of(request, ident), ident.user, node_id, public)
+    except ApiError as e:
+        if e.status != 409:
+            raise
+        node, user = await _manageable(request)
+        return await _detail(request, node, user, status=e.status, action_error=forms.from_api_error(e).view(
+            lang_of(request)))
+    await flash(request, "ok", "flash.node_public" if public else "flash.node_private", name=node.name)
+    return redirect(f"/nodes/{node.id}")
 
 
 @routes.post("/nodes/{id}/shares/{user_id}/revoke")

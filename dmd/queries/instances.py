@@ -15,11 +15,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dmd import capabilities
-from dmd.db.schema import gpu_allocations, images, instance_ssh_keys, instances, node_shares, nodes, port_maps, users
+from dmd.db.schema import gpu_allocations, images, instance_ssh_keys, instances, nodes, port_maps, users
 from dmd.db.types import utcnow
 from dmd.errors import ApiError, Conflict, Invalid, NotFound
 from dmd.models import Instance, Node, User
-from dmd.queries.nodes import NAME_RE
+from dmd.queries.nodes import NAME_RE, trusted_clause, usable_clause
 
 LIVE = sa.and_(instances.c.desired != "deleted")
 
@@ -186,15 +186,16 @@ def _fits(f: Free, cpus: float | None, memory_mb: int | None, gpu_count: int,
     return None
 
 
-def _visible_nodes_clause(user: User) -> sa.ColumnElement[bool]:
-    shared = sa.select(node_shares.c.node_id).where(node_shares.c.user_id == user.id)
-    return sa.or_(nodes.c.owner_id == user.id, nodes.c.id.in_(shared))
-
-
-async def usable_nodes(conn: AsyncConnection, user: User) -> list[Node]:
+async def usable_nodes(conn: AsyncConnection, user: User, *, automatic: bool = False) -> list[Node]:
+    """The nodes the user may place on: their own, accepted shares and those an administrator
+    provides for everyone (never a share they did not accept). Administrators may name any node;
+    DM chooses for them (`automatic`) only among those plus the nodes administrators or the
+    installation own, never a plain user's node they did not choose."""
     q = sa.select(nodes).order_by(nodes.c.id)
-    if not user.is_admin:
-        q = q.where(_visible_nodes_clause(user))
+    if user.is_admin and automatic:
+        q = q.where(sa.or_(usable_clause(user), trusted_clause()))
+    elif not user.is_admin:
+        q = q.where(usable_clause(user))
     return [Node.from_row(r) for r in (await conn.execute(q)).all()]
 
 
@@ -256,7 +257,7 @@ async def create(conn: AsyncConnection, owner: User, req: CreateRequest, online:
     if exists:
         raise Conflict(f"you already have an instance named {req.name!r}", code="name_taken")
 
-    candidates = await usable_nodes(conn, owner)
+    candidates = await usable_nodes(conn, owner, automatic=req.node_id is None)
     if req.node_id is not None:
         candidates = [n for n in candidates if n.id == req.node_id]
         if not candidates:

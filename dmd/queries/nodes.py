@@ -42,16 +42,35 @@ async def get(conn: AsyncConnection, node_id: int) -> Node:
     return Node.from_row(row)
 
 
-def _visible_clause(user: User) -> sa.ColumnElement[bool]:
-    shared = sa.select(node_shares.c.node_id).where(node_shares.c.user_id == user.id)
-    return sa.or_(nodes.c.owner_id == user.id, nodes.c.id.in_(shared))
+def trusted_clause() -> sa.ColumnElement[bool]:
+    """Nodes owned by an administrator or by the installation (no owner)."""
+    admins = sa.select(users.c.id).where(users.c.role == "admin")
+    return sa.or_(nodes.c.owner_id.is_(None), nodes.c.owner_id.in_(admins))
+
+
+def provided_clause() -> sa.ColumnElement[bool]:
+    """Nodes an administrator provides for everyone: marked public, and owned by an admin or by
+    the installation (a public flag left on a node whose owner lost the admin role counts for
+    nothing: a plain user's agent never gets others' instances through it)."""
+    return sa.and_(nodes.c.public.is_(True), trusted_clause())
+
+
+def usable_clause(user: User) -> sa.ColumnElement[bool]:
+    """The nodes a plain user may see and place instances on (by name or automatically): their
+    own, those shared with them that they accepted, and those provided for everyone. A pending
+    share gives nothing: the node's owner alone cannot send anyone's instances (and secrets)
+    to an agent they run."""
+    accepted = sa.select(node_shares.c.node_id).where(node_shares.c.user_id == user.id,
+                                                      node_shares.c.accepted_at.is_not(None))
+    return sa.or_(nodes.c.owner_id == user.id, nodes.c.id.in_(accepted), provided_clause())
+
 
 
 async def get_visible(conn: AsyncConnection, user: User, node_id: int) -> Node:
     """The node if `user` may see it; otherwise 404 (never reveal that it exists)."""
     q = sa.select(nodes).where(nodes.c.id == node_id)
     if not user.is_admin:
-        q = q.where(_visible_clause(user))
+        q = q.where(usable_clause(user))
     row = (await conn.execute(q)).first()
     if row is None:
         raise NotFound(f"no such node: {node_id}")
@@ -69,7 +88,7 @@ async def get_manageable(conn: AsyncConnection, user: User, node_id: int) -> Nod
 async def list_visible(conn: AsyncConnection, user: User, *, limit: int, after_id: int | None) -> list[Node]:
     q = sa.select(nodes).order_by(nodes.c.id).limit(limit)
     if not user.is_admin:
-        q = q.where(_visible_clause(user))
+        q = q.where(usable_clause(user))
     if after_id is not None:
         q = q.where(nodes.c.id > after_id)
     return [Node.from_row(r) for r in (await conn.execute(q)).all()]
@@ -85,6 +104,9 @@ async def _check_node_limit(conn: AsyncConnection, owner: User) -> None:
     owned = (
         await conn.execute(sa.select(sa.func.count()).select_from(nodes).where(nodes.c.owner_id == owner.id))
     ).scalar_one()
+    if limit == 0:
+        raise ApiError("you may not create nodes: an administrator must allow it (raise your node quota)",
+                       status=403, code="quota_exceeded")
     if owned >= limit:
         raise ApiError(f"you may own at most {limit} node(s); delete one or ask an administrator",
                        status=403, code="quota_exceeded")
@@ -236,25 +258,31 @@ async def local_node(conn: AsyncConnection) -> Node | None:
 
 # --- sharing ------------------------------------------------------------------------
 
-async def shares(conn: AsyncConnection, node_id: int) -> list[dict[str, Any]]:
+def _share_out(r: Any, *, with_email: bool) -> dict[str, Any]:
+    return {"user_id": r.id, "username": r.username, "email": r.email if with_email else None,
+            "state": "accepted" if r.accepted_at is not None else "pending",
+            "created_at": r.created_at, "accepted_at": r.accepted_at}
+
+
+async def shares(conn: AsyncConnection, node_id: int, *, with_email: bool = False) -> list[dict[str, Any]]:
+    """The node's shares, pending and accepted (emails only for administrators' eyes)."""
     q = (
-        sa.select(users.c.id, users.c.username, users.c.email, node_shares.c.created_at)
+        sa.select(users.c.id, users.c.username, users.c.email, node_shares.c.created_at, node_shares.c.accepted_at)
         .join(users, users.c.id == node_shares.c.user_id)
         .where(node_shares.c.node_id == node_id)
         .order_by(users.c.username)
     )
-    return [
-        {"user_id": r.id, "username": r.username, "email": r.email, "created_at": r.created_at}
-        for r in (await conn.execute(q)).all()
-    ]
+    return [_share_out(r, with_email=with_email) for r in (await conn.execute(q)).all()]
 
 
 async def share(conn: AsyncConnection, node: Node, user: User) -> None:
+    """Offer the node to `user`: pending until they accept it."""
     if user.id == node.owner_id:
         raise Conflict(f"{user.username} owns this node already", code="is_owner")
     try:
         async with conn.begin_nested():
-            await conn.execute(node_shares.insert().values(node_id=node.id, user_id=user.id, created_at=utcnow()))
+            await conn.execute(node_shares.insert().values(node_id=node.id, user_id=user.id, created_at=utcnow(),
+                                                           accepted_at=None))
     except IntegrityError:
         raise Conflict(f"the node is already shared with {user.username}", code="already_shared") from None
 
@@ -267,10 +295,86 @@ async def unshare(conn: AsyncConnection, node_id: int, user_id: int) -> None:
         raise NotFound(f"the node is not shared with user {user_id}")
 
 
-async def find_user(conn: AsyncConnection, username: str | None, user_id: int | None) -> User:
-    q = sa.select(users)
-    q = q.where(users.c.id == user_id) if user_id is not None else q.where(users.c.username == (username or ""))
-    row = (await conn.execute(q)).first()
+def _no_share(node_id: int) -> NotFound:
+    return NotFound(f"no node {node_id} is shared with you", code="no_share")
+
+
+async def accept(conn: AsyncConnection, user: User, node_id: int) -> None:
+    """The recipient accepts a pending share (accepting twice changes nothing)."""
+    res = await conn.execute(
+        node_shares.update()
+        .where(node_shares.c.node_id == node_id, node_shares.c.user_id == user.id,
+               node_shares.c.accepted_at.is_(None))
+        .values(accepted_at=utcnow())
+    )
+    if res.rowcount == 0 and not await _has_share(conn, user.id, node_id):
+        raise _no_share(node_id)
+
+
+async def leave(conn: AsyncConnection, user: User, node_id: int) -> bool:
+    """The recipient declines a pending share or leaves an accepted one; True if it was accepted."""
+    row = (await conn.execute(sa.select(node_shares.c.accepted_at).where(
+        node_shares.c.node_id == node_id, node_shares.c.user_id == user.id))).first()
     if row is None:
-        raise Invalid(f"user: no such user {username or user_id!r}", field="username" if username else "user_id")
+        raise _no_share(node_id)
+    await conn.execute(node_shares.delete().where(node_shares.c.node_id == node_id,
+                                                  node_shares.c.user_id == user.id))
+    return row.accepted_at is not None
+
+
+async def _has_share(conn: AsyncConnection, user_id: int, node_id: int) -> bool:
+    return (await conn.execute(sa.select(node_shares.c.node_id).where(
+        node_shares.c.node_id == node_id, node_shares.c.user_id == user_id))).first() is not None
+
+
+async def shared_with(conn: AsyncConnection, user: User) -> list[dict[str, Any]]:
+    """The shares offered to `user`, pending and accepted, with each node's name and owner."""
+    owner = users.alias("owner")
+    q = (
+        sa.select(nodes.c.id, nodes.c.name, owner.c.username.label("owner"), node_shares.c.created_at,
+                  node_shares.c.accepted_at)
+        .join(nodes, nodes.c.id == node_shares.c.node_id)
+        .outerjoin(owner, owner.c.id == nodes.c.owner_id)
+        .where(node_shares.c.user_id == user.id)
+        .order_by(nodes.c.name)
+    )
+    return [{"node_id": r.id, "node_name": r.name, "owner": r.owner,
+             "state": "accepted" if r.accepted_at is not None else "pending",
+             "created_at": r.created_at, "accepted_at": r.accepted_at}
+            for r in (await conn.execute(q)).all()]
+
+
+def _unknown_user(username: str) -> Invalid:
+    return Invalid(f"username: no user {username!r} can be given this node; check the exact username",
+                   field="username", code="unknown_user")
+
+
+async def find_share_target(conn: AsyncConnection, sharer: User, username: str | None,
+                            user_id: int | None) -> User:
+    """Whom a node is shared with. Plain users name them by exact username only, and an unknown
+    and a disabled account answer alike (nothing to learn about who exists by trying names or
+    ids); administrators may also give an id."""
+    if user_id is not None:
+        if not sharer.is_admin:
+            raise Invalid("user_id: share by username (only administrators may give a user id)", field="user_id",
+                          code="username_required")
+        row = (await conn.execute(sa.select(users).where(users.c.id == user_id))).first()
+        if row is None or row.disabled:
+            raise Invalid(f"user_id: no such user {user_id}", field="user_id", code="unknown_user")
+        return User.from_row(row)
+    name = username or ""
+    row = (await conn.execute(sa.select(users).where(users.c.username == name))).first()
+    if row is None or row.disabled:
+        raise _unknown_user(name)
     return User.from_row(row)
+
+
+async def set_public(conn: AsyncConnection, node: Node, public: bool) -> Node:
+    """Provide the node for everyone (or stop). Only a node of an administrator or of the
+    installation can be: another owner's agent must not receive everyone's instances."""
+    if public and node.owner_id is not None:
+        role = (await conn.execute(sa.select(users.c.role).where(users.c.id == node.owner_id))).scalar()
+        if role != "admin":
+            raise Conflict("only a node an administrator owns (or no one owns) can be provided for everyone",
+                           code="owner_not_admin")
+    return await update(conn, node.id, public=public)

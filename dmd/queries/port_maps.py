@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agent.protocol import Listening, PortsReply
-from dmd.db.schema import instances, nodes, port_maps
+from dmd.db.schema import instances, nodes, port_maps, users
 from dmd.db.types import utcnow
 from dmd.errors import ApiError, Conflict, Invalid, NotFound
 from dmd.models import Instance, Node, PortMap, User
@@ -34,6 +34,10 @@ _PICK_TRIES = 20
 
 class PoolExhausted(ApiError):
     status, code = 409, "pool_exhausted"
+
+
+class PortMapLimit(ApiError):
+    status, code = 403, "quota_exceeded"
 
 
 # --- pools ----------------------------------------------------------------------------
@@ -146,8 +150,9 @@ async def allocate(conn: AsyncConnection, inst: Instance, node: Node, protocol: 
     if inst.host_network:
         raise Conflict("this instance uses the host's network: its ports are the node's own and need no map",
                        code="host_network")
-    # Parallel requests for one instance queue on its row, so that its count of maps and the
-    # ports it has mapped stay true.
+    # Parallel requests of one owner queue on the owner's row (then on the instance's), so that
+    # the owner's count of maps, the instance's and the ports it has mapped stay true.
+    await _check_owner_ceiling(conn, inst.owner_id)
     await conn.execute(sa.select(instances.c.id).where(instances.c.id == inst.id).with_for_update())
     count = (await conn.execute(sa.select(sa.func.count()).select_from(port_maps)
                                 .where(port_maps.c.instance_id == inst.id))).scalar_one()
@@ -185,6 +190,25 @@ async def allocate(conn: AsyncConnection, inst: Instance, node: Node, protocol: 
         except IntegrityError:
             continue  # a parallel request took it first: pick again
     raise Conflict("too many parallel port requests on this node; try again", code="busy")
+
+
+async def _check_owner_ceiling(conn: AsyncConnection, owner_id: int) -> None:
+    """The owner's port_map_limit (None: no limit), counted under the owner's row lock: on
+    PostgreSQL and MariaDB parallel creations wait here for each other's commit and count it;
+    on SQLite the write transaction (BEGIN IMMEDIATE) already runs alone."""
+    limit = (await conn.execute(
+        sa.select(users.c.port_map_limit).where(users.c.id == owner_id).with_for_update()
+    )).scalar()
+    if limit is None:
+        return
+    held = (await conn.execute(
+        sa.select(sa.func.count()).select_from(port_maps)
+        .join(instances, instances.c.id == port_maps.c.instance_id)
+        .where(instances.c.owner_id == owner_id)
+    )).scalar_one()
+    if held >= limit:
+        raise PortMapLimit(f"you may hold at most {limit} port map(s) at once; delete one or ask an administrator "
+                           "to raise your port map limit")
 
 
 def _pick(ranges: list[tuple[int, int]], excluded: set[int]) -> int | None:

@@ -13,9 +13,19 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from dmd.db.schema import instances, users
 from dmd.db.types import utcnow
 from dmd.errors import Conflict, Invalid, NotFound
-from dmd.models import User
+from dmd.models import User, UserLimits
 
 ROLES = ("admin", "user")
+# What a new user may hold at once unless an administrator says otherwise (None: no limit).
+# Plain users create nodes only when an administrator allows it; administrators have no node
+# limit at all (see limits()).
+DEFAULT_CEILINGS: dict[str, int | None] = {"port_map_limit": 20, "log_follow_limit": 4, "transfer_limit": 2}
+CEILINGS = tuple(DEFAULT_CEILINGS)
+
+
+def new_user_limits(role: str) -> dict[str, int | None]:
+    """The quotas and ceilings a user created through the API, the pages or the CLI starts with."""
+    return {"node_limit": None if role == "admin" else 0, **DEFAULT_CEILINGS}
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 # Deliberately plain: one @, no spaces or control characters, a dotted domain.
 EMAIL_RE = re.compile(r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$")
@@ -78,6 +88,9 @@ async def create(
     instance_limit: int | None = None,
     node_limit: int | None = None,
     gpu_limit: int | None = None,
+    port_map_limit: int | None = None,
+    log_follow_limit: int | None = None,
+    transfer_limit: int | None = None,
 ) -> User:
     email = normalise_email(email)
     if role not in ROLES:
@@ -99,6 +112,9 @@ async def create(
                     instance_limit=instance_limit,
                     node_limit=node_limit,
                     gpu_limit=gpu_limit,
+                    port_map_limit=port_map_limit,
+                    log_follow_limit=log_follow_limit,
+                    transfer_limit=transfer_limit,
                     auth_version=1,
                     session_key=new_session_key(),
                     created_at=now,
@@ -124,6 +140,19 @@ async def get(conn: AsyncConnection, user_id: int) -> User:
 async def find(conn: AsyncConnection, user_id: int) -> User | None:
     row = (await conn.execute(sa.select(users).where(users.c.id == user_id))).first()
     return None if row is None else User.from_row(row)
+
+
+async def limits(conn: AsyncConnection, user_id: int) -> UserLimits:
+    """What the user may hold at once, as stored now (administrators own nodes without limit).
+    A user that does not exist (any more) may hold nothing."""
+    row = (await conn.execute(
+        sa.select(users.c.role, users.c.node_limit, users.c.port_map_limit, users.c.log_follow_limit,
+                  users.c.transfer_limit).where(users.c.id == user_id)
+    )).first()
+    if row is None:
+        return UserLimits(nodes=0, port_maps=0, log_follows=0, transfers=0)
+    return UserLimits(nodes=None if row.role == "admin" else row.node_limit, port_maps=row.port_map_limit,
+                      log_follows=row.log_follow_limit, transfers=row.transfer_limit)
 
 
 async def get_by_email(conn: AsyncConnection, email: str) -> User | None:

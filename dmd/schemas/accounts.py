@@ -60,6 +60,9 @@ class UserOut(Out):
     instance_limit: int | None = Field(description="null: no limit")
     node_limit: int | None = Field(description="null: no limit")
     gpu_limit: int | None = Field(description="null: no limit")
+    port_map_limit: int | None = Field(description="Port maps held at once; null: no limit")
+    log_follow_limit: int | None = Field(description="Log streams followed at once; null: no limit")
+    transfer_limit: int | None = Field(description="Pulls and imports in flight at once; null: no limit")
     created_at: dt.datetime
     updated_at: dt.datetime
     last_login_at: dt.datetime | None
@@ -94,8 +97,12 @@ class UserCreateIn(In):
     role: Role = "user"
     username: Username | None = None
     instance_limit: Quota | None = None
-    node_limit: Quota | None = None
+    node_limit: Quota | None = Field(None, description="Not given: 0 for plain users (they create nodes only "
+                                     "when an administrator allows it), no limit for admins; null: no limit")
     gpu_limit: Quota | None = None
+    port_map_limit: Quota | None = Field(None, description="Not given: 20; null: no limit")
+    log_follow_limit: Quota | None = Field(None, description="Not given: 4; null: no limit")
+    transfer_limit: Quota | None = Field(None, description="Not given: 2; null: no limit")
 
 
 class UserPatchIn(In):
@@ -109,6 +116,9 @@ class UserPatchIn(In):
     instance_limit: Quota | None = None
     node_limit: Quota | None = None
     gpu_limit: Quota | None = None
+    port_map_limit: Quota | None = None
+    log_follow_limit: Quota | None = None
+    transfer_limit: Quota | None = None
 
 
 # --- tokens -------------------------------------------------------------------------

@@ -17,10 +17,12 @@ __all__ = [
     "NodeName",
     "NodeOut",
     "NodePatchIn",
+    "NodePublicIn",
     "PingOut",
     "RotateOut",
     "ShareIn",
     "ShareOut",
+    "SharedWithMeOut",
 ]
 
 from dmd.schemas.base import MAX_ID, In, Username
@@ -42,7 +44,8 @@ class NodeOut(BaseModel):
     id: int
     name: str
     owner_id: int | None
-    access: Literal["owner", "shared", "admin"] = Field(description="How the caller may use this node")
+    access: Literal["owner", "shared", "public", "admin"] = Field(description="How the caller may use this node")
+    public: bool = Field(description="Provided by an administrator for everyone")
     status: Literal["pending", "online", "offline"]
     cordoned: bool
     local: bool
@@ -87,15 +90,33 @@ class RotateOut(BaseModel):
 
 
 class ShareIn(In):
-    username: Username | None = None
-    user_id: Annotated[int, Field(ge=1, le=MAX_ID)] | None = None
+    username: Username | None = Field(None, description="The recipient's exact username")
+    user_id: Annotated[int, Field(ge=1, le=MAX_ID)] | None = Field(None, description="Administrators only")
 
 
 class ShareOut(BaseModel):
     user_id: int
     username: str
-    email: str
+    email: str | None = Field(description="Shown to administrators only")
+    state: Literal["pending", "accepted"] = Field(
+        description="pending: the user has not accepted it yet, and may not use the node")
     created_at: dt.datetime
+    accepted_at: dt.datetime | None
+
+
+class SharedWithMeOut(BaseModel):
+    node_id: int
+    node_name: str
+    owner: str | None = Field(description="The node owner's username; null: the installation's own node")
+    state: Literal["pending", "accepted"] = Field(
+        description="pending: accept it to place instances there; accepted: you may leave it at any time")
+    created_at: dt.datetime
+    accepted_at: dt.datetime | None
+
+
+class NodePublicIn(In):
+    public: bool = Field(description="Provide the node for everyone: every user may place on it, and automatic "
+                         "placement may choose it")
 
 
 class MetricsOut(BaseModel):

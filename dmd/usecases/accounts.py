@@ -13,7 +13,7 @@ from dmd.auth.passwords import hash_password
 from dmd.core import Dm
 from dmd.db.types import utcnow
 from dmd.errors import Conflict
-from dmd.models import Actor, ApiToken, User
+from dmd.models import Actor, ApiToken, User, UserLimits
 from dmd.queries import audit
 from dmd.queries import tokens as token_svc
 from dmd.queries import users as user_svc
@@ -21,6 +21,9 @@ from dmd.queries import users as user_svc
 # Fields where None means "leave as is"; the quotas take None as "no limit".
 _NOT_NULLABLE = ("email", "username", "role", "disabled", "password")
 MAX_TOKENS_PER_USER = token_svc.MAX_TOKENS_PER_USER
+# The quotas (instances, nodes, GPUs) and ceilings (held at once) an administrator sets per user.
+LIMIT_FIELDS = ("instance_limit", "node_limit", "gpu_limit", *user_svc.CEILINGS)
+new_user_limits = user_svc.new_user_limits
 
 
 async def list_users(dm: Dm, *, limit: int, after_id: int | None = None) -> list[User]:
@@ -46,18 +49,25 @@ async def create_user(
     password: str,
     role: str = "user",
     username: str | None = None,
-    instance_limit: int | None = None,
-    node_limit: int | None = None,
-    gpu_limit: int | None = None,
+    **limits: int | None,
 ) -> User:
+    """A new user. Quotas and ceilings not given take `new_user_limits(role)`: plain users may
+    create no node until an administrator allows it; a quota given as None means no limit."""
+    unknown = set(limits) - set(LIMIT_FIELDS)
+    if unknown:
+        raise TypeError(f"unknown limits: {sorted(unknown)}")
+    values = {**user_svc.new_user_limits(role), **limits}
     pw = await hash_password(password)
     async with dm.db.begin() as conn:
-        user = await user_svc.create(
-            conn, email=email, password_hash=pw, role=role, username=username,
-            instance_limit=instance_limit, node_limit=node_limit, gpu_limit=gpu_limit,
-        )
+        user = await user_svc.create(conn, email=email, password_hash=pw, role=role, username=username, **values)
         await audit.record(conn, actor, "user.create", "user", user.id, email=user.email, role=user.role)
     return user
+
+
+async def limits(dm: Dm, user_id: int) -> UserLimits:
+    """What the user may hold at once (for the per-user gates: log follows, transfers)."""
+    async with dm.db.read() as conn:
+        return await user_svc.limits(conn, user_id)
 
 
 async def update_user(dm: Dm, actor: Actor, user_id: int, fields: dict[str, Any]) -> User:

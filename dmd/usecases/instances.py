@@ -8,6 +8,7 @@ the node's reconciler (or, for a restart, waits for the agent).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -186,6 +187,16 @@ async def logs(dm: Dm, user: User, instance_id: int, tail: int | None = DEFAULT_
         inst = await svc.get_visible(conn, user, instance_id)
     reply = await dm.hub.ask(inst.node_id, p.InstanceLogs(inst.id, tail, None), timeout=timeout)
     return Logs(inst, reply.lines, reply.last_ts)
+
+
+@contextlib.asynccontextmanager
+async def following(dm: Dm, user: User) -> AsyncIterator[None]:
+    """One log follow of `user` while inside; 429 too_many_follows beyond their
+    log_follow_limit (counted in this process: a follow is a request held open here)."""
+    async with dm.db.read() as conn:
+        limit = (await user_svc.limits(conn, user.id)).log_follows
+    with dm.follows.hold(user.id, limit):
+        yield
 
 
 async def logs_since(dm: Dm, inst: Instance, since: float | None) -> Logs:

@@ -15,6 +15,7 @@ from typing import Any
 from agent import protocol as p
 from dmd.auth.tokens import new_secret
 from dmd.core import Dm
+from dmd.errors import Forbidden
 from dmd.models import Actor, Node, User
 from dmd.queries import audit
 from dmd.queries import nodes as svc
@@ -121,13 +122,16 @@ async def delete(dm: Dm, actor: Actor, user: User, node_id: int) -> Node:
 
 async def share(dm: Dm, actor: Actor, user: User, node_id: int, *, username: str | None = None,
                 user_id: int | None = None) -> dict[str, Any]:
-    """Share the node with another user (by username or id); returns the new share."""
+    """Offer the node to another user (plain users name them by exact username; administrators
+    may give an id). The share is pending until its recipient accepts it; the reply carries an
+    email only for administrators."""
     async with dm.db.begin() as conn:
         node = await svc.get_manageable(conn, user, node_id)
-        target = await svc.find_user(conn, username, user_id)
+        target = await svc.find_share_target(conn, user, username, user_id)
         await svc.share(conn, node, target)
         await audit.record(conn, actor, "node.share", "node", node.id, user=target.username)
-        return next(s for s in await svc.shares(conn, node.id) if s["user_id"] == target.id)
+        return next(s for s in await svc.shares(conn, node.id, with_email=user.is_admin)
+                    if s["user_id"] == target.id)
 
 
 async def unshare(dm: Dm, actor: Actor, user: User, node_id: int, user_id: int) -> Node:
@@ -135,6 +139,42 @@ async def unshare(dm: Dm, actor: Actor, user: User, node_id: int, user_id: int) 
         node = await svc.get_manageable(conn, user, node_id)
         await svc.unshare(conn, node.id, user_id)
         await audit.record(conn, actor, "node.unshare", "node", node.id, user_id=user_id)
+    return node
+
+
+async def accept_share(dm: Dm, actor: Actor, user: User, node_id: int) -> dict[str, Any]:
+    """The recipient accepts a node shared with them: from now on they may place on it, and
+    automatic placement may choose it for them."""
+    async with dm.db.begin() as conn:
+        await svc.accept(conn, user, node_id)
+        await audit.record(conn, actor, "node.share_accept", "node", node_id)
+        return next(s for s in await svc.shared_with(conn, user) if s["node_id"] == node_id)
+
+
+async def leave_share(dm: Dm, actor: Actor, user: User, node_id: int) -> None:
+    """The recipient declines a pending share or leaves an accepted one, at any time (their
+    instances already on the node stay theirs; no new one goes there)."""
+    async with dm.db.begin() as conn:
+        was_accepted = await svc.leave(conn, user, node_id)
+        await audit.record(conn, actor, "node.share_leave" if was_accepted else "node.share_decline", "node",
+                           node_id)
+
+
+async def shared_with(dm: Dm, user: User) -> list[dict[str, Any]]:
+    """The nodes offered to `user`: pending (to accept or decline) and accepted (to leave)."""
+    async with dm.db.read() as conn:
+        return await svc.shared_with(conn, user)
+
+
+async def set_public(dm: Dm, actor: Actor, user: User, node_id: int, public: bool) -> Node:
+    """An administrator provides the node for everyone (every user may place on it, and DM may
+    choose it automatically), or stops."""
+    if not user.is_admin:
+        raise Forbidden("only an administrator can provide a node for everyone")
+    async with dm.db.begin() as conn:
+        node = await svc.get(conn, node_id)
+        node = await svc.set_public(conn, node, public)
+        await audit.record(conn, actor, "node.public" if public else "node.private", "node", node.id)
     return node
 
 
@@ -205,10 +245,11 @@ async def by_ids(dm: Dm, node_ids: set[int]) -> dict[int, Node]:
 
 
 async def shares(dm: Dm, user: User, node_id: int) -> list[dict[str, Any]]:
-    """The users a node is shared with (its owner and administrators may ask)."""
+    """The users a node is shared with (its owner and administrators may ask; emails only for
+    administrators)."""
     async with dm.db.read() as conn:
         node = await svc.get_manageable(conn, user, node_id)
-        return await svc.shares(conn, node.id)
+        return await svc.shares(conn, node.id, with_email=user.is_admin)
 
 
 async def usernames(dm: Dm, user_ids: set[int]) -> dict[int, str]:
@@ -228,13 +269,13 @@ class Detail:
     shares: list[dict[str, Any]]  # only for those who may manage the node
 
 
-async def detail(dm: Dm, node: Node, manage: bool) -> Detail:
+async def detail(dm: Dm, node: Node, manage: bool, *, with_email: bool = False) -> Detail:
     """The node page's owner name and (for its managers) shares."""
     shares: list[dict[str, Any]] = []
     owner = None
     async with dm.db.read() as conn:
         if manage:
-            shares = await svc.shares(conn, node.id)
+            shares = await svc.shares(conn, node.id, with_email=with_email)
         if node.owner_id is not None:
             o = await user_svc.find(conn, node.owner_id)
             owner = o.username if o else None

@@ -9,7 +9,7 @@ import secrets
 import aiodocker
 
 from dmd.core import DM
-from tests.conftest import add_user, make_token
+from tests.conftest import add_user, make_token, share_node
 from tests.images.conftest import T, catalogue, logs_contain, me, rootfs
 
 
@@ -81,9 +81,9 @@ async def test_copy_to_another_node(client, admin, node, second_node, docker, ma
             assert e.status == 404
 
     # A user may copy a public image only to a node they may use.
-    uid = await add_user(client, "u@example.org")
+    await add_user(client, "u@example.org")
     u = await make_token(client, "u@example.org")
-    await client.post(f"/api/v1/nodes/{node['id']}/shares", headers=admin, json={"user_id": uid})
+    await share_node(client, node["id"], "u", admin)
     r = await client.post(f"/api/v1/images/{source['id']}/copy", headers=u, json={"node_id": second_node["id"]})
     assert r.status == 404, await r.text()
 

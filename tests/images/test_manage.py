@@ -8,7 +8,7 @@ import secrets
 import aiodocker
 
 from dmd.core import DM
-from tests.conftest import add_user, make_token
+from tests.conftest import add_user, make_token, share_node
 from tests.images.conftest import BUSYBOX_REF, T, catalogue, logs_contain, me, remove_instance, rootfs
 
 
@@ -91,12 +91,11 @@ async def test_delete_refused_while_in_use(client, admin, node, docker, made):
 async def test_public_and_private(client, admin, node, docker, made):
     made.extend([f"{T}/admins:1", f"{T}/users:1"])
     uid = await add_user(client, "u@example.org")
-    vid = await add_user(client, "v@example.org")
+    await add_user(client, "v@example.org")
     u = await make_token(client, "u@example.org")
     v = await make_token(client, "v@example.org")
-    for user_id in (uid, vid):
-        r = await client.post(f"/api/v1/nodes/{node['id']}/shares", headers=admin, json={"user_id": user_id})
-        assert r.status == 201, await r.text()
+    for name in ("u", "v"):
+        await share_node(client, node["id"], name, admin)
     marker = f"admins-{secrets.token_hex(3)}"
     image = await import_rootfs(client, admin, node["id"], f"{T}/admins:1", marker)
     ref = image["ref"]

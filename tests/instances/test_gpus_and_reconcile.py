@@ -7,7 +7,7 @@ from agent import protocol as p
 from agent.gpu import nvidia
 from dmd.core import DM
 from tests.agent.helpers import FIXTURES
-from tests.conftest import add_user, make_token
+from tests.conftest import add_user, make_token, share_node
 from tests.instances.conftest import instance, wait_for, wait_status
 from tests.nodes.helpers import FakeAgent, container, hello_v1
 
@@ -124,7 +124,7 @@ async def test_gpu_quota(client, admin):
         user = await make_token(client, "g@example.org")
         me = await (await client.get("/api/v1/me", headers=user)).json()
         await client.patch(f"/api/v1/users/{me['id']}", json={"gpu_limit": 1}, headers=admin)
-        await client.post(f"/api/v1/nodes/{node.node_id}/shares", json={"username": "g"}, headers=admin)
+        await share_node(client, node.node_id, "g", admin)
         images = await (await client.get(f"/api/v1/nodes/{node.node_id}/images", headers=admin)).json()
         await client.patch(f"/api/v1/images/{images[0]['id']}", json={"public": True}, headers=admin)
         r = await client.post("/api/v1/instances", headers=user, json={"name": "a", "image": "cuda:12", "gpus": 2})
@@ -152,7 +152,7 @@ async def test_gpu_quota_holds_under_parallel_requests(client, admin):
         user = await make_token(client, "g@example.org")
         me = await (await client.get("/api/v1/me", headers=user)).json()
         await client.patch(f"/api/v1/users/{me['id']}", json={"gpu_limit": 2}, headers=admin)
-        await client.post(f"/api/v1/nodes/{node.node_id}/shares", json={"username": "g"}, headers=admin)
+        await share_node(client, node.node_id, "g", admin)
         images = await (await client.get(f"/api/v1/nodes/{node.node_id}/images", headers=admin)).json()
         await client.patch(f"/api/v1/images/{images[0]['id']}", json={"public": True}, headers=admin)
         replies = await asyncio.gather(*(
@@ -181,7 +181,7 @@ async def test_parallel_requests_never_share_a_gpu(client, admin):
         users = []
         for i in range(8):
             await add_user(client, f"u{i}@example.org")
-            await client.post(f"/api/v1/nodes/{node.node_id}/shares", json={"username": f"u{i}"}, headers=admin)
+            await share_node(client, node.node_id, f"u{i}", admin)
             users.append(await make_token(client, f"u{i}@example.org"))
         replies = await asyncio.gather(*(
             client.post("/api/v1/instances", headers=h, json={"name": "p", "image": "cuda:12", "gpus": 1})
@@ -262,7 +262,7 @@ async def test_node_and_user_with_instances_cannot_be_deleted(client, admin):
         await add_user(client, "owner@example.org")
         owner = await make_token(client, "owner@example.org")
         me = await (await client.get("/api/v1/me", headers=owner)).json()
-        await client.post(f"/api/v1/nodes/{node.node_id}/shares", json={"username": "owner"}, headers=admin)
+        await share_node(client, node.node_id, "owner", admin)
         images = await (await client.get(f"/api/v1/nodes/{node.node_id}/images", headers=admin)).json()
         await client.patch(f"/api/v1/images/{images[0]['id']}", json={"public": True}, headers=admin)
         r = await client.post("/api/v1/instances", headers=owner, json={"name": "a", "image": "cuda:12"})

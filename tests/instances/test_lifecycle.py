@@ -3,7 +3,7 @@
 import asyncio
 
 from dmd.core import DM
-from tests.conftest import add_user, make_token
+from tests.conftest import add_user, make_token, share_node
 from tests.instances.conftest import IMAGE, containers_of, instance, wait_for, wait_status
 
 
@@ -124,7 +124,7 @@ async def test_quota_race(client, admin, local):
     me = await (await client.get("/api/v1/me", headers=alice)).json()
     await client.patch(f"/api/v1/users/{me['id']}", json={"instance_limit": 5}, headers=admin)
     await client.patch(f"/api/v1/images/{local['image_id']}", json={"public": True}, headers=admin)
-    await client.post(f"/api/v1/nodes/{local['id']}/shares", json={"username": "alice"}, headers=admin)
+    await share_node(client, local["id"], "alice", admin)
     results = await asyncio.gather(*(
         client.post("/api/v1/instances", headers=alice,
                     # Sized: five of the default (1 CPU each) would not fit a small test machine.

@@ -160,7 +160,8 @@ async def test_users_place_only_on_nodes_they_own_or_are_shared_with_and_images_
         422, "invalid", f"node_id: no node {theirs} that you may use")
     assert (await create(db, alice, req("mine"), online)).node_id == own
     async with db.begin() as conn:
-        await conn.execute(node_shares.insert().values(node_id=shared, user_id=alice.id, created_at=utcnow()))
+        await conn.execute(node_shares.insert().values(node_id=shared, user_id=alice.id, created_at=utcnow(),
+                                                        accepted_at=utcnow()))
         assert [n.name for n in await svc.usable_nodes(conn, alice)] == ["shared", "alices"]
         assert [n.name for n in await svc.usable_nodes(conn, bob)] == ["bobs"]
         assert not await svc.image_usable(conn, alice, shared, "img:1")  # bob's, private
@@ -243,7 +244,8 @@ async def test_quotas_count_live_instances_and_held_gpus(db: Database) -> None:
     # No GPU quota: as many as the node has; none wanted: never refused for GPUs.
     free = await user(db, "f@example.org", gpu_limit=0)
     async with db.begin() as conn:
-        await conn.execute(node_shares.insert().values(node_id=n, user_id=free.id, created_at=utcnow()))
+        await conn.execute(node_shares.insert().values(node_id=n, user_id=free.id, created_at=utcnow(),
+                                                        accepted_at=utcnow()))
     assert (await create(db, free, req("cpu-only"), {n})).owner_id == free.id
     assert (await refused(db, free, req("gpu", gpu_count=1), {n}))[:2] == (403, "quota_exceeded")
 
@@ -268,7 +270,8 @@ async def test_visible_and_listed_instances(db: Database) -> None:
     async with db.begin() as conn:
         for u in (alice, bob):
             for node_id in (n1, n2):
-                await conn.execute(node_shares.insert().values(node_id=node_id, user_id=u.id, created_at=utcnow()))
+                await conn.execute(node_shares.insert().values(node_id=node_id, user_id=u.id, created_at=utcnow(),
+                                                        accepted_at=utcnow()))
     made = {}
     for owner, name, node_id in ((alice, "a1", n1), (bob, "b1", n1), (alice, "a2", n2), (alice, "a3", n1)):
         made[name] = (await create(db, owner, req(name, node_id=node_id), {n1, n2})).id
@@ -295,7 +298,8 @@ async def test_gpus_held_by_others_do_not_count_against_a_quota(db: Database) ->
     limited = await user(db, "u@example.org", gpu_limit=1)
     n = await add_node(db, "n", gpu_list=gpus("GPU-1", "GPU-2", "GPU-3"))
     async with db.begin() as conn:
-        await conn.execute(node_shares.insert().values(node_id=n, user_id=limited.id, created_at=utcnow()))
+        await conn.execute(node_shares.insert().values(node_id=n, user_id=limited.id, created_at=utcnow(),
+                                                        accepted_at=utcnow()))
     await create(db, admin, req("big", gpu_count=2), {n})
     inst = await create(db, limited, req("mine", gpu_count=1), {n})
     assert await held(db, inst.id) == ["GPU-3"]

@@ -78,9 +78,11 @@ TARGETS = [
     Target(
         name="node-access",
         file="dmd/queries/nodes.py",
-        functions=["_visible_clause", "get_visible", "get_manageable", "list_visible", "_check_node_limit",
-                   "join"],
-        tests=["tests/nodes/test_visibility.py", "tests/nodes/test_nodes_api.py", *SQLITE],
+        functions=["trusted_clause", "provided_clause", "usable_clause", "get_visible", "get_manageable",
+                   "list_visible", "_check_node_limit", "join", "accept", "leave", "find_share_target",
+                   "set_public"],
+        tests=["tests/nodes/test_visibility.py", "tests/nodes/test_nodes_api.py", "tests/nodes/test_shares.py",
+               *SQLITE],
         lock_tests=["tests/nodes/test_nodes_api.py", "-k", "(node_limit or parallel_joins) and not sqlite"],
         equivalent={
             "join | LtE -> Lt | if node.join_expires_at is None or node.join_expires_at <= utcnow():":

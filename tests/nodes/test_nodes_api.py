@@ -90,6 +90,8 @@ async def test_visibility_and_sharing(client, admin, alice, joined):
     assert r.status == 201
     r = await client.post(f"/api/v1/nodes/{nid}/shares", json={"username": "bob"}, headers=alice)
     assert r.status == 409
+    assert (await client.get(f"/api/v1/nodes/{nid}", headers=bob)).status == 404  # until bob accepts
+    assert (await client.post(f"/api/v1/shares/{nid}/accept", headers=bob)).status == 200
     assert (await node(client, bob, nid))["access"] == "shared"
     # Shared users may look, not manage.
     assert (await client.patch(f"/api/v1/nodes/{nid}", json={"name": "mine"}, headers=bob)).status == 403

@@ -24,6 +24,8 @@ async def test_owners_shared_users_and_admins(db: Database) -> None:
         site, _ = await svc.create(conn, name="site", owner=None, join_ttl_s=60)
         await svc.share(conn, a2, bob)
         await svc.share(conn, site, carol)
+        await svc.accept(conn, bob, a2.id)
+        await svc.accept(conn, carol, site.id)
     seen = {alice: ["a1", "a2"], bob: ["a2", "b1"], carol: ["site"], boss: ["a1", "a2", "b1", "site"]}
     managed = {alice: ["a1", "a2"], bob: ["b1"], carol: [], boss: ["a1", "a2", "b1", "site"]}
     async with db.read() as conn:

@@ -24,7 +24,7 @@ from agent import protocol as p
 from dmd.core import DM
 from dmd.db.schema import port_maps
 from dmd.queries import audit
-from tests.conftest import add_user, make_token
+from tests.conftest import add_user, make_token, share_node
 from tests.instances.conftest import (  # noqa: F401 (fixtures)
     IMAGE,
     docker_test_image,
@@ -298,8 +298,7 @@ async def test_other_users_maps_are_not_found(client, admin):
     try:
         await add_user(client, "alice@example.org", username="alice")
         alice = await make_token(client, "alice@example.org")
-        r = await client.post(f"/api/v1/nodes/{node.node_id}/shares", headers=admin, json={"username": "alice"})
-        assert r.status == 201, await r.text()
+        await share_node(client, node.node_id, "alice", admin)
         images = await (await client.get(f"/api/v1/nodes/{node.node_id}/images", headers=admin)).json()
         r = await client.patch(f"/api/v1/images/{images[0]['id']}", headers=admin, json={"public": True})
         assert r.status == 200, await r.text()

@@ -211,3 +211,29 @@ async def test_audit_newest_first_with_cursor_pages_and_filter(admin_client):
     assert r.status == 422
     r = await client.get("/audit?cursor=abc&action=user.", allow_redirects=False)
     assert r.status == 303 and r.headers["Location"] == "/audit?action=user."
+
+
+async def test_new_users_start_without_nodes_and_admins_set_every_ceiling(admin_client):
+    client = admin_client
+    html = await (await client.get("/users/new")).text()
+    for name, value in (("node_limit", "0"), ("port_map_limit", "20"), ("log_follow_limit", "4"),
+                        ("transfer_limit", "2")):
+        assert re.search(rf'name="{name}"[^>]*value="{value}"|value="{value}"[^>]*name="{name}"', html), name
+    form = {**NEW_USER, "node_limit": "0", "port_map_limit": "20", "log_follow_limit": "4", "transfer_limit": "2"}
+    r = await post_form(client, "/users", form, csrf_from="/users/new")
+    assert r.status == 303, await r.text()
+    u = await _user(client, "dave@example.org")
+    assert (u.node_limit, u.port_map_limit, u.log_follow_limit, u.transfer_limit) == (0, 20, 4, 2)
+
+    r = await post_form(client, f"/users/{u.id}", {
+        "email": u.email, "username": u.username, "role": "user", "instance_limit": "", "node_limit": "1",
+        "gpu_limit": "", "port_map_limit": "7", "log_follow_limit": "", "transfer_limit": "1"},
+        csrf_from=f"/users/{u.id}")
+    assert r.status == 303
+    u = await _user(client, "dave@example.org")
+    assert (u.node_limit, u.port_map_limit, u.log_follow_limit, u.transfer_limit) == (1, 7, None, 1)
+    html = await (await client.get(f"/users/{u.id}")).text()
+    assert "Port maps" in html and "Log follows" in html and "Pulls/imports" in html
+    r = await post_form(client, f"/users/{u.id}", {
+        "email": u.email, "username": u.username, "role": "user", "port_map_limit": "-1"}, csrf_from=f"/users/{u.id}")
+    assert r.status == 422 and "port map ceiling must be a whole number" in await r.text()

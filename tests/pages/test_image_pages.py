@@ -21,7 +21,7 @@ from agent import protocol as p
 from dmd.config import Config
 from dmd.core import DM
 from dmd.queries import audit
-from tests.conftest import add_user, make_token
+from tests.conftest import add_user, make_token, share_node
 from tests.images.conftest import (  # noqa: F401 (fixtures)
     ALLOWED_REGISTRIES,
     REGISTRY,
@@ -170,8 +170,7 @@ async def test_import_without_csrf_before_the_file(client, admin, node):  # noqa
 async def test_public_toggle_and_access(client, admin, node):  # noqa: F811
     await add_user(client, "alice@example.org", username="alice")
     alice = await make_token(client, "alice@example.org")
-    r = await client.post(f"/api/v1/nodes/{node['id']}/shares", headers=admin, json={"username": "alice"})
-    assert r.status == 201, await r.text()
+    await share_node(client, node["id"], "alice", admin)
     image_id = node["image_id"]
 
     await page_login(client, "admin@example.org")

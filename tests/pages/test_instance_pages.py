@@ -16,7 +16,7 @@ import pytest
 
 from dmd.core import DM
 from dmd.queries import audit
-from tests.conftest import add_user, make_token
+from tests.conftest import add_user, make_token, share_node
 from tests.images.conftest import made  # noqa: F401 (fixture)
 from tests.instances.conftest import (  # noqa: F401 (fixtures)
     IMAGE,
@@ -230,8 +230,7 @@ async def test_other_users_instances_are_not_found(client, admin, local):  # noq
     alice_id = await add_user(client, "alice@example.org", username="alice")
     alice = await make_token(client, "alice@example.org")
     # Alice may use the local node and the busybox image.
-    r = await client.post(f"/api/v1/nodes/{local['id']}/shares", headers=admin, json={"username": "alice"})
-    assert r.status == 201, await r.text()
+    await share_node(client, local["id"], "alice", admin)
     r = await client.patch(f"/api/v1/images/{local['image_id']}", headers=admin, json={"public": True})
     assert r.status == 200
     r = await client.post("/api/v1/instances", headers=admin, json={

@@ -382,18 +382,31 @@ async def test_sharing_and_permissions(client):
     r = await post_form(client, f"/nodes/{node_id}/shares", {"username": "bob"})
     assert r.status == 303 and r.headers["Location"] == f"/nodes/{node_id}#sharing"
     html = await (await client.get(f"/nodes/{node_id}")).text()
-    assert "now shared with bob" in html and "bob@example.org" in html
+    # An offer until bob accepts; his email is not alice's to see.
+    assert "now offered to bob" in html and "Not accepted yet" in html and "bob@example.org" not in html
     r = await post_form(client, f"/nodes/{node_id}/shares", {"username": "bob"})
     assert r.status == 409 and "already shared with bob" in await r.text()
 
-    # bob: sees it read-only; changes are refused.
+    # bob: sees nothing of it until he accepts it on his shares page.
     await _switch(client, "bob@example.org")
+    assert "alice-box" not in _main(await (await client.get("/nodes")).text())
+    assert (await client.get(f"/nodes/{node_id}")).status == 404
+    main = _main(await (await client.get("/shares")).text())
+    assert "alice-box" in main and f'action="/shares/{node_id}/accept"' in main
+    r = await post_form(client, f"/shares/{node_id}/accept", {}, csrf_from="/shares")
+    assert r.status == 303 and r.headers["Location"] == "/shares"
+    main = _main(await (await client.get("/shares")).text())
+    assert "You accepted alice-box" in main and f'action="/shares/{node_id}/leave"' in main
+    assert f'action="/shares/{node_id}/accept"' not in main
+
+    # Then he sees it read-only; changes are refused.
     listing = _main(await (await client.get("/nodes")).text())
     assert "alice-box" in listing and "Shared with you" in listing and "owner: alice" in listing
     r = await client.get(f"/nodes/{node_id}")
     main = _main(await r.text())
     assert r.status == 200 and "alice shares this node with you" in main
-    assert "<form" not in main and "/delete" not in main
+    # His one form on it: leave the share.
+    assert re.findall(r'<form[^>]*action="([^"]+)"', main) == [f"/shares/{node_id}/leave"] and "/delete" not in main
     for path, data in ((f"/nodes/{node_id}/rename", {"name": "mine"}), (f"/nodes/{node_id}/cordon", {}),
                        (f"/nodes/{node_id}/join-token", {}), (f"/nodes/{node_id}/rotate-credential", {}),
                        (f"/nodes/{node_id}/delete", {}), (f"/nodes/{node_id}/shares", {"username": "carol"})):
@@ -438,7 +451,34 @@ async def test_sharing_and_permissions(client):
     await _switch(client, "bob@example.org")
     assert (await client.get(f"/nodes/{node_id}")).status == 404
     assert await _actions(client, "node.share") == ["node.share"] * 2
+    assert await _actions(client, "node.share_accept") == ["node.share_accept"]
     assert await _actions(client, "node.unshare") == ["node.unshare"]
+
+
+async def test_the_recipient_declines_and_leaves_on_the_shares_page(client):
+    await add_user(client, "alice@example.org", username="alice")
+    await add_user(client, "bob@example.org", username="bob")
+    await page_login(client, "alice@example.org")
+    one, _, _ = await _add_node(client, "one")
+    two, _, _ = await _add_node(client, "two")
+    for nid in (one, two):
+        r = await post_form(client, f"/nodes/{nid}/shares", {"username": "bob"})
+        assert r.status == 303
+    await _switch(client, "bob@example.org")
+    r = await post_form(client, f"/shares/{one}/leave", {}, csrf_from="/shares")  # declined while pending
+    assert r.status == 303
+    r = await post_form(client, f"/shares/{two}/accept", {}, csrf_from="/shares")
+    assert r.status == 303
+    # Leaving from the node's own page.
+    r = await post_form(client, f"/shares/{two}/leave", {}, csrf_from=f"/nodes/{two}")
+    assert r.status == 303
+    main = _main(await (await client.get("/shares")).text())
+    assert "You no longer use two" in main and "one" not in re.sub(r"<[^>]+>", " ", main).split()
+    assert (await client.get(f"/nodes/{two}")).status == 404
+    r = await post_form(client, f"/shares/{two}/leave", {}, csrf_from="/shares")
+    assert r.status == 404
+    assert await _actions(client, "node.share_leave") == ["node.share_leave"]
+    assert await _actions(client, "node.share_decline") == ["node.share_decline"]
 
 
 async def test_not_logged_in(client):
@@ -514,3 +554,30 @@ def test_relative_times():
     assert node_pages.ago(en, None) == "never"
     assert node_pages.duration(en, 3600) == "1 hour" and node_pages.duration(en, 7200) == "2 hours"
     assert node_pages.duration(ja, 1800) == "30 分間"
+
+
+async def test_admins_provide_a_node_for_everyone_on_its_page(client):
+    await add_user(client, "admin@example.org", role="admin", username="admin")
+    await add_user(client, "alice@example.org", username="alice")
+    await page_login(client, "alice@example.org")
+    theirs, _, _ = await _add_node(client, "alice-box")
+    assert f'action="/nodes/{theirs}/public"' not in await (await client.get(f"/nodes/{theirs}")).text()
+    r = await post_form(client, f"/nodes/{theirs}/public", {"public": "1"})
+    assert r.status == 403
+
+    await _switch(client, "admin@example.org")
+    site, _, _ = await _add_node(client, "site")
+    html = await (await client.get(f"/nodes/{site}")).text()
+    assert f'action="/nodes/{site}/public"' in html and "Provide for everyone" in html
+    r = await post_form(client, f"/nodes/{site}/public", {"public": "1"}, csrf_from=f"/nodes/{site}")
+    assert r.status == 303 and r.headers["Location"] == f"/nodes/{site}"
+    html = await (await client.get(f"/nodes/{site}")).text()
+    assert "site is now provided for everyone" in html and "Stop providing for everyone" in html
+    r = await post_form(client, f"/nodes/{theirs}/public", {"public": "1"}, csrf_from=f"/nodes/{theirs}")
+    assert r.status == 409 and "only a node an administrator owns" in await r.text()
+
+    # alice now sees the admin's node, for everyone.
+    await _switch(client, "alice@example.org")
+    main = _main(await (await client.get("/nodes")).text())
+    assert "site" in main and "For everyone" in main
+    assert await _actions(client, "node.public") == ["node.public"]

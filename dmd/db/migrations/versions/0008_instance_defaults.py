@@ -1,7 +1,7 @@
 """Each node's default size of instances created without one; existing ones get dmd's
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 
 Instances created without cpus/memory_mb ran without cgroup limits and counted as zero in
 placement (issue 10, hole 11). Each node may now set the size such instances get (NULL: dmd's
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
