@@ -15,7 +15,7 @@ import aiodocker
 
 from agent import protocol as p
 from dmd.core import DM
-from tests.conftest import add_user, make_token
+from tests.conftest import add_user, make_token, share_node
 from tests.images.conftest import T, catalogue, me, remove_image, remove_instance, rootfs
 from tests.nodes.helpers import FakeAgent
 
@@ -27,9 +27,8 @@ async def imported(client, headers, node_id: int, ref: str, marker: str) -> Any:
 
 
 async def plain_user(client, admin, node_id: int, email: str) -> dict[str, str]:
-    uid = await add_user(client, email)
-    r = await client.post(f"/api/v1/nodes/{node_id}/shares", headers=admin, json={"user_id": uid})
-    assert r.status == 201, await r.text()
+    await add_user(client, email)
+    await share_node(client, node_id, email.split("@")[0], admin)
     return await make_token(client, email)
 
 
@@ -126,9 +125,7 @@ async def test_copy_onto_a_reference_that_is_not_yours(client, admin, node, dock
     alice = await plain_user(client, admin, node["id"], "alice@example.org")
     created = await (await client.post("/api/v1/nodes", json={"name": "second"}, headers=admin)).json()
     joined = await (await client.post("/api/v1/nodes/join", json={"token": created["join_token"]})).json()
-    r = await client.post(f"/api/v1/nodes/{joined['node_id']}/shares", headers=admin,
-                          json={"user_id": await me(client, alice)})
-    assert r.status == 201, await r.text()
+    await share_node(client, joined["node_id"], "alice", admin)
     second = Catalogued(str(client.make_url("")), joined["credential"], joined["node_id"])
     # The second node already has an image of that name (found there: nobody's).
     second.images.append({"id": f"sha256:{secrets.token_hex(32)}", "repo_tags": [ref], "size": 10})

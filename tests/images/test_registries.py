@@ -11,7 +11,7 @@ import pytest
 from agent import protocol as p
 from dmd import registries
 from dmd.config import Config, ConfigError
-from tests.conftest import add_user, make_token
+from tests.conftest import add_user, make_token, share_node
 from tests.nodes.helpers import FakeAgent
 
 PRIVATE = ("127.0.0.1:5000/x", "localhost:5000/x", "10.0.0.5/x", "192.168.1.2:443/team/x:1", "169.254.169.254/x",
@@ -61,12 +61,11 @@ async def dmd_with(make_client, **config: Any) -> tuple[Any, dict[str, str]]:  #
 
 async def test_private_registries_are_refused_before_the_agent_is_asked(make_client, public_dns):
     client, admin = await dmd_with(make_client)
-    uid = await add_user(client, "alice@example.org")
+    await add_user(client, "alice@example.org")
     alice = await make_token(client, "alice@example.org")
     agent = await node_of(client, admin)
     try:
-        r = await client.post(f"/api/v1/nodes/{agent.node_id}/shares", headers=admin, json={"user_id": uid})
-        assert r.status == 201, await r.text()
+        await share_node(client, agent.node_id, "alice", admin)
         for who in (admin, alice):  # administrators too: it is about where the node connects
             for ref in PRIVATE:
                 for accept in ("application/json", "application/x-ndjson"):

@@ -26,7 +26,7 @@ from agent import protocol as p
 from dmd.config import Config, ConfigError
 from dmd.core import DM
 from dmd.usecases import images as uc
-from tests.conftest import add_user, make_token
+from tests.conftest import add_user, make_token, share_node
 from tests.nodes.helpers import FakeAgent
 from tests.waiting import wait_for
 
@@ -98,7 +98,7 @@ def spooled(client) -> list[Path]:  # type: ignore[no-untyped-def]
 
 
 async def test_refusals_come_before_the_body(client, admin):
-    uid = await add_user(client, "alice@example.org")
+    await add_user(client, "alice@example.org")
     alice = await make_token(client, "alice@example.org")
     never = await new_node(client, admin, "never", join=False)
     offline = await new_node(client, admin, "offline", connect=False)
@@ -116,8 +116,7 @@ async def test_refusals_come_before_the_body(client, admin):
         # Someone else's reference (the admin's image), for a plain user the node is shared with.
         r = await client.post(url(online.node_id, "dm-test/admins"), headers=admin, data=b"a tarball")
         assert r.status == 201, await r.text()
-        r = await client.post(f"/api/v1/nodes/{online.node_id}/shares", headers=admin, json={"user_id": uid})
-        assert r.status == 201, await r.text()
+        await share_node(client, online.node_id, "alice", admin)
         assert len(online.images) == 1
         r, _ = await held_post(client, url(online.node_id, "dm-test/admins"), alice)
         await expect(r, 409, "image_ref_taken")
@@ -177,9 +176,8 @@ async def test_two_transfers_per_user(client, admin):
     node = await new_node(client, admin, "n")
     dm = client.app[DM]
     try:
-        for user_id in (uid, await user_id_of(client, bob)):
-            r = await client.post(f"/api/v1/nodes/{node.node_id}/shares", headers=admin, json={"user_id": user_id})
-            assert r.status == 201, await r.text()
+        for username in ("alice", "bob"):
+            await share_node(client, node.node_id, username, admin)
         held = [HeldBody(), HeldBody()]
         uploads = [asyncio.ensure_future(client.post(url(node.node_id, f"dm-test/held{i}"), headers=alice,
                                                      data=h())) for i, h in enumerate(held)]
@@ -206,6 +204,38 @@ async def test_two_transfers_per_user(client, admin):
 
 async def user_id_of(client, headers: dict[str, str]) -> int:  # type: ignore[no-untyped-def]
     return int((await (await client.get("/api/v1/me", headers=headers)).json())["id"])
+
+
+async def test_the_ceiling_an_admin_sets_is_the_one_the_gate_keeps(client, admin):
+    uid = await add_user(client, "alice@example.org")
+    alice = await make_token(client, "alice@example.org")
+    node = await new_node(client, admin, "n")
+    dm = client.app[DM]
+    try:
+        await share_node(client, node.node_id, "alice", admin)
+        r = await client.patch(f"/api/v1/users/{uid}", headers=admin, json={"transfer_limit": 1})
+        assert r.status == 200, await r.text()
+        held = HeldBody()
+        upload = asyncio.ensure_future(client.post(url(node.node_id, "dm-test/held"), headers=alice, data=held()))
+        await wait_for(lambda: dm.transfers.running(uid) == 1, "alice's upload running")
+        r, _ = await held_post(client, url(node.node_id, "dm-test/second"), alice)
+        data = await expect(r, 429, "too_many_transfers")
+        assert "at most 1 at once" in data["error"]["message"]
+        held.release.set()
+        assert (await upload).status == 201
+        # No ceiling at all (null): more at once than the default of 2.
+        r = await client.patch(f"/api/v1/users/{uid}", headers=admin, json={"transfer_limit": None})
+        assert r.status == 200, await r.text()
+        more = [HeldBody() for _ in range(3)]
+        uploads = [asyncio.ensure_future(client.post(url(node.node_id, f"dm-test/h{i}"), headers=alice, data=h()))
+                   for i, h in enumerate(more)]
+        await wait_for(lambda: dm.transfers.running(uid) == 3, "three uploads running")
+        for h in more:
+            h.release.set()
+        for done in await asyncio.gather(*uploads):
+            assert done.status == 201, await done.text()
+    finally:
+        await node.close()
 
 
 async def test_spool_folder(make_client, tmp_path):
