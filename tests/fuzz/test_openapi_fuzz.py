@@ -146,6 +146,19 @@ def _with_extremes(strategy: Any, query: list[str], body: list[str]) -> Any:
     return build()
 
 
+def _run(w: World, strategy: Any, headers: dict[str, str]) -> None:
+    @settings(max_examples=EXAMPLES, derandomize=True, database=None, deadline=None,
+              phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+    @given(case=strategy)
+    def run(case: Any) -> None:
+        response = case.call(base_url=w.dmd.base, headers=headers, timeout=30)
+        assert response.status_code < 500, (case.method, case.formatted_path, case.query, case.body,
+                                            response.status_code, response.text[:500])
+        case.validate_response(response, checks=CHECKS)
+
+    run()
+
+
 def _fuzz(w: World, who: str) -> None:
     failures: list[str] = []
     doc = requests.get(f"{w.api}/openapi.json", timeout=30).json()
@@ -160,19 +173,8 @@ def _fuzz(w: World, who: str) -> None:
         query, body = _integer_fields(doc, op.method, op.path)
         if query or body:
             strategies.append(_with_extremes(op.as_strategy(), query, body))
-        strategy = st.one_of(strategies)
-
-        @settings(max_examples=EXAMPLES, derandomize=True, database=None, deadline=None,
-                  phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
-        @given(case=strategy)
-        def run(case: Any, headers: dict[str, str] = headers) -> None:
-            response = case.call(base_url=w.dmd.base, headers=headers, timeout=30)
-            assert response.status_code < 500, (case.method, case.formatted_path, case.query, case.body,
-                                                response.status_code, response.text[:500])
-            case.validate_response(response, checks=CHECKS)
-
         try:
-            run()
+            _run(w, st.one_of(strategies), headers)
         except Exception as e:  # every operation is tried; all failures are reported at once
             failures.append(f"{op.method.upper()} {op.path}: {str(e)[:2000]}")
     assert not failures, "\n\n".join(failures)
