@@ -8,6 +8,7 @@ stays well under a minute; DM_FUZZ_EXAMPLES raises the count for a longer hunt."
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.conftest import PASSWORD
+from tests.databases import MYSQL_ADMIN_URL, PG_ADMIN_URL, create_database
 from tests.dmd_process import DmdProcess, create_user, running_dmd
 
 pytestmark = pytest.mark.slow
@@ -74,12 +76,26 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def database() -> Iterator[dict[str, str]]:
+    """SQLite; DM_FUZZ_DATABASE=postgresql or mysql hunts on a fresh database of that server."""
+    backend = os.environ.get("DM_FUZZ_DATABASE", "sqlite")
+    if backend == "sqlite":
+        yield {}
+        return
+    url, drop = asyncio.run(create_database(PG_ADMIN_URL if backend == "postgresql" else MYSQL_ADMIN_URL))
+    try:
+        yield {"DMD_DATABASE": url}
+    finally:
+        asyncio.run(drop())
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory, database: dict[str, str]) -> Iterator[World]:
     data = Path(tmp_path_factory.mktemp("fuzz"))
-    create_user(data, "admin@example.org", admin=True)
-    create_user(data, "user@example.org")
-    create_user(data, "other@example.org")
-    with running_dmd(data) as dmd:
+    create_user(data, "admin@example.org", admin=True, env=database)
+    create_user(data, "user@example.org", env=database)
+    create_user(data, "other@example.org", env=database)
+    with running_dmd(data, env=database) as dmd:
         w = World(dmd)
         for who in ("admin", "user", "other"):
             w.headers[who] = w.token(f"{who}@example.org")
