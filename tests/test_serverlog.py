@@ -15,9 +15,11 @@ from tests.dmd_process import running_dmd
 pytestmark = pytest.mark.slow
 
 
-def _raw(port: int, request: bytes) -> bytes:
+def _raw(port: int, request: bytes, *, hang_up: bool = False) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         s.sendall(request)
+        if hang_up:  # the client sends no more (a body cut short)
+            s.shutdown(socket.SHUT_WR)
         got = b""
         while chunk := s.recv(65536):
             got += chunk
@@ -46,6 +48,28 @@ def test_malformed_requests_are_one_warning_line_each(tmp_path):
     assert len(warnings) == len(BAD), log
     for line in warnings:
         assert " WARNING " in line and "from 127.0.0.1 refused with 400: " in line, line
+
+
+CUT_SHORT = [
+    (b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+     b"Content-Length: 100\r\n\r\n{\"email\""),
+    (b"POST /api/v1/tokens HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+     b"Authorization: Bearer dm_nope\r\nContent-Length: 100\r\n\r\n{"),
+]
+
+
+def test_a_client_gone_mid_body_is_one_warning_line(tmp_path):
+    """A client that sends part of its body and hangs up made an ERROR with a traceback."""
+    with running_dmd(tmp_path / "data") as dmd:
+        for request in CUT_SHORT:
+            _raw(dmd.port, request, hang_up=True)
+        assert _raw(dmd.port, b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n") \
+            .startswith(b"HTTP/1.1 200 ")
+    log = dmd.log()
+    assert "Traceback" not in log and "ERROR" not in log, log
+    gone = [line for line in log.splitlines() if "went away" in line]
+    assert gone and all(" WARNING " in line and "client 127.0.0.1 went away during POST '/api/v1/" in line
+                        for line in gone), log
 
 
 def test_other_server_errors_keep_their_traceback(caplog):
