@@ -82,11 +82,16 @@ def database() -> Iterator[dict[str, str]]:
     if backend == "sqlite":
         yield {}
         return
-    url, drop = asyncio.run(create_database(PG_ADMIN_URL if backend == "postgresql" else MYSQL_ADMIN_URL))
+    loop = asyncio.new_event_loop()  # one loop: the drop uses the connection the create opened
     try:
-        yield {"DMD_DATABASE": url}
+        url, drop = loop.run_until_complete(
+            create_database(PG_ADMIN_URL if backend == "postgresql" else MYSQL_ADMIN_URL))
+        try:
+            yield {"DMD_DATABASE": url}
+        finally:
+            loop.run_until_complete(drop())
     finally:
-        asyncio.run(drop())
+        loop.close()
 
 
 @pytest.fixture(scope="module")
