@@ -35,7 +35,10 @@ def _kind(path: str, param: str) -> str:
     if param == "user_id":
         return "shared_user"
     parts = [p for p in path.removeprefix("/api/v1").split("/") if p]
-    return _COLLECTION[parts[0]] if parts[0] != "account" else "token"
+    if param != "id" or parts[0] not in _COLLECTION:
+        raise AssertionError(f"{path}: say in _kind/_COLLECTION of tests/authz/test_matrix.py which of the world's "
+                             f"objects {{{param}}} names (and make one in tests/authz/world.py if it has none)")
+    return _COLLECTION[parts[0]]
 
 
 # Cells that would destroy what later cells need get a fresh object of the owner's (and so do
@@ -141,6 +144,9 @@ def _row(key: Any, got: tuple[int | str, ...]) -> str:
 def _missing(rows: dict[Any, Any], present: list[Any], name: str) -> list[str]:
     out = [f"add to {name} in tests/authz/table.py (columns {', '.join(CALLERS)}):\n    {k!r}: (...),"
            for k in present if k not in rows]
+    if out:
+        out.append("(a route that takes a body needs a valid one in API_BODIES of tests/authz/test_matrix.py, or "
+                   "its cells answer 422 before any check of who may call it)")
     out += [f"remove from {name} in tests/authz/table.py (the route is gone): {k!r}" for k in rows if k not in present]
     return out
 
@@ -223,7 +229,8 @@ async def test_api_matrix(client):
     finally:
         await w.close()
     assert not missing and not wrong, (
-        ("add these rows to API in tests/authz/table.py (statuses as observed: check each is right):\n"
+        ("add these rows to API in tests/authz/table.py (statuses as observed: check each is right; a route "
+         "that takes a body needs a valid one in API_BODIES here first):\n"
          + "\n".join(missing) + "\n" if missing else "") + "\n".join(wrong))
 
 
