@@ -76,10 +76,11 @@ async def _serve(cfg: Config) -> int:
 
     from dmd.app import create_app
     from dmd.core import DM
+    from dmd.serverlog import server_options
 
     app = await create_app(cfg)
     dm = app[DM]
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10, **server_options())
     await runner.setup()
     site = web.TCPSite(runner, cfg.host, cfg.port, reuse_address=True)
     await site.start()

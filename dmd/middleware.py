@@ -24,7 +24,7 @@ from agent.protocol import AGENT_WS_PATH
 from dmd.api.registry import error_response
 from dmd.auth import csrf
 from dmd.core import DM
-from dmd.errors import ApiError, Forbidden, TooLarge, Unauthorized
+from dmd.errors import ApiError, BadRequest, Forbidden, TooLarge, Unauthorized
 from dmd.net import client_ip, is_https, remember
 from dmd.sessions import SESSION_COOKIE
 from dmd.state import IDENTITY_KEY, Identity
@@ -64,9 +64,16 @@ def errors_middleware(html_error: HtmlError | None) -> Middleware:
             code, msg = _HTTP_CODES.get(e.status, ("http_error", e.reason))
             msg = msg.format(method=request.method, path=request.path[:200])
             err = TooLarge(msg) if e.status == 413 else ApiError(msg, status=e.status, code=code)
-        except Exception:
-            log.exception("unhandled error on %s %s", request.method, request.path)
-            err = ApiError("internal error; the details are in dmd's log", status=500, code="internal")
+        except Exception as e:
+            if isinstance(e, ConnectionResetError) and _client_gone(request):
+                # The client went away while its body was read: anyone can do that, and the
+                # reply goes nowhere. One line, not a traceback (scanners would flood the log).
+                log.warning("client %s went away during %s %s", client_ip(request), request.method,
+                            ascii(request.path[:200]))
+                err = BadRequest("the connection was lost before the request was read", code="incomplete_body")
+            else:
+                log.exception("unhandled error on %s %s", request.method, request.path)
+                err = ApiError("internal error; the details are in dmd's log", status=500, code="internal")
         if _is_api(request) or html_error is None:
             resp: web.StreamResponse = error_response(err)
         else:
@@ -74,6 +81,11 @@ def errors_middleware(html_error: HtmlError | None) -> Middleware:
         return secure_headers(request, resp)
 
     return errors
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def secure_headers(request: web.Request, resp: web.StreamResponse) -> web.StreamResponse:

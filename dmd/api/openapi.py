@@ -10,7 +10,7 @@ from pydantic.json_schema import models_json_schema
 
 from dmd import __version__
 from dmd.api.registry import Route
-from dmd.schemas import ErrorOut
+from dmd.schemas import MAX_ID, ErrorOut
 
 _PARAM = re.compile(r"\{(\w+)\}")
 _ERROR_TEXT = {
@@ -43,7 +43,8 @@ def build(routes: list[Route]) -> dict[str, Any]:
             "summary": r.summary,
             "tags": [r.tag],
             "parameters": [
-                {"name": p, "in": "path", "required": True, "schema": {"type": "integer"}}
+                {"name": p, "in": "path", "required": True,
+                 "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID}}
                 for p in _PARAM.findall(r.path)
             ],
             "responses": {},

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from dmd.core import DM, Dm
 from dmd.errors import ApiError, BadRequest, Forbidden, Invalid, NotFound, TooLarge, Unauthorized
-from dmd.schemas import MAX_ID  # ids above it are not found before any query
+from dmd.schemas import parse_id  # ids beyond what storage holds are not found before any query
 from dmd.state import IDENTITY_KEY, Identity
 
 Auth = Literal["none", "user", "admin", "optional"]
@@ -87,9 +87,10 @@ class Ctx:
 
     def path_int(self, name: str) -> int:
         raw = self.request.match_info[name]
-        if not raw.isdigit() or len(raw) > 10 or int(raw) > MAX_ID:
-            raise NotFound(f"no such {name.removesuffix('_id') or 'object'}: {raw!r}")
-        return int(raw)
+        value = parse_id(raw)
+        if value is None:
+            raise NotFound(f"no such {name.removesuffix('_id') or 'object'}: {raw[:20]!r}")
+        return value
 
 
 @dataclass
@@ -159,6 +160,8 @@ class Api:
 
 
 def _wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    id_params = [n for n in _PATH_PARAM.findall(route.path) if n == "id" or n.endswith("_id")]
+
     async def handler(request: web.Request) -> web.StreamResponse:
         try:
             ident: Identity | None = request.get(IDENTITY_KEY)
@@ -168,6 +171,8 @@ def _wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]
                 if route.auth == "admin" and not ident.is_admin:
                     raise Forbidden("this needs an administrator")
             ctx = Ctx(request, request.app[DM], ident)
+            for name in id_params:  # a bad id is a 404 whatever else the request holds
+                ctx.path_int(name)
             if route.query is not None:
                 ctx.query = _validate(route.query, dict(request.query), strict=False)
             if route.body is not None:

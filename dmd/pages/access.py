@@ -20,7 +20,7 @@ from dmd.errors import ApiError
 from dmd.models import Node, PortMap
 from dmd.pages import forms
 from dmd.pages.render import current_identity, dm_of, flash
-from dmd.schemas import PortMapIn
+from dmd.schemas import PortMapIn, is_digits, parse_id
 from dmd.usecases import instances as inst_uc
 from dmd.usecases import nodes as node_uc
 from dmd.usecases import port_maps as port_uc
@@ -43,7 +43,7 @@ def port_number(value: Any) -> int | str | None:
     v = value.strip() if isinstance(value, str) else ""
     if not v:
         return None
-    return int(v) if v.isdigit() and len(v) <= 6 else v
+    return int(v) if is_digits(v) and len(v) <= 6 else v
 
 
 def map_body(data: Any) -> dict[str, Any]:
@@ -113,7 +113,7 @@ def kept_map(data: Any) -> dict[str, str]:
     return out
 
 
-_PORT_TOKEN = re.compile(r"(?:(\d{1,6}):)?(\d{1,6})(?:/([A-Za-z]+))?")
+_PORT_TOKEN = re.compile(r"(?:([0-9]{1,6}):)?([0-9]{1,6})(?:/([A-Za-z]+))?")  # ASCII digits only
 
 
 def parse_ports(text: str) -> list[dict[str, Any]]:
@@ -149,9 +149,10 @@ def key_choice(data: Any) -> list[int] | None:
         return None
     ids: list[int] = []
     for v in data.getall("ssh_key_ids", []):
-        if not (isinstance(v, str) and v.isdigit() and len(v) <= 18):
+        key_id = parse_id(v)
+        if key_id is None:
             raise forms.FormError(422, "err.ssh.keys", "ssh_key_ids")
-        ids.append(int(v))
+        ids.append(key_id)
     return sorted(set(ids))
 
 

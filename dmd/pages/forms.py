@@ -10,6 +10,7 @@ import pydantic
 
 from dmd import i18n
 from dmd.errors import ApiError
+from dmd.schemas.base import is_digits
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 
@@ -53,7 +54,7 @@ def quota(value: str | None) -> int | str | None:
     v = (value or "").strip()
     if not v:
         return None
-    return int(v) if v.isdigit() and len(v) <= 9 else v
+    return int(v) if is_digits(v) and len(v) <= 9 else v
 
 
 def optional_int(value: str | None) -> int | str | None:

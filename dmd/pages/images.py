@@ -32,7 +32,7 @@ from dmd.pages.render import (
     redirect,
     render,
 )
-from dmd.schemas import CopyIn, PullIn
+from dmd.schemas import CopyIn, PullIn, is_digits, parse_id
 from dmd.usecases import images as uc
 
 routes = web.RouteTableDef()
@@ -102,9 +102,10 @@ def _transfer_error(e: ApiError | forms.FormError) -> forms.FormError:
 
 
 async def _node(request: web.Request, raw: str) -> Node:
-    if not raw.isdigit() or len(raw) > 18:
+    node_id = parse_id(raw)
+    if node_id is None:
         raise NotFound("no such node")
-    return await uc.visible_node(dm_of(request), current_identity(request).user, int(raw))
+    return await uc.visible_node(dm_of(request), current_identity(request).user, node_id)
 
 
 @routes.post("/images/pull")
@@ -203,7 +204,7 @@ async def image_copy(request: web.Request) -> web.StreamResponse:
     raw = data.get("node_id", "")
     try:
         try:
-            body = forms.validate(CopyIn, {"node_id": int(raw) if raw.isdigit() and len(raw) <= 18 else raw})
+            body = forms.validate(CopyIn, {"node_id": int(raw) if is_digits(raw) and len(raw) <= 18 else raw})
             row = await uc.copy(dm_of(request), actor_of(request, ident), ident.user, iid, body.node_id)
         except (ApiError, forms.FormError) as e:
             if isinstance(e, ApiError) and e.status in (403, 404):

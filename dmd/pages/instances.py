@@ -31,7 +31,7 @@ from dmd.pages.render import (
     render,
     translator,
 )
-from dmd.schemas import CommitIn, InstanceCreateIn, PageQuery, page_of
+from dmd.schemas import CommitIn, InstanceCreateIn, PageQuery, is_digits, page_of, parse_id
 from dmd.usecases import images as image_uc
 from dmd.usecases import instances as uc
 
@@ -238,7 +238,7 @@ async def instance_new(request: web.Request) -> web.StreamResponse:
     f: dict[str, Any] = {}
     if request.query.get("image"):
         f["image"] = request.query["image"][:255]
-    if (request.query.get("node") or "").isdigit():
+    if is_digits(request.query.get("node")):
         f["node"] = request.query["node"][:18]
     return await _form_page(request, form=f)
 
@@ -436,8 +436,7 @@ async def instance_ssh(request: web.Request) -> web.StreamResponse:
             raise _ssh_error(e) from None
     except forms.FormError as fe:
         kept = {"enabled": enabled, "keys_all": data.get("ssh_keys") != "chosen",
-                "key_ids": [int(k) for k in data.getall("ssh_key_ids", []) if isinstance(k, str) and k.isdigit()
-                            and len(k) <= 18]}
+                "key_ids": [k for k in map(parse_id, data.getall("ssh_key_ids", [])) if k is not None]}
         return await _detail(request, status=fe.status, ssh_error=fe.view(lang_of(request)), ssh_form=kept)
     await flash(request, "ok", "flash.ssh_saved" if inst.ssh_enabled else "flash.ssh_off", name=inst.name)
     return redirect(f"/instances/{inst.id}#ssh")

@@ -27,7 +27,7 @@ from dmd.pages.render import (
     render,
     safe_next,
 )
-from dmd.schemas import PageQuery, page_of
+from dmd.schemas import PageQuery, page_of, parse_id
 from dmd.usecases import port_maps as uc
 
 routes = web.RouteTableDef()
@@ -74,10 +74,11 @@ async def map_add(request: web.Request) -> web.StreamResponse:
     data = await request.post()
     raw_id = data.get("instance_id", "")
     try:
-        if not (isinstance(raw_id, str) and raw_id.isdigit() and len(raw_id) <= 18):
+        instance_id = parse_id(raw_id)
+        if instance_id is None:
             raise forms.FormError(422, "err.portmap.instance", "instance_id")
         try:
-            m = await acc.add_map(request, int(raw_id), data)
+            m = await acc.add_map(request, instance_id, data)
         except NotFound:
             # Not one of yours (or deleted meanwhile): said in the form, never which exists.
             raise forms.FormError(404, "err.portmap.no_instance", "instance_id") from None

@@ -27,6 +27,7 @@ from dmd.auth import csrf
 from dmd.core import DM, Dm
 from dmd.errors import Forbidden
 from dmd.net import is_https
+from dmd.schemas.base import parse_id
 from dmd.sessions import SESSION_COOKIE
 from dmd.sessions.signed import authenticated
 from dmd.state import IDENTITY_KEY, Identity
@@ -361,5 +362,4 @@ async def form_data(request: web.Request) -> dict[str, str]:
 
 
 def path_id(request: web.Request, name: str = "id") -> int | None:
-    raw = request.match_info.get(name, "")
-    return int(raw) if raw.isdigit() and len(raw) <= 18 else None
+    return parse_id(request.match_info.get(name, ""))

@@ -25,13 +25,28 @@ __all__ = [
     "Role",
     "T",
     "Username",
+    "is_digits",
     "page_of",
+    "parse_id",
 ]
 
 
 # Ids are 32-bit integers in every database; PostgreSQL refuses a larger number in a query
 # outright, so one is refused here with the field's name.
 MAX_ID = 2**31 - 1
+
+
+def is_digits(value: object) -> bool:
+    """ASCII digits only: str.isdigit() also takes '³' (which int() refuses: a 500) and '١'."""
+    return isinstance(value, str) and value.isascii() and value.isdigit()
+
+
+def parse_id(raw: object) -> int | None:
+    """An id from a path or a form: ASCII digits in 1..MAX_ID, else None (the caller's 404/422)."""
+    if not isinstance(raw, str) or not is_digits(raw) or len(raw) > 10:
+        return None
+    value = int(raw)
+    return value if 1 <= value <= MAX_ID else None
 
 
 def _id_cursor(value: str) -> str:
@@ -81,7 +96,7 @@ class Page(BaseModel, Generic[T]):
 
 class PageQuery(QueryIn):
     limit: int = Field(50, ge=1, le=200)
-    cursor: Annotated[str, StringConstraints(pattern=r"^\d{1,10}$"), AfterValidator(_id_cursor)] | None = None
+    cursor: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,10}$"), AfterValidator(_id_cursor)] | None = None
 
     @property
     def cursor_id(self) -> int | None:

@@ -141,8 +141,6 @@ TARGETS = [
         tests=["tests/api/test_authorization.py", "tests/api", *SQLITE],
         routes=True,
         equivalent={
-            "Ctx.path_int | 10 -> 11 | if not raw.isdigit() or len(raw) > 10 or int(raw) > MAX_ID:":
-                "differs only for an id padded with zeros to 11 digits, which then names the id",
             "_wrap | and -> or | if result is None and route.status == 204:":
                 "every route that returns None is declared 204, and the one 204 route that returns "
                 "something (logout) returns its own response, passed on above this line",
