@@ -28,12 +28,14 @@ Body = dict[str, Any] | Callable[[World], dict[str, Any]] | None
 # --- what each route's path parameters name ------------------------------------------------
 
 _COLLECTION = {"nodes": "node", "instances": "instance", "port-maps": "map", "ssh-keys": "key", "tokens": "token",
-               "images": "image", "users": "user", "account": "token"}
+               "images": "image", "users": "user", "account": "token", "shares": "node"}
 
 
 def _kind(path: str, param: str) -> str:
     if param == "user_id":
         return "shared_user"
+    if param == "node_id":
+        return "node"
     parts = [p for p in path.removeprefix("/api/v1").split("/") if p]
     if param != "id" or parts[0] not in _COLLECTION:
         raise AssertionError(f"{path}: say in _kind/_COLLECTION of tests/authz/test_matrix.py which of the world's "
@@ -49,9 +51,10 @@ FRESH_API = {
     ("POST", "/api/v1/nodes/{id}/join-token"), ("POST", "/api/v1/nodes/{id}/rotate-credential"),
     ("DELETE", "/api/v1/nodes/{id}/shares/{user_id}"), ("DELETE", "/api/v1/instances/{id}"),
     ("DELETE", "/api/v1/port-maps/{id}"), ("DELETE", "/api/v1/images/{id}"), ("PATCH", "/api/v1/images/{id}"),
-    ("DELETE", "/api/v1/ssh-keys/{id}"),
+    ("DELETE", "/api/v1/ssh-keys/{id}"), ("DELETE", "/api/v1/shares/{id}"), ("POST", "/api/v1/nodes/{id}/public"),
+    ("PUT", "/api/v1/nodes/{id}/instance-defaults"),
 }
-_FRESH_PAGE = re.compile(r"/(delete|revoke|cordon|uncordon|rotate-credential|join-token|public|private|disable|"
+_FRESH_PAGE = re.compile(r"/(delete|revoke|leave|cordon|uncordon|rotate-credential|join-token|public|private|disable|"
                          r"enable|password)$|^/users/\{id\}$")
 
 
@@ -84,6 +87,8 @@ API_BODIES: dict[tuple[str, str], Body] = {
     ("POST", "/api/v1/nodes/{id}/images/pull"): {"ref": "busybox:latest"},
     ("PATCH", "/api/v1/images/{id}"): {"public": True},
     ("POST", "/api/v1/images/{id}/copy"): lambda w: {"node_id": w.ids["node"]},
+    ("POST", "/api/v1/nodes/{id}/public"): {"public": True},
+    ("PUT", "/api/v1/nodes/{id}/instance-defaults"): {"cpus": 0.5, "memory_mb": 256},
     ("POST", "/api/v1/instances/{id}/commit"): {"repository": "authz/commit", "tag": "v1"},
     ("POST", "/api/v1/ssh-keys"): lambda w: {"name": _rand("k-"), "public_key": _new_key()},
     ("PATCH", "/api/v1/ssh-keys/{id}"): {"name": "renamed"},

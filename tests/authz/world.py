@@ -1,5 +1,5 @@
 """The world the authorization matrix runs in: one dmd, five callers, and one of each object,
-all the owner's: a node online through a scripted agent (shared with one user), an image row,
+all the owner's: a node online through a scripted agent (shared with one user, who accepted), an image row,
 an instance, a port map, an SSH key and an API token.
 
 Each caller has a bearer token for the API and a logged-in cookie session (with its CSRF
@@ -63,6 +63,7 @@ class World:
         """A node of the owner's, shared with the shared user; online through a scripted agent."""
         made = await self.api("POST", "/nodes", {"name": f"n-{secrets.token_hex(3)}"})
         await self.api("POST", f"/nodes/{made['id']}/shares", {"username": "shared"})
+        await self.api("POST", f"/shares/{made['id']}/accept", who="shared")
         if online:
             r = await self.client.post("/api/v1/nodes/join", json={"token": made["join_token"], "hostname": "authz"})
             assert r.status == 200, await r.text()
@@ -109,6 +110,7 @@ class World:
             r = await self.client.post(f"/api/v1/nodes/{self.ids['node']}/shares", json={"username": "shared"},
                                        headers=self.callers["owner"].headers)
             assert r.status in (200, 201, 409), await r.text()
+            await self.api("POST", f"/shares/{self.ids['node']}/accept", who="shared")
             return self.ids["node"]
         raise AssertionError(f"no fresh {kind}")
 
