@@ -1017,8 +1017,6 @@ CATALOGUE: dict[str, tuple[str, str]] = {
                          "チェックを入れて強制的に削除してください。"),
     "err.bad_credentials": ("Wrong email or password.", "メールアドレスまたはパスワードが違います。"),
     "err.wrong_current_password": ("The current password is wrong.", "現在のパスワードが違います。"),
-    "err.account_disabled": ("This account is disabled. Ask an administrator.",
-                             "このアカウントは無効です。管理者に問い合わせてください。"),
     "err.too_many_requests": ("Too many failed logins. Try again in {retry_after} seconds.",
                               "ログインの失敗が多すぎます。{retry_after} 秒後にもう一度お試しください。"),
     "err.email_taken": ("A user with this email address already exists.",
