@@ -85,8 +85,10 @@ def build(routes: list[Route]) -> dict[str, Any]:
             codes |= {400, 413, 415, 422}
         if r.query is not None:
             codes.add(422)
-        if r.auth in ("user", "admin"):
-            codes.add(401)
+        # Any route reads a bearer token when one is sent: a bad one is a 401, and an address
+        # held back by failed authentications (dmd.auth.throttle) gets a 429 before its token
+        # is looked up.
+        codes |= {401, 429}
         if r.auth == "admin":
             codes.add(403)
         for c in sorted(codes):

@@ -88,11 +88,9 @@ async def create(
     instance_limit: int | None = None,
     node_limit: int | None = None,
     gpu_limit: int | None = None,
-    # Ceilings hold unless the caller lifts them (None): the setup page's first admin and the
-    # CLI's users get them too.
-    port_map_limit: int | None = DEFAULT_CEILINGS["port_map_limit"],
-    log_follow_limit: int | None = DEFAULT_CEILINGS["log_follow_limit"],
-    transfer_limit: int | None = DEFAULT_CEILINGS["transfer_limit"],
+    port_map_limit: int | None = None,
+    log_follow_limit: int | None = None,
+    transfer_limit: int | None = None,
 ) -> User:
     email = normalise_email(email)
     if role not in ROLES:

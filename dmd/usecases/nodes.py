@@ -20,7 +20,6 @@ from dmd.models import Actor, Node, User
 from dmd.queries import audit
 from dmd.queries import nodes as svc
 from dmd.queries import users as user_svc
-from dmd.usecases.auth import address_allowed, address_failed
 
 ROTATE_TIMEOUT_S = 15
 
@@ -41,17 +40,10 @@ async def create(dm: Dm, actor: Actor, owner: User, name: str) -> tuple[Node, st
 
 
 async def join(dm: Dm, actor: Actor, token: str, hostname: str | None) -> tuple[Node, str]:
-    """Trade a join token for the node's credential (an agent's first call). A refused token
-    counts against the caller's address like any failed authentication (dmd.auth.throttle)."""
-    ip = actor.ip or "unknown"
-    address_allowed(dm, ip)
-    try:
-        async with dm.db.begin() as conn:
-            node, credential = await svc.join(conn, token)
-            await audit.record(conn, actor, "node.join", "node", node.id, hostname=(hostname or "")[:255])
-    except svc.JoinRefused:
-        address_failed(dm, ip)
-        raise
+    """Trade a join token for the node's credential (an agent's first call)."""
+    async with dm.db.begin() as conn:
+        node, credential = await svc.join(conn, token)
+        await audit.record(conn, actor, "node.join", "node", node.id, hostname=(hostname or "")[:255])
     return node, credential
 
 

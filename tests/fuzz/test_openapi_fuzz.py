@@ -106,6 +106,9 @@ def world(tmp_path_factory: pytest.TempPathFactory, database: dict[str, str]) ->
             w.headers[who] = w.token(f"{who}@example.org")
         me = requests.get(f"{w.api}/me", headers=w.headers["other"], timeout=30).json()
         w.ids["other"] = me["id"]
+        user_id = requests.get(f"{w.api}/me", headers=w.headers["user"], timeout=30).json()["id"]
+        r = requests.patch(f"{w.api}/users/{user_id}", json={"node_limit": 2}, headers=w.headers["admin"], timeout=30)
+        assert r.status_code == 200, r.text  # plain users create nodes only when an admin allows it
         w.ids["node"] = w.post("user", "/nodes", {"name": "fuzz-node"})["id"]
         w.ids["token"] = w.post("user", "/tokens", {"name": "spare"})["id"]
         w.ids["key"] = w.post("user", "/ssh-keys", {"name": "k", "public_key": KEY})["id"]

@@ -169,9 +169,9 @@ async def test_free_space_margin(make_client, monkeypatch):
 
 
 async def test_two_transfers_per_user(client, admin):
-    uid = await add_user(client, "alice@example.org")
+    uid = await add_user(client, "alice@example.org", transfer_limit=2)  # the default of users made through the API
     alice = await make_token(client, "alice@example.org")
-    await add_user(client, "bob@example.org")
+    await add_user(client, "bob@example.org", transfer_limit=2)
     bob = await make_token(client, "bob@example.org")
     node = await new_node(client, admin, "n")
     dm = client.app[DM]

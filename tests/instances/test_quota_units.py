@@ -355,7 +355,7 @@ async def test_instances_recorded_without_a_size_are_counted_at_the_default(db_u
 
     database = Database(db_url)
     try:
-        await upgrade(database, "0005")
+        await upgrade(database, "0007")  # the revision before 0008
         admin = await user(database, "boss@example.org", role="admin")
         n = await add_node(database, "old", cpus=4, memory_mb=4096)
         now = utcnow()
