@@ -65,7 +65,6 @@ def usable_clause(user: User) -> sa.ColumnElement[bool]:
     return sa.or_(nodes.c.owner_id == user.id, nodes.c.id.in_(accepted), provided_clause())
 
 
-
 async def get_visible(conn: AsyncConnection, user: User, node_id: int) -> Node:
     """The node if `user` may see it; otherwise 404 (never reveal that it exists)."""
     q = sa.select(nodes).where(nodes.c.id == node_id)
