@@ -33,9 +33,14 @@ def test_the_gpu_fixtures_are_in_the_repository_with_their_sources() -> None:
     ('FIX = Path(__file__).resolve().parents[3] / "shared"', 2, "parents[3] is above"),
     ('FIX = os.path.join(os.path.dirname(__file__), "../../../shared")', 2, "join() of"),
     ('FIX = Path("../shared/fixtures")', 1, "Path() of"),
-    (f'FIX = Path("{REPO.parent}/shared/fixtures/gpu/x.xml")', 1, "Path() of"),
+    ('FIX = Path("{PARENT}/shared/fixtures/gpu/x.xml")', 1, "Path() of"),
 ])
-def test_the_scan_finds_each_way_of_climbing_out(tmp_path: Path, source: str, depth: int, found: str) -> None:
+def test_the_scan_finds_each_way_of_climbing_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str,
+                                                  depth: int, found: str) -> None:
+    # A checkout in a folder of its own (wherever this one is: in /tmp, its siblings are the
+    # machine's and an absolute path there is not flagged, by design).
+    monkeypatch.setattr(repo_guard, "REPO", Path("/srv/checkouts/dm"))
+    source = source.replace("{PARENT}", "/srv/checkouts")
     f = tmp_path / "t.py"
     f.write_text(textwrap.dedent(source))
     ast.parse(source)
@@ -50,12 +55,22 @@ def test_the_scan_leaves_bad_input_strings_and_the_repository_root_alone(tmp_pat
 
 
 def test_opening_a_file_beside_the_repository_fails() -> None:
-    # conftest installed the guard; a sibling of the checkout is exactly what a clone lacks.
-    sibling = REPO.parent / "shared" / "fixtures" / "gpu" / "README.md"
+    # A sibling of the checkout is exactly what a clone lacks. conftest guarded this checkout's
+    # siblings unless it sits in a machine folder (/tmp, home: there they are the machine's); a
+    # checkout in a folder of its own is guarded wherever this one is.
+    parent = REPO / ".test-cache" / "guard"
+    fake = parent / "dm"
+    (parent / "shared").mkdir(parents=True, exist_ok=True)
+    fake.mkdir(exist_ok=True)
+    assert repo_guard.install_open_guard(fake) == parent
     with pytest.raises(repo_guard.OutsideRepository, match="outside the repository"):
-        open(sibling)  # noqa: SIM115
+        open(parent / "shared" / "README.md")  # noqa: SIM115
     with pytest.raises(repo_guard.OutsideRepository):
-        (REPO.parent / "dm-guard-probe").write_text("x")
+        (parent / "dm-guard-probe").write_text("x")
+    (fake / "inside").write_text("x")  # the repository itself stays open
+    if REPO.parent not in repo_guard._machine_places():
+        with pytest.raises(repo_guard.OutsideRepository, match="outside the repository"):
+            open(REPO.parent / "shared" / "fixtures" / "gpu" / "README.md")  # noqa: SIM115
 
 
 def test_the_machine_s_own_folders_stay_readable(tmp_path: Path) -> None:
