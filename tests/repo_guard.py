@@ -1,7 +1,7 @@
 """The repository stands alone: nothing the tests read lies beside it.
 
 Whoever clones DM gets the repository and nothing else, so a test that reads a sibling folder
-(``../shared``, say) passes here and fails there. Two guards:
+(a sibling checkout, say) passes here and fails there. Two guards:
 
 * :func:`references_outside` reads the sources of the tests, benchmarks and scripts and names
   every literal path that climbs out of the repository (``"../x"``, ``Path(__file__).parents[n]``
@@ -55,7 +55,7 @@ _PATH_CALLS = {"Path", "PurePath", "PosixPath", "open", "join", "joinpath", "abs
 
 
 def _climbing(node: ast.AST) -> str | None:
-    """A literal path that climbs up, or an absolute one beside the repository (``/work/shared/x``)."""
+    """A literal path that climbs up, or an absolute one beside the repository (``/srv/other-checkout/x``)."""
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         value = node.value
         if value == ".." or value.startswith("../") or "/../" in value or value.endswith("/.."):

@@ -29,11 +29,11 @@ def test_the_gpu_fixtures_are_in_the_repository_with_their_sources() -> None:
 
 
 @pytest.mark.parametrize(("source", "depth", "found"), [
-    ('FIX = Path(__file__).resolve().parents[2] / ".." / "shared"', 2, "'..' climbs up"),
-    ('FIX = Path(__file__).resolve().parents[3] / "shared"', 2, "parents[3] is above"),
-    ('FIX = os.path.join(os.path.dirname(__file__), "../../../shared")', 2, "join() of"),
-    ('FIX = Path("../shared/fixtures")', 1, "Path() of"),
-    ('FIX = Path("{PARENT}/shared/fixtures/gpu/x.xml")', 1, "Path() of"),
+    ('FIX = Path(__file__).resolve().parents[2] / ".." / "other-checkout"', 2, "'..' climbs up"),
+    ('FIX = Path(__file__).resolve().parents[3] / "other-checkout"', 2, "parents[3] is above"),
+    ('FIX = os.path.join(os.path.dirname(__file__), "../../../other-checkout")', 2, "join() of"),
+    ('FIX = Path("../other-checkout/fixtures")', 1, "Path() of"),
+    ('FIX = Path("{PARENT}/other-checkout/fixtures/gpu/x.xml")', 1, "Path() of"),
 ])
 def test_the_scan_finds_each_way_of_climbing_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str,
                                                   depth: int, found: str) -> None:
@@ -60,17 +60,17 @@ def test_opening_a_file_beside_the_repository_fails() -> None:
     # checkout in a folder of its own is guarded wherever this one is.
     parent = REPO / ".test-cache" / "guard"
     fake = parent / "dm"
-    (parent / "shared").mkdir(parents=True, exist_ok=True)
+    (parent / "other-checkout").mkdir(parents=True, exist_ok=True)
     fake.mkdir(exist_ok=True)
     assert repo_guard.install_open_guard(fake) == parent
     with pytest.raises(repo_guard.OutsideRepository, match="outside the repository"):
-        open(parent / "shared" / "README.md")  # noqa: SIM115
+        open(parent / "other-checkout" / "README.md")  # noqa: SIM115
     with pytest.raises(repo_guard.OutsideRepository):
         (parent / "dm-guard-probe").write_text("x")
     (fake / "inside").write_text("x")  # the repository itself stays open
     if REPO.parent not in repo_guard._machine_places():
         with pytest.raises(repo_guard.OutsideRepository, match="outside the repository"):
-            open(REPO.parent / "shared" / "fixtures" / "gpu" / "README.md")  # noqa: SIM115
+            open(REPO.parent / "other-checkout" / "README.md")  # noqa: SIM115
 
 
 def test_the_machine_s_own_folders_stay_readable(tmp_path: Path) -> None:
