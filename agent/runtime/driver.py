@@ -302,6 +302,14 @@ class RuntimeDriver(abc.ABC):
         require(self.capabilities(), "exec_tty", f"interactive exec in container {container}")
         raise UnsupportedError(f"interactive exec in container {container}: not implemented by {self.name}")
 
+    async def host_pid(self, container: str) -> int:
+        """The host pid of a running container's main process, for the agent to reach the
+        container's file system (``/proc/PID/root``) and network namespace (``/proc/PID/ns/net``).
+        Raises conflict when the container is not running, not_found when there is none,
+        unsupported when its processes are not visible to the agent (a runtime on another
+        machine or in another pid namespace; the fake)."""
+        raise UnsupportedError(f"container {container}: its processes are not visible to the agent ({self.name})")
+
     @abc.abstractmethod
     def events(self, *, since: float | None = None) -> AsyncIterator[RuntimeEvent]:
         """Lifecycle events of managed containers, from ``since`` (unix time; None: from now)

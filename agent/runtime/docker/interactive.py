@@ -34,7 +34,7 @@ from agent.runtime.docker.engine import engine_errors, translate_error
 from agent.runtime.driver import ExecSession, check_terminal_size
 from agent.runtime.errors import ConflictError, DriverError, RuntimeFailedError
 
-__all__ = ["DETACH_KEYS", "DockerExecSession", "start_exec"]
+__all__ = ["DETACH_KEYS", "DockerExecSession", "in_cgroup_of", "start_exec"]
 
 log = logging.getLogger("agent.runtime.docker")
 
@@ -195,12 +195,17 @@ class DockerExecSession(ExecSession):
                     return
 
     def _in_container(self, pid: int) -> bool:
-        """Whether the process ``pid`` names here is in the container's cgroup (a few hundred
-        bytes from /proc: no need to leave the loop)."""
-        if len(self._container_id) != 64:
-            return False
-        try:
-            with open(f"/proc/{pid}/cgroup", encoding="utf-8", errors="replace") as fh:
-                return self._container_id in fh.read(65536)
-        except OSError:
-            return False
+        return in_cgroup_of(pid, self._container_id)
+
+
+def in_cgroup_of(pid: int, container_id: str) -> bool:
+    """Whether the process ``pid`` names here (in the agent's pid namespace) is in the cgroup of
+    the container ``container_id`` (its full id): what a pid from the Engine is checked with
+    before the agent acts on it. A few hundred bytes from /proc: no need to leave the loop."""
+    if len(container_id) != 64:
+        return False
+    try:
+        with open(f"/proc/{pid}/cgroup", encoding="utf-8", errors="replace") as fh:
+            return container_id in fh.read(65536)
+    except OSError:
+        return False

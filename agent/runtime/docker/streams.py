@@ -15,7 +15,7 @@ import aiohttp
 from agent.protocol.types import LABEL_MANAGED
 from agent.runtime.docker.convert import engine_event, lines
 from agent.runtime.docker.engine import STREAM_TIMEOUT, Engine, container_ref, engine_errors
-from agent.runtime.docker.interactive import start_exec
+from agent.runtime.docker.interactive import in_cgroup_of, start_exec
 from agent.runtime.driver import MANAGED_ACTIONS, ExecResult, ExecSession, RuntimeEvent, check_terminal_size
 from agent.runtime.errors import (
     ConflictError,
@@ -25,6 +25,7 @@ from agent.runtime.errors import (
     NotFoundError,
     RuntimeFailedError,
     UnavailableError,
+    UnsupportedError,
 )
 
 __all__ = ["StreamCalls"]
@@ -176,6 +177,19 @@ class StreamCalls(Engine):
         docker = await self._client()
         return await start_exec(docker, ref, what, argv, tty=tty, user=user, env=env, workdir=workdir,
                                 cols=cols, rows=rows, container_id=str(data.get("Id", "")))
+
+    async def host_pid(self, container: str) -> int:
+        data = await self._inspect_raw(container_ref(container))
+        if data is None:
+            raise NotFoundError(f"no such container: {container}")
+        state = data.get("State") or {}
+        pid = state.get("Pid")
+        if not state.get("Running") or not isinstance(pid, int) or pid <= 0:
+            raise ConflictError(f"container {container} is not running")
+        if not in_cgroup_of(pid, str(data.get("Id", ""))):
+            raise UnsupportedError(f"container {container}: its processes are not visible to the agent "
+                                   "(the Docker Engine runs on another machine or in another pid namespace)")
+        return pid
 
     @staticmethod
     async def _feed_stdin(stream: Any, data: bytes) -> None:
