@@ -17,17 +17,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from agent import protocol as p
 from agent.features import Feature
 from agent.handlers import HandlerError, HandlerRegistry
 from agent.protocol.types import ContainerInfo
-from agent.runtime.driver import RuntimeDriver
+from agent.runtime.driver import ExecSession, RuntimeDriver
 from agent.streams import StreamHandlers
-
-if TYPE_CHECKING:
-    from agent.runtime.driver import ExecSession
 
 __all__ = ["MAX_ARGS", "MAX_ARG_CHARS", "MAX_TERMINAL", "SHELL_SCRIPT", "Channels", "check_exec", "login_shell"]
 

@@ -156,3 +156,39 @@ async def test_sessions_per_user_are_limited(client, admin, local):
         assert err.value.status == 429 and "2 terminals" in str(err.value)
     async with instance_stream(dm, Actor(root), root, iid, opening, via="tunnel"):
         pass  # closed ones free their places
+
+
+async def test_a_terminal_in_the_instance(client, admin, local):
+    dm = client.app[DM]
+    iid = await running(client, admin, local["id"], "term")
+    root = await user_named(client, "admin")
+    opening = p.StreamOpen("exec", iid, exec=p.ExecParams(cols=100, rows=30, env={"LANG": "C.UTF-8"}))
+    async with instance_stream(dm, Actor(root), root, iid, opening, via="terminal") as opened:
+        s = opened.stream
+        await s.write(b"echo dm-$((6*7)); stty size; echo $0\n")
+        out = await read_until(s, b"sh\r\n")
+        assert b"dm-42" in out and b"30 100" in out  # a terminal of the size asked for
+        assert b"/bin/sh" in out  # busybox has no bash: the shell is sh
+        s.control({"resize": {"cols": 132, "rows": 43}})
+        s.control({"resize": {"cols": 0, "rows": 10**9}})  # out of bounds: ignored, nothing breaks
+        await asyncio.sleep(0.2)
+        await s.write("stty size; echo ü-€\n".encode())
+        out = await read_until(s, "ü-€\r\n".encode())
+        assert b"43 132" in out
+        await s.write(b"exit 7\n")
+        end = await asyncio.wait_for(s.wait_closed(), 10)
+        assert (end.code, end.exit_status) == ("exited", 7)
+
+    # A command without a terminal: output and status; bounds refused before anything runs.
+    opening = p.StreamOpen("exec", iid, exec=p.ExecParams(cmd=["/bin/sh", "-c", "cat; exit 3"], tty=False))
+    async with instance_stream(dm, Actor(root), root, iid, opening, via="terminal") as opened:
+        await opened.stream.write(b"through stdin")
+        await opened.stream.write_eof()
+        assert await read_until(opened.stream, b"stdin") == b"through stdin"
+        end = await asyncio.wait_for(opened.stream.wait_closed(), 10)
+        assert end.exit_status == 3
+    with pytest.raises(ApiError) as err:
+        bad = p.StreamOpen("exec", iid, exec=p.ExecParams(cols=5000))
+        async with instance_stream(dm, Actor(root), root, iid, bad, via="terminal"):
+            pass
+    assert err.value.status == 422 and "terminal size" in str(err.value)
