@@ -405,9 +405,16 @@ class Workloads:
         return p.ImageReply(image)
 
 
-def make_link(config: AgentConfig, driver: RuntimeDriver | None = None) -> tuple[AgentLink, Workloads]:
+def make_link(config: AgentConfig, driver: RuntimeDriver | None = None, *,
+              ssh_host_key_path: str | None = None) -> tuple[AgentLink, Workloads]:
     """The agent, composed: the link, the instance and image requests on a runtime driver (Docker
-    unless told otherwise), and the features that follow the containers (ports, SSH)."""
+    unless told otherwise), and the features that follow the containers (ports, SSH, streams).
+
+    The node's SSH host key is read (made once) at ``ssh_host_key_path``, by default beside the
+    config file; an agent without a config file and without a path gets one in memory. Read on
+    the loop on purpose: a sub-kilobyte file, once per start."""
+    from agent.access import hostkey
+    from agent.access.agentssh import AgentSsh
     from agent.access.channels import Channels
     from agent.access.ssh import SshAccess
     from agent.link import AgentLink
@@ -430,6 +437,7 @@ def make_link(config: AgentConfig, driver: RuntimeDriver | None = None) -> tuple
         PortForwarding(runtime, current, installation),
         SshAccess(runtime, workloads._find, find_all=workloads._all_ours),
         Channels(runtime),
+        AgentSsh(runtime, hostkey.load_or_create(ssh_host_key_path or hostkey.host_key_path(config.path))),
     ]
     workloads.register(registry)
     streams = StreamHandlers(workloads._find)

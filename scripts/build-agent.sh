@@ -16,8 +16,16 @@ fi
 
 SERVER_ONLY=(
     sqlalchemy alembic aiohttp_session aiohttp_jinja2 jinja2 argon2 asyncpg aiomysql aiosqlite
-    redis aiomcache pydantic pydantic_core asyncssh dmd mako
+    redis aiomcache pydantic pydantic_core dmd mako
 )
+# asyncssh (the agent serves SSH for instances without a server) imports these lazily or by name.
+HIDDEN=(
+    asyncssh asyncssh.crypto.ed asyncssh.crypto.ec asyncssh.crypto.rsa asyncssh.crypto.dh asyncssh.crypto.kdf
+    asyncssh.crypto.cipher asyncssh.crypto.chacha asyncssh.crypto.umac asyncssh.forward asyncssh.sftp
+    asyncssh.scp asyncssh.stream
+)
+# asyncssh's optional parts the agent never uses (GSSAPI, X.509, FIDO keys, PKCS#11, libnacl).
+UNNEEDED_SSH=(gssapi OpenSSL fido2 pkcs11 libnacl bcrypt)
 # Standard-library and tooling modules the agent never needs (smaller binary, less to extract).
 UNNEEDED=(
     tkinter _tkinter unittest pydoc pydoc_data doctest pdb lib2to3 idlelib ensurepip venv
@@ -26,8 +34,11 @@ UNNEEDED=(
 )
 
 ARGS=()
-for mod in "${SERVER_ONLY[@]}" "${UNNEEDED[@]}"; do
+for mod in "${SERVER_ONLY[@]}" "${UNNEEDED[@]}" "${UNNEEDED_SSH[@]}"; do
     ARGS+=(--exclude-module "$mod")
+done
+for mod in "${HIDDEN[@]}"; do
+    ARGS+=(--hidden-import "$mod")
 done
 
 BUILD="$ROOT/build/agent"

@@ -145,13 +145,15 @@ def allowed_env(env: dict[bytes, bytes]) -> dict[str, str]:
     """The client's variables a session takes: LANG, LANGUAGE, LC_*, TERM, COLORTERM with short
     printable values; the rest is ignored (as sshd's default AcceptEnv does)."""
     taken: dict[str, str] = {}
-    for raw_name, raw_value in list(env.items())[:MAX_ENV]:
+    for raw_name, raw_value in env.items():
         try:
             name, value = raw_name.decode("ascii"), raw_value.decode("utf-8")
         except UnicodeDecodeError:
             continue
         if _ENV_NAME_RE.match(name) and len(value) <= MAX_ENV_VALUE and value.isprintable():
             taken[name] = value
+            if len(taken) >= MAX_ENV:
+                break
     return taken
 
 

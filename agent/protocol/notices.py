@@ -112,6 +112,8 @@ class NodeFacts(Notice):
     runtime_error: str | None = None
     ports: PortFacts | None = None
     capabilities: Capabilities | None = None  # None: an agent from before capabilities (see LEGACY_CAPABILITIES)
+    # The node's SSH host key (OpenSSH public key line) for instances the agent serves SSH for.
+    ssh_host_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
