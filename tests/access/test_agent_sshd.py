@@ -321,7 +321,7 @@ async def test_symbolic_links_never_leave_the_container(grant: Sshd, keys: dict[
     marker = f"dm-escape-{secrets.token_hex(4)}"
     made = await box.sh(f"echo box > /etc/dm-where; ln -s /etc /tmp/etc-link; ln -s / /tmp/root-link; "
                         f"ln -s ../../../../../../../etc/dm-where /tmp/rel-link; ln -s {secret} /tmp/host-link; "
-                        f"mknod /tmp/null-dev c 1 3")
+                        f"mknod /tmp/null-dev c 1 3; mkfifo /tmp/fifo")
     assert made.exit_code == 0, made.stderr_text
     fetched = tmp_path / "fetched"
     for link in ("/tmp/etc-link/dm-where", "/tmp/root-link/etc/dm-where", "/tmp/rel-link"):
@@ -331,6 +331,15 @@ async def test_symbolic_links_never_leave_the_container(grant: Sshd, keys: dict[
     for refused in ("/tmp/host-link", "/proc/1/root/etc/dm-where", "/tmp/null-dev"):
         got = await grant.sftp(keys["A"], f"get {refused} {fetched}\n")
         assert got.returncode != 0 and not fetched.exists(), (refused, got)
+    # OpenSSH's client will not fetch a device; a client that asks anyway is refused before anything
+    # opens it (a device made in the container, opened by the agent outside its device cgroup).
+    async with client(grant, keys["A"]) as conn, conn.start_sftp_client() as sftp:
+        for special in ("/tmp/null-dev", "/tmp/fifo"):
+            for mode in ("rb", "wb"):
+                with pytest.raises(asyncssh.SFTPPermissionDenied):
+                    await asyncio.wait_for(sftp.open(special, mode), 10)
+        with pytest.raises(asyncssh.SFTPError):
+            await sftp.open("/tmp/etc-link", "rb")  # a directory
     local = tmp_path / "up.txt"
     local.write_text("written through a link\n")
     put = await grant.sftp(keys["A"], f"put {local} /tmp/root-link/{marker}\nput {local} /tmp/etc-link/{marker}\n")
@@ -443,10 +452,7 @@ async def test_remote_forwarding_and_x11_are_refused(grant: Sshd, keys: dict[str
 
 async def test_oversized_terminal_and_flooded_environment(grant: Sshd, keys: dict[str, KeyPair]) -> None:
     """What OpenSSH never sends, from asyncssh as a client: refused or ignored, the session unharmed."""
-    client_key = asyncssh.read_private_key(str(keys["A"].path))
-    known = asyncssh.import_known_hosts(grant.known_hosts.read_text())
-    async with asyncssh.connect("127.0.0.1", grant.port, username="root", client_keys=[client_key],
-                                known_hosts=known, agent_path=None, config=None) as conn:
+    async with client(grant, keys["A"]) as conn:
         with pytest.raises(asyncssh.ChannelOpenError):  # the PTY request is refused
             await conn.create_process("true", term_type="xterm", term_size=(100_000, 24))
         with pytest.raises(asyncssh.ChannelOpenError):
@@ -467,6 +473,15 @@ async def test_oversized_terminal_and_flooded_environment(grant: Sshd, keys: dic
         process.stdin.write("\n")
         assert await line_of(process.stdout) == "33 100"
         await asyncio.wait_for(process.wait(), 10)
+
+
+@contextlib.asynccontextmanager
+async def client(sshd: Sshd, key: KeyPair) -> AsyncIterator[asyncssh.SSHClientConnection]:
+    """asyncssh as the client: for what OpenSSH's client never sends."""
+    known = asyncssh.import_known_hosts(sshd.known_hosts.read_text())
+    async with asyncssh.connect("127.0.0.1", sshd.port, username="root", client_keys=[str(key.path)],
+                                known_hosts=known, agent_path=None, config=None) as conn:
+        yield conn
 
 
 async def line_of(stdout: asyncssh.SSHReader[str]) -> str:
