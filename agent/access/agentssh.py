@@ -84,15 +84,17 @@ def _grant(params: p.SshParams | None) -> Grant:
 async def serve_ssh_stream(stream: p.Stream, container: ContainerInfo, *, server: SshServer) -> p.StreamEnd:
     """Serve SSH for ``container`` on ``stream`` until either side ends (see the module doc)."""
     grant = _grant(stream.open.ssh)
+    instance = await server.open(container)  # before the stream is accepted: a failure refuses it
     ours, theirs = socket.socketpair()
     try:
         reader, writer = await asyncio.open_connection(sock=theirs)
     except BaseException:
         ours.close()
         theirs.close()
+        await asyncio.to_thread(instance.close)
         raise
     stream.accept()
-    serving = asyncio.ensure_future(server.serve(ours, container, grant))
+    serving = asyncio.ensure_future(server.serve(ours, instance, grant))
 
     async def up() -> None:  # server -> stream
         while data := await reader.read(CHUNK):

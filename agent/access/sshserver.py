@@ -72,6 +72,7 @@ __all__ = [
     "MAX_SESSIONS",
     "Account",
     "Grant",
+    "Instance",
     "SshServer",
     "allowed_env",
     "parse_passwd",
@@ -158,7 +159,7 @@ def allowed_env(env: dict[bytes, bytes]) -> dict[str, str]:
 
 
 @dataclass(slots=True)
-class _Instance:
+class Instance:
     """What one connection serves: the container, its root and accounts, its login user."""
 
     container: ContainerInfo
@@ -174,7 +175,7 @@ class _Instance:
             self.root = None
 
 
-async def _open_instance(driver: RuntimeDriver, container: ContainerInfo) -> _Instance:
+async def _open_instance(driver: RuntimeDriver, container: ContainerInfo) -> Instance:
     pid: int | None
     try:
         pid = await driver.host_pid(container.id)
@@ -205,7 +206,7 @@ async def _open_instance(driver: RuntimeDriver, container: ContainerInfo) -> _In
         name = result.stdout_text.strip()
         if result.exit_code == 0 and _USER_RE.match(name):
             user = name
-    return _Instance(container, pid, root, user, accounts, names)
+    return Instance(container, pid, root, user, accounts, names)
 
 
 class SshServer:
@@ -217,14 +218,20 @@ class SshServer:
         self.host_key = host_key
         self.login_timeout_s = login_timeout_s
 
-    async def serve(self, sock: socket.socket, container: ContainerInfo, grant: Grant) -> str:
+    async def open(self, container: ContainerInfo) -> Instance:
+        """What a connection to ``container`` needs (its root, accounts, login user): looked up
+        before the connection is accepted, so that a failure refuses it with the reason."""
+        return await _open_instance(self.driver, container)
+
+    async def serve(self, sock: socket.socket, container: ContainerInfo | Instance, grant: Grant) -> str:
         """Serve one SSH connection on a connected socket until it ends; returns how it ended (for
-        the log and the stream's end). The socket is the server's from here on."""
+        the log and the stream's end). The socket (and an opened instance) are the server's from here on."""
         try:
-            instance = await _open_instance(self.driver, container)
+            instance = container if isinstance(container, Instance) else await self.open(container)
         except BaseException:
             sock.close()
             raise
+        container = instance.container
         connection = _Connection(self, instance, grant)
         try:
             options = asyncssh.SSHServerConnectionOptions(
@@ -271,7 +278,7 @@ def _describe(exc: BaseException) -> str:
 class _Connection(asyncssh.SSHServer):
     """One SSH connection's decisions: who logs in, which channels open."""
 
-    def __init__(self, server: SshServer, instance: _Instance, grant: Grant) -> None:
+    def __init__(self, server: SshServer, instance: Instance, grant: Grant) -> None:
         self.server = server
         self.instance = instance
         self.grant = grant

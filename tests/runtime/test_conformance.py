@@ -460,6 +460,26 @@ async def test_exec_interactive(harness: Harness) -> None:
         assert "sleep 601" not in listing.stdout_text, listing.stdout_text
 
 
+async def test_host_pid(harness: Harness) -> None:
+    """The host pid of a container's main process (its root and network for the agent's SSH), where
+    the runtime's processes are the agent's host's; the fake has none."""
+    d = harness.driver
+    info = await d.create(harness.spec("pid", command=SLEEPER))
+    if harness.fake is not None:
+        await d.start(info.id)
+        with pytest.raises(UnsupportedError):
+            await d.host_pid(info.id)
+        return
+    with pytest.raises(ConflictError):
+        await d.host_pid(info.id)  # not running
+    with pytest.raises(NotFoundError):
+        await d.host_pid("no-such-container-dm")
+    await d.start(info.id)
+    pid = await d.host_pid(info.id)
+    with open(f"/proc/{pid}/cgroup", encoding="utf-8") as fh:
+        assert info.id in fh.read()
+
+
 async def test_events_start_and_die(harness: Harness) -> None:
     d = harness.driver
     since = time.time() - 1
