@@ -601,7 +601,7 @@ class _Session(SSHServerStreamSession[bytes]):
             return
         self._process = process
         status = 255
-        feeder = asyncio.ensure_future(_feed(stdin, process))
+        feeder = asyncio.ensure_future(_feed(stdin, process, tty=term is not None))
         output = asyncio.ensure_future(_copy_output(process, stdout, stderr))
         gone = asyncio.ensure_future(self._gone.wait())
         try:
@@ -636,8 +636,10 @@ def _is_executable(root: Root, path: str) -> bool:
     return stat.S_ISREG(info.st_mode) and bool(info.st_mode & 0o111)
 
 
-async def _feed(stdin: asyncssh.SSHReader[bytes], process: ExecSession) -> None:
-    """The client's input to the process; window changes become resizes."""
+async def _feed(stdin: asyncssh.SSHReader[bytes], process: ExecSession, *, tty: bool) -> None:
+    """The client's input to the process; window changes become resizes. On a terminal the
+    client's EOF is not passed on (as sshd does: the terminal stays open; the Engine would
+    close it, and output still on its way would be lost)."""
     while True:
         try:
             data = await stdin.read(65536)
@@ -651,7 +653,8 @@ async def _feed(stdin: asyncssh.SSHReader[bytes], process: ExecSession) -> None:
             return
         try:
             if not data:
-                await process.write_eof()
+                if not tty:
+                    await process.write_eof()
                 return
             await process.write(data)
         except DriverError:

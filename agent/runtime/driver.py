@@ -157,7 +157,9 @@ class ExecSession(abc.ABC):
 
     @abc.abstractmethod
     async def write_eof(self) -> None:
-        """End of the process's stdin (reads go on)."""
+        """End of the process's stdin (reads go on). On a terminal nothing happens: the end of
+        input is the terminal's business (ctrl-D), as with sshd; the Engine would close the
+        terminal and the output still on its way would be lost."""
 
     @abc.abstractmethod
     async def resize(self, cols: int, rows: int) -> None:

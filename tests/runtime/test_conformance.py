@@ -448,6 +448,19 @@ async def test_exec_interactive(harness: Harness) -> None:
     finally:
         await term.close()
 
+    # On a terminal an EOF changes nothing: output on its way is not lost, input still arrives.
+    late = await d.exec_interactive(info.id, SIZE_TWICE, tty=True, cols=70, rows=21)
+    try:
+        await late.write_eof()
+        await late.write(b"\r")
+        assert b"21 70" in await read_until(late, b"21 70")
+        await late.write(b"x\r")
+        await late.write(b"\r")
+        await read_all(late)
+        assert await late.wait() == 4
+    finally:
+        await late.close()
+
     # Closing a session whose process still runs ends the process.
     sleeper = await d.exec_interactive(info.id, LONG_SLEEP, tty=True)
     await asyncio.sleep(0.3)

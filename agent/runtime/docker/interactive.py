@@ -127,6 +127,8 @@ class DockerExecSession(ExecSession):
             raise ConflictError(f"{self._what}: the process's input is closed ({type(exc).__name__})") from None
 
     async def write_eof(self) -> None:
+        if self._tty:
+            return  # see ExecSession.write_eof: the Engine would close the terminal, losing output
         # aiodocker's Stream has no half close: its response's transport has.
         response = getattr(self._stream, "_resp", None)
         connection = getattr(response, "connection", None)

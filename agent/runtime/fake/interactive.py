@@ -57,6 +57,8 @@ class FakeExecSession(ExecSession):
             self._input.put_nowait(bytes(data))
 
     async def write_eof(self) -> None:
+        if self.tty:
+            return  # as the Docker driver: a terminal's input ends with ctrl-D, not with EOF
         if not self._eof_sent:
             self._eof_sent = True
             self._input.put_nowait(None)
