@@ -590,6 +590,8 @@ class _Session(SSHServerStreamSession[bytes]):
         env.update({"USER": account.name, "LOGNAME": account.name, "SHELL": shell})
         if account.home:
             env["HOME"] = account.home
+        if self._gone.is_set():
+            return  # the channel closed before anything started
         try:
             process = await connection.server.driver.exec_interactive(
                 instance.container.id, self._argv(chan, shell), tty=term is not None, user=user, env=env,

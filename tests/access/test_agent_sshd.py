@@ -25,7 +25,7 @@ import pytest_asyncio
 from agent import protocol as p
 from agent.access import hostkey
 from agent.access.agentssh import AgentSsh
-from agent.access.sshserver import MAX_AUTH_FAILURES, Grant, SshServer
+from agent.access.sshserver import MAX_AUTH_FAILURES, MAX_SESSIONS, Grant, SshServer
 from agent.protocol.types import ContainerInfo
 from tests.access.conftest import Box, KeyPair, make_key, running_box
 from tests.streams.test_mux import Pair
@@ -46,6 +46,13 @@ class Result:
         return self.stdout.decode("utf-8", "replace")
 
 
+async def no_process(box: Box, pattern: str, timeout: float = 15) -> None:
+    """Wait until no process of the container runs ``pattern`` (its command line)."""
+    async with asyncio.timeout(timeout):
+        while pattern in (await box.sh("ps -o args")).stdout_text:
+            await asyncio.sleep(0.2)
+
+
 @dataclass
 class Sshd:
     """A TCP listener of the test: each connection is served by the agent's SSH server for ``box``
@@ -58,6 +65,7 @@ class Sshd:
     port: int = 0
     pair: Pair | None = None
     ends: list[str] = field(default_factory=list)
+    streams: list[p.Stream] = field(default_factory=list)  # dmd's side, with pair
     _listener: socket.socket | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -89,8 +97,10 @@ class Sshd:
         params = p.SshParams(user=self.grant.user, login=self.grant.login, keys=list(self.grant.keys))
         opening = p.StreamOpen("ssh", self.container.instance_id or 0, ssh=params)
         stream = await self.pair.dmd.open(opening)
+        self.streams.append(stream)
         reader, writer = await asyncio.open_connection(sock=sock)
-        await p.bridge(stream, reader, writer)
+        with contextlib.suppress(p.StreamClosed):  # dmd's side ended it (the revocation below)
+            await p.bridge(stream, reader, writer)
         end = await asyncio.wait_for(stream.wait_closed(), 30)
         self.ends.append(end.reason)
 
@@ -450,7 +460,7 @@ async def test_remote_forwarding_and_x11_are_refused(grant: Sshd, keys: dict[str
 # --------------------------------------------------------------------------- bad input
 
 
-async def test_oversized_terminal_and_flooded_environment(grant: Sshd, keys: dict[str, KeyPair]) -> None:
+async def test_oversized_terminal_and_flooded_environment(grant: Sshd, keys: dict[str, KeyPair], box: Box) -> None:
     """What OpenSSH never sends, from asyncssh as a client: refused or ignored, the session unharmed."""
     async with client(grant, keys["A"]) as conn:
         with pytest.raises(asyncssh.ChannelOpenError):  # the PTY request is refused
@@ -473,6 +483,15 @@ async def test_oversized_terminal_and_flooded_environment(grant: Sshd, keys: dic
         process.stdin.write("\n")
         assert await line_of(process.stdout) == "33 100"
         await asyncio.wait_for(process.wait(), 10)
+        # At most MAX_SESSIONS sessions at once on one connection; one more is refused, then served again.
+        held = [await conn.create_process("sleep 612") for _ in range(MAX_SESSIONS)]
+        with pytest.raises(asyncssh.ChannelOpenError):
+            await conn.create_process("true")
+        for session in held:
+            session.close()
+        await asyncio.gather(*(session.wait_closed() for session in held))
+        assert (await conn.run("echo again", timeout=30)).stdout == "again\n"
+    await no_process(box, "sleep 612")  # the closed sessions' processes went with them
 
 
 @contextlib.asynccontextmanager
@@ -522,6 +541,15 @@ async def test_through_an_ssh_stream(box: Box, host_key: asyncssh.SSHKey, keys: 
             while len(served.ends) < 3:
                 await asyncio.sleep(0.05)
         assert not pair.errors and not pair.agent.streams
+        # dmd ends the stream (a revoked key, a stopped instance): the session and its process end.
+        running = asyncio.ensure_future(served.ssh(keys["A"], "sleep 611"))
+        async with asyncio.timeout(20):
+            while "sleep 611" not in (await box.sh("ps -o args")).stdout_text:
+                await asyncio.sleep(0.1)
+        await served.streams[-1].close(p.StreamEnd("revoked", "the key was deleted"))
+        ended = await asyncio.wait_for(running, 20)
+        assert ended.returncode == 255, ended
+        await no_process(box, "sleep 611")
     finally:
         await served.close()
         await pair.close()

@@ -42,6 +42,7 @@ log = logging.getLogger("agent.runtime.docker")
 # so the sequence starts with a key terminals rarely send (ctrl-@, NUL) and is too long to type by chance.
 DETACH_KEYS = "ctrl-@,ctrl-^,ctrl-@,ctrl-_,ctrl-@,ctrl-^,ctrl-@,ctrl-_"
 HANGUP_GRACE_S = 2.0  # after SIGHUP, before SIGKILL
+START_WAIT_S = 5.0  # for a process closed right after its start to be reported running
 
 
 async def start_exec(
@@ -175,12 +176,8 @@ class DockerExecSession(ExecSession):
 
     async def _stop(self) -> None:
         """Hang the process up (then kill it) when it still runs; see the module documentation."""
-        try:
-            info = await self._exec.inspect()
-        except Exception:  # the exec or the engine is gone: nothing to stop that we can name
-            return
-        pid = info.get("Pid")
-        if not info.get("Running") or not isinstance(pid, int) or pid <= 0 or not self._in_container(pid):
+        pid = await self._running_pid()
+        if pid is None or not self._in_container(pid):
             return
         for sig, grace in ((signal.SIGHUP, HANGUP_GRACE_S), (signal.SIGKILL, 0.0)):
             try:
@@ -195,6 +192,22 @@ class DockerExecSession(ExecSession):
                         return
                 except Exception:
                     return
+
+    async def _running_pid(self) -> int | None:
+        """The process's host pid while it runs; None once it has ended. Right after the start
+        the Engine may not report it running yet (no pid, no exit code): that is waited for."""
+        for _ in range(int(START_WAIT_S / 0.05)):
+            try:
+                info = await self._exec.inspect()
+            except Exception:  # the exec or the engine is gone: nothing to stop that we can name
+                return None
+            pid = info.get("Pid")
+            if info.get("Running") and isinstance(pid, int) and pid > 0:
+                return pid
+            if info.get("ExitCode") is not None:
+                return None
+            await asyncio.sleep(0.05)
+        return None
 
     def _in_container(self, pid: int) -> bool:
         return in_cgroup_of(pid, self._container_id)
