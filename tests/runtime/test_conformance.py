@@ -461,11 +461,13 @@ async def test_exec_interactive(harness: Harness) -> None:
     finally:
         await late.close()
 
-    # Closing a session whose process still runs ends the process.
+    # Closing a session whose process still runs ends the process, also right after its start.
     sleeper = await d.exec_interactive(info.id, LONG_SLEEP, tty=True)
     await asyncio.sleep(0.3)
     await asyncio.wait_for(sleeper.close(), 10)
     await read_all(sleeper)  # the output ends
+    at_once = [await d.exec_interactive(info.id, LONG_SLEEP, tty=False) for _ in range(4)]
+    await asyncio.wait_for(asyncio.gather(*(session.close() for session in at_once)), 20)
     if harness.fake is not None:
         assert harness.fake.sessions[-1].resizes == []  # a session never resized
     else:
