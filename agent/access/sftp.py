@@ -5,10 +5,11 @@ resolved INSIDE the container's root by :mod:`agent.access.inroot` (``openat2`` 
 ``RESOLVE_IN_ROOT``): a symbolic link in the container that points at ``/etc`` reaches the
 container's ``/etc``, never the host's. Only regular files and directories are opened.
 
-Every file system call runs in a worker thread (``asyncio.to_thread``): a slow disk never
-stalls the agent's loop. The agent acts as root in the container (the login user may be root
-anyway, see docs/SECURITY.md); files and directories made for another login user are given to
-that user (uid and gid from the container's ``/etc/passwd``).
+Every file system call runs in a worker thread: a slow disk never stalls the agent's loop. For
+root the threads are the loop's default ones; for another login they are threads of the session
+that act as that user (:mod:`agent.access.fsuser`: its uid, gid and groups from the container's
+``/etc/passwd`` and ``/etc/group``), so the kernel checks every access as it would for a
+process of that user, and what it makes is that user's.
 
 Public API::
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import os
 import posixpath
 import stat
@@ -29,6 +31,7 @@ from typing import Any, TypeVar
 import asyncssh
 from asyncssh import SFTPAttrs, SFTPName, SFTPVFSAttrs
 
+from agent.access import fsuser
 from agent.access.inroot import Root, clean_path
 
 __all__ = ["ContainerSftp", "FsContext", "IdNames", "realpath_in_root"]
@@ -60,7 +63,7 @@ class FsContext:
 
     root: Root
     home: bytes = b"/"
-    owner: tuple[int, int] | None = None  # (uid, gid) new files get; None: root's (nothing to change)
+    user: tuple[int, int, tuple[int, ...]] | None = None  # (uid, gid, groups) to act as; None: root
     names: IdNames = field(default_factory=IdNames)
 
 
@@ -117,13 +120,15 @@ class ContainerSftp(asyncssh.SFTPServer):
         self._ctx = context
         self._root = context.root
         self._files: set[_File] = set()
+        self._pool = None if context.user is None else fsuser.user_executor(*context.user)
         self._listings: set[tuple[int, Any]] = set()  # (directory fd, scandir iterator) still open
 
     # --- plumbing
 
-    @staticmethod
-    async def _run(fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.to_thread(fn, *args)
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._pool is None:
+            return await asyncio.to_thread(fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(fn, *args))
 
     def _path(self, path: bytes) -> bytes:
         return clean_path(path, self._ctx.home)
@@ -133,16 +138,6 @@ class ContainerSftp(asyncssh.SFTPServer):
         attrs.owner = self._ctx.names.user(result.st_uid)
         attrs.group = self._ctx.names.group(result.st_gid)
         return attrs
-
-    def _give(self, fd: int | None = None, *, name: bytes | None = None, dir_fd: int | None = None) -> None:
-        """New files, directories and links belong to the login user (see the module doc)."""
-        if self._ctx.owner is None:
-            return
-        uid, gid = self._ctx.owner
-        if fd is not None:
-            os.fchown(fd, uid, gid)
-        elif name is not None and dir_fd is not None:
-            os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
 
     def format_user(self, uid: int | None) -> str:
         return self._ctx.names.user(uid)
@@ -242,7 +237,6 @@ class ContainerSftp(asyncssh.SFTPServer):
             parent, name = self._root.parent(self._path(path))
             try:
                 os.mkdir(name, mode, dir_fd=parent)
-                self._give(name=name, dir_fd=parent)
             finally:
                 os.close(parent)
 
@@ -276,7 +270,6 @@ class ContainerSftp(asyncssh.SFTPServer):
         def make(name: bytes, parent: int) -> None:
             # The link's text is the container's business: it is only ever followed in the root.
             os.symlink(oldpath, name, dir_fd=parent)
-            self._give(name=name, dir_fd=parent)
 
         await self._by_name(newpath, make)
 
@@ -326,16 +319,7 @@ class ContainerSftp(asyncssh.SFTPServer):
         mode = 0o666 if attrs.permissions is None else attrs.permissions & 0o7777
 
         def work() -> _File:
-            clean = self._path(path)
-            existed = flags & os.O_CREAT and self._root.exists(clean)
-            fd = self._root.open_file(clean, flags, mode)
-            try:
-                if flags & os.O_CREAT and not existed:
-                    self._give(fd)
-            except BaseException:
-                os.close(fd)
-                raise
-            return _File(fd)
+            return _File(self._root.open_file(self._path(path), flags, mode))
 
         opened = await self._run(work)
         self._files.add(opened)
@@ -398,6 +382,8 @@ class ContainerSftp(asyncssh.SFTPServer):
                 _close_listing(listing)
 
         await self._run(work)
+        if self._pool is not None:
+            await asyncio.to_thread(self._pool.shutdown, True)
 
 
 def _close_listing(listing: tuple[int, Any]) -> None:

@@ -28,7 +28,7 @@ from agent.protocol.types import ContainerInfo
 from agent.runtime.driver import RuntimeDriver
 from agent.runtime.errors import DriverError, UnsupportedError
 
-__all__ = ["Account", "Instance", "open_instance", "parse_passwd"]
+__all__ = ["Account", "Instance", "open_instance", "parse_groups", "parse_passwd"]
 
 log = logging.getLogger("agent.access.sshd")
 
@@ -38,17 +38,38 @@ _USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}\$?$")
 
 @dataclass(frozen=True, slots=True)
 class Account:
-    """A login of the container (from its /etc/passwd, or what is known without it)."""
+    """A login of the container (from its /etc/passwd and /etc/group, or what is known without them)."""
 
     name: str
     uid: int | None = None
     gid: int | None = None
     home: str = ""
     shell: str = ""
+    groups: tuple[int, ...] = ()  # the groups that list it as a member
 
 
-def parse_passwd(text: bytes) -> dict[str, Account]:
-    """``name:x:uid:gid:gecos:home:shell`` lines; malformed lines are skipped."""
+def parse_groups(text: bytes) -> tuple[dict[int, str], dict[str, tuple[int, ...]]]:
+    """``name:x:gid:member,member`` lines: each gid's name, and each member's gids."""
+    names: dict[int, str] = {}
+    members: dict[str, list[int]] = {}
+    for raw in text.decode("utf-8", "replace").splitlines():
+        fields = raw.split(":")
+        if len(fields) < 3 or not fields[0]:
+            continue
+        try:
+            gid = int(fields[2])
+        except ValueError:
+            continue
+        names.setdefault(gid, fields[0])
+        for member in (fields[3].split(",") if len(fields) > 3 else []):
+            if member:
+                members.setdefault(member, []).append(gid)
+    return names, {member: tuple(gids) for member, gids in members.items()}
+
+
+def parse_passwd(text: bytes, groups: dict[str, tuple[int, ...]] | None = None) -> dict[str, Account]:
+    """``name:x:uid:gid:gecos:home:shell`` lines (malformed ones are skipped), each with the groups
+    that list it (``groups``, from :func:`parse_groups`)."""
     accounts: dict[str, Account] = {}
     for raw in text.decode("utf-8", "replace").splitlines():
         fields = raw.split(":")
@@ -58,18 +79,8 @@ def parse_passwd(text: bytes) -> dict[str, Account]:
             uid, gid = int(fields[2]), int(fields[3])
         except ValueError:
             continue
-        accounts[fields[0]] = Account(fields[0], uid, gid, fields[5], fields[6])
+        accounts[fields[0]] = Account(fields[0], uid, gid, fields[5], fields[6], (groups or {}).get(fields[0], ()))
     return accounts
-
-
-def _parse_groups(text: bytes) -> dict[int, str]:
-    groups: dict[int, str] = {}
-    for raw in text.decode("utf-8", "replace").splitlines():
-        fields = raw.split(":")
-        if len(fields) >= 3 and fields[0]:
-            with contextlib.suppress(ValueError):
-                groups.setdefault(int(fields[2]), fields[0])
-    return groups
 
 
 @dataclass(slots=True)
@@ -113,9 +124,9 @@ async def open_instance(driver: RuntimeDriver, container: ContainerInfo) -> Inst
                 passwd = opened.read_small(b"/etc/passwd")
             with contextlib.suppress(OSError):
                 group = opened.read_small(b"/etc/group")
-            found = parse_passwd(passwd)
-            return opened, found, IdNames({a.uid: n for n, a in found.items() if a.uid is not None},
-                                          _parse_groups(group))
+            group_names, memberships = parse_groups(group)
+            found = parse_passwd(passwd, memberships)
+            return opened, found, IdNames({a.uid: n for n, a in found.items() if a.uid is not None}, group_names)
 
         root, accounts, names = await asyncio.to_thread(read_ids)
     user = "root"

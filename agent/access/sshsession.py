@@ -27,6 +27,7 @@ from asyncssh.misc import SoftEOFReceived
 from asyncssh.sftp import run_sftp_server
 from asyncssh.stream import SSHReader, SSHServerStreamSession, SSHWriter
 
+from agent.access import fsuser
 from agent.access.channels import MAX_TERMINAL, login_shell
 from agent.access.inroot import Root
 from agent.access.sftp import ContainerSftp, FsContext
@@ -82,18 +83,23 @@ class Session(SSHServerStreamSession[bytes]):
         self._connection = connection
         self._process: ExecSession | None = None
         self._gone = asyncio.Event()
-        files = connection.instance.root is not None
-        super().__init__(self._run, self._sftp if files else None, sftp_version=3, allow_scp=files)
+        self._files = _can_serve_files(connection)
+        super().__init__(self._run, self._sftp if self._files else None, sftp_version=3, allow_scp=self._files)
 
     def _sftp(self, chan: SSHChannel[bytes]) -> asyncssh.SFTPServer:
         instance = self._connection.instance
         if instance.root is None:
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, "files are not reachable on this node")
         account = self._connection.account
-        owner = (account.uid, account.gid) if account.uid and account.gid is not None else None
+        user: tuple[int, int, tuple[int, ...]] | None = None  # root: the agent's own threads
+        if account.uid != 0:
+            if account.uid is None or account.gid is None or not fsuser.available():
+                # Never root's rights for another login: no SFTP without its ids.
+                raise asyncssh.SFTPFailure(f"files cannot be served as {account.name} here")
+            user = (account.uid, account.gid, account.groups)
         home = (account.home or "/").encode("utf-8", "surrogateescape")
-        return ContainerSftp(cast(asyncssh.SSHServerChannel[Any], chan), FsContext(instance.root, home, owner,
-                                                                                   instance.names))
+        return ContainerSftp(cast(asyncssh.SSHServerChannel[Any], chan),
+                             FsContext(instance.root, home, user, instance.names))
 
     # --- requests on the channel
 
@@ -108,7 +114,7 @@ class Session(SSHServerStreamSession[bytes]):
         return True
 
     def subsystem_requested(self, subsystem: str) -> bool:
-        return subsystem == "sftp" and self._connection.instance.root is not None
+        return subsystem == "sftp" and self._files
 
     def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
         if not (1 <= width <= MAX_TERMINAL and 1 <= height <= MAX_TERMINAL):
@@ -123,7 +129,7 @@ class Session(SSHServerStreamSession[bytes]):
 
     def session_started(self) -> None:
         chan = self._chan
-        if chan is not None and chan.get_subsystem() == "sftp" and self._connection.instance.root is not None:
+        if chan is not None and chan.get_subsystem() == "sftp" and self._files:
             # As asyncssh does, but the channel ends with exit status 0 as sftp-server's does
             # (OpenSSH's scp reports a transfer without one as failed).
             stdin = SSHReader[bytes](self, chan)  # type: ignore[arg-type]
@@ -221,6 +227,15 @@ class Session(SSHServerStreamSession[bytes]):
         if not self._gone.is_set():
             with contextlib.suppress(OSError, asyncssh.Error):
                 chan.exit(status)
+
+
+def _can_serve_files(connection: SessionOwner) -> bool:
+    """SFTP and scp need the container's root, and for a login other than root its ids (never
+    root's rights for another login); without them scp is the container's own, if it has one."""
+    if connection.instance.root is None:
+        return False
+    account = connection.account
+    return account.uid == 0 or (account.uid is not None and account.gid is not None and fsuser.available())
 
 
 class _ExitingWriter(SSHWriter[bytes]):

@@ -363,7 +363,9 @@ async def test_files_of_a_non_root_login(box: Box, host_key: asyncssh.SSHKey, ke
                                          test_images: tuple[str, str], tmp_path: Path) -> None:
     async with running_box(test_images[1], command=["sleep", "3600"], user="1000:1000") as other:
         setup = await other.sh("echo 'dev:x:1000:1000:dev:/home/dev:/bin/sh' >> /etc/passwd; "
-                               "mkdir -p /home/dev && chown 1000:1000 /home/dev")
+                               "echo 'team:x:2000:dev' >> /etc/group; "
+                               "mkdir -p /home/dev /team && chown 1000:1000 /home/dev && chown 0:2000 /team && "
+                               "chmod 770 /team && echo root-only > /root-only && chmod 600 /root-only")
         assert setup.exit_code == 0, setup.stderr_text
         served = Sshd(SshServer(other.driver, host_key), await other.info(), Grant(keys=[keys["A"].public]),
                       tmp_path / "known_hosts")
@@ -379,6 +381,18 @@ async def test_files_of_a_non_root_login(box: Box, host_key: asyncssh.SSHKey, ke
             assert put.returncode == 0, put
             owners = await other.sh("stat -c '%u:%g %n' /home/dev/mine.txt /home/dev/made")
             assert owners.stdout_text.split("\n")[:2] == ["1000:1000 /home/dev/mine.txt", "1000:1000 /home/dev/made"]
+            # The kernel judges dev's file access as dev's: no root-only file, no /etc, its groups' folders.
+            fetched = tmp_path / "got"
+            denied = await served.sftp(keys["A"], f"get /root-only {fetched}\n", user="dev")
+            assert denied.returncode != 0 and not fetched.exists() and "denied" in denied.stderr.lower(), denied
+            for target in ("/etc/dm-by-dev", "/root-only"):
+                refused = await served.sftp(keys["A"], f"put {local} {target}\n", user="dev")
+                assert refused.returncode != 0, (target, refused)
+            assert (await other.sh("cat /root-only; ls /etc/dm-by-dev")).stdout_text == "root-only\n"
+            team = await served.sftp(keys["A"], f"put {local} /team/shared.txt\n", user="dev")
+            assert team.returncode == 0, team  # a member of group team (2000)
+            by_root = await served.sftp(keys["A"], f"get /root-only {fetched}\n", user="root")
+            assert by_root.returncode == 0 and fetched.read_text() == "root-only\n"
             served.grant = Grant(keys=[keys["A"].public], login="dev")  # the gateway knows the name: only it
             assert (await served.ssh(keys["A"], "true", user="root")).returncode == 255
         finally:
