@@ -39,9 +39,10 @@ def test_round_trip_and_a_report_read_tolerantly() -> None:
 
 def test_the_drivers_claim_what_agents_did_before_capabilities() -> None:
     """dmd takes a node that reports nothing to do LEGACY_CAPABILITIES: today's drivers do
-    exactly that (a driver that drops one must report it, which is what the facts are for)."""
-    assert DOCKER == LEGACY_CAPABILITIES
-    assert FAKE == LEGACY_CAPABILITIES
+    exactly that, plus file copy, which older agents could not do (so dmd refuses it to them)."""
+    assert not LEGACY_CAPABILITIES.file_copy
+    assert DOCKER == dataclasses.replace(LEGACY_CAPABILITIES, file_copy=True)
+    assert FAKE == dataclasses.replace(LEGACY_CAPABILITIES, file_copy=True)
 
 
 def test_check_supported_names_each_capability() -> None:

@@ -24,9 +24,9 @@ from agent.runtime.refs import check_image_ref, is_container_ref, normalize_imag
 
 __all__ = ["CAPABILITIES", "FakeEngine"]
 
-# Everything the fake does: what the Docker driver does today, which is what agents did before they
-# reported capabilities. Tests switch parts off with FakeDriver(capabilities=...) or set_capabilities(...).
-CAPABILITIES = LEGACY_CAPABILITIES
+# Everything the fake does: what the Docker driver does today (what agents did before they reported
+# capabilities, and file copy). Tests switch parts off with FakeDriver(capabilities=...) or set_capabilities(...).
+CAPABILITIES = dataclasses.replace(LEGACY_CAPABILITIES, file_copy=True)
 
 
 class FakeEngine(RuntimeDriver):
