@@ -41,8 +41,8 @@ def test_the_drivers_claim_what_agents_did_before_capabilities() -> None:
     """dmd takes a node that reports nothing to do LEGACY_CAPABILITIES: today's drivers do
     exactly that, plus file copy, which older agents could not do (so dmd refuses it to them)."""
     assert not LEGACY_CAPABILITIES.file_copy
-    assert DOCKER == dataclasses.replace(LEGACY_CAPABILITIES, file_copy=True)
-    assert FAKE == dataclasses.replace(LEGACY_CAPABILITIES, file_copy=True)
+    assert dataclasses.replace(LEGACY_CAPABILITIES, file_copy=True) == DOCKER
+    assert dataclasses.replace(LEGACY_CAPABILITIES, file_copy=True) == FAKE
 
 
 def test_check_supported_names_each_capability() -> None:
