@@ -70,7 +70,7 @@ class MemoryStream:
         getter.cancel()
         return None
 
-    async def close(self, end: StreamEnd = StreamEnd()) -> None:  # noqa: B008 - frozen, as the real one
+    async def close(self, end: StreamEnd = StreamEnd()) -> None:
         for s in (self, self.peer):
             if s is not None and not s._end.done():
                 s._end.set_result(end)
