@@ -60,6 +60,7 @@ class Config:
     # Image uploads and copies are spooled here, never beside the SQLite file; empty: <data_dir>/blobs.
     spool_dir: str = ""
     spool_min_free_bytes: int = 1024**3  # an upload is refused (507) when it would leave less free
+    file_upload_max_bytes: int = 4 * 1024**3  # one file uploaded into an instance from its page (413 beyond)
     registry_allow: str = ""  # registries on private/loopback addresses pulls may reach (hosts, networks)
 
     # parsed forms, filled by validate()
@@ -105,6 +106,8 @@ class Config:
             raise ConfigError("log_level", "expected debug, info, warning or error")
         if self.max_body_bytes < 1024:
             raise ConfigError("max_body_bytes", "must be at least 1024")
+        if self.file_upload_max_bytes < 1:
+            raise ConfigError("file_upload_max_bytes", "must be at least 1")
         from agent.ports.pools import PoolError, parse_ranges
 
         try:

@@ -20,7 +20,8 @@ class MemoryStream:
         self.bytes_in = 0
         self.bytes_out = 0
         self.peer: MemoryStream | None = None
-        self._data: asyncio.Queue[bytes] = asyncio.Queue()
+        self._data: asyncio.Queue[bytes | None] = asyncio.Queue()  # b"": EOF, None: closed
+        self._at_end = False
         self._controls: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._end: asyncio.Future[StreamEnd] = asyncio.get_running_loop().create_future()
         self._eof_sent = False
@@ -31,16 +32,14 @@ class MemoryStream:
         return self._end.done()
 
     async def read(self) -> bytes:
-        if self.closed and self._data.empty():
+        if self._at_end:
             return b""
-        getter = asyncio.ensure_future(self._data.get())
-        done, _ = await asyncio.wait({getter, self._end}, return_when=asyncio.FIRST_COMPLETED)
-        if getter in done:
-            data = getter.result()
-            self.bytes_in += len(data)
-            return data
-        getter.cancel()
-        return b""
+        data = await self._data.get()
+        if not data:
+            self._at_end = True
+            return b""
+        self.bytes_in += len(data)
+        return data
 
     async def write(self, data: bytes) -> None:
         if self.closed or self._eof_sent:
@@ -63,17 +62,16 @@ class MemoryStream:
             self.peer._controls.put_nowait(msg)
 
     async def next_control(self) -> dict[str, Any] | None:
-        getter = asyncio.ensure_future(self._controls.get())
-        done, _ = await asyncio.wait({getter, self._end}, return_when=asyncio.FIRST_COMPLETED)
-        if getter in done:
-            return getter.result()
-        getter.cancel()
-        return None
+        if self.closed and self._controls.empty():
+            return None
+        return await self._controls.get()
 
     async def close(self, end: StreamEnd = StreamEnd()) -> None:
         for s in (self, self.peer):
             if s is not None and not s._end.done():
                 s._end.set_result(end)
+                s._data.put_nowait(None)
+                s._controls.put_nowait(None)
 
     async def wait_closed(self) -> StreamEnd:
         return await asyncio.shield(self._end)
