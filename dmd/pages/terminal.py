@@ -44,8 +44,8 @@ routes = web.RouteTableDef()
 MAX_INPUT = 64 * 1024  # bytes in one frame from the browser (keystrokes, a piece of a paste)
 MAX_SIZE = 1000  # columns and rows, each
 DEFAULT_COLS, DEFAULT_ROWS = 80, 24
-HEARTBEAT_S = 30.0
-BROWSER_CLOSED = "the browser closed the terminal"  # pings keep proxies from closing an idle terminal and find dead browsers
+HEARTBEAT_S = 30.0  # pings keep proxies from closing an idle terminal and find dead browsers
+BROWSER_CLOSED = "the browser closed the terminal"
 
 
 def bounded_size(value: Any) -> int | None:

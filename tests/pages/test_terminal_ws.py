@@ -22,8 +22,8 @@ from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient
 
 from agent.protocol.streams import CopyParams, ExecParams, StreamEnd, StreamOpen
-from dmd.errors import NotFound
 from dmd.core import DM
+from dmd.errors import NotFound
 from dmd.pages import terminal as terminal_page
 from dmd.usecases import streams as streams_uc
 from tests.conftest import add_user, make_token
@@ -213,7 +213,7 @@ async def test_upload_refusals(client: TestClient, alice: str, streams: Streams,
         assert r.status == 400 and (await r.json())["error"]["field"] == "dir", d
     r = await client.post(f"/instances/{MINE}/files?dir=/root&name=f", data=b"x")  # no CSRF token
     assert r.status == 403
-    r = await client.post(f"/instances/8/files?dir=/root&name=f", data=b"x", headers=csrf)
+    r = await client.post("/instances/8/files?dir=/root&name=f", data=b"x", headers=csrf)
     assert r.status == 403 and "no instance you may use" in (await r.json())["error"]["message"]
     client.app[DM].config.file_upload_max_bytes = 1000
     r = await client.post(f"/instances/{MINE}/files?dir=/root&name=f", data=b"x" * 1001, headers=csrf)
