@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from dmd import capabilities
+from dmd import capabilities, csp
 from dmd.auth.flows import actor_of
 from dmd.errors import ApiError, NotFound
 from dmd.models import Instance, Node
@@ -309,7 +309,12 @@ async def _detail(request: web.Request, *, status: int = 200, **extra: Any) -> w
     }
     ctx.update(access_ctx)
     ctx.update(extra)
-    return await render(request, "instance.html", ctx, status=status)
+    # xterm.js makes <style> elements: this response's nonce lets them in (dmd/csp.py).
+    nonce = ctx["style_nonce"] = csp.new_nonce() if inst.status == "running" and ctx["can_terminal"] else None
+    resp = await render(request, "instance.html", ctx, status=status)
+    if nonce:
+        resp.headers["Content-Security-Policy"] = csp.policy(nonce)
+    return resp
 
 
 @routes.get("/instances/{id}")

@@ -6,6 +6,19 @@
 // to dmd, {"end": {code, reason, exit_status}} or {"error": …} from it.
 "use strict";
 
+// xterm.js makes <style> elements, which the page's Content-Security-Policy lets in only with
+// this response's nonce (dmd/csp.py): stamp it on each one when it is made, before it is inserted.
+(() => {
+  const nonce = document.currentScript && document.currentScript.nonce;
+  if (!nonce) return;
+  const create = Document.prototype.createElement;
+  Document.prototype.createElement = function createElement(name, options) {
+    const el = create.call(this, name, options);
+    if (String(name).toLowerCase() === "style") el.setAttribute("nonce", nonce);
+    return el;
+  };
+})();
+
 (() => {
   const CHUNK = 32 * 1024; // a paste goes out in pieces below dmd's frame limit (64 KiB)
   const encoder = new TextEncoder();
@@ -38,6 +51,7 @@
       scrollback: 5000,
       fontFamily: "ui-monospace, SFMono-Regular, Menlo, Consolas, 'DejaVu Sans Mono', monospace",
       fontSize: 14,
+      theme: { background: "#0f1217" }, // the box's own colour (dm.css .term)
     });
     const fit = new window.FitAddon.FitAddon();
     term.loadAddon(fit);
