@@ -21,8 +21,8 @@ from aiohttp.typedefs import Middleware
 from aiohttp_session import AbstractStorage, get_session, session_middleware
 
 from agent.protocol import AGENT_WS_PATH
-from dmd.api.registry import error_response
 from dmd import csp
+from dmd.api.registry import error_response
 from dmd.auth import csrf
 from dmd.core import DM
 from dmd.errors import ApiError, BadRequest, Forbidden, TooLarge, Unauthorized
