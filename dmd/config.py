@@ -62,6 +62,7 @@ class Config:
     spool_min_free_bytes: int = 1024**3  # an upload is refused (507) when it would leave less free
     file_upload_max_bytes: int = 4 * 1024**3  # one file uploaded into an instance from its page (413 beyond)
     registry_allow: str = ""  # registries on private/loopback addresses pulls may reach (hosts, networks)
+    streams_per_user: int = 16  # terminals, SSH sessions, tunnels and file copies a user has open at once
 
     # parsed forms, filled by validate()
     host: str = field(default="", init=False, repr=False)
@@ -128,6 +129,8 @@ class Config:
                               "use a folder of its own (the default is <data_dir>/blobs)")
         if self.spool_min_free_bytes < 0:
             raise ConfigError("spool_min_free_bytes", "must be 0 or more")
+        if not 1 <= self.streams_per_user <= 1000:
+            raise ConfigError("streams_per_user", "must be between 1 and 1000")
         from dmd.registries import parse_allow
 
         try:

@@ -1,6 +1,6 @@
 """Two ends of a byte stream in memory, with the interface of agent.protocol.streams.Stream
-(read, write, write_eof, control, next_control, close, wait_closed): for unit tests of what
-runs on either end of a stream, without a link."""
+(read, write, write_eof, control, next_control, accept, close, wait_closed, end): for unit tests
+of what runs on either end of a stream, without a link and its multiplexer."""
 
 from __future__ import annotations
 
@@ -26,10 +26,18 @@ class MemoryStream:
         self._end: asyncio.Future[StreamEnd] = asyncio.get_running_loop().create_future()
         self._eof_sent = False
         self.controls_sent: list[dict[str, Any]] = []
+        self.accepted = False
 
     @property
     def closed(self) -> bool:
         return self._end.done()
+
+    @property
+    def end(self) -> StreamEnd | None:
+        return self._end.result() if self._end.done() else None
+
+    def accept(self) -> None:
+        self.accepted = True
 
     async def read(self) -> bytes:
         if self._at_end:
@@ -43,7 +51,7 @@ class MemoryStream:
 
     async def write(self, data: bytes) -> None:
         if self.closed or self._eof_sent:
-            raise StreamClosed("the stream is closed")
+            raise StreamClosed(self._end.result() if self._end.done() else StreamEnd("closed", "EOF sent"))
         assert self.peer is not None
         self.bytes_out += len(data)
         if data:
@@ -66,7 +74,8 @@ class MemoryStream:
             return None
         return await self._controls.get()
 
-    async def close(self, end: StreamEnd = StreamEnd()) -> None:
+    async def close(self, end: StreamEnd | None = None) -> None:
+        end = end or StreamEnd()
         for s in (self, self.peer):
             if s is not None and not s._end.done():
                 s._end.set_result(end)

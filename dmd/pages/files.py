@@ -26,10 +26,10 @@ import urllib.parse
 
 from aiohttp import web
 
-from agent.protocol.streams import CopyParams, Stream, StreamClosed, StreamEnd
+from agent import protocol as p
 from dmd.errors import ApiError, BadRequest, Forbidden, TooLarge
 from dmd.pages.render import current_identity, dm_of, login_required, path_id
-from dmd.pages.terminal import json_error, open_stream
+from dmd.pages.terminal import instance_stream, json_error
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -75,15 +75,10 @@ def tar_trailer(size: int) -> bytes:
     return b"\0" * ((BLOCK - size % BLOCK) % BLOCK) + b"\0" * (2 * BLOCK)
 
 
-def _failure(end: StreamEnd, what: str) -> ApiError:
+def _failure(end: p.StreamEnd, what: str) -> ApiError:
     status = {"not_found": 404, "invalid": 400, "unsupported": 409, "not_running": 409, "conflict": 409,
               "limit": 429, "link_lost": 503}.get(end.code, 502)
     return ApiError(f"{what}: {end.reason or end.code}", status=status, code=end.code)
-
-
-async def _close(stream: Stream, end: StreamEnd) -> None:
-    if not stream.closed:
-        await stream.close(end)
 
 
 @routes.post("/instances/{id}/files")
@@ -102,29 +97,30 @@ async def upload(request: web.Request) -> web.StreamResponse:
         limit = dm_of(request).config.file_upload_max_bytes
         if size > limit:
             raise TooLarge(f"the file is larger than the {limit} bytes an upload may have")
-        stream = await open_stream(request, ident, iid, CopyParams("in", into), "files")
+        async with contextlib.AsyncExitStack() as stack:
+            stream = await stack.enter_async_context(
+                instance_stream(request, ident, p.StreamOpen("copy", iid, copy=p.CopyParams("in", into)), "files"))
+            session = stack.pop_all()
     except ApiError as e:
         return json_error(e)
-    try:
-        await stream.write(tar_header(name, size))
-        sent = 0
-        async for chunk in request.content.iter_chunked(CHUNK):
-            sent += len(chunk)
-            if sent > size:
-                break
-            await stream.write(chunk)
-        if sent != size:
-            # Never a short or long file in the instance: the agent's extraction sees a broken tar.
-            await _close(stream, StreamEnd("error", "the upload did not carry its Content-Length"))
-            return json_error(BadRequest("the body's length is not its Content-Length", code="incomplete_body"))
-        await stream.write(tar_trailer(size))
-        await stream.write_eof()
-        end = await stream.wait_closed()
-    except StreamClosed:
-        end = await stream.wait_closed()
-    finally:
-        with contextlib.suppress(Exception):
-            await _close(stream, StreamEnd("closed"))
+    async with session:
+        try:
+            await stream.write(tar_header(name, size))
+            sent = 0
+            async for chunk in request.content.iter_chunked(CHUNK):
+                sent += len(chunk)
+                if sent > size:
+                    break
+                await stream.write(chunk)
+            if sent != size:
+                # Never a short or long file in the instance: the extraction sees a broken tar.
+                await stream.close(p.StreamEnd("error", "the upload did not carry its Content-Length"))
+                return json_error(BadRequest("the body's length is not its Content-Length", code="incomplete_body"))
+            await stream.write(tar_trailer(size))
+            await stream.write_eof()
+            end = await stream.wait_closed()
+        except p.StreamClosed:
+            end = await stream.wait_closed()
     if end.code != "closed":
         return json_error(_failure(end, f"copy into {into}"))
     return web.json_response({"path": posixpath.join(into, name), "size": size})
@@ -147,8 +143,8 @@ async def download(request: web.Request) -> web.StreamResponse:
     if iid is None:
         raise Forbidden("no instance you may use has this id")
     path = container_path(request.query.get("path"), "path")
-    stream = await open_stream(request, ident, iid, CopyParams("out", path), "files")
-    try:
+    opening = p.StreamOpen("copy", iid, copy=p.CopyParams("out", path))
+    async with instance_stream(request, ident, opening, "files") as stream:
         first = await stream.read()
         if not first:
             end = await stream.wait_closed()
@@ -162,18 +158,15 @@ async def download(request: web.Request) -> web.StreamResponse:
         while chunk:
             await resp.write(chunk)
             chunk = await stream.read()
-        end = await stream.wait_closed()
-        if end.code != "closed":
+        if stream.end is not None and stream.end.code != "closed":
             # Too late for a status: cut the reply short, so the browser marks the download failed.
-            log.warning("download of %s from instance %s broke off: %s %s", ascii(path[:200]), iid, end.code,
-                        end.reason)
+            log.warning("download of %s from instance %s broke off: %s %s", ascii(path[:200]), iid,
+                        stream.end.code, stream.end.reason)
             if request.transport is not None:
                 request.transport.close()
             return resp
         await resp.write_eof()
         return resp
-    finally:
-        await _close(stream, StreamEnd("closed", "the download ended"))
 
 
 def setup(app: web.Application) -> None:

@@ -24,12 +24,13 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import WSMsgType, web
 from aiohttp_session import get_session
 
-from agent.protocol.streams import ExecParams, Stream, StreamClosed, StreamEnd
+from agent import protocol as p
 from dmd.auth import csrf
 from dmd.auth.flows import actor_of
 from dmd.errors import ApiError, BadRequest, Forbidden, Unauthorized
@@ -73,16 +74,20 @@ async def browser_session(request: web.Request) -> Identity:
     return ident
 
 
-async def open_stream(request: web.Request, ident: Identity, instance_id: int, params: ExecParams | Any,
-                      via: str) -> Stream:
-    """The use case's stream; an instance the caller may not use is a 403 whether or not it exists."""
-    try:
-        return await streams_uc.open_instance_stream(dm_of(request), actor_of(request, ident), instance_id, params,
-                                                     via=via)
-    except ApiError as e:
-        if e.status == 404:
-            raise Forbidden("no instance you may use has this id", code="forbidden") from None
-        raise
+@contextlib.asynccontextmanager
+async def instance_stream(request: web.Request, ident: Identity, opening: p.StreamOpen,
+                          via: str) -> AsyncIterator[p.Stream]:
+    """The use case's stream while inside (it records the session and ends it on revocation); an
+    instance the caller may not use is a 403 whether or not it exists."""
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            opened = await stack.enter_async_context(streams_uc.instance_stream(
+                dm_of(request), actor_of(request, ident), ident.user, opening.instance_id, opening, via=via))
+        except ApiError as e:
+            if e.status == 404 and e.code == "not_found":  # the instance, not something the agent did not find
+                raise Forbidden("no instance you may use has this id", code="forbidden") from None
+            raise
+        yield opened.stream
 
 
 def _control(text: str) -> dict[str, Any] | str:
@@ -100,14 +105,14 @@ def _control(text: str) -> dict[str, Any] | str:
     return {"resize": {"cols": cols, "rows": rows}}
 
 
-async def _to_browser(ws: web.WebSocketResponse, stream: Stream) -> None:
+async def _to_browser(ws: web.WebSocketResponse, stream: p.Stream) -> None:
     while chunk := await stream.read():
         await ws.send_bytes(chunk)
     end = await stream.wait_closed()
     await ws.send_str(json.dumps({"end": {"code": end.code, "reason": end.reason, "exit_status": end.exit_status}}))
 
 
-async def _from_browser(ws: web.WebSocketResponse, stream: Stream) -> None:
+async def _from_browser(ws: web.WebSocketResponse, stream: p.Stream) -> None:
     async for msg in ws:
         if msg.type == WSMsgType.BINARY:
             await stream.write(msg.data)
@@ -121,7 +126,7 @@ async def _from_browser(ws: web.WebSocketResponse, stream: Stream) -> None:
             break
 
 
-async def pump(ws: web.WebSocketResponse, stream: Stream) -> StreamEnd:
+async def pump(ws: web.WebSocketResponse, stream: p.Stream) -> p.StreamEnd:
     """Until either side ends: the stream's output to the browser, the browser's input to the
     stream. Returns how the stream ended (closing it when the browser went first)."""
     out = asyncio.ensure_future(_to_browser(ws, stream))
@@ -135,25 +140,25 @@ async def pump(ws: web.WebSocketResponse, stream: Stream) -> StreamEnd:
             first, last = out, inp
         else:
             # The browser closed (or went away): end the shell too.
-            await stream.close(StreamEnd("closed", BROWSER_CLOSED))
+            await stream.close(p.StreamEnd("closed", BROWSER_CLOSED))
             first, last = inp, out
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(last), 5)
         for task in (first, last):
             if task.done() and not task.cancelled() and task.exception() is not None:
                 exc = task.exception()
-                if not isinstance(exc, ConnectionError | StreamClosed):
+                if not isinstance(exc, ConnectionError | p.StreamClosed):
                     log.warning("terminal %s: %s", stream.id, exc)
     finally:
         for task in (out, inp):
             task.cancel()
         for task in (out, inp):
-            with contextlib.suppress(asyncio.CancelledError, ConnectionError, StreamClosed):
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError, p.StreamClosed):
                 await task
         if not stream.closed:
             # Also when this handler is cancelled: aiohttp does that when the browser's
             # connection drops.
-            await stream.close(StreamEnd("closed", BROWSER_CLOSED))
+            await stream.close(p.StreamEnd("closed", BROWSER_CLOSED))
         await ws.close()
     return await stream.wait_closed()
 
@@ -177,16 +182,16 @@ async def terminal_ws(request: web.Request) -> web.StreamResponse:
             raise BadRequest(f"cols and rows must be integers from 1 to {MAX_SIZE}", code="invalid")
         if not ws.can_prepare(request).ok:
             raise BadRequest("this address takes a WebSocket only", code="websocket_only")
-        stream = await open_stream(request, ident, iid, ExecParams(tty=True, cols=cols, rows=rows), "terminal")
+        opening = p.StreamOpen("exec", iid, exec=p.ExecParams(tty=True, cols=cols, rows=rows))
+        async with contextlib.AsyncExitStack() as stack:
+            stream = await stack.enter_async_context(instance_stream(request, ident, opening, "terminal"))
+            moved = stack.pop_all()
     except ApiError as e:
         return json_error(e)
-    try:
+    async with moved:  # the session, from here on: it ends (and is recorded) whichever way this ends
         await ws.prepare(request)
-    except BaseException:
-        await stream.close(StreamEnd("closed", "the browser's WebSocket did not open"))
-        raise
-    end = await pump(ws, stream)
-    log.debug("terminal %s of instance %s ended: %s %s", stream.id, iid, end.code, end.reason)
+        end = await pump(ws, stream)
+        log.debug("terminal %s of instance %s ended: %s %s", stream.id, iid, end.code, end.reason)
     return ws
 
 

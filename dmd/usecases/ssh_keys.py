@@ -89,4 +89,5 @@ async def delete(dm: Dm, actor: Actor, user: User, key_id: int) -> SshKey:
                            fingerprint=key.fingerprint)
     for node_id in node_ids:
         dm.reconciler.kick(node_id)
+    await dm.live.end_for_key(key.id, f"SSH key {key.name} was deleted")
     return key

@@ -8,7 +8,7 @@ import io
 import tarfile
 
 from agent.file_copy import copy_handler
-from agent.protocol.streams import CopyParams, StreamOpen
+from agent.protocol import CopyParams, StreamOpen
 from agent.protocol.types import ContainerInfo, ContainerSpec
 from agent.runtime.fake import FakeDriver
 from tests.memory_stream import pair
@@ -34,21 +34,17 @@ async def test_copy_in_then_out() -> None:
     async with FakeDriver() as fake:
         info = await _running(fake)
 
-        async def container_of(iid: int) -> ContainerInfo:
-            assert iid == 7
-            return info
-
-        handle = copy_handler(fake, container_of)
+        handle = copy_handler(fake)
         dmd, agent = pair(StreamOpen("copy", 7, copy=CopyParams("in", "/root")))
         body = _tar("notes.txt", "héllo\n".encode() * 50_000)
         for i in range(0, len(body), 65536):
             await dmd.write(body[i:i + 65536])
         await dmd.write_eof()
-        end = await handle(agent)
-        assert end.code == "closed", end
+        end = await handle(agent, info)
+        assert end.code == "closed" and agent.accepted, end
 
         dmd, agent = pair(StreamOpen("copy", 7, copy=CopyParams("out", "/root/notes.txt")))
-        end = await handle(agent)
+        end = await handle(agent, info)
         assert end.code == "closed"
         got = bytearray()
         while chunk := await dmd.read():
@@ -62,21 +58,19 @@ async def test_refusals_keep_the_runtimes_reason() -> None:
     async with FakeDriver() as fake:
         info = await _running(fake)
 
-        async def container_of(iid: int) -> ContainerInfo:
-            return info
-
-        handle = copy_handler(fake, container_of)
+        handle = copy_handler(fake)
         _, agent = pair(StreamOpen("copy", 7, copy=CopyParams("out", "/no/such")))
-        end = await handle(agent)
+        end = await handle(agent, info)
         assert end.code == "not_found" and "/no/such" in end.reason
+        assert not agent.accepted  # refused at open: dmd answers 404 before any byte
         _, agent = pair(StreamOpen("copy", 7, copy=CopyParams("sideways", "/root")))
-        assert (await handle(agent)).code == "refused"
+        assert (await handle(agent, info)).code == "refused"
         _, agent = pair(StreamOpen("copy", 7))
-        assert (await handle(agent)).code == "refused"
+        assert (await handle(agent, info)).code == "refused"
         dmd, agent = pair(StreamOpen("copy", 7, copy=CopyParams("in", "relative")))
         await dmd.write_eof()
-        assert (await handle(agent)).code == "invalid"
+        assert (await handle(agent, info)).code == "invalid" and not agent.accepted
         fake.set_capabilities(file_copy=False)
         dmd, agent = pair(StreamOpen("copy", 7, copy=CopyParams("in", "/root")))
         await dmd.write_eof()
-        assert (await handle(agent)).code == "unsupported"
+        assert (await handle(agent, info)).code == "unsupported"

@@ -11,9 +11,11 @@ case, agent and container are in tests/pages/test_terminal_browser.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import tarfile
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -21,7 +23,7 @@ import pytest
 from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient
 
-from agent.protocol.streams import CopyParams, ExecParams, StreamEnd, StreamOpen
+from agent.protocol import CopyParams, ExecParams, StreamEnd, StreamOpen
 from dmd.core import DM
 from dmd.errors import NotFound
 from dmd.pages import terminal as terminal_page
@@ -34,26 +36,33 @@ MINE = 7  # the instance alice may use; any other id is not hers
 
 
 class Streams:
-    """Stands in for open_instance_stream: alice may use instance MINE; the agent's ends are kept."""
+    """Stands in for the use case instance_stream: alice may use instance MINE (as the use case,
+    anything else is a 404); the agent's ends are kept."""
 
     def __init__(self) -> None:
         self.opened: list[tuple[str, int, Any, str]] = []
         self.agent_ends: asyncio.Queue[MemoryStream] = asyncio.Queue()
+        self.closed_by_dmd: list[MemoryStream] = []
 
-    async def open(self, dm: Any, actor: Any, instance_id: int, params: Any, *, via: str) -> MemoryStream:
-        self.opened.append((actor.user.username, instance_id, params, via))
-        if instance_id != MINE or actor.user.username != "alice":
+    @contextlib.asynccontextmanager
+    async def instance_stream(self, dm: Any, actor: Any, user: Any, instance_id: int, opening: StreamOpen, *,
+                              via: str, key_id: int | None = None) -> AsyncIterator[streams_uc.Opened]:
+        params = getattr(opening, opening.kind)
+        self.opened.append((user.username, instance_id, params, via))
+        if instance_id != MINE or user.username != "alice":
             raise NotFound("no such instance")
-        kind = "exec" if isinstance(params, ExecParams) else "copy"
-        ours, theirs = pair(StreamOpen(kind, instance_id, **{kind: params}))
+        ours, theirs = pair(opening)
         self.agent_ends.put_nowait(theirs)
-        return ours
+        try:
+            yield streams_uc.Opened(ours, None, via)  # type: ignore[arg-type]
+        finally:
+            await ours.close(StreamEnd("closed", "closed by dmd"))  # as the use case does
 
 
 @pytest.fixture
 def streams(monkeypatch: pytest.MonkeyPatch) -> Streams:
     s = Streams()
-    monkeypatch.setattr(streams_uc, "open_instance_stream", s.open)
+    monkeypatch.setattr(streams_uc, "instance_stream", s.instance_stream)
     return s
 
 
