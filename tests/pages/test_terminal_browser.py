@@ -224,7 +224,7 @@ async def test_terminal_and_files(dmd_local: Dmd, browser: Any, tmp_path: Path, 
     # 9. The instance stops: the open terminal says its session ended (the page stays).
     r = await page.request.post(f"{dmd.base}/api/v1/instances/{iid}/stop", headers=csrf)
     assert r.ok, await r.text()
-    await wait_text(page, r"\[session ended: [^\]]+\]", timeout=40)
+    await wait_text(page, r"\[session ended: instance term was stopped\]", timeout=40)
     await page.screenshot(path=str(shots / "52-terminal-ended.png"), full_page=True)
     assert await page.locator("#terminals .term .term-reconnect").is_visible()
     assert errors == [], errors  # no Content-Security-Policy violation, no script error
