@@ -149,6 +149,18 @@ async def test_terminal_and_files(dmd_local: Dmd, browser: Any, tmp_path: Path, 
     await page.keyboard.press("Control+Shift+V")
     await page.keyboard.press("Enter")
     await wait_text(page, r"(?m)^pasted-9\s*$")
+    # Copy: a double-click selects a word (xterm's selection), Ctrl+Shift+C puts it on the clipboard.
+    await page.evaluate("navigator.clipboard.writeText('')")
+    row = page.locator("#terminals .term >> nth=0").locator(".xterm-rows > div", has_text="pasted-9").first
+    await row.evaluate("(el) => el.scrollIntoView({block: 'center'})")  # clear of the sticky top bar
+    box = await row.bounding_box()
+    assert box is not None
+    await page.mouse.dblclick(box["x"] + 12, box["y"] + box["height"] / 2)  # on the screen layer above the rows
+    await page.keyboard.press("Control+Shift+C")
+    deadline = time.monotonic() + 5
+    while (copied := await page.evaluate("navigator.clipboard.readText()")) != "pasted-9":
+        assert time.monotonic() < deadline, repr(copied)
+        await asyncio.sleep(0.1)
 
     # 4. A second terminal beside the first: its own shell.
     await page.click("#term-open")
@@ -197,6 +209,11 @@ async def test_terminal_and_files(dmd_local: Dmd, browser: Any, tmp_path: Path, 
     assert download.suggested_filename == "dl.tar"
     members = tar_members(Path(await download.path()).read_bytes())
     assert members == {"dl": None, "dl/a.txt": b"one\n", "dl/sub": None, "dl/sub/b.txt": "twö\n".encode()}, members
+    # What is not there: a 404 naming it, both ways.
+    r = await page.request.get(f"{inst_url}/files?path=/tmp/no-such-thing")
+    assert r.status == 404 and "/tmp/no-such-thing" in await r.text()
+    r = await page.request.post(f"{inst_url}/files?dir=/no/such/dir&name=x", data=b"x", headers=csrf)
+    assert r.status == 404 and "/no/such/dir" in (await r.json())["error"]["message"], await r.text()
 
     # 8. Who may not: bob has no page for it and his cookie opens no terminal; another site's
     #    Origin and a missing CSRF token are refused with the owner's cookie.

@@ -8,6 +8,9 @@
 
 // xterm.js makes <style> elements, which the page's Content-Security-Policy lets in only with
 // this response's nonce (dmd/csp.py): stamp it on each one when it is made, before it is inserted.
+// Its DOM renderer also sets some cells' colours with setAttribute("style", …), which the policy
+// refuses; the same declarations through the CSSOM (element.style), which it allows, do the same.
+// Neither lets markup in the page style itself: only these scripts' own calls change.
 (() => {
   const nonce = document.currentScript && document.currentScript.nonce;
   if (!nonce) return;
@@ -16,6 +19,14 @@
     const el = create.call(this, name, options);
     if (String(name).toLowerCase() === "style") el.setAttribute("nonce", nonce);
     return el;
+  };
+  const setAttribute = Element.prototype.setAttribute;
+  Element.prototype.setAttribute = function setStyleToo(name, value) {
+    if (String(name).toLowerCase() === "style" && this.style) {
+      this.style.cssText = String(value);
+      return;
+    }
+    setAttribute.call(this, name, value);
   };
 })();
 
