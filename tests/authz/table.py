@@ -95,6 +95,9 @@ PAGES: dict[str, Row] = {
     '/instances':                            ('login', 303, 422, 409, 303),
     '/instances/{id}/commit':                ('login', 502, 404, 404, 502),
     '/instances/{id}/delete':                ('login', 303, 404, 404, 303),
+    # An upload: owner and admin reach the use case (the world's instance does not run: 409); a
+    # stream into an instance is 403 for anyone else, whether or not it exists.
+    '/instances/{id}/files':                 ('login', 409, 403, 403, 409),
     '/instances/{id}/port-maps':             ('login', 303, 404, 404, 303),
     '/instances/{id}/restart':               ('login', 502, 404, 404, 502),
     '/instances/{id}/ssh':                   ('login', 303, 404, 404, 303),
