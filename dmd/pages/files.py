@@ -113,7 +113,7 @@ async def upload(request: web.Request) -> web.StreamResponse:
                     break
                 await stream.write(chunk)
             if sent != size:
-                # Never a short or long file in the instance: the extraction sees a broken tar.
+                # The extraction sees a broken tar and fails (what it wrote so far may stay).
                 await stream.close(p.StreamEnd("error", "the upload did not carry its Content-Length"))
                 return json_error(BadRequest("the body's length is not its Content-Length", code="incomplete_body"))
             await stream.write(tar_trailer(size))
