@@ -1,8 +1,9 @@
 """The browser terminal and files in a real Chromium against a real `dmd serve --local-node` on
 the real Docker Engine: open a terminal on a busybox instance and compute in its shell, follow
-the window's size (`stty size`), UTF-8 both ways, paste, a second terminal beside the first, the
-message when the shell ends and Reconnect; upload a file and read it in the shell; download a
-folder as tar through the page's form; the message when the instance stops.
+the window's size (`stty size`), UTF-8 both ways, copy and paste (also a paste larger than a
+frame), a second terminal beside the first, the message when the shell ends and Reconnect; upload
+a file and read it in the shell; download a folder as tar through the page's form; missing paths;
+the message when the instance stops, and when a reconnection is refused.
 
 And who may not: a second (plain) user sees no instance page (so no terminal) and their cookie
 opens no WebSocket (403); another site's Origin and a missing CSRF token are refused (403) with
@@ -162,6 +163,15 @@ async def test_terminal_and_files(dmd_local: Dmd, browser: Any, tmp_path: Path, 
         assert time.monotonic() < deadline, repr(copied)
         await asyncio.sleep(0.1)
 
+    # A paste larger than a frame may be (64 KiB) goes out in pieces, all of it.
+    await page.evaluate("navigator.clipboard.writeText(('p'.repeat(99) + '\\n').repeat(1000))")
+    await run(page, "cat > /tmp/pasted")
+    await page.keyboard.press("Control+Shift+V")
+    await page.keyboard.press("Control+D")
+    await run(page, "echo size-$(wc -c < /tmp/pasted)")
+    await wait_text(page, r"(?m)^size-100000\s*$", timeout=40)
+    await page.keyboard.type("clear\n")
+
     # 4. A second terminal beside the first: its own shell.
     await page.click("#term-open")
     await page.wait_for_selector("#terminals .term:nth-child(2)[data-state=open]", timeout=20_000)
@@ -244,5 +254,11 @@ async def test_terminal_and_files(dmd_local: Dmd, browser: Any, tmp_path: Path, 
     await wait_text(page, r"\[session ended: instance term was stopped\]", timeout=40)
     await page.screenshot(path=str(shots / "52-terminal-ended.png"), full_page=True)
     assert await page.locator("#terminals .term .term-reconnect").is_visible()
-    assert errors == [], errors  # no Content-Security-Policy violation, no script error
+    # Reconnecting to a stopped instance is refused before the upgrade; the terminal says so.
+    await page.click("#terminals .term .term-reconnect")
+    await wait_text(page, r"\[session ended: the connection was lost or refused\]")
+    # No Content-Security-Policy violation, no script error: only the browser's own line about the
+    # refused reconnection (its status, which scripts cannot read: 409, the instance is stopped).
+    refused = [e for e in errors if e.startswith("WebSocket connection to ") and "response code: 409" in e]
+    assert len(refused) == 1 and errors == refused, errors
     await ctx.close()
