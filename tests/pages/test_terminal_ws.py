@@ -275,3 +275,30 @@ async def test_download(client: TestClient, alice: str, streams: Streams) -> Non
     assert r.status == 400
     r = await client.get("/instances/8/files", params={"path": "/root"})
     assert r.status == 403
+
+
+@pytest.mark.parametrize(("config", "headers", "origin", "ok"), [
+    # Behind a trusted proxy the site is what the proxy says the browser used.
+    ({"trust_proxy": ["127.0.0.1/32"]}, {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "dm.example"},
+     "https://dm.example", True),
+    ({"trust_proxy": ["127.0.0.1/32"]}, {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "dm.example"},
+     "http://dm.example", False),  # the scheme counts
+    ({"trust_proxy": ["127.0.0.1/32"]}, {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "dm.example:443"},
+     "https://DM.example", True),  # default port and case do not
+    # Forwarded headers from a peer nobody trusts are the client's own words: ignored.
+    ({}, {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example"}, "https://evil.example", False),
+    # The configured public URL is the site too.
+    ({"public_url": "https://dm.example/"}, {}, "https://dm.example", True),
+    ({"public_url": "https://dm.example/"}, {}, "https://other.example", False),
+])
+async def test_origin_as_the_proxy_and_public_url_say(make_client: Any, streams: Streams, config: dict[str, Any],
+                                                      headers: dict[str, str], origin: str, ok: bool) -> None:
+    client = await make_client(**config)
+    await add_user(client, "alice@example.org", username="alice")
+    await page_login(client, "alice@example.org")
+    csrf = await get_csrf(client, "/account")
+    if ok:
+        ws = await client.ws_connect(_ws_url(csrf=csrf), headers={**headers, "Origin": origin})
+        await ws.close()
+    else:
+        await _refused(client, _ws_url(csrf=csrf), {**headers, "Origin": origin}, 403, "Origin is not this site")
