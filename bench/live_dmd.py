@@ -56,9 +56,9 @@ async def live_dmd(image: str, **settings: str) -> AsyncIterator[Live]:
                    env=env, capture_output=True, cwd=REPO)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-m", "dmd", "serve", "--data-dir", str(data), "--listen",
-                             f"127.0.0.1:{port}", "--local-node", "--log-level", "warning"], env=env, cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "dmd", "serve", "--ssh-listen", "off", "--data-dir", str(data),
+                             "--listen", f"127.0.0.1:{port}", "--local-node", "--log-level", "warning"],
+                            env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
             for _ in range(300):

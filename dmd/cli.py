@@ -38,6 +38,8 @@ def parser() -> argparse.ArgumentParser:
                    help="memory (default), redis://HOST:PORT/DB or memcached://HOST:PORT [DMD_SESSIONS]")
     s.add_argument("--public-url", dest="public_url", metavar="URL",
                    help="how browsers and agents reach dmd, e.g. https://dm.example.org [DMD_PUBLIC_URL]")
+    s.add_argument("--ssh-listen", dest="ssh_listen", metavar="HOST:PORT",
+                   help="the SSH gateway's address (default 0.0.0.0:2222; off: none) [DMD_SSH_LISTEN]")
     s.add_argument("--log-level", dest="log_level", choices=["debug", "info", "warning", "error"])
     s.add_argument("--local-node", dest="local_node", action="store_const", const=True, default=None,
                    help="also run a node agent in this process against the local Docker socket [DMD_LOCAL_NODE]")
@@ -57,7 +59,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _cli_settings(args: argparse.Namespace) -> dict[str, Any]:
-    names = ("listen", "data_dir", "database", "sessions", "public_url", "log_level", "local_node")
+    names = ("listen", "data_dir", "database", "sessions", "public_url", "log_level", "local_node", "ssh_listen")
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
 

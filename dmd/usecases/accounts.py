@@ -96,6 +96,8 @@ async def update_user(dm: Dm, actor: Actor, user_id: int, fields: dict[str, Any]
             action = "user.enable"
         await audit.record(conn, actor, action, "user", user_id, changes=diff)
     dm.token_cache.forget_user(user_id)
+    if after.disabled:
+        dm.gateway.end_for_user(user_id, "your DM account is disabled")
     return after
 
 
@@ -105,6 +107,7 @@ async def delete_user(dm: Dm, actor: Actor, user_id: int) -> User:
         await audit.record(conn, actor, "user.delete", "user", user_id,
                            email=gone.email, username=gone.username)
     dm.token_cache.forget_user(user_id)
+    dm.gateway.end_for_user(user_id, "your DM account was deleted")
     return gone
 
 

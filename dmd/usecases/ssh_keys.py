@@ -89,4 +89,7 @@ async def delete(dm: Dm, actor: Actor, user: User, key_id: int) -> SshKey:
                            fingerprint=key.fingerprint)
     for node_id in node_ids:
         dm.reconciler.kick(node_id)
+    # Connections to the SSH gateway that logged in before the delete end now (the next login
+    # reads the keys afresh).
+    dm.gateway.end_for_user(user.id, f"your SSH key {key.fingerprint} was deleted")
     return key
