@@ -292,3 +292,17 @@ async def ssh_config(dm: Dm, user: User, known_hosts_path: str = KNOWN_HOSTS_DEF
     gw = [f"Host {addr.host}\n    UserKnownHostsFile {known_hosts_path} ~/.ssh/known_hosts\n"] if rows else []
     return SshConfig("\n".join([blocks[0], blocks[1], "", *blocks[2:], *gw]),
                      "\n".join(known) + "\n", known_hosts_path, len(rows))
+
+
+@dataclass(frozen=True, slots=True)
+class AccountView:
+    address: GatewayAddress | None  # None: the gateway is off
+    config: SshConfig | None
+    base_url: str
+
+
+async def account_view(dm: Dm, user: User) -> AccountView:
+    """What the account page shows of the gateway: its address and fingerprint, your config."""
+    addr = dm.gateway.address
+    config = await ssh_config(dm, user) if addr is not None else None
+    return AccountView(addr, config, dm.config.base_url)
