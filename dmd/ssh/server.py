@@ -276,6 +276,9 @@ class _HelpSession(asyncssh.SSHServerSession[str]):
     def subsystem_requested(self, subsystem: str) -> bool:
         return False  # no sftp on the gateway itself
 
+    def eof_received(self) -> bool:
+        return True  # the client's stdin ended (ssh < /dev/null): the help is still written
+
     def session_started(self) -> None:
         self.owner.gw.spawn(self._help())
 

@@ -157,10 +157,6 @@ async def open_forward(dm: Dm, user: User, ip: str, host: str, port: int) -> For
     (the encryption stays between the client and that sshd), else the agent's SSH server for it.
     Refused (an ApiError with the reason) for another user's instance, another port, SSH turned
     off, an instance that does not run."""
-    from agent.protocol.streams import SshParams, TcpParams
-
-    from dmd.usecases.streams import open_instance_stream
-
     user = await still_allowed(dm, user.id)
     inst = await resolve(dm, user, host)
     if port != SSH_PORT:
@@ -171,6 +167,11 @@ async def open_forward(dm: Dm, user: User, ip: str, host: str, port: int) -> For
         raise Conflict(f"SSH is turned off for {inst.name}; turn it on on the instance's page", code="ssh_disabled")
     if inst.status != "running":
         raise Conflict(f"{inst.name} is not running (it is {inst.status})", code="not_running")
+    # Until the streams land on main these two are imported here (the refusals above work without).
+    from agent.protocol.streams import SshParams, TcpParams
+
+    from dmd.usecases.streams import open_instance_stream
+
     actor = Actor(user, ip)
     opening: Any
     if sshd_ready(inst):
