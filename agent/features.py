@@ -1,10 +1,11 @@
 """What the agent keeps for DM's instances besides their containers: one small interface.
 
-Port forwarding (:mod:`agent.ports`) and SSH (:mod:`agent.access`) are features; byte streams
-will be one too. The agent's composition (:func:`agent.workloads.make_link`) builds them and
-the link runs them; nothing else names them:
+Port forwarding (:mod:`agent.ports`), SSH (:mod:`agent.access`) and the streams into instances
+(:mod:`agent.access.channels`) are features. The agent's composition
+(:func:`agent.workloads.make_link`) builds them and the link runs them; nothing else names them:
 
-* ``register(registry)`` — the requests the feature answers;
+* ``register(registry)`` — the requests the feature answers; ``register_streams(streams)`` —
+  the stream kinds it serves;
 * ``facts()`` / ``report()`` — its part of the node's facts and of the hello's state;
 * ``container_changed(instance_id, action)`` — a managed container started, stopped, went
   (a plain call: the feature schedules its own work and keeps track of it);
@@ -16,9 +17,12 @@ the link runs them; nothing else names them:
 from __future__ import annotations
 
 import abc
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.handlers import HandlerRegistry
+
+if TYPE_CHECKING:
+    from agent.streams import StreamHandlers
 
 __all__ = ["Feature"]
 
@@ -29,6 +33,9 @@ class Feature(abc.ABC):
     @abc.abstractmethod
     def register(self, registry: HandlerRegistry) -> None:
         """Add the feature's request handlers."""
+
+    def register_streams(self, streams: StreamHandlers) -> None:  # noqa: B027 - optional hook
+        """Add the stream kinds the feature serves (see :mod:`agent.streams`)."""
 
     def facts(self) -> dict[str, Any]:
         """Keys the feature adds to the node's facts."""

@@ -408,10 +408,12 @@ class Workloads:
 def make_link(config: AgentConfig, driver: RuntimeDriver | None = None) -> tuple[AgentLink, Workloads]:
     """The agent, composed: the link, the instance and image requests on a runtime driver (Docker
     unless told otherwise), and the features that follow the containers (ports, SSH)."""
+    from agent.access.channels import Channels
     from agent.access.ssh import SshAccess
     from agent.link import AgentLink
     from agent.ports.manager import PortForwarding
     from agent.runtime.docker import DockerDriver
+    from agent.streams import StreamHandlers
 
     registry = HandlerRegistry()
     link: AgentLink | None = None
@@ -427,9 +429,13 @@ def make_link(config: AgentConfig, driver: RuntimeDriver | None = None) -> tuple
     workloads.features = [
         PortForwarding(runtime, current, installation),
         SshAccess(runtime, workloads._find, find_all=workloads._all_ours),
+        Channels(runtime),
     ]
     workloads.register(registry)
-    link = AgentLink(config, handlers=registry, state_provider=workloads.snapshot,
+    streams = StreamHandlers(workloads._find)
+    for feature in workloads.features:
+        feature.register_streams(streams)
+    link = AgentLink(config, handlers=registry, streams=streams, state_provider=workloads.snapshot,
                      facts_provider=workloads.facts)
     workloads.attach(link)
     return link, workloads

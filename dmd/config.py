@@ -64,6 +64,7 @@ class Config:
     registry_allow: str = ""  # registries on private/loopback addresses pulls may reach (hosts, networks)
     # The SSH gateway (dmd.ssh): HOST:PORT, port 0 for any free one (tests); "" or "off": none.
     ssh_listen: str = f"0.0.0.0:{DEFAULT_SSH_PORT}"
+    streams_per_user: int = 16  # terminals, SSH sessions, tunnels and file copies a user has open at once
 
     # parsed forms, filled by validate()
     host: str = field(default="", init=False, repr=False)
@@ -131,6 +132,8 @@ class Config:
                               "use a folder of its own (the default is <data_dir>/blobs)")
         if self.spool_min_free_bytes < 0:
             raise ConfigError("spool_min_free_bytes", "must be 0 or more")
+        if not 1 <= self.streams_per_user <= 1000:
+            raise ConfigError("streams_per_user", "must be between 1 and 1000")
         from dmd.registries import parse_allow
 
         try:

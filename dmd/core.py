@@ -14,6 +14,7 @@ from aiohttp import web
 
 from dmd.follows import FollowCounter
 from dmd.gateway_links import GatewayLinks
+from dmd.live import LiveSessions
 
 if TYPE_CHECKING:
     from dmd.agents.hub import Hub
@@ -46,6 +47,7 @@ class Dm:
     openapi: dict[str, Any] = field(default_factory=dict)  # the API's OpenAPI document
     follows: FollowCounter = field(default_factory=FollowCounter)  # log streams each user follows now
     gateway: GatewayLinks = field(default_factory=GatewayLinks)  # the SSH gateway's address and connections
+    live: LiveSessions = field(default_factory=LiveSessions)  # terminals, SSH sessions, tunnels open now
 
 
 DM: web.AppKey[Dm] = web.AppKey("dm", Dm)

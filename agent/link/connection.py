@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -69,17 +71,30 @@ class Stopped(Exception):
 
 
 class Connection:
-    """One established WebSocket: serialised sends and the request tasks running on it."""
+    """One established WebSocket: its one writer (envelopes before stream data, see
+    :mod:`agent.protocol.streams`), its streams and the request tasks running on it."""
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse[Any]) -> None:
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse[Any],
+                 accept: Callable[[protocol.Stream], Coroutine[Any, Any, None]] | None = None) -> None:
         self.ws = ws
-        self.lock = asyncio.Lock()
         self.tasks: set[asyncio.Task[None]] = set()
+        self.mux = protocol.Mux("agent", ws.send_str, ws.send_bytes, accept=accept)
+        self.writer = asyncio.get_running_loop().create_task(self._write(), name="dmc-writer")
+
+    async def _write(self) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError):
+            await self.mux.run_writer()
 
     async def send(self, env: protocol.Envelope) -> None:
-        text = env.to_json()
-        async with self.lock:
-            await self.ws.send_str(text)
+        """Send ahead of any stream data; returns once written (raises ConnectionError if not)."""
+        await self.mux.send_control(env.to_json())
+
+    async def close_streams(self, why: str) -> None:
+        """The link ended: every stream ends, the stream tasks and the writer stop."""
+        self.mux.close_all(protocol.StreamEnd("link_lost", why))
+        await self.mux.stop()
+        self.writer.cancel()
+        await asyncio.gather(self.writer, return_exceptions=True)
 
 
 # --------------------------------------------------------------------------- the link

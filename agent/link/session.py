@@ -15,7 +15,7 @@ config file and ends :meth:`AgentLink.run` with status 0.
 
 Public API::
 
-    link = AgentLink(config, handlers=registry, state_provider=snapshot)
+    link = AgentLink(config, handlers=registry, streams=streams, state_provider=snapshot)
     status = await link.run()      # until stop() or node deletion; 0 on a clean end
     await link.stop()              # closes the link with code 1000
 
@@ -43,6 +43,7 @@ from agent.link.backoff import Backoff, LinkTimings
 from agent.link.connection import Connection, LinkEnded, Outcome, Stopped, close_name, describe
 from agent.link.reporting import FactsProvider, Reporter
 from agent.link.snapshot import snapshot_parts
+from agent.streams import StreamHandlers
 
 __all__ = ["AgentLink", "StateProvider"]
 
@@ -62,6 +63,7 @@ class AgentLink:
         config: AgentConfig,
         *,
         handlers: HandlerRegistry | None = None,
+        streams: StreamHandlers | None = None,
         state_provider: StateProvider | None = None,
         facts_provider: FactsProvider | None = None,
         timings: LinkTimings | None = None,
@@ -76,6 +78,7 @@ class AgentLink:
                                 timeout_s=self.timings.request_timeout_s)
         self._builtins.register(protocol.CredentialRotate, self._handle_credential_rotate,
                                 timeout_s=self.timings.request_timeout_s)
+        self._streams = streams
         self._state_provider = state_provider
         self._rng = rng
         self._reporter = Reporter(lambda: self.config, self.timings, facts_provider)
@@ -215,12 +218,15 @@ class AgentLink:
             return Outcome("dropped", f"WebSocket handshake with {url} failed: HTTP {exc.status} {exc.message}")
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             return Outcome("dropped", f"cannot connect to {url}: {describe(exc)}")
-        conn = Connection(ws)
+        conn = Connection(ws, self._streams.run if self._streams is not None else None)
+        outcome: Outcome | None = None
         try:
-            return await self._serve(conn, facts)
+            outcome = await self._serve(conn, facts)
+            return outcome
         finally:
             self._connected = False
             self._conn = None
+            await conn.close_streams(outcome.reason if outcome is not None else "the link ended")
             for task in list(conn.tasks):
                 task.cancel()
             if conn.tasks:
@@ -409,8 +415,11 @@ class AgentLink:
                 else:
                     log.debug("notice %s from dmd ignored", env.type)
             elif msg.type == aiohttp.WSMsgType.BINARY:
-                await self._close(ws, protocol.CLOSE_PROTOCOL, "binary frames are not part of the protocol")
-                return Outcome("dropped", "dmd sent a binary frame, which is not part of the protocol")
+                try:
+                    conn.mux.feed(msg.data)
+                except protocol.ProtocolError as exc:
+                    await self._close(ws, exc.close_code, str(exc))
+                    return Outcome("dropped", f"dmd sent a bad stream frame ({exc}); closed with {exc.close_code}")
             elif msg.type in (
                 aiohttp.WSMsgType.CLOSE,
                 aiohttp.WSMsgType.CLOSING,

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from agent.protocol import base, codec, envelope, messages, notices, requests, types
+from agent.protocol import base, codec, envelope, messages, notices, requests, streams, types
 from agent.protocol.base import *
 from agent.protocol.codec import DecodeError
 from agent.protocol.envelope import *
 from agent.protocol.messages import *
 from agent.protocol.notices import *
 from agent.protocol.requests import *
+from agent.protocol.streams import *
 from agent.protocol.types import *
 
 T = TypeVar("T")
@@ -106,6 +107,7 @@ __all__ += base.__all__
 __all__ += messages.__all__
 __all__ += notices.__all__
 __all__ += requests.__all__
+__all__ += streams.__all__
 __all__ += types.__all__
 __all__ += [
     "CONTAINERS_LIST", "CREDENTIAL_ROTATE", "EVENT", "FACTS", "FACTS_REFRESH", "HEARTBEAT", "HELLO", "IMAGES_LIST",

@@ -306,7 +306,7 @@ class Capabilities:
     privileged: bool = False  # ContainerSpec.privileged
     host_network: bool = False  # ContainerSpec.host_network
     exec: bool = False  # run a command in a running container, output collected (no TTY)
-    exec_tty: bool = False  # an interactive command on a terminal (a shell); no driver call does it yet
+    exec_tty: bool = False  # an interactive command, on a terminal or not (a shell): exec_interactive
     logs_follow: bool = False  # logs(follow=True) streams until the container stops
     pull: bool = False  # from a registry
     image_import: bool = False  # a `docker save` archive or a root file system tar (upload, copy target)

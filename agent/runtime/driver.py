@@ -32,6 +32,9 @@ Public API::
     await driver.start(info.id)
     async for line in driver.logs(info.id, tail=100): ...
     result = await driver.exec(info.id, ["id", "-u"])       # ExecResult(exit_code, stdout, stderr)
+    session = await driver.exec_interactive(info.id, ["/bin/sh"], tty=True, cols=120, rows=40)
+    await session.write(b"echo hi; exit 3\n"); await session.read()   # (1, b"...hi...")
+    await session.wait()                                     # 3
     async for event in driver.events(): ...                  # RuntimeEvent(action="die", ...)
     image = await driver.import_image("/tmp/rootfs.tar", repository="dm/base", tag="1")
 """
@@ -47,18 +50,21 @@ from types import TracebackType
 from typing import Any, ClassVar, Literal, TypeAlias
 
 from agent.protocol.types import Capabilities, ContainerInfo, ContainerSpec, ImageInfo
-from agent.runtime.errors import UnsupportedError
+from agent.runtime.errors import InvalidError, UnsupportedError
 from agent.runtime.image_tar import ImageSource
 
 __all__ = [
     "DEFAULT_EXEC_OUTPUT_LIMIT",
     "MANAGED_ACTIONS",
+    "MAX_TERMINAL_SIZE",
     "EventAction",
     "ExecResult",
+    "ExecSession",
     "ProgressCallback",
     "RuntimeDriver",
     "RuntimeEvent",
     "call_progress",
+    "check_terminal_size",
     "require",
 ]
 
@@ -122,6 +128,48 @@ class ExecResult:
             "stderr": self.stderr_text,
             "truncated": self.truncated,
         }
+
+
+# Columns or rows of a terminal: more is refused (invalid) rather than handed to the runtime.
+MAX_TERMINAL_SIZE = 4096
+
+
+def check_terminal_size(cols: int, rows: int) -> None:
+    """Raise :class:`InvalidError` unless 1 <= cols, rows <= MAX_TERMINAL_SIZE."""
+    for name, value in (("cols", cols), ("rows", rows)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TERMINAL_SIZE:
+            raise InvalidError(f"terminal {name} must be a whole number from 1 to {MAX_TERMINAL_SIZE}, got {value!r}")
+
+
+class ExecSession(abc.ABC):
+    """A process started by :meth:`RuntimeDriver.exec_interactive`, its input and output as they
+    come. Reads and writes may run concurrently (one reader, one writer); every method raises
+    only :class:`DriverError` (cancellation aside)."""
+
+    @abc.abstractmethod
+    async def read(self) -> tuple[int, bytes]:
+        """The next output: ``(1, data)`` for stdout, ``(2, data)`` for stderr, ``(0, b"")`` once
+        the output ended (and from then on). With a TTY all output is stdout."""
+
+    @abc.abstractmethod
+    async def write(self, data: bytes) -> None:
+        """To the process's stdin (waits while the runtime does not take more)."""
+
+    @abc.abstractmethod
+    async def write_eof(self) -> None:
+        """End of the process's stdin (reads go on)."""
+
+    @abc.abstractmethod
+    async def resize(self, cols: int, rows: int) -> None:
+        """The terminal's new size (nothing without a TTY); invalid outside 1..MAX_TERMINAL_SIZE."""
+
+    @abc.abstractmethod
+    async def wait(self) -> int:
+        """The exit status, once the output ended (read it to the end first)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop: the process is killed if it still runs; the output ends. Idempotent."""
 
 
 async def call_progress(progress: ProgressCallback | None, message: dict[str, Any]) -> None:
@@ -232,6 +280,27 @@ class RuntimeDriver(abc.ABC):
     ) -> ExecResult:
         """Run ``cmd`` (an argv, never a shell line) in a running container and wait for it.
         Raises conflict when the container is not running, timeout after ``timeout`` s."""
+
+    async def exec_interactive(
+        self,
+        container: str,
+        cmd: Sequence[str],
+        *,
+        tty: bool,
+        user: str | None = None,
+        env: Mapping[str, str] | None = None,
+        workdir: str | None = None,
+        cols: int = 80,
+        rows: int = 24,
+    ) -> ExecSession:
+        """Start ``cmd`` (an argv) in a running container with stdin open, on a terminal of
+        ``cols`` x ``rows`` when ``tty``, and return at once: its output is read as it comes.
+        Raises conflict when the container is not running, invalid for an empty command or a
+        terminal size outside 1..MAX_TERMINAL_SIZE, unsupported unless ``capabilities().exec_tty``.
+        A command that cannot be started (not found) is reported by the runtime as output and
+        an exit status (126/127), as with :meth:`exec`. The caller closes the session."""
+        require(self.capabilities(), "exec_tty", f"interactive exec in container {container}")
+        raise UnsupportedError(f"interactive exec in container {container}: not implemented by {self.name}")
 
     @abc.abstractmethod
     def events(self, *, since: float | None = None) -> AsyncIterator[RuntimeEvent]:

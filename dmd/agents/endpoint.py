@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
@@ -82,11 +81,15 @@ async def _serve(hub: Hub, conn: AgentConn, ws: web.WebSocketResponse, node: Nod
                     await ws.close(code=e.close_code, message=str(e).encode()[:120])
                     break
             elif msg.type == WSMsgType.BINARY:
-                why = "binary frame"
-                log.warning("node %s from %s sent a binary frame; closing the link", node.id, remote)
-                conn.closing = True
-                await ws.close(code=p.CLOSE_PROTOCOL, message=b"binary frames are not part of the protocol")
-                break
+                conn.last_seen = time.time()
+                try:
+                    conn.mux.feed(msg.data)  # a stream frame: flow control bounds what it buffers
+                except p.ProtocolError as e:
+                    log.warning("node %s (%s) from %s: %s; closing the link", node.id, node.name, remote, e)
+                    why = f"protocol error: {e}"
+                    conn.closing = True
+                    await ws.close(code=e.close_code, message=str(e).encode()[:120])
+                    break
             elif msg.type == WSMsgType.ERROR:
                 why = f"link error: {ws.exception()}"
                 break
@@ -95,8 +98,6 @@ async def _serve(hub: Hub, conn: AgentConn, ws: web.WebSocketResponse, node: Nod
                 why = f"closed with code {ws.close_code}"
     finally:
         conn.closing = True
-        with contextlib.suppress(asyncio.QueueFull):
-            conn.queue.put_nowait(None)
         if conn.writer is not None:
             conn.writer.cancel()
         await hub.unregister(conn, why)

@@ -59,7 +59,8 @@ class AgentConn:
         self.node_name = node_name
         self.ws = ws
         self.remote = remote
-        self.queue: asyncio.Queue[str | None] = asyncio.Queue(SEND_QUEUE_MAX)
+        # The link's one writer: envelopes and stream control first, then stream data in turn.
+        self.mux = p.Mux("dmd", self._send_text, self._send_bytes)
         self.pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self.ids = p.IdSource("d")
         self.last_seen = time.time()
@@ -74,23 +75,34 @@ class AgentConn:
         """Queue a message; an agent that cannot keep up is disconnected."""
         if self.closing:
             return
-        try:
-            self.queue.put_nowait(env.to_json())
-        except asyncio.QueueFull:
+        if self.mux.control_queued >= SEND_QUEUE_MAX:
             log.warning("node %s: send queue full (%d messages); disconnecting the slow agent",
                         self.node_id, SEND_QUEUE_MAX)
             self.close_soon(p.CLOSE_SLOW, "send queue overflow: the agent is not reading")
+            return
+        self.mux.put_control(env.to_json())
+
+    async def _send_text(self, text: str) -> None:
+        await self.ws.send_str(text)
+
+    async def _send_bytes(self, data: bytes) -> None:
+        await self.ws.send_bytes(data)
 
     async def write_loop(self) -> None:
-        while True:
-            text = await self.queue.get()
-            if text is None:
-                return
-            try:
-                await self.ws.send_str(text)
-            except (ConnectionError, RuntimeError) as e:
-                log.info("node %s: send failed: %s", self.node_id, e)
-                return
+        try:
+            await self.mux.run_writer()
+        except (ConnectionError, RuntimeError) as e:
+            log.info("node %s: send failed: %s", self.node_id, e)
+
+    async def flush(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` s) until what is queued now has been written."""
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.mux.drain(), timeout)
+
+    async def open_stream(self, opening: p.StreamOpen) -> p.Stream:
+        if self.closing:
+            raise p.StreamRefused(p.StreamEnd("link_lost", f"node {self.node_name} is going offline"))
+        return await self.mux.open(opening)
 
     async def request(self, type_: str, data: dict[str, Any] | None = None, timeout: float = 30.0) -> dict[str, Any]:
         """One request, its reply's data (see :meth:`Hub.ask` for the typed form)."""
@@ -133,6 +145,7 @@ class AgentConn:
             if not fut.done():
                 fut.set_exception(NodeOffline(why))
         self.pending.clear()
+        self.mux.close_all(p.StreamEnd("link_lost", why))
 
 
 class Hub:
@@ -211,17 +224,21 @@ class Hub:
             raise AgentFailed(f"the agent on node {conn.node_name} failed: {e.message}",
                               extra={"agent_code": e.code}) from None
 
+    async def open_stream(self, node_id: int, opening: p.StreamOpen) -> p.Stream:
+        """A byte stream to the node's agent (see :mod:`agent.protocol.streams`); NodeOffline, or
+        StreamRefused with the agent's reason."""
+        conn = self.conns.get(node_id)
+        if conn is None or conn.closing:
+            raise NodeOffline(f"node {node_id} is offline")
+        return await conn.open_stream(opening)
+
     async def disconnect(self, node_id: int, code: int, reason: str, notice: p.Envelope | None = None) -> None:
         conn = self.conns.get(node_id)
         if conn is None:
             return
         if notice is not None:
             conn.send(notice)
-            with contextlib.suppress(asyncio.QueueFull):
-                conn.queue.put_nowait(None)
-            if conn.writer is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(asyncio.shield(conn.writer), 2)
+            await conn.flush(2)
         conn.closing = True
         await conn._close(code, reason)
 

@@ -7,9 +7,11 @@ from typing import Any
 
 from aiohttp import web
 
+from agent import protocol as p
 from dmd.api.registry import Api, Ctx
 from dmd.auth.flows import actor_of
-from dmd.errors import ApiError
+from dmd.capabilities import Unsupported
+from dmd.errors import ApiError, Conflict
 from dmd.models import Instance
 from dmd.schemas import (
     CapacityOut,
@@ -24,6 +26,7 @@ from dmd.schemas import (
     page_of,
 )
 from dmd.usecases import instances as uc
+from dmd.usecases import streams as streams_uc
 from dmd.views import full_out, held_out
 
 api = Api()
@@ -107,12 +110,44 @@ def _line(line: str) -> bytes:
          errors=(404, 409, 429, 504))
 async def instance_logs(ctx: Ctx) -> Any:
     q: LogsQuery = ctx.query
-    got = await uc.logs(ctx.dm, ctx.user_identity.user, ctx.path_int("id"), q.tail)
+    user, iid = ctx.user_identity.user, ctx.path_int("id")
     if not q.follow:
+        got = await uc.logs(ctx.dm, user, iid, q.tail)
         return web.Response(text="".join(line if line.endswith("\n") else line + "\n" for line in got.lines),
                             content_type="text/plain")
-    async with uc.following(ctx.dm, ctx.user_identity.user):  # 429 beyond the user's log follow limit
-        return await _follow(ctx, got)
+    async with uc.following(ctx.dm, user):  # 429 beyond the user's log follow limit
+        opening = p.StreamOpen("logs", iid, logs=p.LogsParams(tail=q.tail, follow=True))
+        try:
+            # The agent pushes the lines as they come, on a stream of the node's link.
+            async with streams_uc.instance_stream(ctx.dm, actor_of(ctx.request, ctx.identity), user, iid, opening,
+                                                  via="logs") as opened:
+                return await _push(ctx, opened.stream)
+        except Unsupported:
+            pass  # an agent without streams: ask it for new lines every second
+        except Conflict as e:
+            if e.code != "not_running":
+                raise  # a stopped instance: its last lines, then whatever follows once it runs
+        return await _follow(ctx, await uc.logs(ctx.dm, user, iid, q.tail))
+
+
+async def _push(ctx: Ctx, stream: p.Stream) -> web.StreamResponse:
+    resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-cache"})
+    await resp.prepare(ctx.request)
+    try:
+        while True:
+            try:
+                data = await asyncio.wait_for(stream.read(), 5.0)
+            except TimeoutError:  # quiet: has the client gone? (aiohttp does not cancel us when it goes)
+                transport = ctx.request.transport
+                if transport is None or transport.is_closing():
+                    break
+                continue
+            if not data:
+                break
+            await resp.write(data)
+    except ConnectionResetError:
+        pass  # the client stopped following
+    return resp
 
 
 async def _follow(ctx: Ctx, got: uc.Logs) -> web.StreamResponse:

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 from asyncssh.stream import SSHReader, SSHTCPStreamSession, SSHWriter
 
+from agent import protocol as p
+
 if TYPE_CHECKING:
     from dmd.usecases.gateway import Forward
 
@@ -40,8 +42,6 @@ class Pump(SSHTCPStreamSession[bytes]):
         self._channel_gone.set()
 
     async def _run(self, reader: SSHReader[bytes], writer: SSHWriter[bytes]) -> None:
-        from agent.protocol.streams import StreamEnd
-
         stream = self.fwd.stream
 
         async def up() -> None:  # client -> instance
@@ -69,7 +69,7 @@ class Pump(SSHTCPStreamSession[bytes]):
             for task in (*pumps, both, gone):
                 task.cancel()
             with contextlib.suppress(Exception):
-                await stream.close(StreamEnd("closed", why))
+                await self.fwd.close(p.StreamEnd("closed", why))
             with contextlib.suppress(asyncssh.Error, OSError):
                 writer.close()
             end = await closed

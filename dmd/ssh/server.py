@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import asyncssh
 
+from agent import protocol as p
 from dmd.core import Dm
 from dmd.errors import ApiError
 from dmd.gateway_links import GatewayAddress
@@ -209,7 +210,8 @@ class _Connection(asyncssh.SSHServer):
 
     async def _forward(self, user: User, host: str, port: int) -> asyncssh.SSHTCPSession[bytes]:
         try:
-            fwd = await uc.open_forward(self.dm, user, self.ip, host, port)
+            fwd = await uc.open_forward(self.dm, user, self.ip, host, port,
+                                        self.matched.id if self.matched else None)
         except ApiError as e:
             self.open_forwards -= 1
             log.info("SSH gateway: %s from %s: forward to %r port %d refused: %s", user.username, self.ip,
@@ -222,7 +224,7 @@ class _Connection(asyncssh.SSHServer):
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, "internal error") from None
         if self.closed:
             self.open_forwards -= 1
-            await fwd.stream.close()
+            await fwd.close(p.StreamEnd("closed", "the SSH client went away"))
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, "the connection closed")
         self.forwards += 1
         log.info("SSH gateway: %s from %s to instance %d (%s) port %d, served by %s", user.username, self.ip,

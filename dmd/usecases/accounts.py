@@ -13,6 +13,7 @@ from dmd.auth.passwords import hash_password
 from dmd.core import Dm
 from dmd.db.types import utcnow
 from dmd.errors import Conflict
+from dmd.live import BY_WEB_SESSION
 from dmd.models import Actor, ApiToken, User, UserLimits
 from dmd.queries import audit
 from dmd.queries import tokens as token_svc
@@ -96,8 +97,14 @@ async def update_user(dm: Dm, actor: Actor, user_id: int, fields: dict[str, Any]
             action = "user.enable"
         await audit.record(conn, actor, action, "user", user_id, changes=diff)
     dm.token_cache.forget_user(user_id)
-    if after.disabled:
-        dm.gateway.end_for_user(user_id, "your DM account is disabled")
+    if after.disabled or before.role != after.role:
+        # Disabled: nothing of theirs stays open. A new role: what they may use is decided again
+        # at their next login or open.
+        reason = "your account was disabled" if after.disabled else "your role changed"
+        await dm.live.end_for_user(user_id, reason)
+        dm.gateway.end_for_user(user_id, reason)
+    elif pw_hash:
+        await dm.live.end_for_user(user_id, "your password changed", vias=BY_WEB_SESSION)
     return after
 
 
@@ -107,7 +114,8 @@ async def delete_user(dm: Dm, actor: Actor, user_id: int) -> User:
         await audit.record(conn, actor, "user.delete", "user", user_id,
                            email=gone.email, username=gone.username)
     dm.token_cache.forget_user(user_id)
-    dm.gateway.end_for_user(user_id, "your DM account was deleted")
+    await dm.live.end_for_user(user_id, "your account was deleted")
+    dm.gateway.end_for_user(user_id, "your account was deleted")
     return gone
 
 

@@ -7,11 +7,13 @@ The gateway itself (dmd.ssh) is a handler: it calls these and never reaches stor
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from agent import protocol as p
 from dmd.core import Dm
 from dmd.errors import ApiError, Conflict, Forbidden, Invalid, NotFound
 from dmd.gateway_links import GatewayAddress
@@ -21,9 +23,7 @@ from dmd.queries import instances as inst_q
 from dmd.queries import nodes as node_q
 from dmd.queries import ssh_keys as key_q
 from dmd.queries import users as user_q
-
-if TYPE_CHECKING:
-    from agent.protocol.streams import Stream
+from dmd.usecases import streams
 
 AMBIGUOUS_SHOWN = 10  # candidates named when a name is ambiguous
 HOST_MAX = 255  # a destination longer than any instance name or id is refused before any lookup
@@ -145,18 +145,27 @@ def sshd_ready(inst: Instance) -> bool:
     return inst.ssh_enabled and inst.status == "running" and (inst.ssh_status or {}).get("state") == "ready"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Forward:
+    """A forward's stream, held open (live session, audit) until `close`."""
+
     instance: Instance
-    stream: Stream
+    stream: p.Stream
     served_by: str  # "sshd" (the instance's own, end-to-end) | "agent" (the agent serves SSH)
+    _exit: contextlib.AsyncExitStack
+
+    async def close(self, end: p.StreamEnd) -> None:
+        """End the stream (idempotent) and record the session's end."""
+        await self.stream.close(end)
+        await self._exit.aclose()
 
 
-async def open_forward(dm: Dm, user: User, ip: str, host: str, port: int) -> Forward:
+async def open_forward(dm: Dm, user: User, ip: str, host: str, port: int, key_id: int | None = None) -> Forward:
     """A byte stream to the SSH server of the instance `host` names: its own sshd when it runs one
     (the encryption stays between the client and that sshd), else the agent's SSH server for it.
     Refused (an ApiError with the reason) for another user's instance, another port, SSH turned
-    off, an instance that does not run."""
+    off, an instance that does not run. The stream is a live session of `key_id`'s (deleting that
+    key, disabling the user or stopping the instance ends it) with its audit entries."""
     user = await still_allowed(dm, user.id)
     inst = await resolve(dm, user, host)
     if port != SSH_PORT:
@@ -167,22 +176,19 @@ async def open_forward(dm: Dm, user: User, ip: str, host: str, port: int) -> For
         raise Conflict(f"SSH is turned off for {inst.name}; turn it on on the instance's page", code="ssh_disabled")
     if inst.status != "running":
         raise Conflict(f"{inst.name} is not running (it is {inst.status})", code="not_running")
-    # Until the streams land on main these two are imported here (the refusals above work without).
-    from agent.protocol.streams import SshParams, TcpParams
-
-    from dmd.usecases.streams import open_instance_stream
-
-    actor = Actor(user, ip)
-    opening: Any
     if sshd_ready(inst):
-        opening, served_by = TcpParams(port=SSH_PORT), "sshd"
+        opening = p.StreamOpen("tcp", inst.id, tcp=p.TcpParams(port=SSH_PORT))
+        served_by = "sshd"
     else:
         async with dm.db.read() as conn:
             keys = await key_q.list_for(conn, user.id, limit=key_q.MAX_KEYS_PER_USER)
-        opening = SshParams(user=user.username, login="", keys=[k.public_key for k in keys])
+        opening = p.StreamOpen("ssh", inst.id, ssh=p.SshParams(user=user.username, login="",
+                                                                keys=[k.public_key for k in keys]))
         served_by = "agent"
-    stream = await open_instance_stream(dm, actor, inst.id, opening, via="ssh")
-    return Forward(inst, stream, served_by)
+    stack = contextlib.AsyncExitStack()
+    opened = await stack.enter_async_context(
+        streams.instance_stream(dm, Actor(user, ip), user, inst.id, opening, via="ssh", key_id=key_id))
+    return Forward(opened.instance, opened.stream, served_by, stack)
 
 
 # --- what a plain session shows ------------------------------------------------------------------

@@ -95,6 +95,8 @@ async def set_desired(dm: Dm, actor: Actor, user: User, instance_id: int, desire
         await audit.record(conn, actor, action, "instance", inst.id, name=inst.name)
     dm.reconciler.desired_changed(inst.id)
     dm.reconciler.kick(inst.node_id)
+    if desired == "stopped":
+        await dm.live.end_for_instance(inst.id, f"instance {inst.name} was stopped")
     return inst
 
 
@@ -124,6 +126,7 @@ async def delete(dm: Dm, actor: Actor, user: User, instance_id: int) -> Held:
         held = Held(inst, await svc.gpus_of(conn, inst))
     dm.reconciler.desired_changed(inst.id)
     dm.reconciler.kick(inst.node_id)
+    await dm.live.end_for_instance(inst.id, f"instance {inst.name} was deleted")
     return held
 
 

@@ -72,7 +72,9 @@ async def test_bad_handshakes(client, admin, joined, agents, bystander, first, c
     (json.dumps({"v": 1, "type": "event", "data": {"node_id": 999999, "kind": "x"}}), p.CLOSE_FORBIDDEN, "node"),
     (json.dumps({"v": 1, "type": "reply", "id": "d1"}), p.CLOSE_PROTOCOL, "ok"),
     (json.dumps({"v": 1, "type": "metrics", "data": "x" * (p.MAX_MESSAGE_BYTES + 10)}), p.CLOSE_TOO_LARGE, "exceeds"),
-    (b"binary", p.CLOSE_PROTOCOL, "binary"),
+    (b"binary", p.CLOSE_PROTOCOL, "unknown stream frame op"),  # binary frames are stream frames
+    (p.frame(p.OP_OPEN, 1, b'{"kind":"exec","instance_id":1}'), p.CLOSE_PROTOCOL, "may not open"),
+    (p.frame(p.OP_DATA, 1, b"x" * (p.CHUNK + 1)), p.CLOSE_PROTOCOL, "exceeds"),
 ])
 async def test_bad_messages_after_handshake(client, admin, joined, agents, bystander, raw, code, words, caplog):
     caplog.set_level(logging.WARNING, "dmd.agents")

@@ -35,6 +35,7 @@ from agent.runtime import (
     RuntimeEvent,
     UnsupportedError,
 )
+from agent.runtime.driver import ExecSession
 from agent.runtime.fake import FakeProcess
 from tests.runtime.conftest import TEST_LABEL, Harness
 
@@ -360,6 +361,105 @@ async def test_exec(harness: Harness) -> None:
         await d.exec(info.id, [])
 
 
+# Sizes are read after a first line: engines before API 1.42 size the terminal just after the start.
+SIZE_TWICE = ["sh", "-c", "read a; stty size; read line; echo got $line; stty size; read line; exit 4"]
+LONG_SLEEP = ["sleep", "601"]
+
+
+async def _size_twice(proc: FakeProcess) -> int:
+    await proc.read_input()
+    proc.print(f"{proc.size[1]} {proc.size[0]}")
+    line = (await proc.read_input()).decode().strip()
+    proc.print(f"got {line}")
+    proc.print(f"{proc.size[1]} {proc.size[0]}")
+    await proc.read_input()
+    return 4
+
+
+async def read_all(session: ExecSession, timeout: float = 20) -> list[tuple[int, bytes]]:
+    """Every output of a session until its end, merged per stream."""
+    out: list[tuple[int, bytes]] = []
+    async with asyncio.timeout(timeout):
+        while (chunk := await session.read())[0] != 0:
+            out.append(chunk)
+    assert await session.read() == (0, b"")  # the end stays the end
+    return out
+
+
+async def read_until(session: ExecSession, marker: bytes, timeout: float = 20) -> bytes:
+    seen = b""
+    async with asyncio.timeout(timeout):
+        while marker not in seen:
+            stream, data = await session.read()
+            assert stream != 0, f"the output ended before {marker!r}: {seen!r}"
+            seen += data
+    return seen
+
+
+async def test_exec_interactive(harness: Harness) -> None:
+    d = harness.driver
+    harness.program(OUT_ERR_EXIT, _out_err_exit)
+    harness.program(SIZE_TWICE, _size_twice)
+    info = await d.create(harness.spec("interactive", command=SLEEPER))
+    with pytest.raises(ConflictError):
+        await d.exec_interactive(info.id, ["cat"], tty=False)  # not running
+    await d.start(info.id)
+    with pytest.raises(InvalidError):
+        await d.exec_interactive(info.id, [], tty=False)
+    for cols, rows in ((0, 24), (80, 5000), (-1, -1)):
+        with pytest.raises(InvalidError):
+            await d.exec_interactive(info.id, ["cat"], tty=True, cols=cols, rows=rows)
+    with pytest.raises(NotFoundError):
+        await d.exec_interactive("no-such-container-dm", ["cat"], tty=False)
+
+    # Without a terminal: stdin as it comes, its end, stdout and stderr apart, the exit status.
+    cat = await d.exec_interactive(info.id, ["cat"], tty=False)
+    try:
+        await cat.write(b"first\n")
+        assert await read_until(cat, b"first\n") == b"first\n"  # echoed before stdin ended
+        await cat.write(b"\x00\x10\x11binary")  # no detach sequence, no terminal: bytes as they are
+        await cat.write_eof()
+        assert b"".join(data for _, data in await read_all(cat)) == b"\x00\x10\x11binary"
+        assert await cat.wait() == 0
+    finally:
+        await cat.close()
+    both = await d.exec_interactive(info.id, OUT_ERR_EXIT, tty=False, env={"DM_I": "1"})
+    try:
+        chunks = await read_all(both)
+        assert b"".join(data for stream, data in chunks if stream == 1) == b"out\n"
+        assert b"".join(data for stream, data in chunks if stream == 2) == b"err\n"
+        assert await both.wait() == 3
+    finally:
+        await both.close()
+
+    # On a terminal: its size from the start, a resize, everything on stdout.
+    term = await d.exec_interactive(info.id, SIZE_TWICE, tty=True, cols=101, rows=33)
+    try:
+        await term.write(b"\r")
+        assert b"33 101" in await read_until(term, b"33 101")
+        await term.resize(120, 40)
+        with pytest.raises(InvalidError):
+            await term.resize(0, 40)
+        await term.write(b"hello\r")
+        assert b"40 120" in await read_until(term, b"40 120")
+        await term.write(b"\r")
+        assert all(stream == 1 for stream, _ in await read_all(term))
+        assert await term.wait() == 4
+    finally:
+        await term.close()
+
+    # Closing a session whose process still runs ends the process.
+    sleeper = await d.exec_interactive(info.id, LONG_SLEEP, tty=True)
+    await asyncio.sleep(0.3)
+    await asyncio.wait_for(sleeper.close(), 10)
+    await read_all(sleeper)  # the output ends
+    if harness.fake is not None:
+        assert harness.fake.sessions[-1].resizes == []  # a session never resized
+    else:
+        listing = await d.exec(info.id, ["ps", "-o", "args"])
+        assert "sleep 601" not in listing.stdout_text, listing.stdout_text
+
+
 async def test_events_start_and_die(harness: Harness) -> None:
     d = harness.driver
     since = time.time() - 1
@@ -561,7 +661,7 @@ async def check_claims(h: Harness, tag: str) -> None:
     (``unsupported``) without doing any of it."""
     d = h.driver
     caps = d.capabilities()
-    assert not caps.exec_tty and not caps.file_copy  # no call of the interface does either yet
+    assert not caps.file_copy  # no call of the interface does it yet
 
     for name, key, value in (("privileged", "Privileged", True), ("host_network", "NetworkMode", "host")):
         spec = h.spec(f"{tag}-{name}", command=SLEEPER, **{name: True})
@@ -601,6 +701,14 @@ async def check_claims(h: Harness, tag: str) -> None:
         assert (await d.exec(running.id, ["echo", "can"])).stdout == b"can\n"
     else:
         await refused(d.exec(running.id, ["echo", "cannot"]))
+    if caps.exec_tty:
+        session = await d.exec_interactive(running.id, ["echo", "can"], tty=True)
+        try:
+            assert b"can" in b"".join(data for _, data in await read_all(session))
+        finally:
+            await session.close()
+    else:
+        await refused(d.exec_interactive(running.id, ["echo", "cannot"], tty=True))
 
     repo = h.repository(f"{tag}-caps")
     if caps.commit:

@@ -6,7 +6,8 @@ Public API::
         info = await driver.create(spec)
 
 Its parts: :mod:`.engine` (client, streams, engine errors), :mod:`.convert` (Engine answers
-as DM's types), :mod:`.containers`, :mod:`.streams` (logs, exec, events) and :mod:`.images`.
+as DM's types), :mod:`.containers`, :mod:`.streams` (logs, exec, events), :mod:`.interactive`
+(exec with stdin and a terminal) and :mod:`.images`.
 """
 
 from __future__ import annotations
@@ -19,14 +20,14 @@ from agent.runtime.docker.streams import StreamCalls
 
 __all__ = ["CAPABILITIES", "DEFAULT_DOCKER_HOST", "DockerDriver", "translate_error"]
 
-# What the Docker driver does today. No exec on a terminal (exec runs without a TTY) and no file
-# copy yet: a driver claims only what it does, and the conformance suite checks each claim.
+# What the Docker driver does today. No file copy yet: a driver claims only what it does, and the
+# conformance suite checks each claim.
 CAPABILITIES = Capabilities(
     gpu_vendors=GPU_VENDORS,  # NVIDIA by DeviceRequests, AMD by devices, Jetson by the nvidia runtime
     privileged=True,
     host_network=True,
     exec=True,
-    exec_tty=False,
+    exec_tty=True,  # exec_interactive (docker/interactive.py)
     logs_follow=True,
     pull=True,
     image_import=True,

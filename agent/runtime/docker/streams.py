@@ -15,8 +15,10 @@ import aiohttp
 from agent.protocol.types import LABEL_MANAGED
 from agent.runtime.docker.convert import engine_event, lines
 from agent.runtime.docker.engine import STREAM_TIMEOUT, Engine, container_ref, engine_errors
-from agent.runtime.driver import MANAGED_ACTIONS, ExecResult, RuntimeEvent
+from agent.runtime.docker.interactive import start_exec
+from agent.runtime.driver import MANAGED_ACTIONS, ExecResult, ExecSession, RuntimeEvent, check_terminal_size
 from agent.runtime.errors import (
+    ConflictError,
     DriverError,
     DriverTimeoutError,
     InvalidError,
@@ -147,6 +149,33 @@ class StreamCalls(Engine):
                 f"{what}: {argv[0]} did not finish within {timeout:g} s (it may still run in the container)"
             ) from None
         return ExecResult(exit_code=exit_code, stdout=bytes(out), stderr=bytes(err), truncated=truncated)
+
+    async def exec_interactive(
+        self,
+        container: str,
+        cmd: Sequence[str],
+        *,
+        tty: bool,
+        user: str | None = None,
+        env: Mapping[str, str] | None = None,
+        workdir: str | None = None,
+        cols: int = 80,
+        rows: int = 24,
+    ) -> ExecSession:
+        ref = container_ref(container)
+        argv = [str(a) for a in cmd]
+        if not argv:
+            raise InvalidError("exec needs a command")
+        check_terminal_size(cols, rows)
+        what = f"interactive exec in container {container}"
+        data = await self._inspect_raw(ref)
+        if data is None:
+            raise NotFoundError(f"{what}: no such container")
+        if not (data.get("State") or {}).get("Running"):
+            raise ConflictError(f"{what}: the container is not running")
+        docker = await self._client()
+        return await start_exec(docker, ref, what, argv, tty=tty, user=user, env=env, workdir=workdir,
+                                cols=cols, rows=rows, container_id=str(data.get("Id", "")))
 
     @staticmethod
     async def _feed_stdin(stream: Any, data: bytes) -> None:

@@ -15,6 +15,7 @@ hooks a test needs to provoke what a real engine does rarely:
     fake.set_capabilities(commit=False)                      # a runtime that cannot commit
     fake.payloads[container_id]                              # the Engine API body DM would send
     fake.calls                                               # [("create", ("dm-7-web",)), ...]
+    fake.sessions[-1].resizes                                # the last exec_interactive's terminal sizes
 
 Commands run *programs*: coroutines ``async def program(proc: FakeProcess) -> int`` that write
 output and return an exit code (see :mod:`.programs`). Its parts: :mod:`.records` (its state),

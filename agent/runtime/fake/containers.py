@@ -9,9 +9,10 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from agent.protocol.types import LABEL_INSTANCE, LABEL_MANAGED, ContainerInfo, ContainerSpec
-from agent.runtime.driver import ExecResult, RuntimeEvent, require
+from agent.runtime.driver import ExecResult, ExecSession, RuntimeEvent, check_terminal_size, require
 from agent.runtime.errors import ConflictError, DriverTimeoutError, ImageNotFoundError, InvalidError
 from agent.runtime.fake.engine import FakeEngine
+from agent.runtime.fake.interactive import FakeExecSession
 from agent.runtime.fake.programs import KILL_EXIT_CODE, STOP_EXIT_CODE, FakeProcess, missing
 from agent.runtime.fake.records import FakeContainer, new_id
 from agent.runtime.ownership import identity_labels, pick_instance_container
@@ -203,6 +204,33 @@ class ContainerCalls(FakeEngine):
             ) from None
         self._leave("exec")
         return ExecResult(int(code or 0), bytes(out[1]), bytes(out[2]), truncated)
+
+    async def exec_interactive(
+        self,
+        container: str,
+        cmd: Sequence[str],
+        *,
+        tty: bool,
+        user: str | None = None,
+        env: Mapping[str, str] | None = None,
+        workdir: str | None = None,
+        cols: int = 80,
+        rows: int = 24,
+    ) -> ExecSession:
+        await self._enter("exec_interactive", container, tuple(cmd))
+        require(self._capabilities, "exec_tty", f"interactive exec in container {container}")
+        found = self._get(container)
+        argv = [str(a) for a in cmd]
+        if not argv:
+            raise InvalidError("exec needs a command")
+        check_terminal_size(cols, rows)
+        if found.state != "running":
+            raise ConflictError(f"interactive exec in container {container}: Container {found.id} is not running")
+        session = FakeExecSession(self._program(argv, missing), argv, {**found.env, **(env or {})}, tty=tty,
+                                  size=(cols, rows))
+        self.sessions.append(session)
+        self._leave("exec_interactive")
+        return session
 
     async def events(self, *, since: float | None = None) -> AsyncIterator[RuntimeEvent]:
         await self._enter("events")

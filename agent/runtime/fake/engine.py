@@ -17,6 +17,7 @@ from typing import Any
 from agent.protocol.types import LEGACY_CAPABILITIES, Capabilities, ContainerInfo, ImageInfo
 from agent.runtime.driver import DEFAULT_EXEC_OUTPUT_LIMIT, EventAction, RuntimeDriver, RuntimeEvent
 from agent.runtime.errors import ConflictError, ImageNotFoundError, NotFoundError, UnavailableError, error_for
+from agent.runtime.fake.interactive import FakeExecSession
 from agent.runtime.fake.programs import BUILTINS, STOP_EXIT_CODE, FakeProcess, FakeProgram, idle
 from agent.runtime.fake.records import FakeContainer, FakeImage, Script, new_id, now
 from agent.runtime.ownership import container_labels
@@ -24,9 +25,10 @@ from agent.runtime.refs import check_image_ref, is_container_ref, normalize_imag
 
 __all__ = ["CAPABILITIES", "FakeEngine"]
 
-# Everything the fake does: what the Docker driver does today, which is what agents did before they
-# reported capabilities. Tests switch parts off with FakeDriver(capabilities=...) or set_capabilities(...).
-CAPABILITIES = LEGACY_CAPABILITIES
+# Everything the fake does: what the Docker driver does today (what agents did before they reported
+# capabilities, and exec on a terminal). Tests switch parts off with FakeDriver(capabilities=...) or
+# set_capabilities(...).
+CAPABILITIES = dataclasses.replace(LEGACY_CAPABILITIES, exec_tty=True)
 
 
 class FakeEngine(RuntimeDriver):
@@ -39,6 +41,7 @@ class FakeEngine(RuntimeDriver):
         self._capabilities = capabilities
         self.calls: builtins.list[tuple[str, tuple[Any, ...]]] = []
         self.payloads: dict[str, dict[str, Any]] = {}
+        self.sessions: builtins.list[FakeExecSession] = []  # every exec_interactive, in order
         self._exec_output_limit = exec_output_limit
         self._containers: dict[str, FakeContainer] = {}
         self._images: dict[str, FakeImage] = {}

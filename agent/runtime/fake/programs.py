@@ -17,13 +17,36 @@ KILL_EXIT_CODE = 137  # 128 + SIGKILL
 
 
 class FakeProcess:
-    """What a fake program sees: its argv, environment and stdin, and where it writes."""
+    """What a fake program sees: its argv, environment and stdin, and where it writes.
 
-    def __init__(self, argv: Sequence[str], env: Mapping[str, str], stdin: bytes, sink: Callable[[int, bytes], None]):
+    An interactive process (``exec_interactive``) reads its input as it comes with
+    :meth:`read_input`; ``tty`` and ``size`` (cols, rows) say whether it is on a terminal and
+    how large that is now."""
+
+    def __init__(self, argv: Sequence[str], env: Mapping[str, str], stdin: bytes, sink: Callable[[int, bytes], None],
+                 *, input: asyncio.Queue[bytes | None] | None = None, tty: bool = False,
+                 size: tuple[int, int] = (80, 24)):
         self.argv = list(argv)
         self.env = dict(env)
         self.stdin = stdin
+        self.tty = tty
+        self.size = size
         self._sink = sink
+        self._input = input
+        self._stdin_read = False
+
+    async def read_input(self) -> bytes:
+        """The next chunk of input; b"" at its end (the whole of ``stdin`` for a plain exec)."""
+        if self._input is None:
+            if self._stdin_read:
+                return b""
+            self._stdin_read = True
+            return self.stdin
+        chunk = await self._input.get()
+        if chunk is None:
+            self._input.put_nowait(None)  # the end stays the end
+            return b""
+        return chunk
 
     def write(self, data: str | bytes, stream: int = 1) -> None:
         """Raw output on stdout (1) or stderr (2)."""
@@ -55,7 +78,8 @@ async def _false(proc: FakeProcess) -> int:
 
 
 async def _cat(proc: FakeProcess) -> int:
-    proc.write(proc.stdin)
+    while chunk := await proc.read_input():
+        proc.write(chunk)
     return 0
 
 
