@@ -16,9 +16,13 @@ from aiohttp.test_utils import TestClient
 
 from dmd.core import DM
 from dmd.db.schema import images
-from tests.access.conftest import KeyPair, make_key
+
+# The end-to-end tests run instances of the test openssh image on the real local node.
+from tests.access.conftest import KeyPair, keys, make_key, test_images  # noqa: F401 (fixtures)
 from tests.conftest import AppFactory, add_user, make_token
+from tests.instances.conftest import local  # noqa: F401 (fixture)
 from tests.nodes.helpers import FakeAgent
+from tests.runtime.conftest import docker_test_image  # noqa: F401 (fixture)
 
 CLIENT_OPTIONS = [
     "-F", "/dev/null",  # the machine's ssh_config must not change what is tested
@@ -89,17 +93,17 @@ def gw_keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, KeyPair]:
     return {name: make_key(directory, name) for name in ("alice", "bob", "boss", "spare")}
 
 
-async def make_gateway(make_client: AppFactory, tmp_path: Path, keys: dict[str, KeyPair],
+async def make_gateway(make_client: AppFactory, tmp_path: Path, key_pairs: dict[str, KeyPair],
                        **config: Any) -> Gateway:
     client = await make_client(ssh_listen="127.0.0.1:0", **config)
     addr = client.app[DM].gateway.address
     assert addr is not None and addr.port > 0
-    gw = Gateway(client, addr.port, tmp_path / "known_hosts", keys)
+    gw = Gateway(client, addr.port, tmp_path / "known_hosts", key_pairs)
     for name, role in (("alice", "user"), ("bob", "user"), ("boss", "admin")):
         email = f"{name}@example.org"
         gw.user_ids[name] = await add_user(client, email, role=role, username=name)
         gw.tokens[name] = await make_token(client, email)
-        made = await gw.api("POST", "/ssh-keys", name, {"name": name, "public_key": keys[name].public}, 201)
+        made = await gw.api("POST", "/ssh-keys", name, {"name": name, "public_key": key_pairs[name].public}, 201)
         gw.key_ids[name] = int(made["id"])
     # The client trusts exactly what the API says the gateway's key is.
     shown = await gw.api("GET", "/ssh/gateway", "alice")
