@@ -160,7 +160,9 @@ fi
 
 for f in /etc/ssh/ssh_host_*_key.pub; do
   [ -r "$f" ] || continue
-  line=$(ssh-keygen -lf "$f" 2>/dev/null) && printf 'hostkey %s\n' "$line" && printf 'hostpub %s\n' "$(head -c 16384 "$f")"
+  line=$(ssh-keygen -lf "$f" 2>/dev/null) || continue
+  printf 'hostkey %s\n' "$line"
+  printf 'hostpub %s\n' "$(head -c 16384 "$f")"
 done
 exit 0
 """
