@@ -170,3 +170,15 @@ def test_a_handler_opening_a_transaction_or_reading_an_app_key_is_named(tmp_path
     found = violations(root)
     assert [v.split(": ")[0] for v in found] == ["dmd/api/h.py:2", "dmd/pages/p.py:2"]
     assert "touches the database" in found[0] and "reads an application key" in found[1]
+
+
+def test_the_ssh_gateway_is_held_to_the_handlers_rules(tmp_path: Path) -> None:
+    root = _tree(tmp_path, {
+        "dmd/ssh/server.py": "from dmd.queries import users\nfrom dmd.usecases import gateway\nimport dmd.api\n"
+                             "async def f(dm):\n    async with dm.db.read() as conn:\n        pass\n",
+        "dmd/api/h.py": "from dmd.ssh import server\n",
+        "dmd/usecases/u.py": "from dmd.ssh.server import SshGateway\n",
+    })
+    found = sorted(v.split(": ")[0] for v in violations(root))
+    assert found == ["dmd/api/h.py:1", "dmd/ssh/server.py:1", "dmd/ssh/server.py:3", "dmd/ssh/server.py:5",
+                     "dmd/usecases/u.py:1"]
