@@ -192,8 +192,11 @@ instance's SSH port map.
 
 Rounds (alternating, order swapped each round): bulk {res['bulk_all']}, tunnel {res['tunnel_all']};
 {res['echoes']} echoes each way. Through the gateway every byte is decrypted and encrypted once more
-(the client's connection to the gateway) and crosses the agent link's stream: the gateway offers
-AES-GCM only (asyncssh's ChaCha20-Poly1305, OpenSSH's first choice, takes two passes). A `-L`
+(the client's connection to the gateway) and crosses the agent link's stream, and the client runs two
+ssh processes (the jump and the inner session): on 2 cores, dmd's loop was idle about half of a
+transfer under cProfile, so the client's and sshd's processes set the pace. The gateway offers AES-GCM
+only (OpenSSH would otherwise pick ChaCha20-Poly1305 or AES-CTR with a MAC, which asyncssh computes
+per packet in Python). A `-L`
 tunnel is SSH inside SSH whichever way it goes (the instance's sshd decrypts it), so its fair
 comparison is `-L` straight to the sshd; plain TCP to the container, unencrypted, is shown for scale.
 {END}"""
