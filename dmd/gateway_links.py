@@ -30,6 +30,11 @@ class GatewayAddress:
     host_key: str  # the public host key, OpenSSH format ("ssh-ed25519 AAAA...")
     fingerprint: str  # SHA256:... as `ssh-keygen -l` shows it
 
+    def jump(self, username: str) -> str:
+        """The ProxyJump / -J argument for `username` (an IPv6 address in brackets)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{username}@{host}:{self.port}"
+
     @property
     def known_host(self) -> str:
         """The gateway's known_hosts line ([host]:port form unless port 22)."""

@@ -196,7 +196,7 @@ async def open_forward(dm: Dm, user: User, ip: str, host: str, port: int, key_id
 async def help_text(dm: Dm, user: User, limit: int = 50) -> str:
     """`ssh alice@dm -p 2222` with no forward: the user's instances and how to reach them."""
     addr = dm.gateway.address
-    jump = f"{user.username}@{addr.host}:{addr.port}" if addr else f"{user.username}@<gateway>"
+    jump = addr.jump(user.username) if addr else f"{user.username}@<gateway>"
     async with dm.db.read() as conn:
         rows = await inst_q.list_visible(conn, user, limit=limit + 1, after_id=None)
     # An administrator may use everyone's instances; the help lists their own.
@@ -211,7 +211,8 @@ async def help_text(dm: Dm, user: User, limit: int = 50) -> str:
         lines.append("  (you have no instances yet)")
     lines += ["", "Tunnels to an instance's ports go inside its session, e.g.:",
               f"  ssh -L 8888:localhost:8888 -J {jump} root@NAME",
-              "A ~/.ssh/config for all of them: `dmd ssh-config` (or your account page).", ""]
+              "A ~/.ssh/config for all of them: `dmd ssh-config` (or your account page).",
+              "The gateway itself gives no shell, agent or X11 forwarding, and no remote (-R) forwarding.", ""]
     return "\n".join(lines)
 
 
@@ -282,7 +283,7 @@ async def ssh_config(dm: Dm, user: User, known_hosts_path: str = KNOWN_HOSTS_DEF
     counts: dict[str, int] = {}
     for inst in rows:
         counts[inst.name] = counts.get(inst.name, 0) + 1
-    jump = f"{user.username}@{addr.host}:{addr.port}"
+    jump = addr.jump(user.username)
     blocks = [f"# DM instances of {user.username} through the SSH gateway {addr.host}:{addr.port}",
               f"# ({addr.fingerprint}); the host keys to trust are in {known_hosts_path}"]
     known = [f"# DM: the SSH gateway {addr.host}:{addr.port} and the instances of {user.username}",
