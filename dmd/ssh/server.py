@@ -21,7 +21,7 @@ import asyncssh
 
 from agent import protocol as p
 from dmd.core import Dm
-from dmd.errors import ApiError
+from dmd.errors import ApiError, StartupError
 from dmd.gateway_links import GatewayAddress
 from dmd.models import SshKey, User
 from dmd.ssh import hostkey
@@ -65,14 +65,17 @@ class SshGateway:
         if cfg.ssh_port is None:
             log.info("SSH gateway off (ssh_listen)")
             return
-        key = hostkey.load_or_create(Path(cfg.data_dir))
-        self._acceptor = await asyncssh.create_server(
-            lambda: _Connection(self), cfg.ssh_host, cfg.ssh_port, server_host_keys=[key],
-            reuse_address=True, login_timeout=LOGIN_TIMEOUT_S, keepalive_interval=KEEPALIVE_S,
-            agent_forwarding=False, x11_forwarding=False, allow_scp=False, line_editor=False,
-            encryption_algs=list(ENCRYPTION_ALGS),
-            # No banner naming the software's version beyond what the protocol needs.
-            server_version="DM")
+        try:
+            key = hostkey.load_or_create(Path(cfg.data_dir))
+            self._acceptor = await asyncssh.create_server(
+                lambda: _Connection(self), cfg.ssh_host, cfg.ssh_port, server_host_keys=[key],
+                reuse_address=True, login_timeout=LOGIN_TIMEOUT_S, keepalive_interval=KEEPALIVE_S,
+                agent_forwarding=False, x11_forwarding=False, allow_scp=False, line_editor=False,
+                encryption_algs=list(ENCRYPTION_ALGS),
+                # No banner naming the software's version beyond what the protocol needs.
+                server_version="DM")
+        except (OSError, RuntimeError) as e:
+            raise StartupError(f"SSH gateway on {cfg.ssh_listen}: {e} (choose another ssh_listen, or off)") from e
         port = self._acceptor.get_port()
         host = urlsplit(cfg.base_url).hostname or "localhost"
         self.dm.gateway.address = GatewayAddress(host, port, hostkey.public_line(key),
@@ -123,7 +126,8 @@ class _Connection(asyncssh.SSHServer):
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
         peer = conn.get_extra_info("peername")
-        self.ip = str(peer[0]) if peer else "unknown"
+        # One client, one throttle key, whether it came over IPv4 or as ::ffff:a.b.c.d.
+        self.ip = str(peer[0]).removeprefix("::ffff:") if peer else "unknown"
         self.gw._conns.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:

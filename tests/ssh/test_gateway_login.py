@@ -145,3 +145,20 @@ async def test_a_dmd_with_the_gateway_off_says_so(client: TestClient, admin: dic
         r = await client.get(path, headers=admin)
         assert r.status == 404 and (await r.json())["error"]["code"] == "ssh_gateway_off"
     assert not (Path(client.app[DM].config.data_dir) / FILE_NAME).exists()
+
+
+async def test_a_taken_ssh_port_stops_dmd_with_a_clear_reason(tmp_path: Path) -> None:
+    import socket
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            http_port = s.getsockname()[1]
+        got = await run([sys.executable, "-m", "dmd", "serve", "--data-dir", str(tmp_path / "data"),
+                          "--listen", f"127.0.0.1:{http_port}", "--ssh-listen", f"127.0.0.1:{port}"], timeout=60)
+    assert got.returncode == 1, got
+    assert f"cannot start: SSH gateway on 127.0.0.1:{port}:" in got.stderr and "ssh_listen" in got.stderr, got.stderr
