@@ -103,3 +103,21 @@ async def run_cli(args: list[str], env: dict[str, str]) -> Run:
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     return Run(proc.returncode if proc.returncode is not None else -1, out.decode(), err.decode())
+
+
+async def test_an_oversized_terminal_is_refused_and_the_connection_goes_on(gateway: Gateway) -> None:
+    """A pty request beyond any screen (asyncssh as the client: OpenSSH sends its real size)."""
+    import asyncssh
+
+    known = asyncssh.import_known_hosts(gateway.known_hosts.read_text())
+    async with asyncssh.connect("127.0.0.1", gateway.port, username="alice", known_hosts=known,
+                                client_keys=[str(gateway.keys["alice"].path)], agent_path=None) as conn:
+        try:
+            await conn.run("true", term_type="xterm", term_size=(100_000, 100_000), check=False)
+        except asyncssh.ChannelOpenError:
+            pass
+        else:
+            raise AssertionError("an oversized pty was accepted")
+        # The same connection, a sane request: the help, exit 0.
+        got = await conn.run("true", check=False)
+        assert got.exit_status == 0 and "Hello alice" in str(got.stdout)
