@@ -15,6 +15,7 @@ from dmd.core import DM
 from dmd.ssh.hostkey import FILE_NAME
 from tests.access.conftest import KeyPair
 from tests.conftest import PASSWORD, AppFactory, login
+from tests.databases import every_database  # noqa: F401 (fixture: logins and audit on all three databases)
 from tests.ssh.conftest import Gateway, make_gateway, run
 from tests.waiting import wait_for
 

@@ -10,6 +10,7 @@ import os
 import sys
 from pathlib import Path
 
+from tests.databases import every_database  # noqa: F401 (fixture: resolution and config on all three databases)
 from tests.ssh.conftest import Gateway, Run, add_instance, scripted_node
 
 
