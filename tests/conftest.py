@@ -98,13 +98,14 @@ def database() -> str:
 @pytest.fixture
 async def make_client(aiohttp_client: Any, tmp_path: Path, database: str,
                       database_templates: Templates) -> AsyncIterator[AppFactory]:
-    """make_client(**config overrides) -> a test client on a fresh dmd, on the `database` server.
+    """make_client(host="127.0.0.1", **config overrides) -> a test client on a fresh dmd listening on
+    `host`, on the `database` server.
 
     Every dmd one test makes shares one database (as they share the data dir's SQLite file)."""
     made: list[TestClient] = []  # type: ignore[type-arg]
     server: list[tuple[str, Callable[[], Awaitable[None]]]] = []
 
-    async def factory(**overrides: Any) -> TestClient:  # type: ignore[type-arg]
+    async def factory(*, host: str = "127.0.0.1", **overrides: Any) -> TestClient:  # type: ignore[type-arg]
         if database != "sqlite" and "database" not in overrides:
             if not server:
                 server.append(await fresh_database(database, database_templates))
@@ -113,7 +114,7 @@ async def make_client(aiohttp_client: Any, tmp_path: Path, database: str,
         from tests.leftovers import SEEN
 
         SEEN.add(app[DM].hub.installation_id)
-        made.append(await aiohttp_client(app))
+        made.append(await aiohttp_client(app, server_kwargs={"host": host}))
         return made[-1]
 
     yield factory
