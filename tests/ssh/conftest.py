@@ -142,3 +142,31 @@ async def add_instance(gw: Gateway, who: str, node_id: int, name: str) -> int:
     made = await gw.api("POST", "/instances", who, {"name": name, "image": "gw/busybox:latest",
                                                     "node_id": node_id}, 201)
     return int(made["id"])
+
+
+async def interactive(cfg: Path, host: str) -> int:
+    """`ssh -tt host`: wait for the prompt, type a line, see its result (not its echo), exit 4."""
+    proc = await asyncio.create_subprocess_exec("ssh", "-F", str(cfg), "-tt", host, stdin=asyncio.subprocess.PIPE,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    assert proc.stdin is not None and proc.stdout is not None
+    seen = b""
+
+    async def until(marker: bytes) -> None:
+        nonlocal seen
+        async with asyncio.timeout(30):
+            while marker not in seen:
+                chunk = await proc.stdout.read(4096)  # type: ignore[union-attr]
+                assert chunk, f"the session ended before {marker!r}: {seen!r}"
+                seen += chunk
+        seen = seen[seen.index(marker) + len(marker):]
+
+    try:
+        await until(b"# ")
+        proc.stdin.write(b"echo dm-$((6*7))\n")
+        await until(b"dm-42")
+        proc.stdin.write(b"exit 4\n")
+        return await asyncio.wait_for(proc.wait(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

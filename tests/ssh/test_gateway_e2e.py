@@ -20,7 +20,7 @@ from dmd.core import DM
 from tests.access.conftest import KeyPair
 from tests.conftest import AppFactory, add_user, make_token
 from tests.instances.conftest import instance, wait_for
-from tests.ssh.conftest import Run, run
+from tests.ssh.conftest import Run, interactive, run
 
 # A tiny HTTP server inside the instance, on its loopback only (the image has perl-base, no python).
 HTTP_SERVER = ("perl -MIO::Socket::INET -e '$s=IO::Socket::INET->new(LocalAddr=>\"127.0.0.1\",LocalPort=>8080,"
@@ -85,6 +85,8 @@ async def test_ssh_scp_and_a_tunnel_through_the_gateway(client: TestClient, admi
     got = await ssh(cfg, "box", "echo dm-$((6*7)); exit 3")
     assert got.returncode == 3 and got.stdout.strip() == "dm-42", got
     assert "Warning: Permanently added" not in got.stderr
+    # An interactive shell on a terminal.
+    assert await interactive(cfg, "box") == 4
 
     # scp both ways (SFTP under OpenSSH 9), a megabyte of random bytes.
     payload = secrets.token_bytes(1 << 20)
