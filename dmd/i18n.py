@@ -723,6 +723,16 @@ CATALOGUE: dict[str, tuple[str, str]] = {
                          "(sshd がノード自身の 22 番ポートを使ってしまうため)。"),
     "ssh.off": ("SSH is off for this instance: DM puts none of your keys into it. Turn it on below.",
                 "このインスタンスの SSH はオフです。DM は鍵を入れません。下のフォームでオンにできます。"),
+    "ssh.no_server_gateway": ("This image has no SSH server (sshd): DM serves SSH for it through its gateway (below); "
+                              "the instance runs normally.",
+                              "このイメージには SSH サーバー (sshd) がありません。"
+                              "DM がゲートウェイ経由で SSH を提供します (下記)。インスタンスは通常どおり動作します。"),
+    "ssh.gateway": ("Through DM's SSH gateway", "DM の SSH ゲートウェイ経由"),
+    "ssh.gateway_hint": ("No port map needed: your DM username and SSH keys, over the node's own link to DM "
+                         "(-L tunnels and scp work too).",
+                         "ポートマップは不要です。DM のユーザー名と SSH 鍵で、ノードから DM への接続を通ります "
+                         "(-L トンネルや scp も使えます)。"),
+    "ssh.gateway_config_link": ("A ~/.ssh/config for all your instances", "全インスタンス用の ~/.ssh/config"),
     "ssh.no_server": ("This image has no SSH server (sshd), so DM cannot let you in over SSH; the instance runs "
                       "normally.",
                       "このイメージには SSH サーバー (sshd) がないため、DM は SSH でのログインを提供できません。"

@@ -216,6 +216,18 @@ async def help_text(dm: Dm, user: User, limit: int = 50) -> str:
     return "\n".join(lines)
 
 
+def instance_command(dm: Dm, user: User, inst: Instance) -> str | None:
+    """`ssh -J ... root@train` for `user` to reach the instance through the gateway (None when
+    the gateway is off or SSH is turned off for it). Another user's instance (an administrator
+    looking) is named by id: names are only unique per owner."""
+    addr = dm.gateway.address
+    if addr is None or not inst.ssh_enabled or inst.host_network:
+        return None
+    login = str((inst.ssh_status or {}).get("user") or "root")
+    target = inst.name if inst.owner_id == user.id else str(inst.id)
+    return f"ssh -J {addr.jump(user.username)} {login}@{target}"
+
+
 # --- ~/.ssh/config -------------------------------------------------------------------------------
 
 def gateway_address(dm: Dm) -> GatewayAddress:

@@ -122,3 +122,17 @@ async def test_an_oversized_terminal_is_refused_and_the_connection_goes_on(gatew
         # The same connection, a sane request: the help, exit 0.
         got = await conn.run("true", check=False)
         assert got.exit_status == 0 and "Hello alice" in str(got.stdout)
+
+
+async def test_the_instance_page_shows_the_way_through_the_gateway(gateway: Gateway) -> None:
+    from tests.conftest import login
+
+    node = await scripted_node(gateway)
+    iid = await add_instance(gateway, "alice", node, "train")
+    await login(gateway.client, "alice@example.org")
+    page = await (await gateway.client.get(f"/instances/{iid}")).text()
+    assert f"ssh -J alice@127.0.0.1:{gateway.port} root@train" in page
+    # An administrator looking at it reaches it by id (names are unique per owner only).
+    await login(gateway.client, "boss@example.org")
+    page = await (await gateway.client.get(f"/instances/{iid}")).text()
+    assert f"ssh -J boss@127.0.0.1:{gateway.port} root@{iid}" in page
