@@ -42,6 +42,8 @@ API: dict[tuple[str, str], Row] = {
     ('GET', '/api/v1/port-maps/{id}'):                         (401, 200, 404, 404, 200),
     ('GET', '/api/v1/shares'):                                 (401, 200, 200, 200, 200),
     ('GET', '/api/v1/ssh-keys'):                               (401, 200, 200, 200, 200),
+    ('GET', '/api/v1/ssh/config'):                             (401, 200, 200, 200, 200),
+    ('GET', '/api/v1/ssh/gateway'):                            (401, 200, 200, 200, 200),
     ('GET', '/api/v1/ssh-keys/{id}'):                          (401, 200, 404, 404, 404),
     ('GET', '/api/v1/tokens'):                                 (401, 200, 200, 200, 200),
     ('GET', '/api/v1/users'):                                  (401, 403, 403, 403, 200),
