@@ -67,6 +67,7 @@ bench: $(STAMP) services
 	$(BIN)/python bench/instance_start.py
 	$(BIN)/python bench/port_maps.py
 	$(BIN)/python bench/ssh_gateway.py
+	$(BIN)/python bench/terminal.py
 	$(BIN)/python bench/profile_paths.py
 	@test -x dist/dmc || scripts/build-agent.sh
 	$(BIN)/python bench/agent_idle.py
