@@ -607,6 +607,8 @@ CATALOGUE: dict[str, tuple[str, str]] = {
                    "ブラウザー上でインスタンスのシェルを使えます。複数同時に開けます。テキストを選択するとコピーでき、"
                    "Ctrl+Shift+V (Mac では ⌘V) で貼り付けられます。"),
     "term.open": ("Open a terminal", "ターミナルを開く"),
+    "term.shell": ("Shell", "シェル"),
+    "term.shell_placeholder": ("your login shell, else bash, else sh", "ログインシェル、なければ bash、sh"),
     "term.name": ("Terminal {n}", "ターミナル {n}"),
     "term.reconnect": ("Reconnect", "再接続"),
     "term.close": ("Close", "閉じる"),

@@ -1,4 +1,4 @@
-"""The browser terminal's WebSocket: `GET /instances/{id}/terminal/ws?csrf=…&cols=…&rows=…`.
+"""The browser terminal's WebSocket: `GET /instances/{id}/terminal/ws?csrf=…&cols=…&rows=…[&shell=/bin/zsh]`.
 
 Everything is checked before the upgrade, so a refusal is a plain HTTP 4xx the page can show:
 the caller's browser session (a cookie; bearer tokens are not for this route), the Origin header
@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -44,6 +45,7 @@ routes = web.RouteTableDef()
 
 MAX_INPUT = 64 * 1024  # bytes in one frame from the browser (keystrokes, a piece of a paste)
 MAX_SIZE = 1000  # columns and rows, each
+SHELL_RE = re.compile(r"/[A-Za-z0-9._+/-]{1,254}")  # a path, never a command line
 DEFAULT_COLS, DEFAULT_ROWS = 80, 24
 HEARTBEAT_S = 30.0  # pings keep proxies from closing an idle terminal and find dead browsers
 BROWSER_CLOSED = "the browser closed the terminal"
@@ -180,9 +182,15 @@ async def terminal_ws(request: web.Request) -> web.StreamResponse:
         rows = bounded_size(request.query.get("rows", str(DEFAULT_ROWS)))
         if cols is None or rows is None:
             raise BadRequest(f"cols and rows must be integers from 1 to {MAX_SIZE}", code="invalid")
+        shell = request.query.get("shell", "")
+        if shell and not SHELL_RE.fullmatch(shell):
+            raise BadRequest("shell must be an absolute path of letters, digits and ._+-/ (for example /bin/bash)",
+                             code="invalid", field="shell")
         if not ws.can_prepare(request).ok:
             raise BadRequest("this address takes a WebSocket only", code="websocket_only")
-        opening = p.StreamOpen("exec", iid, exec=p.ExecParams(tty=True, cols=cols, rows=rows))
+        # The user's shell when they chose one; else the agent picks (login shell, bash, sh).
+        opening = p.StreamOpen("exec", iid, exec=p.ExecParams(cmd=[shell] if shell else [], tty=True, cols=cols,
+                                                              rows=rows))
         async with contextlib.AsyncExitStack() as stack:
             stream = await stack.enter_async_context(instance_stream(request, ident, opening, "terminal"))
             moved = stack.pop_all()

@@ -106,6 +106,9 @@ async def test_refused_before_the_upgrade(client: TestClient, alice: str, stream
     # Sizes out of bounds.
     for cols, rows in (("0", "24"), ("80", "1001"), ("-1", "5"), ("abc", "24")):
         await _refused(client, _ws_url(csrf=alice, cols=cols, rows=rows), origin, 400, "cols and rows")
+    # A shell is a path, never a command line.
+    for shell in ("bash", "/bin/sh%20-c%20id", "/bin/$(id)", "/bin/sh;id", "/" + "x" * 300):
+        await _refused(client, _ws_url(csrf=alice, **{"shell": shell}), origin, 400, "shell must be an absolute path")
     assert streams.opened == []  # none of these reached the use case
     # An instance she may not use, and one that does not exist: the same 403.
     await _refused(client, _ws_url(8, csrf=alice), origin, 403, None)
@@ -302,3 +305,14 @@ async def test_origin_as_the_proxy_and_public_url_say(make_client: Any, streams:
         await ws.close()
     else:
         await _refused(client, _ws_url(csrf=csrf), {**headers, "Origin": origin}, 403, "Origin is not this site")
+
+
+async def test_the_shell_she_chose_is_what_runs(client: TestClient, alice: str, streams: Streams) -> None:  # type: ignore[type-arg]
+    chosen_url = _ws_url(csrf=alice, **{"shell": "/bin/zsh"})  # a query parameter, not subprocess's shell=
+    ws = await client.ws_connect(chosen_url, headers={"Origin": _origin(client)})
+    await ws.close()
+    ws = await client.ws_connect(_ws_url(csrf=alice), headers={"Origin": _origin(client)})
+    await ws.close()
+    chosen, default = (params for _, _, params, _ in streams.opened)
+    assert chosen.cmd == ["/bin/zsh"] and chosen.tty
+    assert default.cmd == []  # nothing chosen: the agent picks the login shell, else bash, else sh

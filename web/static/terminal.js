@@ -37,6 +37,7 @@
   function wsUrl(section, term) {
     const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
     const q = new URLSearchParams({ csrf: section.dataset.csrf, cols: term.cols, rows: term.rows });
+    if (term.dmShell) q.set("shell", term.dmShell); // the user's choice; else the agent picks bash or sh
     return `${scheme}//${window.location.host}${section.dataset.wsUrl}?${q}`;
   }
 
@@ -49,7 +50,7 @@
     if (text && navigator.clipboard && window.isSecureContext) navigator.clipboard.writeText(text).catch(() => {});
   }
 
-  function openTerminal(section, list, template, n) {
+  function openTerminal(section, list, template, n, shell) {
     const el = template.content.firstElementChild.cloneNode(true);
     const box = el.querySelector(".term-box");
     const state = el.querySelector(".term-state");
@@ -64,6 +65,7 @@
       fontSize: 14,
       theme: { background: "#0f1217" }, // the box's own colour (dm.css .term)
     });
+    term.dmShell = shell || "";
     const fit = new window.FitAddon.FitAddon();
     term.loadAddon(fit);
     term.open(box);
@@ -156,9 +158,17 @@
     const open = [];
     let count = 0;
     button.hidden = false;
+    const shell = document.getElementById("term-shell");
+    const shellLabel = section.querySelector('label[for="term-shell"]');
+    if (shell) shell.hidden = false;
+    if (shellLabel) shellLabel.hidden = false;
     button.addEventListener("click", () => {
+      if (shell && !shell.checkValidity()) {
+        shell.reportValidity();
+        return;
+      }
       count += 1;
-      open.push(openTerminal(section, list, template, count));
+      open.push(openTerminal(section, list, template, count, shell ? shell.value.trim() : ""));
     });
     // Each terminal fits its box: when the window changes, and when its box does.
     let pending = false;
