@@ -417,6 +417,7 @@ def make_link(config: AgentConfig, driver: RuntimeDriver | None = None, *,
     from agent.access.agentssh import AgentSsh
     from agent.access.channels import Channels
     from agent.access.ssh import SshAccess
+    from agent.file_copy import copy_handler
     from agent.link import AgentLink
     from agent.ports.manager import PortForwarding
     from agent.runtime.docker import DockerDriver
@@ -443,6 +444,7 @@ def make_link(config: AgentConfig, driver: RuntimeDriver | None = None, *,
     streams = StreamHandlers(workloads._find)
     for feature in workloads.features:
         feature.register_streams(streams)
+    streams.register("copy", copy_handler(runtime))  # files from the browser (agent/file_copy.py)
     link = AgentLink(config, handlers=registry, streams=streams, state_provider=workloads.snapshot,
                      facts_provider=workloads.facts)
     workloads.attach(link)

@@ -184,7 +184,7 @@ def start_dmd(workdir: Path, cpu: int | None) -> Dmd:
     logfile = workdir / "dmd.log"
     with logfile.open("wb") as f:
         proc = subprocess.Popen(
-            dmd_argv("serve", "--config", str(config), "--data-dir", str(data_dir),
+            dmd_argv("serve", "--ssh-listen", "off", "--config", str(config), "--data-dir", str(data_dir),
                      "--listen", f"127.0.0.1:{port}", "--sessions", "memory", "--log-level", "warning"),
             stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT, env=clean_env(), cwd=ROOT,
         )

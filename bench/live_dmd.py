@@ -50,15 +50,17 @@ async def live_dmd(image: str, **settings: str) -> AsyncIterator[Live]:
     """dmd --local-node on SQLite, an admin's token, and the local node online holding `image`;
     `settings` are dmd settings (local_port_forwarding="proxy", say), given as DMD_* variables."""
     data = Path(tempfile.mkdtemp(prefix="dm-bench-"))
-    env = {**os.environ, "HOME": str(data), **{f"DMD_{k.upper()}": v for k, v in settings.items()}}
+    # No SSH gateway unless asked (ssh_listen="127.0.0.1:0"): it would take the default port 2222.
+    env = {**os.environ, "HOME": str(data), "DMD_SSH_LISTEN": "off",
+           **{f"DMD_{k.upper()}": v for k, v in settings.items()}}
     subprocess.run([sys.executable, "-m", "dmd", "user", "create", "--email", "bench@example.org", "--admin",
                     "--password-stdin", "--data-dir", str(data)], input=PASSWORD + "\n", text=True, check=True,
                    env=env, capture_output=True, cwd=REPO)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-m", "dmd", "serve", "--data-dir", str(data), "--listen",
-                             f"127.0.0.1:{port}", "--local-node", "--log-level", "warning"], env=env, cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "dmd", "serve", "--data-dir", str(data),
+                             "--listen", f"127.0.0.1:{port}", "--local-node", "--log-level", "warning"],
+                            env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
             for _ in range(300):

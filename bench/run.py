@@ -515,7 +515,7 @@ def servers(workdir: Path, server_cpu: int | None) -> Iterator[tuple[Server, Ser
 
         port = free_port()
         dmd = start_server("dmd", dmd_argv(
-            "serve", "--config", str(config), "--data-dir", str(data_dir),
+            "serve", "--ssh-listen", "off", "--config", str(config), "--data-dir", str(data_dir),
             "--listen", f"127.0.0.1:{port}", "--sessions", "memory", "--log-level", "warning",
         ), port, workdir / "dmd.log", server_cpu)
         started.append(dmd)

@@ -1,7 +1,7 @@
 """The one composition root: build dmd's parts once, then the aiohttp application around them.
 
 Every part (configuration, database, hub, reconciler, port applier, blobs, token cache, login
-throttle, session secret, setup link, OpenAPI document, local node) is built here into one
+throttle, session secret, setup link, OpenAPI document, local node, SSH gateway) is built here into one
 `dmd.core.Dm`, kept under the application's one key `DM`. Handlers and use cases receive that
 object; nothing else constructs a part.
 """
@@ -36,6 +36,7 @@ from dmd.queries import settings as settings_svc
 from dmd.queries import setup as setup_svc
 from dmd.reconciler import Reconciler
 from dmd.sessions import make_storage
+from dmd.ssh import SshGateway
 from dmd.usecases import accounts
 from dmd.usecases.transfers import RefLocks, TransferGate
 
@@ -123,12 +124,16 @@ async def create_app(cfg: Config, *, db: Database | None = None, migrate: bool =
     api.register(app)
     dm.openapi = build_openapi(api.routes)
     setup_pages(app)
+    gateway = SshGateway(dm)
 
     async def _start(_: web.Application) -> None:
         await dm.hub.start()
+        await gateway.start()
 
     async def _stop_agents(_: web.Application) -> None:
-        # Before the server waits for open connections to finish: close the agents' links.
+        # Before the server waits for open connections to finish: close the SSH gateway (its
+        # forwards ride on the agents' links) and the agents' links.
+        await gateway.stop()
         await dm.local_node.stop()
         await dm.reconciler.stop()
         await dm.hub.stop()

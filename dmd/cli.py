@@ -7,11 +7,12 @@ import asyncio
 import gc
 import getpass
 import logging
+import os
 import signal
 import sys
 from typing import Any
 
-from dmd import __version__
+from dmd import __version__, ssh_config
 from dmd.config import Config, ConfigError, load
 from dmd.errors import StartupError
 
@@ -38,6 +39,8 @@ def parser() -> argparse.ArgumentParser:
                    help="memory (default), redis://HOST:PORT/DB or memcached://HOST:PORT [DMD_SESSIONS]")
     s.add_argument("--public-url", dest="public_url", metavar="URL",
                    help="how browsers and agents reach dmd, e.g. https://dm.example.org [DMD_PUBLIC_URL]")
+    s.add_argument("--ssh-listen", dest="ssh_listen", metavar="HOST:PORT",
+                   help="the SSH gateway's address (default 0.0.0.0:2222; off: none) [DMD_SSH_LISTEN]")
     s.add_argument("--log-level", dest="log_level", choices=["debug", "info", "warning", "error"])
     s.add_argument("--local-node", dest="local_node", action="store_const", const=True, default=None,
                    help="also run a node agent in this process against the local Docker socket [DMD_LOCAL_NODE]")
@@ -53,11 +56,22 @@ def parser() -> argparse.ArgumentParser:
     uc.add_argument("--username")
     uc.add_argument("--admin", action="store_true")
     uc.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+
+    c = sub.add_parser("ssh-config", help="print a ~/.ssh/config block for your instances through DM's SSH "
+                       "gateway (and save the host keys to trust)",
+                       description="Run on your own machine: dmd ssh-config --url https://dm.example "
+                       "--token dm_... >> ~/.ssh/config; then `ssh NAME` reaches instance NAME.")
+    c.add_argument("--url", default=os.environ.get("DM_URL"), help="DM's address, e.g. https://dm.example [DM_URL]")
+    c.add_argument("--token", default=None, help="an API token of yours (made on your account page) [DM_TOKEN]; "
+                   "prefer the environment: a command line is visible to other users of the machine")
+    c.add_argument("--known-hosts", dest="known_hosts", default=ssh_config.KNOWN_HOSTS,
+                   help=f"where to save the host keys to trust (default {ssh_config.KNOWN_HOSTS}); - prints them "
+                   "to standard error instead")
     return p
 
 
 def _cli_settings(args: argparse.Namespace) -> dict[str, Any]:
-    names = ("listen", "data_dir", "database", "sessions", "public_url", "log_level", "local_node")
+    names = ("listen", "data_dir", "database", "sessions", "public_url", "log_level", "local_node", "ssh_listen")
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
 
@@ -164,6 +178,8 @@ async def _user_create(cfg: Config, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "ssh-config":  # a client of the API: no dmd configuration needed
+        return ssh_config.run(args.url, args.token or os.environ.get("DM_TOKEN"), args.known_hosts)
     try:
         cfg = load(args.config, _cli_settings(args))
     except ConfigError as e:

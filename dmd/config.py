@@ -19,6 +19,7 @@ SYSTEM_CONFIG = Path("/etc/dmd/config.json")
 USER_CONFIG = Path("~/.config/dmd/config.json")
 
 DEFAULT_PORT = 3150
+DEFAULT_SSH_PORT = 2222
 
 
 class ConfigError(Exception):
@@ -60,7 +61,10 @@ class Config:
     # Image uploads and copies are spooled here, never beside the SQLite file; empty: <data_dir>/blobs.
     spool_dir: str = ""
     spool_min_free_bytes: int = 1024**3  # an upload is refused (507) when it would leave less free
+    file_upload_max_bytes: int = 4 * 1024**3  # one file uploaded into an instance from its page (413 beyond)
     registry_allow: str = ""  # registries on private/loopback addresses pulls may reach (hosts, networks)
+    # The SSH gateway (dmd.ssh): HOST:PORT, port 0 for any free one (tests); "" or "off": none.
+    ssh_listen: str = f"0.0.0.0:{DEFAULT_SSH_PORT}"
     streams_per_user: int = 16  # terminals, SSH sessions, tunnels and file copies a user has open at once
 
     # parsed forms, filled by validate()
@@ -68,12 +72,15 @@ class Config:
     port: int = field(default=DEFAULT_PORT, init=False, repr=False)
     proxy_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
         default=(), init=False, repr=False)
+    ssh_host: str = field(default="", init=False, repr=False)
+    ssh_port: int | None = field(default=None, init=False, repr=False)  # None: no gateway
 
     def validate(self) -> Config:
         m = re.fullmatch(r"\[?([^\[\]]*?)\]?:(\d{1,5})", self.listen)
         if not m or not 0 < int(m.group(2)) < 65536:
             raise ConfigError("listen", f"expected HOST:PORT (for example 0.0.0.0:3150), got {self.listen!r}")
         self.host, self.port = m.group(1) or "0.0.0.0", int(m.group(2))
+        self.ssh_host, self.ssh_port = parse_ssh_listen(self.ssh_listen)
         if not self.data_dir:
             self.data_dir = str(default_data_dir())
         self.data_dir = str(Path(self.data_dir).expanduser())
@@ -106,6 +113,8 @@ class Config:
             raise ConfigError("log_level", "expected debug, info, warning or error")
         if self.max_body_bytes < 1024:
             raise ConfigError("max_body_bytes", "must be at least 1024")
+        if self.file_upload_max_bytes < 1:
+            raise ConfigError("file_upload_max_bytes", "must be at least 1")
         from agent.ports.pools import PoolError, parse_ranges
 
         try:
@@ -144,6 +153,18 @@ class Config:
         if ":" in host:
             host = f"[{host}]"
         return f"http://{host}:{self.port}"
+
+
+def parse_ssh_listen(value: str) -> tuple[str, int | None]:
+    """`ssh_listen` as (host, port); port None when the gateway is off ("" or "off")."""
+    text = value.strip()
+    if text.lower() in ("", "off", "none", "no", "false", "0"):
+        return "", None
+    m = re.fullmatch(r"\[?([^\[\]]*?)\]?:(\d{1,5})", text)
+    if not m or int(m.group(2)) > 65535:
+        raise ConfigError("ssh_listen", f"expected HOST:PORT (for example 0.0.0.0:{DEFAULT_SSH_PORT}) or off, "
+                                        f"got {value!r}")
+    return m.group(1) or "0.0.0.0", int(m.group(2))
 
 
 LOOPBACK = ["127.0.0.0/8", "::1/128"]

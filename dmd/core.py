@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from dmd.follows import FollowCounter
+from dmd.gateway_links import GatewayLinks
 from dmd.live import LiveSessions
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ class Dm:
     setup_link: str | None = None  # the one-time first-run link while no user exists
     openapi: dict[str, Any] = field(default_factory=dict)  # the API's OpenAPI document
     follows: FollowCounter = field(default_factory=FollowCounter)  # log streams each user follows now
+    gateway: GatewayLinks = field(default_factory=GatewayLinks)  # the SSH gateway's address and connections
     live: LiveSessions = field(default_factory=LiveSessions)  # terminals, SSH sessions, tunnels open now
 
 

@@ -146,6 +146,25 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "tokens.created": ("Token \"{name}\" created", "トークン「{name}」を作成しました"),
     "tokens.copy_now": ("Copy it now and keep it somewhere safe: it will not be shown again.",
                         "今すぐコピーして安全な場所に保管してください。二度と表示されません。"),
+    "gateway.title": ("SSH gateway", "SSH ゲートウェイ"),
+    "gateway.intro": ("Reach your instances with ssh through DM, with the SSH keys you added here and your "
+                      "username: ssh -J USER@HOST:PORT root@INSTANCE.",
+                      "ここで登録した SSH 鍵とユーザー名で、DM 経由でインスタンスに ssh できます: "
+                      "ssh -J USER@HOST:PORT root@INSTANCE"),
+    "gateway.address": ("Address", "アドレス"),
+    "gateway.fingerprint": ("Host key", "ホスト鍵"),
+    "gateway.fingerprint_hint": ("ssh shows this fingerprint on the first connection: compare before you "
+                                 "answer yes (or trust the lines below and it will not ask).",
+                                 "初回接続時に ssh がこのフィンガープリントを表示します。yes と答える前に"
+                                 "照合してください (下の行を信頼済みにすれば質問されません)。"),
+    "gateway.config": ("Your ~/.ssh/config", "~/.ssh/config の設定"),
+    "gateway.config_hint": ("Append this to ~/.ssh/config; then `ssh NAME` reaches instance NAME.",
+                            "~/.ssh/config に追記すると `ssh NAME` でインスタンス NAME に接続できます。"),
+    "gateway.known_hosts": ("Host keys to trust (save as {path})", "信頼するホスト鍵 ({path} に保存)"),
+    "gateway.cli_hint": ("Or on your machine, with an API token of yours:",
+                         "または手元のマシンで API トークンを使って:"),
+    "gateway.no_instances": ("You have no instances yet.", "インスタンスはまだありません。"),
+    "gateway.off": ("The SSH gateway is turned off on this DM.", "この DM では SSH ゲートウェイが無効です。"),
     "tokens.copy": ("Copy", "コピー"),
     "tokens.copied": ("Copied", "コピーしました"),
     "tokens.usage": ("Send it in the Authorization header:", "Authorization ヘッダーで送信します:"),
@@ -582,6 +601,42 @@ CATALOGUE: dict[str, tuple[str, str]] = {
                                    "ノードはオフラインです。復帰した時点でコンテナーを削除します。"),
     "inst.delete_submit": ("Delete for good", "完全に削除"),
     # --- logs and commit ----------------------------------------------------------------------------
+    "term.title": ("Terminal", "ターミナル"),
+    "term.intro": ("A shell in the instance, in your browser; open several at once. Select text to copy it; paste with "
+                   "Ctrl+Shift+V (⌘V on a Mac).",
+                   "ブラウザー上でインスタンスのシェルを使えます。複数同時に開けます。テキストを選択するとコピーでき、"
+                   "Ctrl+Shift+V (Mac では ⌘V) で貼り付けられます。"),
+    "term.open": ("Open a terminal", "ターミナルを開く"),
+    "term.shell": ("Shell", "シェル"),
+    "term.shell_placeholder": ("your login shell, else bash, else sh", "ログインシェル、なければ bash、sh"),
+    "term.name": ("Terminal {n}", "ターミナル {n}"),
+    "term.reconnect": ("Reconnect", "再接続"),
+    "term.close": ("Close", "閉じる"),
+    "term.ended": ("session ended", "セッション終了"),
+    "term.lost": ("the connection was lost or refused", "接続が切れたか、拒否されました"),
+    "term.exit_status": ("exit status", "終了ステータス"),
+    "term.needs_js": ("The terminal needs JavaScript.", "ターミナルには JavaScript が必要です。"),
+    "term.not_running": ("A terminal opens while the instance is running.",
+                         "ターミナルはインスタンスの実行中に開けます。"),
+    "term.unsupported": ("This node's agent cannot run a terminal (its runtime has no interactive exec).",
+                         "このノードのエージェントはターミナルを実行できません "
+                         "(ランタイムが対話的な exec に対応していません)。"),
+    "files.title": ("Files", "ファイル"),
+    "files.intro": ("Upload a file into the instance, or download a file or a folder as a tar archive.",
+                    "インスタンスにファイルをアップロードするか、"
+                    "ファイルやフォルダーを tar アーカイブとしてダウンロードします。"),
+    "files.file": ("File", "ファイル"),
+    "files.dir": ("Into the folder", "アップロード先フォルダー"),
+    "files.upload": ("Upload", "アップロード"),
+    "files.uploading": ("Uploading…", "アップロード中…"),
+    "files.uploaded": ("Uploaded:", "アップロードしました:"),
+    "files.failed": ("The upload failed:", "アップロードに失敗しました:"),
+    "files.needs_js": ("Uploading needs JavaScript; downloading does not.",
+                       "アップロードには JavaScript が必要です (ダウンロードには不要です)。"),
+    "files.path": ("File or folder", "ファイルまたはフォルダー"),
+    "files.download": ("Download (.tar)", "ダウンロード (.tar)"),
+    "files.unsupported": ("This node's agent cannot copy files.",
+                          "このノードのエージェントはファイルをコピーできません。"),
     "logs.title": ("Logs", "ログ"),
     "logs.intro": ("The last {n} lines the container wrote.", "コンテナーが出力した直近 {n} 行です。"),
     "logs.follow": ("Follow", "追跡"),
@@ -704,6 +759,16 @@ CATALOGUE: dict[str, tuple[str, str]] = {
                          "(sshd がノード自身の 22 番ポートを使ってしまうため)。"),
     "ssh.off": ("SSH is off for this instance: DM puts none of your keys into it. Turn it on below.",
                 "このインスタンスの SSH はオフです。DM は鍵を入れません。下のフォームでオンにできます。"),
+    "ssh.no_server_gateway": ("This image has no SSH server (sshd): DM serves SSH for it through its gateway (below); "
+                              "the instance runs normally.",
+                              "このイメージには SSH サーバー (sshd) がありません。"
+                              "DM がゲートウェイ経由で SSH を提供します (下記)。インスタンスは通常どおり動作します。"),
+    "ssh.gateway": ("Through DM's SSH gateway", "DM の SSH ゲートウェイ経由"),
+    "ssh.gateway_hint": ("No port map needed: your DM username and SSH keys, over the node's own link to DM "
+                         "(-L tunnels and scp work too).",
+                         "ポートマップは不要です。DM のユーザー名と SSH 鍵で、ノードから DM への接続を通ります "
+                         "(-L トンネルや scp も使えます)。"),
+    "ssh.gateway_config_link": ("A ~/.ssh/config for all your instances", "全インスタンス用の ~/.ssh/config"),
     "ssh.no_server": ("This image has no SSH server (sshd), so DM cannot let you in over SSH; the instance runs "
                       "normally.",
                       "このイメージには SSH サーバー (sshd) がないため、DM は SSH でのログインを提供できません。"

@@ -21,6 +21,7 @@ from aiohttp.typedefs import Middleware
 from aiohttp_session import AbstractStorage, get_session, session_middleware
 
 from agent.protocol import AGENT_WS_PATH
+from dmd import csp
 from dmd.api.registry import error_response
 from dmd.auth import csrf
 from dmd.core import DM
@@ -94,11 +95,7 @@ def secure_headers(request: web.Request, resp: web.StreamResponse) -> web.Stream
     h.setdefault("Referrer-Policy", "same-origin")
     if not _is_api(request):
         h.setdefault("X-Frame-Options", "DENY")
-        h.setdefault(
-            "Content-Security-Policy",
-            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-            "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
-        )
+        h.setdefault("Content-Security-Policy", csp.policy())  # a page may have set its own (a nonce)
     if is_https(request):
         for morsel in resp.cookies.values():
             morsel["secure"] = True

@@ -111,3 +111,33 @@ def server_url(request: web.Request) -> str:
         return cfg.public_url
     origin = remember(request)
     return f"{'https' if origin.https else 'http'}://{origin.host}"
+
+
+_DEFAULT_PORTS = {"http": ":80", "https": ":443"}
+
+
+def _origin_text(scheme: str, host: str) -> str:
+    scheme, host = scheme.lower(), host.lower().rstrip(".")
+    return f"{scheme}://{host.removesuffix(_DEFAULT_PORTS.get(scheme, '@'))}"
+
+
+def own_origins(request: web.Request) -> set[str]:
+    """The origins this site's pages have: what the browser used to reach dmd (its scheme as
+    the trusted proxies tell it) and the configured public URL's."""
+    origin = remember(request)
+    own = {_origin_text("https" if origin.https else "http", origin.host)}
+    public = request.app[DM].config.public_url
+    if public:
+        scheme, _, rest = public.partition("://")
+        own.add(_origin_text(scheme, rest.split("/", 1)[0]))
+    return own
+
+
+def same_origin(request: web.Request) -> bool:
+    """The request's Origin header names this site (a WebSocket from another site's page carries
+    that page's origin; browsers always send Origin on a WebSocket, so a missing one is refused)."""
+    sent = request.headers.get("Origin", "")
+    scheme, sep, host = sent.partition("://")
+    if not sep or not host or "/" in host or len(sent) > 300:
+        return False
+    return _origin_text(scheme, host) in own_origins(request)

@@ -79,7 +79,8 @@ async def db(db_url: str) -> AsyncIterator[Database]:
 
 
 def make_config(tmp_path: Path, **overrides: Any) -> Config:
-    values: dict[str, Any] = {"data_dir": str(tmp_path / "data"), "listen": "127.0.0.1:3150"}
+    # No SSH gateway unless a test asks for one (ssh_listen="127.0.0.1:0"): tests run side by side.
+    values: dict[str, Any] = {"data_dir": str(tmp_path / "data"), "listen": "127.0.0.1:3150", "ssh_listen": "off"}
     values.update(overrides)
     return Config(**values).validate()
 

@@ -36,7 +36,8 @@ class DmdProcess:
 
 
 def _env(extra: dict[str, str] | None) -> dict[str, str]:
-    return {**os.environ, "HOME": "/nonexistent", **(extra or {})}
+    # No SSH gateway on the default port unless asked: other test runs share the machine.
+    return {**os.environ, "HOME": "/nonexistent", "DMD_SSH_LISTEN": "off", **(extra or {})}
 
 
 def create_user(data_dir: Path, email: str, *, admin: bool = False, env: dict[str, str] | None = None) -> None:

@@ -52,7 +52,7 @@ def test_invalid_config_exits_2_with_one_line(tmp_path):
 
 
 def test_unreachable_database_fails_clearly(tmp_path):
-    r = run_dmd("serve", "--data-dir", str(tmp_path), "--listen", f"127.0.0.1:{free_port()}",
+    r = run_dmd("serve", "--ssh-listen", "off", "--data-dir", str(tmp_path), "--listen", f"127.0.0.1:{free_port()}",
                 "--database", "postgresql://nobody@127.0.0.1:1/x")
     assert r.returncode == 1
     assert "cannot start: database" in r.stderr and "Traceback" not in r.stderr
@@ -84,7 +84,8 @@ def test_migrate_and_user_create(tmp_path):
 def test_serve_prints_setup_link_and_stops_on_sigterm(tmp_path):
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dmd", "serve", "--data-dir", str(tmp_path), "--listen", f"127.0.0.1:{port}"],
+        [sys.executable, "-m", "dmd", "serve", "--ssh-listen", "off", "--data-dir", str(tmp_path),
+         "--listen", f"127.0.0.1:{port}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:

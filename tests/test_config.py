@@ -43,6 +43,9 @@ def test_precedence_file_env_cli(tmp_path):
     ({"local_port_pool": "30000-20000"}, "local_port_pool"),
     ({"local_port_pool": "1-70000"}, "local_port_pool"),
     ({"local_port_forwarding": "magic"}, "local_port_forwarding"),
+    ({"ssh_listen": "2222"}, "ssh_listen"),
+    ({"ssh_listen": "0.0.0.0:70000"}, "ssh_listen"),
+    ({"ssh_listen": "yes please"}, "ssh_listen"),
 ])
 def test_invalid_settings_name_the_key(tmp_path, values, key):
     f = tmp_path / "config.json"
@@ -76,3 +79,14 @@ def test_password_is_redacted_in_errors():
     with pytest.raises(ConfigError) as e:
         Config(database="oracle://scott:tiger@db/x").validate()
     assert "tiger" not in str(e.value)
+
+
+def test_the_ssh_gateway_listens_where_told_or_not_at_all(tmp_path):
+    cfg = load(cli={"data_dir": str(tmp_path)}, environ={})
+    assert (cfg.ssh_host, cfg.ssh_port) == ("0.0.0.0", 2222)  # on by default
+    cfg = load(environ={"DMD_SSH_LISTEN": "127.0.0.1:0"})  # any free port (tests read it back)
+    assert (cfg.ssh_host, cfg.ssh_port) == ("127.0.0.1", 0)
+    cfg = load(cli={"ssh_listen": "[::1]:2022"}, environ={"DMD_SSH_LISTEN": "127.0.0.1:0"})
+    assert (cfg.ssh_host, cfg.ssh_port) == ("::1", 2022)
+    for off in ("", "off", "OFF"):
+        assert load(environ={"DMD_SSH_LISTEN": off}).ssh_port is None

@@ -2,16 +2,17 @@
 
     agent                     never imports dmd (the agent binary stays small; see also
                               tests/agent/test_no_server_imports.py, which imports it for real)
-    dmd.api, dmd.pages        reach storage and dmd's parts only through dmd.usecases and ctx.dm /
-                              dm_of(request): neither dmd.db nor dmd.queries, nor the parts'
-                              modules; pages never import the API (both use dmd.schemas, dmd.views)
-    dmd.usecases              imports neither the API nor the pages
+    dmd.api, dmd.pages,       reach storage and dmd's parts only through dmd.usecases and ctx.dm /
+    dmd.ssh (the gateway)     dm_of(request) / the gateway's Dm: neither dmd.db nor dmd.queries, nor
+                              the parts' modules; pages never import the API (both use dmd.schemas,
+                              dmd.views); neither imports the gateway nor the gateway them
+    dmd.usecases              imports none of those handlers
     dmd.queries               functions on a connection: none of the tiers above it
     dmd.db                    none of queries, use cases, API, pages
     shared modules            (schemas, views, models, errors, auth, net, state, i18n) none of
                               dmd.db, dmd.queries, the API or the pages
 
-and, in the handlers (dmd.api, dmd.pages), no transaction is opened (`.db` is never touched) and no
+and, in the handlers (dmd.api, dmd.pages, dmd.ssh), no transaction is opened (`.db` is never touched) and no
 application key is read (`app[...]`) except in the one place each package reads dmd's parts.
 """
 
@@ -24,7 +25,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-HANDLERS = ("dmd.api", "dmd.pages")
+# dmd.ssh (the SSH gateway) is a handler like the API and the pages: its clients speak SSH.
+HANDLERS = ("dmd.api", "dmd.pages", "dmd.ssh")
 PARTS = ("dmd.reconciler", "dmd.port_applier", "dmd.agents", "dmd.blobs", "dmd.local_node", "dmd.app")
 SHARED = ("dmd.schemas", "dmd.views", "dmd.models", "dmd.errors", "dmd.auth", "dmd.net", "dmd.state", "dmd.i18n")
 
@@ -43,6 +45,9 @@ RULES = (
     Rule(("dmd.pages",), ("dmd.api",), "pages never import the API: shared schemas and views are dmd.schemas, "
          "dmd.views"),
     Rule(("dmd.api",), ("dmd.pages",), "the API never imports the pages"),
+    Rule(("dmd.api", "dmd.pages"), ("dmd.ssh",), "the API and the pages never import the SSH gateway: what they "
+         "show of it comes from dmd.usecases.gateway"),
+    Rule(("dmd.ssh",), ("dmd.api", "dmd.pages"), "the SSH gateway never imports the API or the pages"),
     Rule(("dmd.usecases",), HANDLERS, "use cases never import the handlers"),
     Rule(("dmd.queries",), ("dmd.usecases", *HANDLERS, "dmd.core", *PARTS),
          "queries work on a connection and import none of the tiers above them"),
@@ -165,3 +170,15 @@ def test_a_handler_opening_a_transaction_or_reading_an_app_key_is_named(tmp_path
     found = violations(root)
     assert [v.split(": ")[0] for v in found] == ["dmd/api/h.py:2", "dmd/pages/p.py:2"]
     assert "touches the database" in found[0] and "reads an application key" in found[1]
+
+
+def test_the_ssh_gateway_is_held_to_the_handlers_rules(tmp_path: Path) -> None:
+    root = _tree(tmp_path, {
+        "dmd/ssh/server.py": "from dmd.queries import users\nfrom dmd.usecases import gateway\nimport dmd.api\n"
+                             "async def f(dm):\n    async with dm.db.read() as conn:\n        pass\n",
+        "dmd/api/h.py": "from dmd.ssh import server\n",
+        "dmd/usecases/u.py": "from dmd.ssh.server import SshGateway\n",
+    })
+    found = sorted(v.split(": ")[0] for v in violations(root))
+    assert found == ["dmd/api/h.py:1", "dmd/ssh/server.py:1", "dmd/ssh/server.py:3", "dmd/ssh/server.py:5",
+                     "dmd/usecases/u.py:1"]

@@ -160,7 +160,9 @@ fi
 
 for f in /etc/ssh/ssh_host_*_key.pub; do
   [ -r "$f" ] || continue
-  line=$(ssh-keygen -lf "$f" 2>/dev/null) && printf 'hostkey %s\n' "$line"
+  line=$(ssh-keygen -lf "$f" 2>/dev/null) || continue
+  printf 'hostkey %s\n' "$line"
+  printf 'hostpub %s\n' "$(head -c 16384 "$f")"
 done
 exit 0
 """
@@ -218,9 +220,15 @@ def _exec_failed(result: ExecResult) -> bool:
 
 
 def _host_keys(stdout: str) -> list[dict[str, str]]:
-    """``hostkey 256 SHA256:abc comment (ED25519)`` lines -> [{"type", "fingerprint"}]."""
+    """``hostkey 256 SHA256:abc comment (ED25519)`` lines, each followed by ``hostpub TYPE BASE64
+    comment`` (the public key itself) -> [{"type", "fingerprint", "key"}]."""
     found: list[dict[str, str]] = []
     for line in stdout.splitlines():
+        if line.startswith("hostpub ") and found:
+            pub = line.split()[1:3]
+            if len(pub) == 2:
+                found[-1]["key"] = " ".join(pub)
+            continue
         if not line.startswith("hostkey "):
             continue
         fields = line.split()

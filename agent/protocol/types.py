@@ -276,6 +276,7 @@ SshState = Literal["ready", "no_server", "not_running", "disabled", "error"]
 class SshHostKey:
     type: str
     fingerprint: str
+    key: str = ""  # the public key ("ssh-ed25519 AAAA..."): known_hosts lines for `dmd ssh-config`
 
 
 @dataclass(frozen=True, slots=True)

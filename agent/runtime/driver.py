@@ -54,6 +54,7 @@ from agent.runtime.errors import InvalidError, UnsupportedError
 from agent.runtime.image_tar import ImageSource
 
 __all__ = [
+    "ARCHIVE_CHUNK",
     "DEFAULT_EXEC_OUTPUT_LIMIT",
     "MANAGED_ACTIONS",
     "MAX_TERMINAL_SIZE",
@@ -64,6 +65,7 @@ __all__ = [
     "RuntimeDriver",
     "RuntimeEvent",
     "call_progress",
+    "check_archive_path",
     "check_terminal_size",
     "require",
 ]
@@ -84,6 +86,8 @@ MANAGED_ACTIONS: tuple[EventAction, ...] = (
 )
 
 DEFAULT_EXEC_OUTPUT_LIMIT = 16 * 1024 * 1024  # bytes per stream
+ARCHIVE_CHUNK = 64 * 1024  # get_archive yields at most this much at a time (a stream's chunk)
+MAX_ARCHIVE_PATH = 4096
 
 ProgressCallback: TypeAlias = Callable[[dict[str, Any]], Awaitable[None] | None]
 
@@ -186,6 +190,20 @@ def require(capabilities: Capabilities, name: str, what: str) -> None:
     """Raise :class:`UnsupportedError` unless the boolean capability ``name`` is there."""
     if not capabilities.can(name):
         raise UnsupportedError(f"{what}: this runtime driver cannot do that (capability {name})")
+
+
+def check_archive_path(path: str) -> None:
+    """A path for put_archive / get_archive: absolute, no NUL, bounded (``invalid`` else).
+    What it resolves to is the runtime's business: it is resolved inside the container."""
+    if not isinstance(path, str) or not path.startswith("/") or "\0" in path or len(path) > MAX_ARCHIVE_PATH:
+        raise InvalidError(f"a path in the container must be absolute (and at most {MAX_ARCHIVE_PATH} "
+                           f"characters): {path[:100]!r}")
+
+
+async def _refuse_archive(driver: RuntimeDriver, container: str) -> AsyncIterator[bytes]:
+    require(driver.capabilities(), "file_copy", f"copy files out of container {container}")
+    raise UnsupportedError("copy files: not implemented by this driver (capability file_copy)")
+    yield b""  # an async generator: the refusal comes when it is iterated, as a driver's would
 
 
 class RuntimeDriver(abc.ABC):
@@ -376,3 +394,18 @@ class RuntimeDriver(abc.ABC):
     @abc.abstractmethod
     async def list(self, *, all: bool = True, managed_only: bool = False) -> builtins.list[ContainerInfo]:
         """Containers (``all``: stopped ones too; ``managed_only``: only DM's)."""
+
+    # -- files (Capabilities.file_copy)
+
+    async def put_archive(self, container: str, path: str, chunks: AsyncIterator[bytes]) -> None:
+        """Extract the tar read from ``chunks`` into the directory ``path`` (absolute, resolved
+        inside the container), in chunks: never the whole archive in memory. Raises not_found
+        (no such container or directory), invalid (not a tar, a file where a directory is)."""
+        require(self.capabilities(), "file_copy", f"copy files into container {container}")
+        raise UnsupportedError("copy files: not implemented by this driver (capability file_copy)")
+
+    def get_archive(self, container: str, path: str) -> AsyncIterator[bytes]:
+        """``path`` (a file or a folder, with everything under it) as a tar, in chunks of at most
+        :data:`ARCHIVE_CHUNK` bytes; its members are named from ``path``'s last component.
+        Raises not_found (no such container or path) when iterated."""
+        return _refuse_archive(self, container)

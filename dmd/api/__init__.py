@@ -4,9 +4,21 @@ from dmd.api.registry import Api
 
 
 def build_api() -> Api:
-    from dmd.api import audit, auth, images, instances, meta, nodes, port_maps, ssh_keys, tokens, users
+    from dmd.api import (
+        audit,
+        auth,
+        images,
+        instances,
+        meta,
+        nodes,
+        port_maps,
+        ssh_gateway,
+        ssh_keys,
+        tokens,
+        users,
+    )
 
     api = Api()
-    for mod in (meta, auth, users, tokens, audit, nodes, instances, port_maps, images, ssh_keys):
+    for mod in (meta, auth, users, tokens, audit, nodes, instances, port_maps, images, ssh_keys, ssh_gateway):
         api.include(mod.api)
     return api

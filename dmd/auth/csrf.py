@@ -63,6 +63,12 @@ async def submitted_token(request: web.Request) -> str | None:
     return None
 
 
+def matches(got: str | None, expected: str | None) -> bool:
+    """A token sent some other way (a WebSocket's query, whose upgrade carries no form nor
+    header a page can set) is the session's, compared in constant time."""
+    return bool(expected) and bool(got) and same(got or "", expected or "")
+
+
 async def check(request: web.Request, expected: str | None) -> bool:
     got = await submitted_token(request)
     return bool(expected) and got is not None and same(got, expected or "")

@@ -13,12 +13,14 @@ from dmd.pages import (
     account,
     admin,
     auth_pages,
+    files,
     images,
     instances,
     nodes,
     port_maps,
     shares,
     ssh_keys,
+    terminal,
 )
 from dmd.pages.render import carry_flashes, setup_jinja, web_dir
 
@@ -34,3 +36,5 @@ def setup_pages(app: web.Application) -> None:
     images.setup(app)
     ssh_keys.setup(app)
     port_maps.setup(app)
+    terminal.setup(app)
+    files.setup(app)

@@ -21,6 +21,7 @@ from dmd.models import Node, PortMap
 from dmd.pages import forms
 from dmd.pages.render import current_identity, dm_of, flash
 from dmd.schemas import PortMapIn, is_digits, parse_id
+from dmd.usecases import gateway as gateway_uc
 from dmd.usecases import instances as inst_uc
 from dmd.usecases import nodes as node_uc
 from dmd.usecases import port_maps as port_uc
@@ -191,6 +192,8 @@ def instance_context(request: web.Request, page: inst_uc.Page) -> dict[str, Any]
     ssh = ssh_view(page.instance, node, page.key_ids, maps, request_host(request)) if node else None
     return {
         "ssh": ssh,
+        "gateway_command": gateway_uc.instance_command(dm_of(request), current_identity(request).user,
+                                                       page.instance),
         "owner_keys": page.owner_keys,
         "map_rows": map_rows(request, maps, {node.id: node} if node else {}),
         "pools": pools_text(node) if node else {},

@@ -23,7 +23,7 @@ from dmd.pages.render import (
     render,
 )
 from dmd.schemas import PasswordChangeIn, TokenCreateIn
-from dmd.usecases import accounts
+from dmd.usecases import accounts, gateway
 
 routes = web.RouteTableDef()
 
@@ -33,7 +33,9 @@ NEW_TOKEN_KEY = "new_token"  # noqa: S105 (a session key, not a secret)
 
 async def _page(request: web.Request, *, status: int = 200, **extra: Any) -> web.Response:
     ident = current_identity(request)
-    tokens = await accounts.list_tokens(dm_of(request), ident.user.id, limit=accounts.MAX_TOKENS_PER_USER)
+    dm = dm_of(request)
+    tokens = await accounts.list_tokens(dm, ident.user.id, limit=accounts.MAX_TOKENS_PER_USER)
+    view = await gateway.account_view(dm, ident.user)
     new_token = None
     if status == 200:
         session = await get_session(request)
@@ -50,6 +52,9 @@ async def _page(request: web.Request, *, status: int = 200, **extra: Any) -> web
         "token_error": None,
         "token_form": {"name": "", "expires_in_days": ""},
         "here": "/account",
+        "gateway": view.address,
+        "gateway_config": view.config,
+        "base_url": view.base_url,
     }
     ctx.update(extra)
     return await render(request, "account.html", ctx, status=status)

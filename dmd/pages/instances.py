@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from dmd import capabilities, csp
 from dmd.auth.flows import actor_of
 from dmd.errors import ApiError, NotFound
 from dmd.models import Instance, Node
@@ -302,10 +303,18 @@ async def _detail(request: web.Request, *, status: int = 200, **extra: Any) -> w
         "here": f"/instances/{inst.id}",
         "ssh_error": None, "map_error": None, "map_form": {"instance_port": "", "protocol": "tcp", "host_port": ""},
         "ssh_form": None,
+        # What the node's runtime can do for the terminal and the files sections.
+        "can_terminal": node is not None and capabilities.of(node).exec_tty,
+        "can_copy": node is not None and capabilities.of(node).file_copy,
     }
     ctx.update(access_ctx)
     ctx.update(extra)
-    return await render(request, "instance.html", ctx, status=status)
+    # xterm.js makes <style> elements: this response's nonce lets them in (dmd/csp.py).
+    nonce = ctx["style_nonce"] = csp.new_nonce() if inst.status == "running" and ctx["can_terminal"] else None
+    resp = await render(request, "instance.html", ctx, status=status)
+    if nonce:
+        resp.headers["Content-Security-Policy"] = csp.policy(nonce)
+    return resp
 
 
 @routes.get("/instances/{id}")

@@ -375,6 +375,15 @@ async def list_visible(conn: AsyncConnection, user: User, *, limit: int, after_i
     return [Instance.from_row(r) for r in (await conn.execute(q)).all()]
 
 
+async def named_visible(conn: AsyncConnection, user: User, name: str, *, limit: int) -> list[Instance]:
+    """The instances called `name` that `user` may use (theirs; administrators: everyone's), not
+    being deleted; at most `limit` (enough to name the candidates of an ambiguous name)."""
+    q = sa.select(instances).where(instances.c.name == name, LIVE).order_by(instances.c.id).limit(limit)
+    if not user.is_admin:
+        q = q.where(instances.c.owner_id == user.id)
+    return [Instance.from_row(r) for r in (await conn.execute(q)).all()]
+
+
 async def on_node(conn: AsyncConnection, node_id: int) -> list[Instance]:
     rows = (await conn.execute(sa.select(instances).where(instances.c.node_id == node_id)
                                .order_by(instances.c.id))).all()

@@ -160,6 +160,11 @@ async def get_by_email(conn: AsyncConnection, email: str) -> User | None:
     return None if row is None else User.from_row(row)
 
 
+async def get_by_username(conn: AsyncConnection, username: str) -> User | None:
+    row = (await conn.execute(sa.select(users).where(users.c.username == username))).first()
+    return None if row is None else User.from_row(row)
+
+
 async def password_hash_for(conn: AsyncConnection, user_id: int) -> str:
     return str(
         (await conn.execute(sa.select(users.c.password_hash).where(users.c.id == user_id))).scalar_one()

@@ -8,6 +8,9 @@ from typing import Annotated
 from pydantic import BaseModel, Field, StringConstraints
 
 __all__ = [
+    "SshConfigOut",
+    "SshConfigQuery",
+    "SshGatewayOut",
     "SshKeyCreateIn",
     "SshKeyCreatedOut",
     "SshKeyOut",
@@ -15,7 +18,7 @@ __all__ = [
     "SshKeyQuery",
 ]
 
-from dmd.schemas.base import MAX_ID, In, Name, PageQuery
+from dmd.schemas.base import MAX_ID, In, Name, PageQuery, QueryIn
 
 # --- SSH keys -----------------------------------------------------------------------
 
@@ -51,3 +54,28 @@ class SshKeyCreatedOut(SshKeyOut):
 
 class SshKeyQuery(PageQuery):
     user_id: int | None = Field(None, ge=1, le=MAX_ID, description="Administrators: list this user's keys")
+
+
+# --- the SSH gateway ----------------------------------------------------------------------
+
+class SshGatewayOut(BaseModel):
+    host: str = Field(description="The gateway's host as clients name it (the host of DM's public URL)")
+    port: int
+    host_key: str = Field(description="Its public host key, OpenSSH format: 'ssh-ed25519 AAAA…'")
+    fingerprint: str = Field(description="As `ssh-keygen -l` prints it: SHA256:…")
+    known_hosts: str = Field(description="The known_hosts line that trusts it ('[host]:port ssh-ed25519 AAAA…')")
+    username: str = Field(description="Your DM username: the SSH username at the gateway")
+
+
+class SshConfigQuery(QueryIn):
+    known_hosts_path: Annotated[str, StringConstraints(min_length=1, max_length=255)] = Field(
+        "~/.ssh/dm_known_hosts", description="The file UserKnownHostsFile names (where you save known_hosts)")
+
+
+class SshConfigOut(BaseModel):
+    config: str = Field(description="Host blocks for ~/.ssh/config: one per instance you may use, through the "
+                        "gateway (ProxyJump)")
+    known_hosts: str = Field(description="The lines of the file known_hosts_path: the gateway's host key and "
+                             "the instances' (their own sshd's and their node agent's)")
+    known_hosts_path: str
+    instances: int

@@ -100,7 +100,9 @@ async def update_user(dm: Dm, actor: Actor, user_id: int, fields: dict[str, Any]
     if after.disabled or before.role != after.role:
         # Disabled: nothing of theirs stays open. A new role: what they may use is decided again
         # at their next login or open.
-        await dm.live.end_for_user(user_id, "your account was disabled" if after.disabled else "your role changed")
+        reason = "your account was disabled" if after.disabled else "your role changed"
+        await dm.live.end_for_user(user_id, reason)
+        dm.gateway.end_for_user(user_id, reason)
     elif pw_hash:
         await dm.live.end_for_user(user_id, "your password changed", vias=BY_WEB_SESSION)
     return after
@@ -113,6 +115,7 @@ async def delete_user(dm: Dm, actor: Actor, user_id: int) -> User:
                            email=gone.email, username=gone.username)
     dm.token_cache.forget_user(user_id)
     await dm.live.end_for_user(user_id, "your account was deleted")
+    dm.gateway.end_for_user(user_id, "your account was deleted")
     return gone
 
 

@@ -90,4 +90,7 @@ async def delete(dm: Dm, actor: Actor, user: User, key_id: int) -> SshKey:
     for node_id in node_ids:
         dm.reconciler.kick(node_id)
     await dm.live.end_for_key(key.id, f"SSH key {key.name} was deleted")
+    # Connections to the SSH gateway that logged in before the delete end now (the next login
+    # reads the keys afresh).
+    dm.gateway.end_for_user(user.id, f"your SSH key {key.fingerprint} was deleted")
     return key

@@ -142,6 +142,16 @@ async def host_key_fingerprints(ip: str, port: int = 22) -> set[tuple[str, str]]
     return found
 
 
+async def host_keys_offered(ip: str, port: int = 22) -> set[str]:
+    """'type base64' of each host key the server offers (ssh-keyscan)."""
+    scan = await asyncio.create_subprocess_exec("ssh-keyscan", "-T", "5", "-p", str(port), ip,
+                                                stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.DEVNULL)
+    scanned, _ = await asyncio.wait_for(scan.communicate(), 30)
+    return {" ".join(line.split()[1:3]) for line in scanned.decode().splitlines()
+            if line.strip() and not line.startswith("#")}
+
+
 @dataclass
 class Box:
     """One instance: a real container, the SshAccess under test, and helpers around them."""

@@ -9,7 +9,7 @@ import pytest
 import pytest_asyncio
 
 from agent import protocol as p
-from tests.access.conftest import Box, KeyPair, host_key_fingerprints, running_box, ssh
+from tests.access.conftest import Box, KeyPair, host_key_fingerprints, host_keys_offered, running_box, ssh
 from tests.waiting import wait_for
 from tests.wire import call
 
@@ -83,6 +83,10 @@ async def test_host_key_fingerprints_match_what_the_server_offers(box: Box, keys
     reported = {(k["type"], k["fingerprint"]) for k in status["host_keys"]}
     assert all(fp.startswith("SHA256:") for _, fp in reported), reported
     assert reported == await host_key_fingerprints(await box.ip())
+    # The public keys themselves come too (known_hosts lines for `dmd ssh-config`): each one is
+    # the key of its fingerprint.
+    scanned = await host_keys_offered(await box.ip())
+    assert {k["key"] for k in status["host_keys"]} == scanned
 
 
 async def test_key_lines_with_options_and_odd_characters_travel_intact(box: Box, keys: dict[str, KeyPair]) -> None:

@@ -75,6 +75,8 @@ LEVELS: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/ssh-keys/{id}"): "user",
     ("PATCH", "/api/v1/ssh-keys/{id}"): "user",
     ("DELETE", "/api/v1/ssh-keys/{id}"): "user",
+    ("GET", "/api/v1/ssh/gateway"): "user",
+    ("GET", "/api/v1/ssh/config"): "user",
 }
 
 

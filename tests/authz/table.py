@@ -42,6 +42,8 @@ API: dict[tuple[str, str], Row] = {
     ('GET', '/api/v1/port-maps/{id}'):                         (401, 200, 404, 404, 200),
     ('GET', '/api/v1/shares'):                                 (401, 200, 200, 200, 200),
     ('GET', '/api/v1/ssh-keys'):                               (401, 200, 200, 200, 200),
+    ('GET', '/api/v1/ssh/config'):                             (401, 200, 200, 200, 200),
+    ('GET', '/api/v1/ssh/gateway'):                            (401, 200, 200, 200, 200),
     ('GET', '/api/v1/ssh-keys/{id}'):                          (401, 200, 404, 404, 404),
     ('GET', '/api/v1/tokens'):                                 (401, 200, 200, 200, 200),
     ('GET', '/api/v1/users'):                                  (401, 403, 403, 403, 200),
@@ -95,6 +97,9 @@ PAGES: dict[str, Row] = {
     '/instances':                            ('login', 303, 422, 409, 303),
     '/instances/{id}/commit':                ('login', 502, 404, 404, 502),
     '/instances/{id}/delete':                ('login', 303, 404, 404, 303),
+    # An upload: owner and admin reach the use case (the world's instance does not run: 409); a
+    # stream into an instance is 403 for anyone else, whether or not it exists.
+    '/instances/{id}/files':                 ('login', 409, 403, 403, 409),
     '/instances/{id}/port-maps':             ('login', 303, 404, 404, 303),
     '/instances/{id}/restart':               ('login', 502, 404, 404, 502),
     '/instances/{id}/ssh':                   ('login', 303, 404, 404, 303),

@@ -125,6 +125,8 @@ PAGE_FORMS: dict[str, Body] = {
     "/users/{id}/password": {"password": PASSWORD, "password2": PASSWORD},
 }
 MULTIPART = {"/images/import"}
+# Page POSTs that take their arguments in the query (the body is the file itself).
+PAGE_QUERY: dict[str, str] = {"/instances/{id}/files": "?dir=/tmp&name=authz.txt"}
 # Page POSTs after which the caller's cookie session is another (or gone): logged in again.
 _NEW_SESSION = {"/login", "/logout", "/setup"}
 
@@ -194,7 +196,7 @@ async def _api_cell(w: World, method: str, path: str, who: str) -> int:
 
 
 async def _page_cell(w: World, path: str, who: str) -> int | str:
-    url = await _path(w, "POST", path)
+    url = await _path(w, "POST", path) + PAGE_QUERY.get(path, "")
     fields = {k: str(v) for k, v in (_body(PAGE_FORMS.get(path), w) or {}).items()}
     caller = w.callers[who]
     assert caller.session is not None

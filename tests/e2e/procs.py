@@ -44,7 +44,7 @@ class Dmd:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         out = open(self.log, "a")  # noqa: SIM115 (lives as long as the process)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dmd", "serve", "--data-dir", str(self.data_dir),
+            [sys.executable, "-m", "dmd", "serve", "--ssh-listen", "off", "--data-dir", str(self.data_dir),
              "--listen", f"127.0.0.1:{self.port}"],
             stdout=out, stderr=subprocess.STDOUT, text=True, env=self.env, cwd=REPO,
         )

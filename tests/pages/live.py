@@ -52,7 +52,8 @@ async def running_dmd(tmp_path: Path, *flags: str, port: int | None = None,
     env = {k: v for k, v in os.environ.items() if not k.startswith("DMD_")}
     log = (tmp_path / "dmd.log").open("wb")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "dmd", "serve", "--config", str(config), "--listen", f"127.0.0.1:{port}",
+        sys.executable, "-m", "dmd", "serve", "--ssh-listen", "off", "--config", str(config),
+        "--listen", f"127.0.0.1:{port}",
         "--data-dir", str(tmp_path / "data"), *flags, stdout=asyncio.subprocess.PIPE, stderr=log, env=env,
     )
     assert proc.stdout is not None

@@ -39,10 +39,11 @@ def test_round_trip_and_a_report_read_tolerantly() -> None:
 
 def test_the_drivers_claim_what_agents_did_before_capabilities() -> None:
     """dmd takes a node that reports nothing to do LEGACY_CAPABILITIES: today's drivers do
-    that and more (exec on a terminal came later; a driver that drops one must report it,
-    which is what the facts are for)."""
-    assert dataclasses.replace(DOCKER, exec_tty=False) == LEGACY_CAPABILITIES and DOCKER.exec_tty
-    assert dataclasses.replace(FAKE, exec_tty=False) == LEGACY_CAPABILITIES and FAKE.exec_tty
+    that and more (exec on a terminal and file copy came later; a driver that drops one must
+    report it, which is what the facts are for)."""
+    later = {"exec_tty": False, "file_copy": False}
+    assert dataclasses.replace(DOCKER, **later) == LEGACY_CAPABILITIES and DOCKER.exec_tty and DOCKER.file_copy
+    assert dataclasses.replace(FAKE, **later) == LEGACY_CAPABILITIES and FAKE.exec_tty and FAKE.file_copy
 
 
 def test_check_supported_names_each_capability() -> None:

@@ -35,7 +35,7 @@ from agent.runtime import (
     RuntimeEvent,
     UnsupportedError,
 )
-from agent.runtime.driver import ExecSession
+from agent.runtime.driver import ARCHIVE_CHUNK, ExecSession
 from agent.runtime.fake import FakeProcess
 from tests.runtime.conftest import TEST_LABEL, Harness
 
@@ -359,6 +359,58 @@ async def test_exec(harness: Harness) -> None:
     assert excinfo.value.code == "timeout"
     with pytest.raises(InvalidError):
         await d.exec(info.id, [])
+
+
+def _tar_of(entries: dict[str, bytes | None]) -> bytes:
+    """A tar of files (bytes) and directories (None), in the order given."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as archive:
+        for name, data in entries.items():
+            info = tarfile.TarInfo(name)
+            if data is None:
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                archive.addfile(info)
+            else:
+                info.size, info.mode = len(data), 0o644
+                archive.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def _members(body: bytes) -> dict[str, bytes | None]:
+    with tarfile.open(fileobj=io.BytesIO(body)) as archive:
+        return {m.name.rstrip("/"): archive.extractfile(m).read() if m.isfile() else None  # type: ignore[union-attr]
+                for m in archive.getmembers() if m.isfile() or m.isdir()}
+
+
+async def test_archive_in_and_out(harness: Harness) -> None:
+    d = harness.driver
+    info = await d.create(harness.spec("files", command=SLEEPER))
+    await d.start(info.id)
+    big = bytes(range(256)) * 12_288  # 3 MiB: many chunks each way
+    await d.put_archive(info.id, "/tmp", chunks_of(_tar_of({"dm-up": None, "dm-up/hello.txt": b"hello\n",
+                                                            "dm-up/sub": None, "dm-up/sub/big.bin": big})))
+    one = await collect_bytes(d.get_archive(info.id, "/tmp/dm-up/hello.txt"))
+    assert _members(one) == {"hello.txt": b"hello\n"}
+    folder = _members(await collect_bytes(d.get_archive(info.id, "/tmp/dm-up")))
+    assert folder == {"dm-up": None, "dm-up/hello.txt": b"hello\n", "dm-up/sub": None, "dm-up/sub/big.bin": big}
+    chunks = [c async for c in d.get_archive(info.id, "/tmp/dm-up/sub")]
+    assert len(chunks) > 1 and max(len(c) for c in chunks) <= ARCHIVE_CHUNK  # streamed, never one piece
+    if harness.kind == "docker":  # what the container itself sees
+        assert (await d.exec(info.id, ["cat", "/tmp/dm-up/hello.txt"])).stdout == b"hello\n"
+
+    with pytest.raises(NotFoundError):
+        await collect_bytes(d.get_archive(info.id, "/tmp/no-such-file"))
+    with pytest.raises(NotFoundError):
+        await d.put_archive(info.id, "/no/such/dir", chunks_of(_tar_of({"x": b"x"})))
+    for bad in ("relative/path", "/tmp/nul\0byte"):
+        with pytest.raises(InvalidError):
+            await collect_bytes(d.get_archive(info.id, bad))
+        with pytest.raises(InvalidError):
+            await d.put_archive(info.id, bad, chunks_of(_tar_of({"x": b"x"})))
+    with pytest.raises(NotFoundError):
+        await collect_bytes(d.get_archive(harness.name("no-such-container"), "/tmp"))
+    with pytest.raises(NotFoundError):
+        await d.put_archive(harness.name("no-such-container"), "/tmp", chunks_of(_tar_of({"x": b"x"})))
 
 
 # Sizes are read after a first line: engines before API 1.42 size the terminal just after the start.
@@ -696,7 +748,6 @@ async def check_claims(h: Harness, tag: str) -> None:
     (``unsupported``) without doing any of it."""
     d = h.driver
     caps = d.capabilities()
-    assert not caps.file_copy  # no call of the interface does it yet
 
     for name, key, value in (("privileged", "Privileged", True), ("host_network", "NetworkMode", "host")):
         spec = h.spec(f"{tag}-{name}", command=SLEEPER, **{name: True})
@@ -770,6 +821,13 @@ async def check_claims(h: Harness, tag: str) -> None:
             await d.pull(f"127.0.0.1:1/{h.prefix}/nothing:1")
     else:
         await refused(d.pull(f"127.0.0.1:1/{h.prefix}/nothing:1"))
+
+    if caps.file_copy:
+        await d.put_archive(running.id, "/tmp", chunks_of(_tar_of({f"{tag}.txt": b"in"})))
+        assert _members(await collect_bytes(d.get_archive(running.id, f"/tmp/{tag}.txt"))) == {f"{tag}.txt": b"in"}
+    else:
+        await refused(d.put_archive(running.id, "/tmp", chunks_of(_tar_of({f"{tag}.txt": b"in"}))))
+        await refused(collect_bytes(d.get_archive(running.id, "/tmp")))
 
 
 async def test_capabilities_are_what_the_driver_does(harness: Harness) -> None:

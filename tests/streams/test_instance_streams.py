@@ -192,3 +192,27 @@ async def test_a_terminal_in_the_instance(client, admin, local):
         async with instance_stream(dm, Actor(root), root, iid, bad, via="terminal"):
             pass
     assert err.value.status == 422 and "terminal size" in str(err.value)
+
+
+async def test_the_shell_is_the_login_shell_else_bash_else_sh(client, admin, local, test_images):
+    openssh, _ = test_images
+    dm = client.app[DM]
+    root = await user_named(client, "admin")
+    iid = await running(client, admin, local["id"], "bbox", ["/bin/sleep", "infinity"])
+    r = await client.post("/api/v1/instances", json={"name": "deb", "image": openssh, "node_id": local["id"],
+                                                     "command": ["/bin/sleep", "infinity"], "ssh": False},
+                          headers=admin)
+    assert r.status == 201, await r.text()
+    deb = int((await r.json())["id"])
+    await wait_status(client, admin, deb, "running", 60)
+    for instance_id, shell in ((deb, b"bash"), (iid, b"sh")):  # Debian: root's /bin/bash; busybox: sh
+        opening = p.StreamOpen("exec", instance_id, exec=p.ExecParams())
+        async with instance_stream(dm, Actor(root), root, instance_id, opening, via="terminal") as opened:
+            await opened.stream.write(b"echo shell=$0=$((40+2))\n")
+            out = await read_until(opened.stream, b"=42\r\n")
+            assert out.split(b"shell=")[-1].split(b"=")[0].endswith(shell), out
+    # The user's choice wins.
+    opening = p.StreamOpen("exec", deb, exec=p.ExecParams(cmd=["/bin/sh"]))
+    async with instance_stream(dm, Actor(root), root, deb, opening, via="terminal") as opened:
+        await opened.stream.write(b"echo shell=$0=$((40+2))\n")
+        assert b"shell=/bin/sh=42" in await read_until(opened.stream, b"shell=/bin/sh=42")

@@ -103,7 +103,9 @@ function setText(root, sel, text) {
 }
 
 function busy() {
-  // Never reload under someone typing into a form.
+  // Never reload under someone typing into a form, nor while a terminal is on the page (its
+  // session, or the message of how it ended, would go).
+  if (document.querySelector("#terminals .term")) return true;
   const el = document.activeElement;
   return el && (el.tagName === "INPUT" || el.tagName === "SELECT" || el.tagName === "TEXTAREA");
 }

@@ -19,11 +19,12 @@ hooks a test needs to provoke what a real engine does rarely:
 
 Commands run *programs*: coroutines ``async def program(proc: FakeProcess) -> int`` that write
 output and return an exit code (see :mod:`.programs`). Its parts: :mod:`.records` (its state),
-:mod:`.engine` (scripting and plumbing), :mod:`.containers` and :mod:`.images`.
+:mod:`.engine` (scripting and plumbing), :mod:`.containers`, :mod:`.images` and :mod:`.archive` (files).
 """
 
 from __future__ import annotations
 
+from agent.runtime.fake.archive import ArchiveCalls
 from agent.runtime.fake.containers import ContainerCalls
 from agent.runtime.fake.engine import CAPABILITIES
 from agent.runtime.fake.images import ImageCalls
@@ -32,7 +33,7 @@ from agent.runtime.fake.programs import FakeProcess, FakeProgram
 __all__ = ["CAPABILITIES", "FakeDriver", "FakeProcess", "FakeProgram"]
 
 
-class FakeDriver(ContainerCalls, ImageCalls):
+class FakeDriver(ContainerCalls, ImageCalls, ArchiveCalls):
     """In-memory :class:`~agent.runtime.driver.RuntimeDriver`; see the module documentation for
     its scripting hooks."""
 

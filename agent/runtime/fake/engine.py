@@ -26,9 +26,9 @@ from agent.runtime.refs import check_image_ref, is_container_ref, normalize_imag
 __all__ = ["CAPABILITIES", "FakeEngine"]
 
 # Everything the fake does: what the Docker driver does today (what agents did before they reported
-# capabilities, and exec on a terminal). Tests switch parts off with FakeDriver(capabilities=...) or
-# set_capabilities(...).
-CAPABILITIES = dataclasses.replace(LEGACY_CAPABILITIES, exec_tty=True)
+# capabilities, exec on a terminal and file copy). Tests switch parts off with FakeDriver(capabilities=...)
+# or set_capabilities(...).
+CAPABILITIES = dataclasses.replace(LEGACY_CAPABILITIES, exec_tty=True, file_copy=True)
 
 
 class FakeEngine(RuntimeDriver):

@@ -74,6 +74,10 @@ class FakeContainer:
     partial: dict[int, bytearray] = field(default_factory=lambda: {1: bytearray(), 2: bytearray()})
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     pending_exit: tuple[int, bool] | None = None
+    # Its file system for put_archive/get_archive: path -> content, None for a directory.
+    files: dict[str, bytes | None] = field(
+        default_factory=lambda: {"/": None, "/tmp": None, "/root": None, "/etc": None}  # noqa: S108 - the fake's own
+    )
 
     def info(self) -> ContainerInfo:
         labels, managed, instance_id, node_id = container_labels(self.labels)
