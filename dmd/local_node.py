@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+from pathlib import Path
 
 from agent.config import AgentConfig
 from agent.link import AgentLink
@@ -25,6 +26,8 @@ from dmd.queries import audit
 from dmd.queries import nodes as node_svc
 
 log = logging.getLogger("dmd.local_node")
+
+LOCAL_NODE_HOST_KEY = "local_node_ssh_host_ed25519_key"
 
 
 class LocalNode:
@@ -49,7 +52,10 @@ class LocalNode:
                              port_forwarding=cfg.local_port_forwarding)
         if docker_host:
             config = config.replace(docker_host=docker_host)
-        link, workloads = make_link(config, driver)
+        # The node's SSH host key (for instances the agent serves SSH for) is kept in dmd's data
+        # folder: the same key after every restart, so that known_hosts entries stay true.
+        host_key = str(Path(cfg.data_dir) / LOCAL_NODE_HOST_KEY)
+        link, workloads = make_link(config, driver, ssh_host_key_path=host_key)
         self.link, self.workloads, self.node_id = link, workloads, node_id
         self.task = asyncio.get_running_loop().create_task(run_link(link, workloads))
         return link
