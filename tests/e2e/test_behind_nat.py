@@ -1,6 +1,7 @@
 """A node behind NAT: its agent process and its dockerd in a network namespace that can dial out
 and cannot be dialed (tests/netns.py). Nothing of the node is reachable from dmd's side, yet a
-terminal and a TCP connection into its instance work, over the link the agent opened."""
+terminal (the browser terminal's WebSocket) and a TCP connection into its instance work, over
+the link the agent opened. (SSH and -L through the gateway: test_gateway_behind_nat.py.)"""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import socket
 import sys
 
+import aiohttp
 import pytest
 
 from agent import protocol as p
@@ -19,6 +21,7 @@ from dmd.usecases.streams import instance_stream
 from tests.conftest import add_user, make_token
 from tests.e2e.procs import Agent
 from tests.instances.conftest import wait_status
+from tests.pages.conftest import get_csrf, page_login
 from tests.runtime.images import BUSYBOX_REF
 from tests.waiting import wait_for
 
@@ -83,11 +86,20 @@ async def test_terminal_and_tcp_into_a_node_behind_nat(nat, make_client, tmp_pat
             assert not await asyncio.to_thread(served, address.ip_address, 8080)
             assert got["status"] == "running"
 
+            # The browser terminal's own WebSocket, as the page opens it (session cookie, CSRF, Origin).
+            await page_login(client, "admin@example.org")
+            csrf = await get_csrf(client, "/account")
+            ws = await client.ws_connect(f"/instances/{iid}/terminal/ws?csrf={csrf}&cols=100&rows=30",
+                                         headers={"Origin": url})
+            await ws.send_bytes(b"echo dm-$((6*7)); stty size\n")
+            seen = b""
+            async with asyncio.timeout(15):
+                while b"30 100" not in seen.split(b"dm-42", 1)[-1]:
+                    msg = await ws.receive()
+                    assert msg.type == aiohttp.WSMsgType.BINARY, msg
+                    seen += msg.data
+            await ws.close()
             actor = Actor(root, "127.0.0.1")
-            opening = p.StreamOpen("exec", iid, exec=p.ExecParams())
-            async with instance_stream(dm, actor, root, iid, opening, via="terminal") as opened:
-                await opened.stream.write(b"echo dm-$((6*7))\n")
-                assert b"dm-42" in await read_until(opened.stream, b"dm-42")
             opening = p.StreamOpen("tcp", iid, tcp=p.TcpParams(8080))
             async with instance_stream(dm, actor, root, iid, opening, via="tunnel") as opened:
                 await opened.stream.write(b"GET / HTTP/1.0\r\n\r\n")
