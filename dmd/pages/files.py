@@ -27,7 +27,7 @@ import urllib.parse
 from aiohttp import web
 
 from agent import protocol as p
-from dmd.errors import ApiError, BadRequest, Forbidden, TooLarge
+from dmd.errors import ApiError, BadRequest, NotFound, TooLarge
 from dmd.pages.render import current_identity, dm_of, login_required, path_id
 from dmd.pages.terminal import instance_stream, json_error
 
@@ -87,8 +87,8 @@ async def upload(request: web.Request) -> web.StreamResponse:
     ident = current_identity(request)
     try:
         iid = path_id(request)
-        if iid is None:
-            raise Forbidden("no instance you may use has this id")
+        if iid is None:  # malformed: no such instance, as every page says
+            raise NotFound("no such instance")
         into = container_path(request.query.get("dir"), "dir")
         name = file_name(request.query.get("name"))
         size = request.content_length
@@ -140,8 +140,8 @@ def disposition(path: str) -> str:
 async def download(request: web.Request) -> web.StreamResponse:
     ident = current_identity(request)
     iid = path_id(request)
-    if iid is None:
-        raise Forbidden("no instance you may use has this id")
+    if iid is None:  # malformed: no such instance, as every page says
+        raise NotFound("no such instance")
     path = container_path(request.query.get("path"), "path")
     opening = p.StreamOpen("copy", iid, copy=p.CopyParams("out", path))
     async with instance_stream(request, ident, opening, "files") as stream:

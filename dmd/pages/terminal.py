@@ -34,7 +34,7 @@ from aiohttp_session import get_session
 from agent import protocol as p
 from dmd.auth import csrf
 from dmd.auth.flows import actor_of
-from dmd.errors import ApiError, BadRequest, Forbidden, Unauthorized
+from dmd.errors import ApiError, BadRequest, Forbidden, NotFound, Unauthorized
 from dmd.net import same_origin
 from dmd.pages.render import dm_of, identity, path_id
 from dmd.state import Identity
@@ -174,10 +174,10 @@ def json_error(e: ApiError) -> web.Response:
 async def terminal_ws(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(max_msg_size=MAX_INPUT, heartbeat=HEARTBEAT_S)
     try:
-        ident = await browser_session(request)
         iid = path_id(request)
-        if iid is None:
-            raise Forbidden("no instance you may use has this id", code="forbidden")
+        if iid is None:  # malformed: no such instance, as every page says
+            raise NotFound("no such instance")
+        ident = await browser_session(request)
         cols = bounded_size(request.query.get("cols", str(DEFAULT_COLS)))
         rows = bounded_size(request.query.get("rows", str(DEFAULT_ROWS)))
         if cols is None or rows is None:
