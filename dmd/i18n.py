@@ -26,6 +26,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "nav.port_maps": ("Port maps", "ポートマップ"),
     "nav.users": ("Users", "ユーザー"),
     "nav.audit": ("Audit", "監査ログ"),
+    "nav.gpus": ("GPUs", "GPU"),
     "nav.account": ("Account", "アカウント"),
     "nav.logout": ("Log out", "ログアウト"),
     "prefs.language": ("Language", "言語"),
@@ -268,6 +269,12 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "node.gpus": ("GPUs", "GPU"),
     "node.no_gpus": ("none", "なし"),
     "node.no_gpus_text": ("No GPUs were found on this node.", "このノードには GPU が見つかりませんでした。"),
+    "node.gpus_free": ("{free} / {total} free", "空き {free} / {total}"),
+    "node.instances": ("Instances on this node", "このノードのインスタンス"),
+    "node.no_instances": ("No instances on this node.", "このノードにインスタンスはありません。"),
+    "node.no_instances_yours": ("You have no instances on this node.",
+                                "このノードにあなたのインスタンスはありません。"),
+    "node.instances_more": ("More on the Instances page", "続きはインスタンスのページへ"),
     "node.agent": ("Agent", "エージェント"),
     "node.port_pools": ("Port pools", "ポートプール"),
     "node.port_mode_kernel": ("forwarded by the kernel (iptables DNAT)", "カーネルで転送 (iptables DNAT)"),
@@ -413,6 +420,27 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "gpu.util": ("Usage", "使用率"),
     "gpu.temp": ("Temp.", "温度"),
     "gpu.driver": ("Driver", "ドライバー"),
+    "gpu.holder": ("Held by", "使用中のインスタンス"),
+    "gpu.free": ("Free", "空き"),
+    "gpu.in_use": ("In use", "使用中"),
+    "gpu.node": ("Node", "ノード"),
+    "gpu.idle": ("Idle", "アイドル時間"),
+    "gpu.idle.unknown": ("unknown (no metrics yet)", "不明 (メトリクスなし)"),
+    "gpu.idle.busy": ("in use now", "現在使用中"),
+    "gpu.idle.for": ("idle for {time}", "{time} アイドル"),
+    "gpu.idle.at_least": ("idle ≥ {time} (since the oldest sample)", "{time} 以上アイドル (最古のサンプルから)"),
+    "span.s": ("{n} s", "{n} 秒"),
+    "span.m": ("{n} min", "{n} 分"),
+    "span.h": ("{n} h", "{n} 時間"),
+    "gpus.title": ("GPUs", "GPU"),
+    "gpus.intro": ("Every GPU of every node: who holds it, how busy it is and for how long it has been idle. "
+                   "Usage comes from the nodes' latest metrics; idle times only from the last "
+                   "{min} minutes of metrics that DM keeps in memory.",
+                   "すべてのノードのすべての GPU: 使用しているインスタンス、使用率、アイドル時間。"
+                   "使用率はノードの最新メトリクスから、アイドル時間は DM がメモリーに保持する直近 {min} 分の"
+                   "メトリクスのみから求めます。"),
+    "gpus.empty": ("No node reports a GPU yet.", "GPU を報告しているノードはまだありません。"),
+    "gpus.summary": ("{free} of {total} GPUs free", "GPU {total} 基中 {free} 基が空き"),
     # --- sharing --------------------------------------------------------------------------------
     "share.title": ("Sharing", "共有"),
     "share.intro": ("Users you share the node with see it and can place instances on it; they cannot "

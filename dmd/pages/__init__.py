@@ -14,6 +14,7 @@ from dmd.pages import (
     admin,
     auth_pages,
     files,
+    gpus,
     images,
     instances,
     nodes,
@@ -29,7 +30,7 @@ def setup_pages(app: web.Application) -> None:
     setup_jinja(app)
     app.on_response_prepare.append(carry_flashes)  # anonymous flashes travel in a signed cookie
     app.router.add_static("/static/", web_dir() / "static", name="static", append_version=True)
-    for mod in (auth_pages, account, admin, shares):
+    for mod in (auth_pages, account, admin, shares, gpus):
         app.router.add_routes(mod.routes)
     nodes.setup(app)
     instances.setup(app)

@@ -54,6 +54,7 @@ from dmd.pages.render import (
     translator,
 )
 from dmd.schemas import NodeCreateIn, NodeOut, NodePatchIn, PageQuery, ShareIn, page_of
+from dmd.usecases import gpus as gpu_uc
 from dmd.usecases import nodes as uc
 from dmd.usecases import port_maps as port_uc
 from dmd.views import node_out
@@ -74,7 +75,8 @@ def _join_note(_: Callable[..., str], n: NodeOut) -> str | None:
     return _("node.join_expires", when=until(_, when))
 
 
-def _row(request: web.Request, n: NodeOut, owners: dict[int, str]) -> dict[str, Any]:
+def _row(request: web.Request, n: NodeOut, owners: dict[int, str],
+         gpu_free: tuple[int, int] | None = None) -> dict[str, Any]:
     _ = translator(request)
     facts = n.facts or {}
     seen = ago(_, n.last_seen) if n.last_seen else None
@@ -88,6 +90,7 @@ def _row(request: web.Request, n: NodeOut, owners: dict[int, str]) -> dict[str, 
         "disk_free": mib(facts.get("disk_free_mb")),
         "disk_total": mib(facts.get("disk_total_mb")) if facts.get("disk_total_mb") else None,
         "gpus": gpu_summary(n.gpus),
+        "gpu_free": gpu_free,  # (free, total), on the list
         "hostname": facts.get("hostname"),
         "join_note": _join_note(_, n) if n.status == "pending" else None,
     }
@@ -165,9 +168,10 @@ async def _list_page(request: web.Request, *, status: int = 200, **extra: Any) -
     page = page_of(found, q)
     outs = [node_out(dm.hub, n, user) for n in page["items"]]
     owners = await uc.usernames(dm, {n.owner_id for n in outs if n.owner_id is not None})
+    free = await gpu_uc.free_counts(dm, page["items"])
     ctx: dict[str, Any] = {
         "nav_active": "nodes",
-        "rows": [_row(request, n, owners) for n in outs],
+        "rows": [_row(request, n, owners, free.get(n.id)) for n in outs],
         "next_cursor": page["next_cursor"], "first_page": q.cursor is None,
         "error": None, "form": {"name": ""},
         "n_online": sum(1 for n in outs if n.status == "online"),
@@ -214,6 +218,10 @@ async def _detail(request: web.Request, node: Node, user: User, *, status: int =
     now = time.time()
     found = await uc.detail(dm, node, manage, with_email=user.is_admin)
     owner, shares = found.owner, found.shares
+    held = await gpu_uc.on_node(dm, user, node)
+    gpus = gpu_rows(n, latest)
+    for row, gpu in zip(gpus, held.gpus, strict=True):  # both in the order of the node's facts
+        row["holder"], row["ledger_key"] = gpu.holder, gpu.key
     join = None
     if status == 200:
         session = await get_session(request)
@@ -237,7 +245,11 @@ async def _detail(request: web.Request, node: Node, user: User, *, status: int =
         "port_mode": ((facts.get("ports") or {}).get("mode") if isinstance(facts.get("ports"), dict) else None),
         "runtime": runtime,
         "runtime_error": facts.get("runtime_error"),
-        "gpus": gpu_rows(n, latest),
+        "gpus": gpus,
+        "instances": [{"i": i, "gpus": len(keys), "owner": held.owners.get(i.owner_id)}
+                      for i, keys in held.instances],
+        "more_instances": held.more,
+        "is_admin_view": user.is_admin,
         "latest": latest,
         "latest_ago": ago(_, latest.get("received_at"), now) if latest else None,
         "mem_pct": mem_pct(latest) if latest else None,

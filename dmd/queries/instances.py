@@ -7,6 +7,7 @@ Creation is one transaction that locks the owner's row (quotas) and the chosen n
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -404,6 +405,32 @@ async def gpus_on_node(conn: AsyncConnection, node_id: int) -> dict[int, list[st
     for iid, key in (await conn.execute(q)).all():
         out.setdefault(iid, []).append(key)
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class GpuHolder:
+    """Who holds one GPU of the ledger: the instance and its owner (None when the user is gone)."""
+
+    node_id: int
+    gpu_key: str
+    instance_id: int
+    instance_name: str
+    owner_id: int
+    username: str | None
+
+
+async def gpu_holders(conn: AsyncConnection, node_ids: Collection[int] | None = None) -> list[GpuHolder]:
+    """The ledger's entries on these nodes (every node: None) with their instance and owner, in one query."""
+    q = (sa.select(gpu_allocations.c.node_id, gpu_allocations.c.gpu_key, instances.c.id, instances.c.name,
+                   instances.c.owner_id, users.c.username)
+         .join(instances, instances.c.id == gpu_allocations.c.instance_id)
+         .outerjoin(users, users.c.id == instances.c.owner_id)
+         .order_by(gpu_allocations.c.node_id, gpu_allocations.c.gpu_key))
+    if node_ids is not None:
+        if not node_ids:
+            return []
+        q = q.where(gpu_allocations.c.node_id.in_(list(node_ids)))
+    return [GpuHolder(*r) for r in (await conn.execute(q)).all()]
 
 
 async def set_desired(conn: AsyncConnection, instance_id: int, desired: str) -> Instance:
