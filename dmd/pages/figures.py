@@ -177,43 +177,16 @@ def gpu_rows(node: NodeOut, latest: dict[str, Any] | None) -> list[dict[str, Any
     return rows
 
 
-def _live_of(sample: dict[str, Any], gpu: dict[str, Any]) -> dict[str, Any] | None:
-    """The sample's reading of one GPU: the one with its uuid, else with its index."""
-    live = _gpus_of(sample)
-    if gpu.get("uuid"):
-        same = [g for g in live if g.get("uuid") == gpu.get("uuid")]
-        if len(same) == 1:
-            return same[0]
-    same = [g for g in live if gpu.get("index") is not None and g.get("index") == gpu.get("index")]
-    return same[0] if len(same) == 1 else None
 
-
-def gpu_latest(samples: Sequence[dict[str, Any]], gpu: dict[str, Any]) -> dict[str, Any] | None:
-    """The newest reading of one GPU in the samples the hub keeps (None: none)."""
-    for s in reversed(samples):
-        m = _live_of(s, gpu)
-        if m is not None:
-            return m
-    return None
-
-
-def gpu_idle(_: Callable[..., str], samples: Sequence[dict[str, Any]], gpu: dict[str, Any],
-             now: float | None = None) -> tuple[str, str]:
-    """(state, text) of how long one GPU has been idle, from the samples kept in memory only
-    (about HISTORY_S): "busy" when it was used at the newest reading, "idle" with the time since
-    it was last used, "idle_at_least" when no kept sample shows it used (idle at least since the
-    oldest one), "unknown" when no sample reads it."""
-    now = now if now is not None else time.time()
-    readings = [(t, u) for t, u in ((_num(s.get("received_at")), _num((_live_of(s, gpu) or {}).get(
-        "utilization_pct"))) for s in samples) if t is not None and u is not None]
-    if not readings:
-        return "unknown", _("gpu.idle.unknown")
-    if readings[-1][1] > 0:
-        return "busy", _("gpu.idle.busy")
-    busy = [t for t, u in readings if u > 0]
-    if busy:
-        return "idle", _("gpu.idle.for", time=_span(_, now - busy[-1]))
-    return "idle_at_least", _("gpu.idle.at_least", time=_span(_, now - readings[0][0]))
+def idle_text(_: Callable[..., str], state: str, seconds: float | None) -> str:
+    """An idle time (see dmd.usecases.gpus.Idle) in the page's language."""
+    if state == "busy":
+        return _("gpu.idle.busy")
+    if state == "idle":
+        return _("gpu.idle.for", time=_span(_, seconds or 0))
+    if state == "idle_at_least":
+        return _("gpu.idle.at_least", time=_span(_, seconds or 0))
+    return _("gpu.idle.unknown")
 
 
 def _span(_: Callable[..., str], secs: float) -> str:

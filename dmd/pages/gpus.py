@@ -4,12 +4,11 @@ the hub keeps in memory, so at most about HISTORY_S back)."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from aiohttp import web
 
-from dmd.pages.figures import HISTORY_S, gpu_idle, gpu_latest
+from dmd.pages.figures import HISTORY_S, idle_text
 from dmd.pages.render import admin_required, current_identity, dm_of, render, translator
 from dmd.usecases import gpus as uc
 
@@ -20,21 +19,13 @@ routes = web.RouteTableDef()
 @admin_required
 async def gpus_overview(request: web.Request) -> web.StreamResponse:
     _ = translator(request)
-    dm = dm_of(request)
-    now = time.time()
-    nodes: list[dict[str, Any]] = []
-    total = free = 0
-    for node, gpus in await uc.every_gpu(dm, current_identity(request).user):
-        samples = dm.hub.recent_metrics(node.id)
-        online = dm.hub.is_online(node.id)
-        rows = []
-        for g in gpus:
-            live = gpu_latest(samples, g.facts) if online else None
-            state, idle = gpu_idle(_, samples, g.facts, now) if online else ("unknown", _("gpu.idle.unknown"))
-            rows.append({"g": g, "live": live or {}, "idle_state": state, "idle": idle,
-                         "memory_total_mb": (live or {}).get("memory_total_mb") or g.facts.get("memory_total_mb")})
-            total += 1
-            free += g.holder is None
-        nodes.append({"node": node, "online": online, "rows": rows})
-    return await render(request, "gpus.html", {"nav_active": "gpus", "nodes": nodes, "total": total, "free": free,
-                                                "history_min": HISTORY_S // 60})
+    found = await uc.every_gpu(dm_of(request), current_identity(request).user)
+    nodes: dict[int, dict[str, Any]] = {}
+    for s in found:
+        n = nodes.setdefault(s.node.id, {"node": s.node, "online": s.online, "rows": []})
+        n["rows"].append({"g": s.gpu, "live": s.live, "idle_state": s.idle.state,
+                          "idle": idle_text(_, s.idle.state, s.idle.seconds),
+                          "memory_total_mb": s.live.get("memory_total_mb") or s.gpu.facts.get("memory_total_mb")})
+    return await render(request, "gpus.html", {
+        "nav_active": "gpus", "nodes": list(nodes.values()), "total": len(found),
+        "free": sum(1 for s in found if s.gpu.holder is None), "history_min": HISTORY_S // 60})

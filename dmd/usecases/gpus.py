@@ -8,7 +8,9 @@ use (neither its name nor its owner's).
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,12 +102,81 @@ async def free_counts(dm: Dm, nodes: list[Node]) -> dict[int, tuple[int, int]]:
     return out
 
 
-async def every_gpu(dm: Dm, viewer: User) -> list[tuple[Node, list[Gpu]]]:
-    """Administrators: each node that reports GPUs, with its GPUs and their holders."""
+# --- live figures: from the metrics samples the hub keeps in memory -----------------------
+
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+def reading_of(sample: dict[str, Any], gpu: dict[str, Any]) -> dict[str, Any] | None:
+    """A metrics sample's reading of one GPU: the one with its uuid, else with its index."""
+    raw = sample.get("gpus")
+    live = [g for g in raw if isinstance(g, dict)] if isinstance(raw, list) else []
+    if gpu.get("uuid"):
+        same = [g for g in live if g.get("uuid") == gpu.get("uuid")]
+        if len(same) == 1:
+            return same[0]
+    same = [g for g in live if gpu.get("index") is not None and g.get("index") == gpu.get("index")]
+    return same[0] if len(same) == 1 else None
+
+
+def latest_reading(samples: Sequence[dict[str, Any]], gpu: dict[str, Any]) -> dict[str, Any]:
+    """The newest reading of one GPU ({} when no sample has one)."""
+    for s in reversed(samples):
+        m = reading_of(s, gpu)
+        if m is not None:
+            return m
+    return {}
+
+
+@dataclass(frozen=True, slots=True)
+class Idle:
+    """How long a GPU has been idle, as far as the kept samples tell: "busy" (used at the newest
+    reading), "idle" (``seconds`` since it was last used), "idle_at_least" (no kept sample shows
+    it used: idle at least ``seconds``, since the oldest one), "unknown" (no reading at all)."""
+
+    state: str
+    seconds: float | None
+
+
+def idle_of(samples: Sequence[dict[str, Any]], gpu: dict[str, Any], now: float | None = None) -> Idle:
+    now = now if now is not None else time.time()
+    readings = [(t, u) for t, u in ((_num(s.get("received_at")), _num((reading_of(s, gpu) or {}).get(
+        "utilization_pct"))) for s in samples) if t is not None and u is not None]
+    if not readings:
+        return Idle("unknown", None)
+    if readings[-1][1] > 0:
+        return Idle("busy", 0.0)
+    busy = [t for t, u in readings if u > 0]
+    if busy:
+        return Idle("idle", max(0.0, now - busy[-1]))
+    return Idle("idle_at_least", max(0.0, now - readings[0][0]))
+
+
+@dataclass(frozen=True, slots=True)
+class GpuStatus:
+    """One GPU of the overview: its node, holder, newest reading and idle time."""
+
+    node: Node
+    online: bool
+    gpu: Gpu
+    live: dict[str, Any]  # the newest reading ({} none, or the node is offline)
+    idle: Idle
+
+
+async def every_gpu(dm: Dm, viewer: User, now: float | None = None) -> list[GpuStatus]:
+    """Administrators: every GPU of every node that reports some, with its holder and live figures."""
     if not viewer.is_admin:
         raise Forbidden("only administrators can list every GPU")
     async with dm.db.read() as conn:
         found = await node_svc.list_visible(conn, viewer, limit=NODES_READ, after_id=None)
         with_gpus = [n for n in found if n.gpus]
         held = await svc.gpu_holders(conn, [n.id for n in with_gpus])
-    return [(n, _gpus(viewer, n, held)) for n in with_gpus]
+    out = []
+    for n in with_gpus:
+        online = dm.hub.is_online(n.id)
+        # An offline node's last samples say nothing of now.
+        samples = dm.hub.recent_metrics(n.id) if online else []
+        for g in _gpus(viewer, n, held):
+            out.append(GpuStatus(n, online, g, latest_reading(samples, g.facts), idle_of(samples, g.facts, now)))
+    return out

@@ -18,7 +18,8 @@ from dmd.core import DM
 from dmd.db.schema import gpu_allocations, instances
 from dmd.db.schema import nodes as nodes_table
 from dmd.i18n import CATALOGUE
-from dmd.pages.figures import gpu_idle
+from dmd.pages.figures import idle_text
+from dmd.usecases.gpus import idle_of
 from tests.conftest import add_user
 from tests.nodes.helpers import FakeAgent
 from tests.pages.conftest import page_login, post_form
@@ -161,16 +162,17 @@ def test_idle_time_is_honest_about_what_memory_holds():
     def _(key: str, **kw: Any) -> str:
         return en[key].format(**kw)
 
-    gpu = {"uuid": "GPU-a", "index": 0}
+    def idle(samples: list[dict[str, Any]]) -> tuple[str, str]:
+        i = idle_of(samples, {"uuid": "GPU-a", "index": 0}, now)
+        return i.state, idle_text(_, i.state, i.seconds)
+
     now = time.time()
-    assert gpu_idle(_, [], gpu, now) == ("unknown", "unknown (no metrics yet)")
-    assert gpu_idle(_, [_sample(now - 5, None)], gpu, now)[0] == "unknown"
+    assert idle([]) == ("unknown", "unknown (no metrics yet)")
+    assert idle([_sample(now - 5, None)])[0] == "unknown"
     # Never used in the kept samples: idle at least since the oldest one, and it says so.
-    assert gpu_idle(_, [_sample(now - 900, 0), _sample(now - 10, 0)], gpu, now) == (
+    assert idle([_sample(now - 900, 0), _sample(now - 10, 0)]) == (
         "idle_at_least", "idle ≥ 15 min (since the oldest sample)")
-    assert gpu_idle(_, [_sample(now - 900, 0), _sample(now - 600, 30), _sample(now - 10, 0)], gpu, now) == (
-        "idle", "idle for 10 min")
-    assert gpu_idle(_, [_sample(now - 900, 0), _sample(now - 10, 1)], gpu, now)[0] == "busy"
+    assert idle([_sample(now - 900, 0), _sample(now - 600, 30), _sample(now - 10, 0)]) == ("idle", "idle for 10 min")
+    assert idle([_sample(now - 900, 0), _sample(now - 10, 1)]) == ("busy", "in use now")
     # Another GPU's readings are not this one's.
-    assert gpu_idle(_, [{"received_at": now, "gpus": [{"uuid": "GPU-b", "index": 1, "utilization_pct": 50}]}],
-                    gpu, now)[0] == "unknown"
+    assert idle([{"received_at": now, "gpus": [{"uuid": "GPU-b", "index": 1, "utilization_pct": 50}]}])[0] == "unknown"
