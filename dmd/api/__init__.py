@@ -7,6 +7,7 @@ def build_api() -> Api:
     from dmd.api import (
         audit,
         auth,
+        gpus,
         images,
         instances,
         meta,
@@ -19,6 +20,6 @@ def build_api() -> Api:
     )
 
     api = Api()
-    for mod in (meta, auth, users, tokens, audit, nodes, instances, port_maps, images, ssh_keys, ssh_gateway):
+    for mod in (meta, auth, users, tokens, audit, nodes, gpus, instances, port_maps, images, ssh_keys, ssh_gateway):
         api.include(mod.api)
     return api

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, StringConstraints
 
 __all__ = [
+    "GpuOut",
     "JoinIn",
     "JoinOut",
     "JoinTokenOut",
@@ -126,3 +127,26 @@ class MetricsOut(BaseModel):
 class PingOut(BaseModel):
     rtt_ms: float
     agent_time: float
+
+
+class GpuOut(BaseModel):
+    """One GPU of the administrators' overview (GET /gpus)."""
+
+    node_id: int
+    node_name: str
+    node_online: bool
+    key: str = Field(description="The GPU's ledger key: its uuid, or index:N / slot:N where uuids repeat")
+    index: int | None
+    name: str | None
+    uuid: str | None
+    instance_id: int | None = Field(description="The instance that holds the GPU; null when it is free")
+    instance_name: str | None
+    username: str | None = Field(description="The holding instance's owner")
+    utilization_pct: float | None = Field(description="From the node's newest metrics sample; null when none")
+    memory_used_mb: float | None
+    memory_total_mb: float | None
+    idle: Literal["busy", "idle", "idle_at_least", "unknown"] = Field(
+        description="From the metrics kept in memory (about 15 minutes): busy (used at the newest sample), idle "
+                    "(idle_s since it was last used), idle_at_least (not used in any kept sample: idle_s since the "
+                    "oldest), unknown (no sample)")
+    idle_s: float | None

@@ -12,7 +12,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from dmd import capabilities
 from dmd.core import Dm
@@ -129,13 +129,16 @@ def latest_reading(samples: Sequence[dict[str, Any]], gpu: dict[str, Any]) -> di
     return {}
 
 
+IdleState = Literal["busy", "idle", "idle_at_least", "unknown"]
+
+
 @dataclass(frozen=True, slots=True)
 class Idle:
     """How long a GPU has been idle, as far as the kept samples tell: "busy" (used at the newest
     reading), "idle" (``seconds`` since it was last used), "idle_at_least" (no kept sample shows
     it used: idle at least ``seconds``, since the oldest one), "unknown" (no reading at all)."""
 
-    state: str
+    state: IdleState
     seconds: float | None
 
 

@@ -26,6 +26,7 @@ API: dict[tuple[str, str], Row] = {
     ('DELETE', '/api/v1/users/{id}'):                          (401, 403, 403, 403, 204),
     ('GET', '/api/v1/audit'):                                  (401, 403, 403, 403, 200),
     ('GET', '/api/v1/capacity'):                               (401, 200, 200, 200, 200),
+    ('GET', '/api/v1/gpus'):                                   (401, 403, 403, 403, 200),
     ('GET', '/api/v1/health'):                                 (200, 200, 200, 200, 200),
     ('GET', '/api/v1/instances'):                              (401, 200, 200, 200, 200),
     ('GET', '/api/v1/instances/{id}'):                         (401, 200, 404, 404, 200),

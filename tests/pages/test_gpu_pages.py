@@ -176,3 +176,20 @@ def test_idle_time_is_honest_about_what_memory_holds():
     assert idle([_sample(now - 900, 0), _sample(now - 10, 1)]) == ("busy", "in use now")
     # Another GPU's readings are not this one's.
     assert idle([{"received_at": now, "gpus": [{"uuid": "GPU-b", "index": 1, "utilization_pct": 50}]}])[0] == "unknown"
+
+
+async def test_gpu_overview_api(held):
+    client, node_id, _, ids = held
+    r = await client.get("/api/v1/gpus")
+    assert r.status == 200, await r.text()
+    got = {g["uuid"]: g for g in await r.json()}
+    first, second = (got[g["uuid"]] for g in _gpus())
+    assert first["node_id"] == node_id and first["node_name"] == "gpu-box-7" and first["node_online"] is True
+    assert (first["instance_id"], first["instance_name"], first["username"]) == (ids["alice-train"], "alice-train",
+                                                                                  "alice")
+    assert (second["instance_name"], second["username"]) == ("bob-secret-job", "bob")
+    assert first["utilization_pct"] == 80.0 and first["memory_used_mb"] == 12282 and first["idle"] == "busy"
+    await post_form(client, "/logout", {})
+    await page_login(client, "alice@example.org")
+    r = await client.get("/api/v1/gpus")
+    assert r.status == 403 and "bob" not in await r.text()
