@@ -248,6 +248,14 @@ CATALOGUE: dict[str, tuple[str, str]] = {
                          "ノードとはインスタンスを実行するマシンです。下のフォームで追加すると、"
                          "そのマシンで実行する dmc join コマンドが表示されます。dmc run を実行すると、"
                          "数秒でオンラインのノードとしてここに表示されます。"),
+    "nodes.empty.user_text": ("Nodes shared with you, and those an administrator provides for everyone, appear "
+                              "here. To run instances on one, ask an administrator.",
+                              "あなたと共有されたノードや、管理者が全員に提供しているノードがここに表示されます。"
+                              "インスタンスを実行するノードが必要なときは、管理者に依頼してください。"),
+    "nodes.empty.user_own": ("You can also add a machine of your own below: DM gives you a dmc join command to "
+                             "run on it.",
+                             "自分のマシンを下のフォームで追加することもできます。そのマシンで実行する "
+                             "dmc join コマンドが表示されます。"),
     "nodes.empty.local": ("To use the machine dmd runs on as a node, start dmd with",
                           "dmd が動いているこのマシンをノードとして使うには、次のように dmd を起動します:"),
     "node.name": ("Name", "名前"),
