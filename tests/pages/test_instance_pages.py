@@ -438,3 +438,28 @@ async def test_ssh_lines_only_while_running_and_an_offline_node_says_so(client, 
         assert r.status == 404
     finally:
         await node.close()
+
+
+async def test_the_capacity_refusal_in_japanese_names_no_english_reason(client, admin):
+    """The create form's no_capacity message, in Japanese: the node's reason translated, what
+    was asked restated once; in English the same in the pages' units."""
+    node = await gpu_node(client, admin, "far", a5000_gpus()[:1])
+    await node.close()
+
+    async def offline() -> bool:
+        r = await client.get(f"/api/v1/nodes/{node.node_id}", headers=admin)
+        return (await r.json())["status"] == "offline"
+
+    await wait_for(offline, "the node offline")
+    await page_login(client, "admin@example.org")
+    r = await _create(client, name="web", image="cuda:12", cpus="2", memory_mb="3072")
+    alert = re.search(r'class="alert alert-error"[^>]*>(.*?)</div>', await r.text(), re.S)
+    assert r.status == 409 and alert, await r.text()
+    assert "Asked for 2 CPUs, 3.0 GiB memory, 0 GPUs. far: offline." in htmllib.unescape(alert.group(1))
+    client.session.cookie_jar.update_cookies({"dm_lang": "ja"})
+    r = await _create(client, name="web", image="cuda:12", cpus="2", memory_mb="3072")
+    alert = re.search(r'class="alert alert-error"[^>]*>(.*?)</div>', await r.text(), re.S)
+    assert r.status == 409 and alert
+    text = htmllib.unescape(alert.group(1))
+    assert "far: オフライン" in text and "CPU 2 個" in text and "メモリ 3.0 GiB" in text, text
+    assert "offline" not in text and "MB" not in text, text
