@@ -18,6 +18,7 @@ import gc
 import json
 import logging
 import os
+import shlex
 import signal
 import socket
 import sys
@@ -194,8 +195,16 @@ async def join(server: str, token: str, config_path: str, hostname: str | None =
         return EXIT_FAILED
     label = f"{name!r} (id {node_id})" if isinstance(name, str) and name else f"id {node_id}"
     print(f"dmc: joined {server} as node {label}; config written to {config_path}")
-    print("dmc: start the agent with `systemctl enable --now dmc` (or `dmc run`)")
+    print(f"dmc: start the agent with {_start_hint(config_path)}")
     return EXIT_OK
+
+
+def _start_hint(config_path: str) -> str:
+    """How to start the agent on the config just written: systemd's unit reads the default file
+    only, so another file is started with `dmc run --config` naming it."""
+    if config_path == DEFAULT_CONFIG_PATH:
+        return "`systemctl enable --now dmc` (or `dmc run`)"
+    return f"`dmc run --config {shlex.quote(config_path)}`"
 
 
 # --------------------------------------------------------------------------- run

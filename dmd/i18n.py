@@ -249,6 +249,14 @@ CATALOGUE: dict[str, tuple[str, str]] = {
                          "ノードとはインスタンスを実行するマシンです。下のフォームで追加すると、"
                          "そのマシンで実行する dmc join コマンドが表示されます。dmc run を実行すると、"
                          "数秒でオンラインのノードとしてここに表示されます。"),
+    "nodes.empty.user_text": ("Nodes shared with you, and those an administrator provides for everyone, appear "
+                              "here. To run instances on one, ask an administrator.",
+                              "あなたと共有されたノードや、管理者が全員に提供しているノードがここに表示されます。"
+                              "インスタンスを実行するノードが必要なときは、管理者に依頼してください。"),
+    "nodes.empty.user_own": ("You can also add a machine of your own below: DM gives you a dmc join command to "
+                             "run on it.",
+                             "自分のマシンを下のフォームで追加することもできます。そのマシンで実行する "
+                             "dmc join コマンドが表示されます。"),
     "nodes.empty.local": ("To use the machine dmd runs on as a node, start dmd with",
                           "dmd が動いているこのマシンをノードとして使うには、次のように dmd を起動します:"),
     "node.name": ("Name", "名前"),
@@ -1019,6 +1027,34 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "err.inst.command": ("The command has too many or too long arguments.",
                          "コマンドの引数が多すぎるか、長すぎます。"),
     "err.inst.detail": ("Check your input: {message}", "入力を確認してください: {message}"),
+    # The parts of a no_capacity refusal (dmd.pages.instances.capacity_text).
+    "cap.detail": ("Asked for {asked}. {nodes}.", "要求: {asked}。{nodes}。"),
+    "cap.sep": ("; ", "、"),
+    "cap.cpus": ("{n} CPUs", "CPU {n} 個"),
+    "cap.default_cpus": ("the node's default CPUs", "ノードの既定の CPU 数"),
+    "cap.memory": ("{size} memory", "メモリ {size}"),
+    "cap.default_memory": ("the node's default memory", "ノードの既定のメモリ"),
+    "cap.gpus": ("{n} GPUs", "GPU {n} 個"),
+    "cap.gpu_ids": ("GPUs {ids}", "GPU {ids}"),
+    "cap.node_offline": ("{node}: offline", "{node}: オフライン"),
+    "cap.node_cordoned": ("{node}: cordoned", "{node}: 受付停止中"),
+    "cap.node_no_image": ("{node}: no image {image} you may use", "{node}: 使えるイメージ {image} がありません"),
+    "cap.node_full": ("{node}: {why} ({cpus} CPUs, {memory} memory, {gpus} of {gpus_total} GPUs free)",
+                      "{node}: {why} (空き: CPU {cpus} 個、メモリ {memory}、GPU {gpus}/{gpus_total} 個)"),
+    "cap.short.cpus": ("too few CPUs", "CPU が足りません"),
+    "cap.short.memory": ("too little memory", "メモリが足りません"),
+    "cap.short.gpus": ("too few GPUs", "GPU が足りません"),
+    "inst.node_offline": ("Node offline", "ノードがオフライン"),
+    "inst.last_known": ("last known: {status}", "最後の状態: {status}"),
+    "inst.needs_node": ("Not available now: the node is offline.", "ノードがオフラインのため、今は使えません。"),
+    "inst.node_offline_note": ("The node {node} is offline: the status shown is the last one it reported. Restart, "
+                               "the terminal, files, following the logs and commit need it online. Start, stop and "
+                               "delete are kept and done when it returns.",
+                               "ノード {node} はオフラインです。表示している状態は最後に報告されたものです。再起動・"
+                               "ターミナル・ファイル・ログの追跡・コミットにはノードがオンラインである必要があります。"
+                               "開始・停止・削除は受け付け、ノードが戻ったときに実行します。"),
+    "ssh.node_offline": ("The node is offline: SSH works again when it returns.",
+                         "ノードがオフラインです。ノードが戻ると SSH を再び使えます。"),
     "err.inst.no_capacity": ("No node can take this instance now. {message}",
                              "このインスタンスを配置できるノードが今はありません。{message}"),
     "err.inst.quota": ("Your quota does not allow this: {message}", "クォータを超えるため作成できません: {message}"),

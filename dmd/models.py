@@ -12,6 +12,18 @@ from dmd.sshkeys import label_of
 SSH_PORT = 22  # where an instance's sshd listens (DM maps a host port to it)
 
 
+def mib_text(value: Any) -> str:
+    """A size given in MiB, in the largest unit that keeps it readable: the one way pages and
+    messages (capacity refusals) write memory."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return "—"
+    for unit, size in (("TiB", 1024 * 1024), ("GiB", 1024)):
+        if abs(value) >= size:
+            n = value / size
+            return f"{n:.0f} {unit}" if n >= 100 else f"{n:.1f} {unit}"
+    return f"{value:.0f} MiB"
+
+
 @dataclass(frozen=True, slots=True)
 class User:
     id: int

@@ -108,22 +108,23 @@ def map_out(m: PortMap, address: str) -> PortMapOut:
 
 
 def held_out(inst: Instance, keys: list[str], ssh: SshOut | None = None,
-             maps: list[PortMapOut] | None = None) -> InstanceOut:
+             maps: list[PortMapOut] | None = None, *, node_online: bool) -> InstanceOut:
     return InstanceOut(
         id=inst.id, name=inst.name, owner_id=inst.owner_id, node_id=inst.node_id, image=inst.image, cpus=inst.cpus,
         memory_mb=inst.memory_mb, gpus=keys, env=inst.env, command=inst.command, privileged=inst.privileged,
         host_network=inst.host_network, desired=inst.desired,  # type: ignore[arg-type]
         status=inst.status, status_message=inst.status_message,  # type: ignore[arg-type]
+        node_online=node_online,
         container_id=inst.container_id, created_at=inst.created_at, updated_at=inst.updated_at,
         ssh=ssh, port_maps=maps,
     )
 
 
-def full_out(d: InstanceDetail, host: str | None) -> InstanceOut:
+def full_out(d: InstanceDetail, host: str | None, *, node_online: bool) -> InstanceOut:
     """The instance with its SSH access and port maps (single-instance replies)."""
     view = ssh_view(d.instance, d.node, d.key_ids, d.maps, host)
     return held_out(d.instance, d.gpus, SshOut(**{k: getattr(view, k) for k in SshOut.model_fields}),
-                    [map_out(m, view.address) for m in d.maps])
+                    [map_out(m, view.address) for m in d.maps], node_online=node_online)
 
 
 def key_out(k: SshKey) -> SshKeyOut:

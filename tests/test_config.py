@@ -90,3 +90,18 @@ def test_the_ssh_gateway_listens_where_told_or_not_at_all(tmp_path):
     assert (cfg.ssh_host, cfg.ssh_port) == ("::1", 2022)
     for off in ("", "off", "OFF"):
         assert load(environ={"DMD_SSH_LISTEN": off}).ssh_port is None
+
+
+def test_every_setting_is_in_the_readme_table():
+    """The README's settings table names every setting, with its environment variable."""
+    import dataclasses
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = [line for line in readme.splitlines() if line.startswith("| `")]
+    for f in dataclasses.fields(Config):
+        if not f.init:
+            continue  # derived from a setting (host and port from listen, ...)
+        row = next((r for r in rows if r.startswith(f"| `{f.name}` |")), None)
+        assert row is not None, f"{f.name} is missing from README.md's settings table"
+        assert f"DMD_{f.name.upper()}" in row, row

@@ -12,7 +12,7 @@ from dmd.api.registry import Api, Ctx
 from dmd.auth.flows import actor_of
 from dmd.capabilities import Unsupported
 from dmd.errors import ApiError, Conflict
-from dmd.models import Instance
+from dmd.models import Instance, InstanceDetail
 from dmd.schemas import (
     CapacityOut,
     InstanceCreateIn,
@@ -34,7 +34,11 @@ api = Api()
 
 async def _full(ctx: Ctx, inst: Instance) -> InstanceOut:
     """The instance as it is now, with its SSH access and port maps (single-instance replies)."""
-    return full_out(await uc.detail(ctx.dm, inst.id), ctx.request.url.host)
+    return _out(ctx, await uc.detail(ctx.dm, inst.id))
+
+
+def _out(ctx: Ctx, d: InstanceDetail) -> InstanceOut:
+    return full_out(d, ctx.request.url.host, node_online=ctx.dm.hub.is_online(d.instance.node_id))
 
 
 @api.post("/instances", summary="Create an instance; DM places it when node_id is omitted", tag="instances",
@@ -50,12 +54,13 @@ async def list_instances(ctx: Ctx) -> Any:
     q: InstanceQuery = ctx.query
     rows = await uc.list_held(ctx.dm, ctx.user_identity.user, limit=q.limit + 1, after_id=q.cursor_id,
                               node_id=q.node_id)
-    return page_of([held_out(h.instance, h.gpus) for h in rows], q)
+    hub = ctx.dm.hub
+    return page_of([held_out(h.instance, h.gpus, node_online=hub.is_online(h.instance.node_id)) for h in rows], q)
 
 
 @api.get("/instances/{id}", summary="One instance", tag="instances", response=InstanceOut, errors=(404,))
 async def get_instance(ctx: Ctx) -> Any:
-    return full_out(await uc.detail(ctx.dm, ctx.path_int("id"), ctx.user_identity.user), ctx.request.url.host)
+    return _out(ctx, await uc.detail(ctx.dm, ctx.path_int("id"), ctx.user_identity.user))
 
 
 @api.patch("/instances/{id}/ssh", summary="Turn SSH on or off, or choose the keys that go in (running "
@@ -98,7 +103,7 @@ async def restart_instance(ctx: Ctx) -> Any:
             "offline: once it returns)", tag="instances", response=InstanceOut, status=202, errors=(404,))
 async def delete_instance(ctx: Ctx) -> Any:
     held = await uc.delete(ctx.dm, actor_of(ctx.request, ctx.identity), ctx.user_identity.user, ctx.path_int("id"))
-    return held_out(held.instance, held.gpus)
+    return held_out(held.instance, held.gpus, node_online=ctx.dm.hub.is_online(held.instance.node_id))
 
 
 def _line(line: str) -> bytes:

@@ -7,6 +7,7 @@ from aiohttp import web
 from dmd import i18n
 from dmd.auth import flows
 from dmd.errors import ApiError
+from dmd.models import User
 from dmd.pages import forms
 from dmd.pages.render import (
     LANG_COOKIE,
@@ -34,10 +35,16 @@ async def _setup_pending(request: web.Request) -> bool:
     return await auth.setup_pending(dm_of(request))
 
 
+def landing(user: User) -> str:
+    """Where a user lands after logging in: administrators on the nodes they run, everyone
+    else on their instances (a plain user may have no node of their own)."""
+    return "/nodes" if user.is_admin else "/instances"
+
+
 @routes.get("/")
 async def home(request: web.Request) -> web.StreamResponse:
-    if identity(request) is not None:
-        return redirect("/nodes")
+    if (ident := identity(request)) is not None:
+        return redirect(landing(ident.user))
     if await _setup_pending(request):
         return redirect("/setup")  # the token itself is only in dmd's output
     return redirect("/login")
@@ -47,9 +54,9 @@ async def home(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/login")
 async def login_form(request: web.Request) -> web.StreamResponse:
-    nxt = safe_next(request.query.get("next"))
-    if identity(request) is not None:
-        return redirect(nxt)
+    nxt = safe_next(request.query.get("next"), "")  # empty: the user's landing page, once known
+    if (ident := identity(request)) is not None:
+        return redirect(nxt or landing(ident.user))
     return await render_anon_form(request, "login.html", {"next": nxt, "form": {"email": ""},
                                                           "error": None})
 
@@ -58,7 +65,7 @@ async def login_form(request: web.Request) -> web.StreamResponse:
 async def login_submit(request: web.Request) -> web.StreamResponse:
     await check_anon_csrf(request)
     data = await form_data(request)
-    nxt = safe_next(data.get("next"))
+    nxt = safe_next(data.get("next"), "")
     try:
         body = forms.validate(LoginIn, {"email": data.get("email", ""),
                                         "password": data.get("password", "")})
@@ -73,7 +80,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
              "here": url_with("/login", next=nxt)},
             status=fe.status,
         )
-    resp = redirect(nxt)
+    resp = redirect(nxt or landing(user))
     await flows.start_session(request, resp, user)
     return resp
 
@@ -103,8 +110,8 @@ async def setup_form(request: web.Request) -> web.StreamResponse:
     # The form has no action: it posts back to this same address, token included, so the
     # token never appears in the page itself (the language links lead back to plain /setup).
     state = await _setup_state(request, request.query.get("token", ""))
-    if state == "done" and identity(request) is not None:
-        return redirect("/nodes")
+    if state == "done" and (ident := identity(request)) is not None:
+        return redirect(landing(ident.user))
     return await render_anon_form(
         request, "setup.html",
         {"state": state, "form": {"email": "", "username": ""}, "error": None, "here": "/setup"},

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from dmd.models import mib_text
 from dmd.schemas import NodeOut
 
 # The history drawn under each live figure (the hub keeps about this much).
@@ -21,13 +22,7 @@ TIMES = "\N{MULTIPLICATION SIGN}"
 
 def mib(value: Any) -> str:
     """A size given in MiB, in the largest unit that keeps it readable."""
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return "—"
-    for unit, size in (("TiB", 1024 * 1024), ("GiB", 1024)):
-        if abs(value) >= size:
-            n = value / size
-            return f"{n:.0f} {unit}" if n >= 100 else f"{n:.1f} {unit}"
-    return f"{value:.0f} MiB"
+    return mib_text(value)
 
 
 def pct(value: Any) -> str:

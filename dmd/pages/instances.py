@@ -14,10 +14,10 @@ from typing import Any
 
 from aiohttp import web
 
-from dmd import capabilities, csp
+from dmd import capabilities, csp, i18n
 from dmd.auth.flows import actor_of
 from dmd.errors import ApiError, NotFound
-from dmd.models import Instance, Node
+from dmd.models import Instance, Node, mib_text
 from dmd.pages import access as acc
 from dmd.pages import forms
 from dmd.pages.figures import ago
@@ -93,9 +93,12 @@ async def instances_list(request: web.Request) -> web.StreamResponse:
     names = await uc.names(dm, {i.owner_id for i in items}, {i.node_id for i in items})
     owners, nodes = names.users, names.nodes
     _ = translator(request)
+    online = {nid for nid in {i.node_id for i in items} if dm.hub.is_online(nid)}
+    # An instance on an offline node shows "node offline" (its status is only the last one reported).
     rows = [{
         "i": i, "node": nodes.get(i.node_id), "owner": owners.get(i.owner_id), "gpus": len(gpus[i.id]),
-        "created": ago(_, i.created_at), "live": i.status in TRANSITIONAL,
+        "created": ago(_, i.created_at), "node_online": i.node_id in online,
+        "live": i.status in TRANSITIONAL and i.node_id in online,
     } for i in items]
     return await render(request, "instances.html", {
         "nav_active": "instances", "rows": rows, "next_cursor": page["next_cursor"], "first_page": q.cursor is None,
@@ -119,7 +122,47 @@ _CODE_KEYS = {
 FORM_FIELDS = ("name", "image", "node", "cpus", "memory_mb", "gpus", "env", "command", "port_maps")
 
 
-def _create_error(e: ApiError | forms.FormError) -> forms.FormError:
+_SHORT_KEYS = {"too few CPUs": "cap.short.cpus", "too little memory": "cap.short.memory",
+               "too few GPUs": "cap.short.gpus"}
+
+
+def capacity_text(lang: str, e: ApiError) -> str:
+    """A no_capacity refusal in the page's language: what was asked (once), then why each node
+    said no, its free CPUs, memory (in the units the pages use) and GPUs named once."""
+    def t(key: str, **kw: Any) -> str:
+        return i18n.gettext(lang, key, **kw)
+
+    asked, refused = e.extra.get("asked"), e.extra.get("nodes")
+    if not isinstance(asked, dict) or not isinstance(refused, list):
+        return e.message  # e.g. no node at all: one sentence, already plain
+    cpus, mem, gpus = asked.get("cpus"), asked.get("memory_mb"), asked.get("gpus")
+    what = ", ".join((
+        t("cap.cpus", n=f"{cpus:g}") if isinstance(cpus, int | float) else t("cap.default_cpus"),
+        t("cap.memory", size=mib_text(mem)) if isinstance(mem, int) else t("cap.default_memory"),
+        t("cap.gpu_ids", ids=", ".join(map(str, gpus))) if isinstance(gpus, list) else t("cap.gpus", n=gpus or 0),
+    ))
+    lines: list[str] = []
+    for r in refused:
+        node, reason = r.get("node", "?"), r.get("reason")
+        if reason == "offline":
+            lines.append(t("cap.node_offline", node=node))
+        elif reason == "cordoned":
+            lines.append(t("cap.node_cordoned", node=node))
+        elif reason == "no_image":
+            lines.append(t("cap.node_no_image", node=node, image=r.get("image", "")))
+        elif reason == "full" and isinstance(free := r.get("free"), dict):
+            short = r.get("short", "")
+            fc, fm = free.get("cpus"), free.get("memory_mb")
+            lines.append(t("cap.node_full", node=node, cpus="?" if fc is None else f"{max(fc, 0):g}",
+                           memory="?" if fm is None else mib_text(max(fm, 0)), gpus=free.get("gpus", 0),
+                           gpus_total=free.get("gpus_total", 0),
+                           why=t(_SHORT_KEYS[short]) if short in _SHORT_KEYS else short))
+        else:
+            lines.append(str(r.get("message", "")))  # the runtime's own words (which capability)
+    return t("cap.detail", asked=what, nodes=t("cap.sep").join(lines))
+
+
+def _create_error(e: ApiError | forms.FormError, lang: str = "en") -> forms.FormError:
     """A refusal as a form message: the field's own words, or the use case's detail (which names
     the nodes and what is free on each) inside a translated sentence."""
     if isinstance(e, forms.FormError):
@@ -128,7 +171,7 @@ def _create_error(e: ApiError | forms.FormError) -> forms.FormError:
         return forms.FormError(e.status, key, e.field) if key and not own else e
     if e.code in _CODE_KEYS:
         key, field = _CODE_KEYS[e.code]
-        detail = e.message.removeprefix("no node can take this instance: ")
+        detail = capacity_text(lang, e) if e.code == "no_capacity" else e.message
         return forms.FormError(e.status, key, field or e.field, {"message": detail})
     if e.code in acc.MAP_CODES or e.field in ("host_port", "instance_port", "protocol"):
         return forms.FormError(e.status, "err.inst.port_map", "port_maps", {"message": e.message})
@@ -256,7 +299,7 @@ async def instance_create(request: web.Request) -> web.StreamResponse:
         except (ApiError, forms.FormError) as e:
             if isinstance(e, ApiError) and e.status == 404:
                 raise
-            raise _create_error(e) from None
+            raise _create_error(e, lang_of(request)) from None
     except forms.FormError as fe:
         kept: dict[str, Any] = {k: v for k in FORM_FIELDS if isinstance(v := data.get(k, ""), str)}
         kept["gpu"] = [g for g in data.getall("gpu", []) if isinstance(g, str)]
@@ -291,9 +334,15 @@ async def _detail(request: web.Request, *, status: int = 200, **extra: Any) -> w
             logs = "".join(line if line.endswith("\n") else line + "\n" for line in got.lines)
         except ApiError as e:
             logs_error = "logs.offline" if e.code == "node_offline" else "logs.unavailable"
+    node_online = node is not None and dm.hub.is_online(node.id)
     ctx: dict[str, Any] = {
         "nav_active": "instances", "inst": inst, "node": node,
         "node_status": node_status(request, node) if node else None,
+        # While the node is offline its status is only the last one reported, and whatever needs
+        # the agent now (restart, terminal, files, logs, commit) is disabled, saying why.
+        "node_online": node_online,
+        # An ssh line is shown only when it can work: the instance runs and its node is online.
+        "ssh_live": node_online and inst.status == "running",
         "owner": found.owner, "mine": inst.owner_id == user.id,
         "gpus": held, "logs": logs, "logs_error": logs_error, "log_tail": LOG_TAIL,
         "live": inst.status in TRANSITIONAL, "labels": status_labels(_),
@@ -310,7 +359,8 @@ async def _detail(request: web.Request, *, status: int = 200, **extra: Any) -> w
     ctx.update(access_ctx)
     ctx.update(extra)
     # xterm.js makes <style> elements: this response's nonce lets them in (dmd/csp.py).
-    nonce = ctx["style_nonce"] = csp.new_nonce() if inst.status == "running" and ctx["can_terminal"] else None
+    nonce = ctx["style_nonce"] = (csp.new_nonce() if inst.status == "running" and ctx["can_terminal"] and node_online
+                                  else None)
     resp = await render(request, "instance.html", ctx, status=status)
     if nonce:
         resp.headers["Content-Security-Policy"] = csp.policy(nonce)

@@ -19,7 +19,7 @@ from dmd import capabilities
 from dmd.db.schema import gpu_allocations, images, instance_ssh_keys, instances, nodes, port_maps, users
 from dmd.db.types import utcnow
 from dmd.errors import ApiError, Conflict, Invalid, NotFound
-from dmd.models import Instance, Node, User
+from dmd.models import Instance, Node, User, mib_text
 from dmd.queries.nodes import NAME_RE, trusted_clause, usable_clause
 
 LIVE = sa.and_(instances.c.desired != "deleted")
@@ -164,8 +164,16 @@ async def free_on(conn: AsyncConnection, node: Node) -> Free:
 
 def describe_free(f: Free) -> str:
     cpu = "?" if f.cpus is None else f"{max(f.cpus, 0):g}"
-    mem = "?" if f.memory_mb is None else f"{max(f.memory_mb, 0)} MB"
+    mem = "?" if f.memory_mb is None else mib_text(max(f.memory_mb, 0))
     return f"{f.node.name}: {cpu} CPUs, {mem} memory, {len(f.gpus)} of {f.gpus_total} GPUs free"
+
+
+def describe_asked(cpus: float | None, memory_mb: int | None, gpu_count: int, gpu_ids: list[str] | None) -> str:
+    """What the request asked for, in the words and units of describe_free."""
+    cpu = "the node's default CPUs" if cpus is None else f"{cpus:g} CPUs"
+    mem = "the node's default memory" if memory_mb is None else f"{mib_text(memory_mb)} memory"
+    gpus = f"GPUs {', '.join(gpu_ids)}" if gpu_ids else f"{gpu_count} GPUs"
+    return f"{cpu}, {mem}, {gpus}"
 
 
 def _fits(f: Free, cpus: float | None, memory_mb: int | None, gpu_count: int,
@@ -173,9 +181,9 @@ def _fits(f: Free, cpus: float | None, memory_mb: int | None, gpu_count: int,
     """None when the request fits on the node, else why not. ``gpus``: the devices asked for
     by id, resolved on this node (``asked``: the ids, as the user wrote them)."""
     if cpus is not None and f.cpus is not None and cpus > f.cpus + 1e-9:
-        return f"only {max(f.cpus, 0):g} CPUs free"
+        return "too few CPUs"
     if memory_mb is not None and f.memory_mb is not None and memory_mb > f.memory_mb:
-        return f"only {max(f.memory_mb, 0)} MB memory free"
+        return "too little memory"
     if gpus is not None:
         free_keys = {k for k, _ in f.gpus}
         names = asked or [k for k, _ in gpus]
@@ -183,7 +191,7 @@ def _fits(f: Free, cpus: float | None, memory_mb: int | None, gpu_count: int,
         if missing:
             return f"GPU {', '.join(missing)} is not free here"
     elif gpu_count > len(f.gpus):
-        return f"{len(f.gpus)} of {f.gpus_total} GPUs free"
+        return "too few GPUs"
     return None
 
 
@@ -282,25 +290,31 @@ async def create(conn: AsyncConnection, owner: User, req: CreateRequest, online:
             raise Invalid(f"gpus: {first}", field="gpus")
 
     reasons: list[str] = []
+    # The same, for the pages to say in the user's language: (node, kind, the English words).
+    refused: list[dict[str, Any]] = []
     unsupported: list[str] = []  # nodes whose runtime cannot do it at all
     chosen: Free | None = None
     size: tuple[float, int] = (0.0, 0)  # what the chosen node gives it
     for node in candidates:
         if node.id not in online:
             reasons.append(f"{node.name}: offline")
+            refused.append({"node": node.name, "reason": "offline", "message": reasons[-1]})
             continue
         if node.cordoned:
             reasons.append(f"{node.name}: cordoned")
+            refused.append({"node": node.name, "reason": "cordoned", "message": reasons[-1]})
             continue
         asked = resolved.get(node.id, []) if req.gpu_uuids is not None else None
         if why := capabilities.instance_refusal(node, privileged=req.privileged, host_network=req.host_network,
                                                 gpus=[g for _, g in asked] if asked is not None else None,
                                                 gpu_count=req.gpu_count):
             reasons.append(why)
+            refused.append({"node": node.name, "reason": "unsupported", "message": why})
             unsupported.append(why)
             continue
         if not await image_usable(conn, owner, node.id, req.image):
             reasons.append(f"{node.name}: no image {req.image} you may use")
+            refused.append({"node": node.name, "reason": "no_image", "image": req.image, "message": reasons[-1]})
             continue
         # Lock the node row: placements on one node queue here, so capacity stays true.
         await conn.execute(sa.select(nodes.c.id).where(nodes.c.id == node.id).with_for_update())
@@ -313,12 +327,19 @@ async def create(conn: AsyncConnection, owner: User, req: CreateRequest, online:
             chosen = free
             break
         reasons.append(f"{describe_free(free)} ({why})")
+        refused.append({"node": node.name, "reason": "full", "message": reasons[-1], "short": why,
+                        "free": {"cpus": free.cpus, "memory_mb": free.memory_mb, "gpus": len(free.gpus),
+                                 "gpus_total": free.gpus_total}})
     if chosen is None:
         if not candidates:
             raise NoCapacity("there is no node you may use; ask an administrator to share one")
+        wanted = describe_asked(req.cpus, req.memory_mb, req.gpu_count, req.gpu_uuids)
+        message = f"no node can take this instance (asked: {wanted}): " + "; ".join(reasons)
         if unsupported and len(unsupported) == len(reasons):  # waiting for capacity would not help
-            raise capabilities.Unsupported("no node can take this instance: " + "; ".join(reasons))
-        raise NoCapacity("no node can take this instance: " + "; ".join(reasons))
+            raise capabilities.Unsupported(message)
+        raise NoCapacity(message, extra={"asked": {"cpus": req.cpus, "memory_mb": req.memory_mb,
+                                                   "gpus": req.gpu_uuids if req.gpu_uuids else req.gpu_count},
+                                         "nodes": refused})
 
     now = utcnow()
     try:

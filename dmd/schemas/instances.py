@@ -201,6 +201,10 @@ class InstanceOut(BaseModel):
     desired: Literal["running", "stopped", "deleted"]
     status: Literal["pending", "creating", "running", "stopped", "error", "deleting"]
     status_message: str | None
+    node_online: bool = Field(description="Whether the instance's node is online now. When it is not, status is "
+                              "the last one its agent reported, and actions that need the agent (restart, logs, "
+                              "terminal, files, commit) wait for it; start, stop and delete are kept and applied "
+                              "when it returns")
     container_id: str | None
     created_at: dt.datetime
     updated_at: dt.datetime

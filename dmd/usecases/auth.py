@@ -168,6 +168,8 @@ async def complete_setup(dm: Dm, token: str, email: str, password: str, username
     async with dm.db.begin() as conn:
         await setup.consume(conn, token)
         user = await users.create(conn, email=email, password_hash=pw_hash, role="admin", username=username)
+        # Setting up logs the administrator in: it is their first login (not "never").
+        await users.touch_login(conn, user.id)
         await audit.record(conn, Actor(user, ip), "setup.complete", "user", user.id)
     return user
 

@@ -110,6 +110,12 @@ async def stop(dm: Dm, actor: Actor, user: User, instance_id: int) -> Instance:
 
 async def restart(dm: Dm, actor: Actor, user: User, instance_id: int) -> Instance:
     """Restart now: the node must be online; returns the instance as it is afterwards."""
+    async with dm.db.read() as conn:
+        seen = await svc.get_visible(conn, user, instance_id)  # 404 before anything else
+    if seen.desired != "deleted" and not dm.hub.is_online(seen.node_id):
+        # Refused before the desired state changes: a restart that cannot happen now must not
+        # turn into a start that waits for the node (start is there for that).
+        raise Conflict("the instance's node is offline; restart it when the node is back", code="node_offline")
     inst = await set_desired(dm, actor, user, instance_id, "running", "instance.restart")
     await dm.reconciler.restart(inst)
     async with dm.db.read() as conn:

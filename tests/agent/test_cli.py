@@ -146,9 +146,16 @@ async def test_join_command_line(join_server: tuple[FakeJoin, str], tmp_path: Pa
     path = tmp_path / "config.json"
     rc, _, err = await _dmc("join", url, "dmj_used", "--config", str(path))
     assert rc == 1 and err == "dmc: join refused: this join token is unknown or was already used\n"
-    rc, _, err = await _dmc("join", url, "dmj_good", "--config", str(path))
+    rc, out, err = await _dmc("join", url, "dmj_good", "--config", str(path))
     assert rc == 0, err
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    # The hint to start it names the file given: `dmc run` alone would read /etc/dmc/config.json.
+    assert f"`dmc run --config {path}`" in out and "systemctl" not in out
+
+
+def test_the_start_hint_quotes_the_config_path() -> None:
+    assert cli._start_hint("/etc/dmc/config.json") == "`systemctl enable --now dmc` (or `dmc run`)"
+    assert cli._start_hint("/tmp/my dir/c.json") == "`dmc run --config '/tmp/my dir/c.json'`"
 
 
 async def test_facts_prints_json() -> None:

@@ -14,6 +14,7 @@ from dmd.db.schema import gpu_allocations, images, instances, node_shares, nodes
 from dmd.db.types import utcnow
 from dmd.errors import ApiError
 from dmd.models import User
+from dmd.pages.instances import capacity_text
 from dmd.queries import instances as svc
 from dmd.queries import users as user_svc
 
@@ -94,13 +95,16 @@ async def test_capacity_to_the_last_cpu_megabyte_and_gpu(db: Database) -> None:
     n = await add_node(db, "n1", cpus=4, memory_mb=1000, gpu_list=gpus("GPU-a", "GPU-b"))
     first = await create(db, admin, req("a", cpus=2.5, memory_mb=600, gpu_count=1), {n})
     assert await held(db, first.id) == ["GPU-a"]
+    # What was asked, once; each figure once, memory in the pages' units; what is short, by name.
     assert await refused(db, admin, req("b", cpus=1.6), {n}) == (
-        409, "no_capacity", "no node can take this instance: n1: 1.5 CPUs, 400 MB memory, 1 of 2 GPUs free "
-                            "(only 1.5 CPUs free)")
-    assert (await refused(db, admin, req("b", memory_mb=401), {n}))[2].endswith("(only 400 MB memory free)")
+        409, "no_capacity", "no node can take this instance (asked: 1.6 CPUs, the node's default memory, 0 GPUs): "
+                            "n1: 1.5 CPUs, 400 MiB memory, 1 of 2 GPUs free (too few CPUs)")
+    assert (await refused(db, admin, req("b", cpus=1, memory_mb=401), {n}))[2] == (
+        "no node can take this instance (asked: 1 CPUs, 401 MiB memory, 0 GPUs): "
+        "n1: 1.5 CPUs, 400 MiB memory, 1 of 2 GPUs free (too little memory)")
     # (Sized: an instance without a size has the default's, 1 CPU and 1024 MiB, more than is left.)
     assert (await refused(db, admin, req("b", cpus=1, memory_mb=1, gpu_count=2), {n}))[2].endswith(
-        "(1 of 2 GPUs free)")
+        "(too few GPUs)")
     assert (await refused(db, admin, req("b", cpus=1, memory_mb=1, gpu_uuids=["GPU-a"]), {n}))[2].endswith(
         "(GPU GPU-a is not free here)")
     last = await create(db, admin, req("b", cpus=1.5, memory_mb=400, gpu_count=1), {n})  # exactly what is left
@@ -142,11 +146,27 @@ async def test_placement_goes_to_the_first_node_that_fits_and_says_why_not_elsew
     assert (await create(db, admin, req("b", cpus=1), online)).node_id == small
     status, code, message = await refused(db, admin, req("c", cpus=15), online)
     assert (status, code) == (409, "no_capacity")
-    assert message == ("no node can take this instance: off: offline; cordoned: cordoned; other: no image img:1 "
-                       "you may use; small: 0 CPUs, 6976 MB memory, 0 of 0 GPUs free (only 0 CPUs free); "
-                       "big: 14 CPUs, 6976 MB memory, 0 of 0 GPUs free (only 14 CPUs free)")
+    assert message == ("no node can take this instance (asked: 15 CPUs, the node's default memory, 0 GPUs): "
+                       "off: offline; cordoned: cordoned; other: no image img:1 "
+                       "you may use; small: 0 CPUs, 6.8 GiB memory, 0 of 0 GPUs free (too few CPUs); "
+                       "big: 14 CPUs, 6.8 GiB memory, 0 of 0 GPUs free (too few CPUs)")
     assert (await create(db, admin, req("d", node_id=big), online)).node_id == big
     assert off not in online
+    # The same refusal, as the pages say it: each node's reason in the page's language (no
+    # English "offline" in the Japanese one), the request restated once, memory in GiB.
+    with pytest.raises(ApiError) as e:
+        await create(db, admin, req("e", cpus=15, memory_mb=2048, gpu_count=1), online)
+    assert e.value.extra["asked"] == {"cpus": 15, "memory_mb": 2048, "gpus": 1}
+    assert [(r["node"], r["reason"]) for r in e.value.extra["nodes"]] == [
+        ("off", "offline"), ("cordoned", "cordoned"), ("other", "no_image"), ("small", "full"), ("big", "full")]
+    assert capacity_text("en", e.value) == (
+        "Asked for 15 CPUs, 2.0 GiB memory, 1 GPUs. off: offline; cordoned: cordoned; "
+        "other: no image img:1 you may use; "
+        "small: too few CPUs (0 CPUs, 6.8 GiB memory, 0 of 0 GPUs free); "
+        "big: too few CPUs (13 CPUs, 5.8 GiB memory, 0 of 0 GPUs free).")
+    ja = capacity_text("ja", e.value)
+    assert "off: オフライン" in ja and "cordoned: 受付停止中" in ja and "CPU が足りません" in ja
+    assert "offline" not in ja and "cordoned:" in ja and "CPUs" not in ja
 
 
 async def test_users_place_only_on_nodes_they_own_or_are_shared_with_and_images_they_may_use(db: Database) -> None:
@@ -169,7 +189,8 @@ async def test_users_place_only_on_nodes_they_own_or_are_shared_with_and_images_
         assert await svc.image_usable(conn, alice, own, "img:1")
         assert not await svc.image_usable(conn, alice, own, "nope:1")
     assert (await refused(db, alice, req("x", node_id=shared), online))[2] == (
-        "no node can take this instance: shared: no image img:1 you may use")
+        "no node can take this instance (asked: the node's default CPUs, the node's default memory, 0 GPUs): "
+        "shared: no image img:1 you may use")
     lonely = await user(db, "carol@example.org")
     assert await refused(db, lonely, req(), online) == (
         409, "no_capacity", "there is no node you may use; ask an administrator to share one")
@@ -331,8 +352,8 @@ async def test_instances_without_a_size_get_the_node_s_default_and_count(db: Dat
     assert (usage.cpus, usage.memory_mb) == (2.0, 2048)
     # The node is full at its defaults: a third is refused, as a sized one would be.
     assert await refused(db, admin, req("c"), {n}) == (
-        409, "no_capacity", "no node can take this instance: n: 0 CPUs, 2048 MB memory, 0 of 0 GPUs free "
-                            "(only 0 CPUs free)")
+        409, "no_capacity", "no node can take this instance (asked: the node's default CPUs, the node's default "
+                            "memory, 0 GPUs): n: 0 CPUs, 2.0 GiB memory, 0 of 0 GPUs free (too few CPUs)")
     # An administrator's defaults for the node; never more than the node has.
     async with db.begin() as conn:
         await conn.execute(nodes.update().where(nodes.c.id == n).values(default_cpus=0.5, default_memory_mb=99999))

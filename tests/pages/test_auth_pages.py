@@ -43,6 +43,26 @@ async def test_root_goes_to_login_then_nodes(client):
     assert r.headers["Location"] == "/nodes"
 
 
+async def test_plain_users_land_on_instances_and_admins_on_nodes(client):
+    await add_user(client, "a@example.org", role="admin")
+    await add_user(client, "u@example.org")
+    r = await page_login(client, "u@example.org")
+    assert r.headers["Location"] == "/instances"
+    assert (await client.get("/", allow_redirects=False)).headers["Location"] == "/instances"
+    assert (await client.get("/login", allow_redirects=False)).headers["Location"] == "/instances"
+    # The account page shows this login at once (it was "never" until the next one).
+    html = await (await client.get("/account")).text()
+    last = html.split("Last login</dt><dd>", 1)[1].split("</dd>", 1)[0]
+    assert "never" not in last.lower(), last
+    # A next page asked for still wins; the admin lands on the nodes.
+    await post_form(client, "/logout", {}, csrf_from="/instances")
+    r = await page_login(client, "u@example.org", next_path="/ssh-keys")
+    assert r.headers["Location"] == "/ssh-keys"
+    await post_form(client, "/logout", {}, csrf_from="/instances")
+    r = await page_login(client, "a@example.org")
+    assert r.headers["Location"] == "/nodes"
+
+
 async def test_setup_through_the_link_creates_admin_and_logs_in(client):
     token = _token(client)
     r = await client.get(f"/setup?token={token}")
@@ -63,8 +83,12 @@ async def test_setup_through_the_link_creates_admin_and_logs_in(client):
     assert "administrator account is ready" in html  # the flash message
     assert "setup.complete" in await _actions(client)
     # The link is spent.
+    # Setting up was the administrator's first login: the account page says when, not "never".
+    html = await (await client.get("/account")).text()
+    last = html.split("Last login</dt><dd>", 1)[1].split("</dd>", 1)[0]
+    assert "Never" not in last and "never" not in last, last
     r = await client.get(f"/setup?token={token}", allow_redirects=False)
-    assert r.status == 303  # logged in: straight to the nodes
+    assert r.status == 303 and r.headers["Location"] == "/nodes"  # logged in: straight to the nodes
     async with ClientSession(base_url=str(client.make_url("")), cookie_jar=CookieJar(unsafe=True)) as s:
         r = await s.get(f"/setup?token={token}")
         assert r.status == 200 and "already set up" in await r.text()
@@ -228,12 +252,12 @@ async def test_open_redirects_are_refused(client):
                    "javascript:alert(1)", "evil.example", "/x\r\nSet-Cookie: a=1")
     for bad in bad_targets:
         r = await client.get("/login", params={"next": bad})
-        assert 'name="next" value="/nodes"' in await r.text(), bad
+        assert 'name="next" value=""' in await r.text(), bad
         r = await client.get("/prefs", params={"lang": "ja", "next": bad}, allow_redirects=False)
         assert r.status == 303 and r.headers["Location"] == "/", bad
     for bad in bad_targets:
         csrf = await get_csrf(client, "/login")
         r = await client.post("/login", allow_redirects=False, data={
             "csrf_token": csrf, "email": "alice@example.org", "password": PASSWORD, "next": bad})
-        assert r.status == 303 and r.headers["Location"] == "/nodes", bad
-        await post_form(client, "/logout", {}, csrf_from="/nodes")
+        assert r.status == 303 and r.headers["Location"] == "/instances", bad  # alice's landing page
+        await post_form(client, "/logout", {}, csrf_from="/instances")

@@ -51,12 +51,12 @@ async def _setup_admin(page: Any, dmd: Dmd) -> None:
     await page.wait_for_url(f"{dmd.base}/nodes")
 
 
-async def _login(page: Any, dmd: Dmd, email: str, password: str) -> None:
+async def _login(page: Any, dmd: Dmd, email: str, password: str, lands: str = "/nodes") -> None:
     await page.goto(f"{dmd.base}/login")
     await page.fill("#f-email", email)
     await page.fill("#f-password", password)
     await page.click("form[action='/login'] button[type=submit]")
-    await page.wait_for_url(f"{dmd.base}/nodes")
+    await page.wait_for_url(f"{dmd.base}{lands}")  # administrators land on the nodes, users on instances
 
 
 async def _logout(page: Any, dmd: Dmd) -> None:
@@ -161,7 +161,7 @@ async def test_newcomer_journey(dmd: Dmd, browser: Any, tmp_path: Path) -> None:
     assert await page.input_value("#f-email") == "alice@example.org"
     assert await page.input_value("#f-password") == ""
     await page.screenshot(path=str(shots / "11-login-failed.png"), full_page=True)
-    await _login(page, dmd, "alice@example.org", "alice's long password")
+    await _login(page, dmd, "alice@example.org", "alice's long password", lands="/instances")
     nav = await _nav_texts(page)
     assert "Users" not in nav and "Audit" not in nav and "Nodes" in nav
     resp = await page.goto(f"{dmd.base}/users")

@@ -16,7 +16,7 @@ from tests.pages.conftest import page_login
 TEMPLATES = web_dir() / "templates"
 # Each page of the main navigation, and the catalogue keys of what it says while it is empty.
 MAIN_PAGES = {
-    "/nodes": ("nodes", "nodes.empty.heading", "nodes.empty.text"),
+    "/nodes": ("nodes", "nodes.empty.heading", "nodes.empty.user_text"),
     "/instances": ("instances", "instances.empty.heading", "instances.empty.text"),
     "/images": ("images", "images.no_nodes.heading", "images.no_nodes.text"),
     "/ssh-keys": ("ssh_keys", "sshkeys.empty.heading", "sshkeys.empty.text"),

@@ -355,3 +355,111 @@ async def test_unavailable_nodes_are_marked(client, admin):
         assert 'name="gpu"' in row.group(1) and "disabled" in row.group(1)
     finally:
         await node.close()
+
+
+# --- honest state: a stopped instance, an offline node ------------------------------------------
+
+def _restart_button(main: str) -> str:
+    m = re.search(r'action="/instances/\d+/restart">.*?(<button[^>]*>)', main, re.S)
+    assert m, "no restart button"
+    return m.group(1)
+
+
+async def test_ssh_lines_only_while_running_and_an_offline_node_says_so(client, admin):
+    node = await gpu_node(client, admin, "edge", a5000_gpus()[:1])
+    try:
+        r = await client.post("/api/v1/instances", headers=admin, json={"name": "web", "image": "cuda:12"})
+        assert r.status == 201, await r.text()
+        iid = (await r.json())["id"]
+        inst = await wait_status(client, admin, iid, "running")
+        assert inst["node_online"] is True and inst["ssh"]["port"], inst
+        await page_login(client, "admin@example.org")
+        main = _main(await (await client.get(f"/instances/{iid}")).text())
+        assert 'id="ssh-command"' in main and "data-node-offline" not in main
+        assert "disabled" not in _restart_button(main)
+
+        # Stopped: no ssh line that cannot work (nor its config block), the note says why.
+        r = await post_form(client, f"/instances/{iid}/stop", {}, csrf_from=f"/instances/{iid}")
+        assert r.status == 303
+        await wait_status(client, admin, iid, "stopped")
+        main = _main(await (await client.get(f"/instances/{iid}")).text())
+        assert 'id="ssh-command"' not in main and "ssh -p" not in main and "ssh -J" not in main
+        assert 'id="ssh-config"' not in main and 'data-ssh-note="not_running"' in main
+        r = await post_form(client, f"/instances/{iid}/start", {}, csrf_from=f"/instances/{iid}")
+        assert r.status == 303
+        await wait_status(client, admin, iid, "running")
+
+        # The node goes offline: the API says so beside the last known status.
+        await node.close()
+
+        async def offline() -> dict[str, Any] | None:
+            got = await (await client.get(f"/api/v1/instances/{iid}", headers=admin)).json()
+            return got if got["node_online"] is False else None
+
+        got = await wait_for(offline, "the instance's node offline")
+        assert got["status"] == "running"  # the last one reported, kept as it was
+        listed = await (await client.get("/api/v1/instances", headers=admin)).json()
+        assert [(i["id"], i["node_online"]) for i in listed["items"]] == [(iid, False)]
+
+        # The pages: "node offline" with the last known status in small text, in the list too.
+        main = _main(await (await client.get(f"/instances/{iid}")).text())
+        assert "Node offline" in main and "last known: Running" in main and "data-inst-status" not in main
+        assert "data-node-offline-note" in main and "The node edge is offline" in main
+        # What needs the agent is disabled, saying why; no ssh line that cannot work.
+        assert "disabled" in _restart_button(main)
+        commit = main.split('id="commit"', 1)[1]
+        assert "the node is offline" in commit and re.search(r'<button type="submit" class="btn" disabled>', commit)
+        assert 'id="ssh-command"' not in main and 'data-ssh-note="node_offline"' in main
+        assert 'id="logs-follow"' not in main and 'id="term-open"' not in main
+        listing = _main(await (await client.get("/instances")).text())
+        row = re.search(rf'data-instance-id="{iid}"(.*?)</tr>', listing, re.S)
+        assert row and "Node offline" in row.group(1) and "last known: Running" in row.group(1)
+        assert "data-inst-status" not in row.group(1) and "data-instance-url" not in row.group(0)
+        client.session.cookie_jar.update_cookies({"dm_lang": "ja"})
+        main = _main(await (await client.get(f"/instances/{iid}")).text())
+        assert "ノードがオフライン" in main and "最後の状態: 実行中" in main
+        client.session.cookie_jar.update_cookies({"dm_lang": "en"})
+
+        # Restart is refused before anything changes (no start that waits in its place)...
+        r = await post_form(client, f"/instances/{iid}/restart", {}, csrf_from=f"/instances/{iid}")
+        assert r.status == 409 and "not online" in await r.text()
+        r = await client.post(f"/api/v1/instances/{iid}/restart", headers=admin)
+        assert r.status == 409 and (await r.json())["error"]["code"] == "node_offline"
+        assert "instance.restart" not in await _actions(client, "instance.restart")
+        # ...while stop only changes the desired state, done when the node returns.
+        r = await post_form(client, f"/instances/{iid}/stop", {}, csrf_from=f"/instances/{iid}")
+        assert r.status == 303
+        got = await (await client.get(f"/api/v1/instances/{iid}", headers=admin)).json()
+        assert (got["desired"], got["status"], got["node_online"]) == ("stopped", "running", False)
+        # Another user's instance stays a 404, offline node or not.
+        await add_user(client, "eve@example.org")
+        eve = await make_token(client, "eve@example.org")
+        r = await client.post(f"/api/v1/instances/{iid}/restart", headers=eve)
+        assert r.status == 404
+    finally:
+        await node.close()
+
+
+async def test_the_capacity_refusal_in_japanese_names_no_english_reason(client, admin):
+    """The create form's no_capacity message, in Japanese: the node's reason translated, what
+    was asked restated once; in English the same in the pages' units."""
+    node = await gpu_node(client, admin, "far", a5000_gpus()[:1])
+    await node.close()
+
+    async def offline() -> bool:
+        r = await client.get(f"/api/v1/nodes/{node.node_id}", headers=admin)
+        return (await r.json())["status"] == "offline"
+
+    await wait_for(offline, "the node offline")
+    await page_login(client, "admin@example.org")
+    r = await _create(client, name="web", image="cuda:12", cpus="2", memory_mb="3072")
+    alert = re.search(r'class="alert alert-error"[^>]*>(.*?)</div>', await r.text(), re.S)
+    assert r.status == 409 and alert, await r.text()
+    assert "Asked for 2 CPUs, 3.0 GiB memory, 0 GPUs. far: offline." in htmllib.unescape(alert.group(1))
+    client.session.cookie_jar.update_cookies({"dm_lang": "ja"})
+    r = await _create(client, name="web", image="cuda:12", cpus="2", memory_mb="3072")
+    alert = re.search(r'class="alert alert-error"[^>]*>(.*?)</div>', await r.text(), re.S)
+    assert r.status == 409 and alert
+    text = htmllib.unescape(alert.group(1))
+    assert "far: オフライン" in text and "CPU 2 個" in text and "メモリ 3.0 GiB" in text, text
+    assert "offline" not in text and "MB" not in text, text

@@ -119,14 +119,24 @@ async def online(admin_client):
 
 # --- the list and adding a node --------------------------------------------------------------
 
-async def test_empty_list_explains_how_to_add(user_client):
-    r = await user_client.get("/nodes")
+async def test_empty_list_explains_how_to_add(admin_client):
+    r = await admin_client.get("/nodes")
     html = await r.text()
     assert r.status == 200
     main = _main(html)
     assert "No nodes yet" in main and "dmd serve --local-node" in main and "dmc join" in main
     assert 'action="/nodes"' in main and 'name="csrf_token"' in main and "<table" not in main
     assert 'href="/nodes" aria-current="page"' in html
+
+
+async def test_a_plain_users_empty_list_says_where_nodes_come_from(user_client):
+    """Not how to start dmd (an administrator's business): shared nodes appear here, or add your own."""
+    main = _main(await (await user_client.get("/nodes")).text())
+    assert "No nodes yet" in main and "Nodes shared with you" in main and "ask an administrator" in main
+    assert "dmd serve" not in main and "dmc join" in main and 'action="/nodes"' in main
+    user_client.session.cookie_jar.update_cookies({"dm_lang": "ja"})
+    main = _main(await (await user_client.get("/nodes")).text())
+    assert "管理者に依頼" in main and "dmd serve" not in main
 
 
 async def test_add_node_shows_the_join_command_once(user_client):

@@ -205,6 +205,8 @@ function watchInstance(box) {
   let status = box.dataset.status;
   // SSH and port map states as the page shows them: a change reloads the page too.
   let access = accessOf(box.dataset.sshState, box.dataset.maps);
+  // The node going offline or coming back changes what the page offers: reload it then too.
+  let nodeOnline = box.dataset.nodeOnline;
   async function tick() {
     try {
       const r = await fetch(box.dataset.instanceUrl, jsonOpts);
@@ -217,6 +219,10 @@ function watchInstance(box) {
       }
       if (r.ok) {
         const data = await r.json();
+        if (typeof data.node_online === "boolean" && String(data.node_online) !== nodeOnline) {
+          if (!following && !busy()) { window.location.reload(); return; }
+          nodeOnline = String(data.node_online);
+        }
         if (data.status !== status) {
           // A new state: show the whole page as it is now (container, actions, logs), unless
           // the reader is following the logs or typing; then only the badge changes.
