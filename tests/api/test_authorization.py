@@ -77,6 +77,7 @@ LEVELS: dict[tuple[str, str], str] = {
     ("DELETE", "/api/v1/ssh-keys/{id}"): "user",
     ("GET", "/api/v1/ssh/gateway"): "user",
     ("GET", "/api/v1/ssh/config"): "user",
+    ("GET", "/api/v1/gpus"): "admin",
 }
 
 
