@@ -67,23 +67,16 @@ async def _serve(hub: Hub, conn: AgentConn, ws: web.WebSocketResponse, node: Nod
     limits = LinkLimits()  # sizes per message type and rates: an agent is untrusted input
     try:
         async for msg in ws:
-            if msg.type == WSMsgType.TEXT:
+            if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                 conn.last_seen = time.time()
                 try:
-                    env = p.decode(msg.data)
-                    limits.check(env, size_of(msg.data))
-                    hub.incoming.dispatch(conn, env)
-                    del env
-                except p.ProtocolError as e:
-                    log.warning("node %s (%s) from %s: %s; closing the link", node.id, node.name, remote, e)
-                    why = f"protocol error: {e}"
-                    conn.closing = True
-                    await ws.close(code=e.close_code, message=str(e).encode()[:120])
-                    break
-            elif msg.type == WSMsgType.BINARY:
-                conn.last_seen = time.time()
-                try:
-                    conn.mux.feed(msg.data)  # a stream frame: flow control bounds what it buffers
+                    if msg.type == WSMsgType.TEXT:
+                        env = p.decode(msg.data)
+                        limits.check(env, size_of(msg.data))
+                        hub.incoming.dispatch(conn, env)
+                        del env
+                    else:
+                        conn.mux.feed(msg.data)  # a stream frame: flow control bounds what it buffers
                 except p.ProtocolError as e:
                     log.warning("node %s (%s) from %s: %s; closing the link", node.id, node.name, remote, e)
                     why = f"protocol error: {e}"
