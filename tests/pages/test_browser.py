@@ -78,7 +78,7 @@ async def test_newcomer_journey(dmd: Dmd, browser: Any, tmp_path: Path) -> None:
     await page.screenshot(path=str(shots / "01-setup.png"), full_page=True)
     await _setup_admin(page, dmd)
     assert await _nav_texts(page) == ["Nodes", "Instances", "Images", "SSH keys", "Port maps",
-                                      "Users", "Audit"]
+                                      "Users", "GPUs", "Audit"]
     assert "administrator account is ready" in await page.inner_text(".flashes")
     await page.screenshot(path=str(shots / "02-nodes-empty.png"), full_page=True)
 
@@ -104,7 +104,7 @@ async def test_newcomer_journey(dmd: Dmd, browser: Any, tmp_path: Path) -> None:
     await page.wait_for_url(f"{dmd.base}/account")
     assert await page.get_attribute("html", "lang") == "ja"
     assert await _nav_texts(page) == ["ノード", "インスタンス", "イメージ", "SSH 鍵", "ポートマップ",
-                                      "ユーザー", "監査ログ"]
+                                      "ユーザー", "GPU", "監査ログ"]
     await page.screenshot(path=str(shots / "05-account-ja.png"), full_page=True)
 
     # 4. Dark theme: the page background changes.

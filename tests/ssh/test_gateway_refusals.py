@@ -10,6 +10,8 @@ import os
 import sys
 from pathlib import Path
 
+from dmd.core import DM
+from dmd.db.schema import instances
 from tests.databases import every_database  # noqa: F401 (fixture: resolution and config on all three databases)
 from tests.ssh.conftest import Gateway, Run, add_instance, scripted_node
 
@@ -130,6 +132,10 @@ async def test_the_instance_page_shows_the_way_through_the_gateway(gateway: Gate
     node = await scripted_node(gateway)
     iid = await add_instance(gateway, "alice", node, "train")
     await login(gateway.client, "alice@example.org")
+    page = await (await gateway.client.get(f"/instances/{iid}")).text()
+    assert "ssh -J" not in page  # not running (the scripted agent runs nothing): no line that cannot work
+    async with gateway.client.app[DM].db.begin() as conn:  # as the agent reports it once it runs
+        await conn.execute(instances.update().where(instances.c.id == iid).values(status="running"))
     page = await (await gateway.client.get(f"/instances/{iid}")).text()
     assert f"ssh -J alice@127.0.0.1:{gateway.port} root@train" in page
     # An administrator looking at it reaches it by id (names are unique per owner only).
