@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
 import shutil
 import signal
@@ -22,16 +23,17 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiodocker
 import pytest
 
 from tests.runtime.images import BUSYBOX_REF, busybox_rootfs_tar
 
-__all__ = ["Nat", "behind_nat"]
+__all__ = ["Nat", "behind_nat", "dockerd_in_netns", "in_thread"]
 
 
 @dataclass(frozen=True)
@@ -53,21 +55,76 @@ def _run(*argv: str) -> None:
         pytest.fail(f"{' '.join(argv)} failed: {done.stderr.strip()}", pytrace=False)
 
 
-def _in_thread(coro_fn) -> None:  # type: ignore[no-untyped-def]
-    """Run a coroutine function to the end on a loop of its own (fixtures may run inside a loop)."""
-    error: list[BaseException] = []
+def in_thread(fn: Callable[[], Awaitable[Any]]) -> Any:
+    """Run a coroutine function on its own loop in its own thread (fixtures run beside the tests' loops)."""
+    out: dict[str, Any] = {}
 
-    def target() -> None:
+    def main() -> None:
         try:
-            asyncio.run(coro_fn())
+            out["value"] = asyncio.run(fn())  # type: ignore[arg-type]
         except BaseException as e:
-            error.append(e)
+            out["error"] = e
 
-    t = threading.Thread(target=target)
+    t = threading.Thread(target=main)
     t.start()
-    t.join(120)
-    if error:
-        raise error[0]
+    t.join()
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")
+
+
+def _mounts_under(path: str) -> list[str]:
+    with open("/proc/self/mounts") as fh:
+        points = [line.split()[1] for line in fh]
+    return sorted((p for p in points if p == path or p.startswith(path + "/")), key=len, reverse=True)
+
+
+@contextlib.contextmanager
+def dockerd_in_netns(netns: str, *extra: str, what: str = "the second dockerd") -> Iterator[str]:
+    """A dockerd in the network namespace ``netns`` (nsenter --net, not `ip netns exec`: see
+    DESIGN), its data, exec root and socket in a folder of its own; yields its DOCKER_HOST. Then
+    its containers, the daemon, its mounts and its files go."""
+    if shutil.which("dockerd") is None:
+        pytest.fail("dockerd is missing (docker.io)", pytrace=False)
+    base = tempfile.mkdtemp(prefix="dm-dockerd-", dir="/tmp")
+    sock = f"{base}/docker.sock"
+    log = open(f"{base}/dockerd.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        ["nsenter", f"--net=/var/run/netns/{netns}", "dockerd", "--data-root", f"{base}/data", "--exec-root",
+         f"{base}/exec", "-H", f"unix://{sock}", "--pidfile", f"{base}/docker.pid", "--iptables=false", *extra],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"{what} exited ({proc.returncode}): "
+                            f"{Path(base, 'dockerd.log').read_text(errors='replace')[-2000:]}", pytrace=False)
+            done = subprocess.run(["curl", "-sf", "--unix-socket", sock, "http://localhost/_ping"],
+                                  capture_output=True, timeout=5)
+            if done.returncode == 0:
+                break
+            if time.monotonic() > deadline:
+                pytest.fail(f"{what} did not answer within 30 s", pytrace=False)
+            time.sleep(0.1)
+        yield f"unix://{sock}"
+    finally:
+        async def wipe() -> None:
+            async with aiodocker.Docker(url=f"unix://{sock}") as d:
+                for c in await d.containers.list(all=True):
+                    await c.delete(force=True)
+
+        with contextlib.suppress(Exception):
+            in_thread(wipe)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        log.close()
+        for point in _mounts_under(base):
+            subprocess.run(["umount", "-l", point], check=False, timeout=10)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -79,9 +136,6 @@ def behind_nat() -> Iterator[Nat]:
     n = secrets.randbelow(200) + 20
     netns, host_if, ns_if = f"dm-nat-{tag}", f"dmh{tag}", f"dmn{tag}"
     nat = Nat(netns, f"10.231.{n}.1", f"10.231.{n}.2", f"10.232.{n}.0/24", "")
-    base = tempfile.mkdtemp(prefix="dm-nat-", dir="/tmp")
-    sock = f"{base}/docker.sock"
-    proc: subprocess.Popen[bytes] | None = None
     try:
         _run("ip", "netns", "add", netns)
         _run("ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if)
@@ -94,53 +148,17 @@ def behind_nat() -> Iterator[Nat]:
                      ["iptables", "-A", "INPUT", "-i", ns_if, "-m", "conntrack", "--ctstate", "NEW", "-j", "DROP"],
                      ["iptables", "-A", "FORWARD", "-i", ns_if, "-m", "conntrack", "--ctstate", "NEW", "-j", "DROP"]):
             _run("ip", "netns", "exec", netns, *argv)
-        log = open(f"{base}/dockerd.log", "wb")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(
-            nat.inside(["dockerd", "--data-root", f"{base}/data", "--exec-root", f"{base}/exec", "-H",
-                        f"unix://{sock}", "--pidfile", f"{base}/docker.pid", "--iptables=false",
-                        "--bip", f"10.232.{n}.1/24"]),
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the NAT node's dockerd exited ({proc.returncode}): "
-                            f"{Path(base, 'dockerd.log').read_text(errors='replace')[-2000:]}", pytrace=False)
-            done = subprocess.run(["curl", "-sf", "--unix-socket", sock, "http://localhost/_ping"],
-                                  capture_output=True, timeout=5)
-            if done.returncode == 0:
-                break
-            if time.monotonic() > deadline:
-                pytest.fail("the NAT node's dockerd did not answer within 30 s", pytrace=False)
-            time.sleep(0.1)
-
         rootfs = busybox_rootfs_tar()
 
-        async def load_busybox() -> None:
-            async with aiodocker.Docker(url=f"unix://{sock}") as d:
+        async def load_busybox(docker_host: str) -> None:
+            async with aiodocker.Docker(url=docker_host) as d:
                 repo, tag_ = BUSYBOX_REF.rsplit(":", 1)
                 await d._query_json("images/create", "POST", params={"fromSrc": "-", "repo": repo, "tag": tag_},
                                     data=rootfs, headers={"Content-Type": "application/x-tar"})
 
-        _in_thread(load_busybox)
-        yield Nat(nat.netns, nat.host_ip, nat.node_ip, nat.container_net, f"unix://{sock}")
+        with dockerd_in_netns(netns, "--bip", f"10.232.{n}.1/24", what="the NAT node's dockerd") as docker_host:
+            in_thread(lambda: load_busybox(docker_host))
+            yield Nat(nat.netns, nat.host_ip, nat.node_ip, nat.container_net, docker_host)
     finally:
-        if proc is not None:
-            async def wipe() -> None:
-                async with aiodocker.Docker(url=f"unix://{sock}") as d:
-                    for c in await d.containers.list(all=True):
-                        await c.delete(force=True)
-
-            with contextlib.suppress(Exception):
-                _in_thread(wipe)
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        done = subprocess.run(["findmnt", "-rn", "-o", "TARGET"], capture_output=True, text=True, timeout=10)
-        for point in sorted((p for p in done.stdout.split() if p.startswith(base)), reverse=True):
-            subprocess.run(["umount", "-l", point], check=False, timeout=10)
-        shutil.rmtree(base, ignore_errors=True)
         subprocess.run(["ip", "link", "del", host_if], check=False, capture_output=True, timeout=10)
         subprocess.run(["ip", "netns", "del", netns], check=False, capture_output=True, timeout=10)

@@ -30,6 +30,7 @@ from agent import protocol as p
 from dmd.errors import ApiError, BadRequest, NotFound, TooLarge
 from dmd.pages.render import current_identity, dm_of, login_required, path_id
 from dmd.pages.terminal import instance_stream, json_error
+from dmd.usecases.streams import stream_failed
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -75,12 +76,6 @@ def tar_trailer(size: int) -> bytes:
     return b"\0" * ((BLOCK - size % BLOCK) % BLOCK) + b"\0" * (2 * BLOCK)
 
 
-def _failure(end: p.StreamEnd, what: str) -> ApiError:
-    status = {"not_found": 404, "invalid": 400, "unsupported": 409, "not_running": 409, "conflict": 409,
-              "limit": 429, "link_lost": 503}.get(end.code, 502)
-    return ApiError(f"{what}: {end.reason or end.code}", status=status, code=end.code)
-
-
 @routes.post("/instances/{id}/files")
 @login_required
 async def upload(request: web.Request) -> web.StreamResponse:
@@ -122,7 +117,7 @@ async def upload(request: web.Request) -> web.StreamResponse:
         except p.StreamClosed:
             end = await stream.wait_closed()
     if end.code != "closed":
-        return json_error(_failure(end, f"copy into {into}"))
+        return json_error(stream_failed(end, f"copy into {into}"))
     return web.json_response({"path": posixpath.join(into, name), "size": size})
 
 
@@ -149,7 +144,7 @@ async def download(request: web.Request) -> web.StreamResponse:
         if not first:
             end = await stream.wait_closed()
             if end.code != "closed":
-                raise _failure(end, f"copy {path} out")
+                raise stream_failed(end, f"copy {path} out")
         resp = web.StreamResponse(headers={
             "Content-Type": "application/x-tar", "Content-Disposition": disposition(path), "Cache-Control": "no-store",
         })

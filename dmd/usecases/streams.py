@@ -31,7 +31,7 @@ from dmd.queries import audit
 from dmd.queries import instances as svc
 from dmd.queries import nodes as node_svc
 
-__all__ = ["VIAS", "Opened", "StreamFailed", "instance_stream", "record_session"]
+__all__ = ["VIAS", "Opened", "StreamFailed", "instance_stream", "record_session", "stream_failed"]
 
 log = logging.getLogger("dmd.streams")
 
@@ -40,13 +40,19 @@ VIAS = ("terminal", "ssh", "tunnel", "files", "logs")
 # What a kind of stream needs of the node's runtime (see agent.runtime Capabilities).
 _NEEDS = {"exec": "exec_tty", "copy": "file_copy", "logs": "logs_follow", "ssh": "exec_tty"}
 
-# The agent's refusal codes as HTTP statuses.
-_STATUS = {"not_running": 409, "not_found": 404, "limit": 429, "unsupported": 409, "invalid": 422,
-           "refused": 502, "unreachable": 502, "timeout": 504, "link_lost": 409}
+# How a stream ended (the agent's codes) as HTTP statuses; anything else is the node's failure.
+_STATUS = {"not_running": 409, "not_found": 404, "limit": 429, "unsupported": 409, "conflict": 409,
+           "invalid": 422, "refused": 502, "unreachable": 502, "timeout": 504, "link_lost": 503}
 
 
 class StreamFailed(ApiError):
     status, code = 502, "stream_refused"
+
+
+def stream_failed(end: p.StreamEnd, what: str) -> StreamFailed:
+    """A refused or failed stream as the error a handler answers with (one table for all)."""
+    return StreamFailed(f"{what}: {end.reason or end.code}", code=f"stream_{end.code}"[:64],
+                        status=_STATUS.get(end.code, 502))
 
 
 @dataclass(slots=True)
@@ -86,8 +92,7 @@ async def instance_stream(dm: Dm, actor: Actor, user: User, instance_id: int, op
     try:
         stream = await dm.hub.open_stream(inst.node_id, opening)
     except p.StreamRefused as e:
-        raise StreamFailed(f"the node refused: {e.end.reason or e.end.code}", code=f"stream_{e.end.code}"[:64],
-                           status=_STATUS.get(e.end.code, 502)) from None
+        raise stream_failed(e.end, "the node refused") from None
 
     async def end(reason: str) -> None:
         await stream.close(p.StreamEnd("revoked", reason))

@@ -23,6 +23,7 @@ from tests.e2e.procs import Agent
 from tests.instances.conftest import wait_status
 from tests.pages.conftest import get_csrf, page_login
 from tests.runtime.images import BUSYBOX_REF
+from tests.streams.test_instance_streams import read_until
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
@@ -41,16 +42,6 @@ def served(host: str, port: int) -> bool:
             return b"behind-nat" in s.recv(4096)
     except OSError:
         return False
-
-
-async def read_until(stream: p.Stream, marker: bytes) -> bytes:
-    got = b""
-    async with asyncio.timeout(15):
-        while marker not in got:
-            data = await stream.read()
-            assert data, f"stream ended before {marker!r}: {got!r} ({stream.end})"
-            got += data
-    return got
 
 
 async def test_terminal_and_tcp_into_a_node_behind_nat(nat, make_client, tmp_path):

@@ -9,7 +9,6 @@ import asyncio
 import json
 import sys
 
-import aiohttp
 import pytest
 
 from dmd.core import DM
@@ -18,8 +17,7 @@ from tests.conftest import add_user, make_token
 from tests.e2e.procs import Agent
 from tests.instances.conftest import wait_status
 from tests.runtime.images import BUSYBOX_REF
-from tests.ssh.conftest import run
-from tests.ssh.test_gateway_e2e import free_port
+from tests.ssh.conftest import run, through_tunnel
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
@@ -71,21 +69,7 @@ async def test_ssh_and_a_tunnel_through_the_gateway_to_a_node_behind_nat(nat, ma
         got = await run(["ssh", "-F", str(cfg), "natbox", "echo dm-$((6*7)); exit 3"], timeout=60)
         assert got.returncode == 3 and got.stdout.strip() == "dm-42", got
 
-        port = free_port()
-        tunnel = await asyncio.create_subprocess_exec("ssh", "-F", str(cfg), "-N", "-L", f"{port}:127.0.0.1:8080",
-                                                      "natbox", stdin=asyncio.subprocess.DEVNULL)
-        try:
-            async def fetched() -> str | None:
-                try:
-                    async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/") as resp:
-                        return await resp.text()
-                except aiohttp.ClientError:
-                    return None
-
-            assert (await wait_for(fetched, "the page through the tunnel", 30)) == "ssh-behind-nat\n"
-        finally:
-            tunnel.terminate()
-            await tunnel.wait()
+        assert await through_tunnel(cfg, "natbox", 8080) == "ssh-behind-nat\n"
         await client.delete(f"/api/v1/instances/{iid}", headers=headers)
         await dm.reconciler.idle()
     finally:

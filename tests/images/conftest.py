@@ -22,16 +22,11 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import tarfile
-import tempfile
-import threading
-import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiodocker
@@ -41,6 +36,7 @@ from agent.config import AgentConfig
 from agent.workloads import make_link, run_link
 from tests.databases import every_database  # noqa: F401 (fixture: each test on all three databases)
 from tests.instances.conftest import docker, local, wait_for  # noqa: F401 (fixtures)
+from tests.netns import dockerd_in_netns, in_thread
 from tests.runtime.conftest import docker_test_image  # noqa: F401 (fixture: builds the busybox image)
 from tests.runtime.images import BUSYBOX_BINARY, BUSYBOX_REF, is_static_elf
 
@@ -100,24 +96,6 @@ def tar_of(members: dict[str, bytes]) -> bytes:
             ti.size = len(data)
             tar.addfile(ti, io.BytesIO(data))
     return buf.getvalue()
-
-
-def in_thread(fn: Callable[[], Awaitable[Any]]) -> Any:
-    """Run a coroutine on its own loop in its own thread (for session fixtures, away from the tests' loops)."""
-    out: dict[str, Any] = {}
-
-    def main() -> None:
-        try:
-            out["value"] = asyncio.run(fn())  # type: ignore[arg-type]
-        except BaseException as e:
-            out["error"] = e
-
-    t = threading.Thread(target=main)
-    t.start()
-    t.join()
-    if "error" in out:
-        raise out["error"]
-    return out.get("value")
 
 
 async def remove_image(engine: aiodocker.Docker, ref: str) -> None:
@@ -252,12 +230,6 @@ async def node(made, local) -> dict[str, Any]:  # noqa: F811
 # --------------------------------------------------------------------------- a second dockerd
 
 
-def _mounts_under(path: str) -> list[str]:
-    with open("/proc/self/mounts") as fh:
-        points = [line.split()[1] for line in fh]
-    return sorted((p for p in points if p == path or p.startswith(path + "/")), key=len, reverse=True)
-
-
 @pytest.fixture
 def second_dockerd() -> Iterator[str]:
     """A dockerd in its own network namespace; yields its DOCKER_HOST."""
@@ -267,48 +239,11 @@ def second_dockerd() -> Iterator[str]:
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} is missing (iproute2, util-linux, docker.io)", pytrace=False)
     netns = f"dm-img-{secrets.token_hex(3)}"
-    base = tempfile.mkdtemp(prefix="dm-img-", dir="/tmp")
-    sock = f"{base}/docker.sock"
     subprocess.run(["ip", "netns", "add", netns], check=True, timeout=10)
-    log = open(f"{base}/dockerd.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        ["nsenter", f"--net=/var/run/netns/{netns}", "dockerd", "--data-root", f"{base}/data",
-         "--exec-root", f"{base}/exec", "-H", f"unix://{sock}", "--pidfile", f"{base}/docker.pid",
-         "--iptables=false"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the second dockerd exited ({proc.returncode}): "
-                            f"{Path(base, 'dockerd.log').read_text(errors='replace')[-2000:]}", pytrace=False)
-            done = subprocess.run(["curl", "-sf", "--unix-socket", sock, "http://localhost/_ping"],
-                                  capture_output=True, timeout=5)
-            if done.returncode == 0:
-                break
-            if time.monotonic() > deadline:
-                pytest.fail("the second dockerd did not answer within 30 s", pytrace=False)
-            time.sleep(0.1)
-        yield f"unix://{sock}"
+        with dockerd_in_netns(netns) as docker_host:
+            yield docker_host
     finally:
-        # Containers first (dockerd stops them anyway), then the daemon, its mounts, its files, the namespace.
-        with contextlib.suppress(Exception):
-            async def wipe() -> None:
-                async with aiodocker.Docker(url=f"unix://{sock}") as d:
-                    for c in await d.containers.list(all=True):
-                        await c.delete(force=True)
-            in_thread(wipe)
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        log.close()
-        for point in _mounts_under(base):
-            subprocess.run(["umount", "-l", point], check=False, timeout=10)
-        shutil.rmtree(base, ignore_errors=True)
         subprocess.run(["ip", "netns", "del", netns], check=False, timeout=10)
 
 

@@ -170,3 +170,28 @@ async def interactive(cfg: Path, host: str) -> int:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def through_tunnel(cfg: Path, host: str, remote_port: int) -> str:
+    """`ssh -F cfg -N -L <free>:127.0.0.1:remote_port host`, then GET / through it: the page's text."""
+    import aiohttp
+
+    from tests.e2e.procs import free_port
+    from tests.waiting import wait_for
+
+    port = free_port()
+    tunnel = await asyncio.create_subprocess_exec(
+        "ssh", "-F", str(cfg), "-N", "-L", f"{port}:127.0.0.1:{remote_port}", host,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL)
+    try:
+        async def fetched() -> str | None:
+            try:
+                async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/") as resp:
+                    return await resp.text()
+            except aiohttp.ClientError:
+                return None
+
+        return await wait_for(fetched, "the page through the tunnel", 30)
+    finally:
+        tunnel.terminate()
+        await tunnel.wait()

@@ -12,13 +12,12 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from aiohttp.test_utils import TestClient
 
 from tests.access.conftest import KeyPair
 from tests.instances.conftest import instance, wait_for
-from tests.ssh.conftest import interactive, run
-from tests.ssh.test_gateway_e2e import client, config_for, free_port, ssh  # noqa: F401 (fixture: the gateway on)
+from tests.ssh.conftest import interactive, run, through_tunnel
+from tests.ssh.test_gateway_e2e import client, config_for, ssh  # noqa: F401 (fixture: the gateway on)
 
 # busybox's httpd on the instance's loopback only, for -L.
 WEB = ["/bin/busybox", "sh", "-c", "mkdir -p /www && echo dm-agent-tunnel > /www/index.html && "
@@ -61,19 +60,5 @@ async def test_ssh_into_an_image_without_sshd(client: TestClient, admin: dict[st
     assert got.returncode == 0 and "up.bin" in got.stdout, got
 
     # -L to the instance's own loopback port, through the agent's server.
-    port = free_port()
-    tunnel = await asyncio.create_subprocess_exec("ssh", "-F", str(cfg), "-N", "-L", f"{port}:127.0.0.1:8080",
-                                                  "plain", stdin=asyncio.subprocess.DEVNULL)
-    try:
-        async def fetched() -> str | None:
-            try:
-                async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/") as resp:
-                    return await resp.text()
-            except aiohttp.ClientError:
-                return None
-
-        assert (await wait_for(fetched, "the page through the tunnel", 30)) == "dm-agent-tunnel\n"
-    finally:
-        tunnel.terminate()
-        await tunnel.wait()
+    assert await through_tunnel(cfg, "plain", 8080) == "dm-agent-tunnel\n"
 

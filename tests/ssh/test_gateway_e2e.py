@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import socket
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -20,7 +18,7 @@ from dmd.core import DM
 from tests.access.conftest import KeyPair
 from tests.conftest import AppFactory, add_user, make_token
 from tests.instances.conftest import instance, wait_for
-from tests.ssh.conftest import Run, interactive, run
+from tests.ssh.conftest import Run, interactive, run, through_tunnel
 
 # A tiny HTTP server inside the instance, on its loopback only (the image has perl-base, no python).
 HTTP_SERVER = ("perl -MIO::Socket::INET -e '$s=IO::Socket::INET->new(LocalAddr=>\"127.0.0.1\",LocalPort=>8080,"
@@ -32,12 +30,6 @@ HTTP_SERVER = ("perl -MIO::Socket::INET -e '$s=IO::Socket::INET->new(LocalAddr=>
 async def client(make_client: AppFactory) -> TestClient:  # type: ignore[type-arg]
     """This module's dmd has its SSH gateway on."""
     return await make_client(ssh_listen="127.0.0.1:0")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def config_for(client: TestClient, headers: dict[str, str], key: KeyPair, where: Path) -> Path:  # type: ignore[type-arg]
@@ -100,23 +92,7 @@ async def test_ssh_scp_and_a_tunnel_through_the_gateway(client: TestClient, admi
     # -L inside the instance's session: its own loopback port 8080, from here.
     got = await ssh(cfg, "box", f"setsid {HTTP_SERVER} </dev/null >/dev/null 2>&1 &")
     assert got.returncode == 0, got.stderr
-    port = free_port()
-    tunnel = await asyncio.create_subprocess_exec("ssh", "-F", str(cfg), "-N", "-L", f"{port}:127.0.0.1:8080", "box",
-                                                  stdin=asyncio.subprocess.DEVNULL,
-                                                  stdout=asyncio.subprocess.DEVNULL,
-                                                  stderr=asyncio.subprocess.PIPE)
-    try:
-        async def fetched() -> str | None:
-            try:
-                async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/") as resp:
-                    return await resp.text()
-            except aiohttp.ClientError:
-                return None
-
-        assert (await wait_for(fetched, "the page through the tunnel", 30)) == "dm-tunnel-ok\n"
-    finally:
-        tunnel.terminate()
-        await tunnel.wait()
+    assert await through_tunnel(cfg, "box", 8080) == "dm-tunnel-ok\n"
 
     # The forwards were sessions: in the audit, with bytes each way.
     entries = (await (await client.get("/api/v1/audit?action=session.close", headers=admin)).json())["items"]
